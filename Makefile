@@ -1,0 +1,67 @@
+# paperlib: `make figures` regenerates every table and figure, `make test` runs the test suite.
+# Both create .venv (torch 2.13.0 CPU wheel + paperlib in editable mode) on first use.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# PROFILE: ci | default | paper (the params file notebooks/params/$(PROFILE).yaml)
+PROFILE ?= default
+FIGURES ?= figures
+NOTEBOOKS := $(sort $(wildcard notebooks/*.py))
+NAMES := $(notdir $(NOTEBOOKS:.py=))
+BUILD := notebooks/_build/$(PROFILE)
+RUNS := $(NAMES:%=$(BUILD)/%.ipynb)
+PKG_SRC := $(shell find paperlib -name '*.py' -o -name '*.mplstyle')
+PYTEST_ARGS ?=
+
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: all setup figures test lab bench clean distclean help
+
+all: figures
+
+help:
+	@echo "make figures [PROFILE=ci|default|paper]  execute every notebook, write $(FIGURES)/"
+	@echo "make test                                unit tests + every notebook on the ci profile"
+	@echo "make lab                                 JupyterLab on notebooks/ (jupytext pairing)"
+	@echo "make bench                               peer benchmarks (sigpy), ratios printed"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	touch $@
+
+figures: $(RUNS)
+	@echo "figures written to $(FIGURES)/ (executed notebooks in $(BUILD)/)"
+
+# A notebook is re-executed when its source, the profile, or any library code changes.
+$(BUILD)/%.ipynb: notebooks/%.py notebooks/params/$(PROFILE).yaml $(PKG_SRC) | $(VENV)/.installed
+	@mkdir -p $(BUILD) $(FIGURES)
+	@echo "== $* ($(PROFILE))"
+	@start=$$(date +%s); \
+	$(PY) -m paperlib._run_notebook $< $@ profile=$(PROFILE) out_dir=$(abspath $(FIGURES)); \
+	echo "   $* took $$(( $$(date +%s) - start )) s"
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lab: $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[lab]"
+	cd notebooks && ../$(PY) -m jupyter lab
+
+bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[bench]"
+	$(PY) benchmarks/mri_peers.py
+
+clean:
+	rm -rf notebooks/_build .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV) .cache

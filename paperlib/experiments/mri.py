@@ -1,0 +1,159 @@
+"""MRI experiments: test cases, the method registry, and per-case scoring.
+
+A *case* is one test volume with its own per-slice undersampling masks (seeded), the
+operator ``y_s = M_s F x_s`` (paper Eq. 3) and the measured k-space. A *method* is any
+callable ``(operator, y, profile, generator) -> (D, H, W) image`` registered under a name;
+the baselines are registered here, and DART, DRIFT and the projection-based method register
+themselves the same way, so they join Table 1 and Figure 3 as further rows, not a rewrite.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import Profile
+from ..data.brain import load_split
+from ..measure import measure
+from ..metrics.image import volume_scores
+from ..physics.mri import MRIOperator, make_mask
+from ..recon import mri_baselines
+
+logger = logging.getLogger(__name__)
+
+MethodFn = Callable[[MRIOperator, torch.Tensor, Profile, torch.Generator], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    fn: MethodFn
+    stochastic: bool = False
+
+
+MRI_METHODS: dict[str, Method] = {}
+
+
+def register_mri_method(name: str, *, stochastic: bool = False) -> Callable[[MethodFn], MethodFn]:
+    """Decorator adding a reconstruction to :data:`MRI_METHODS` under ``name``.
+
+    Stochastic methods are run once per seed of the profile; deterministic ones once per case.
+    """
+
+    def deco(fn: MethodFn) -> MethodFn:
+        MRI_METHODS[name] = Method(name, fn, stochastic)
+        return fn
+
+    return deco
+
+
+@register_mri_method("zero_filled")
+def _zero_filled(op, y, profile, generator):
+    return mri_baselines.zero_filled(op, y)
+
+
+@register_mri_method("cs_mri")
+def _cs_mri(op, y, profile, generator):
+    b = profile.mri_baselines
+    return mri_baselines.cs_wavelet(op, y, weight=b.cs_weight, iters=b.cs_iters, levels=b.cs_levels)
+
+
+@register_mri_method("tv")
+def _tv(op, y, profile, generator):
+    b = profile.mri_baselines
+    return mri_baselines.total_variation(op, y, weight=b.tv_weight, iters=b.tv_iters)
+
+
+@dataclass(frozen=True)
+class MRICase:
+    """One volume to reconstruct: ground truth, head mask, operator and measurement."""
+
+    case_id: str
+    image: torch.Tensor  # (D, H, W) float32 in [0, 1]
+    head_mask: torch.Tensor  # (D, H, W) bool
+    operator: MRIOperator
+    kspace: torch.Tensor  # (D, H, W) complex64, zero where not sampled
+
+
+def slice_masks(
+    kind: str, shape: tuple[int, int, int], acceleration: float, center_fraction: float, seed: int
+) -> torch.Tensor:
+    """Independent seeded masks for each slice of a (D, H, W) volume: (D, H, W) bool."""
+    gen = torch.Generator().manual_seed(seed)
+    depth, height, width = shape
+    return torch.stack(
+        [make_mask(kind, (height, width), acceleration, center_fraction, generator=gen) for _ in range(depth)]
+    )
+
+
+def mri_cases(
+    profile: Profile,
+    *,
+    split: Literal["train", "val", "test"] = "test",
+    mask_kind: str | None = None,
+    n: int | None = None,
+    progress: bool = False,
+) -> list[MRICase]:
+    """The first ``n`` volumes of a split with their masks and measured k-space.
+
+    The mask of volume ``i`` is seeded with ``mri_physics.mask_seed + i`` (plus 1000 for the
+    validation split, so that validation and test masks differ too).
+    """
+    phys = profile.mri_physics
+    kind = mask_kind or phys.table1_mask
+    vols = load_split(profile.mri, split, progress=progress)
+    count = len(vols) if n is None else min(n, len(vols))
+    offset = {"train": 2000, "val": 1000, "test": 0}[split]
+    cases = []
+    for i in range(count):
+        image = vols.images[i]
+        masks = slice_masks(kind, tuple(image.shape), phys.acceleration, phys.center_fraction,
+                            phys.mask_seed + offset + i)
+        op = MRIOperator(masks)
+        cases.append(MRICase(vols.ids[i], image, vols.head_masks[i], op, op.forward(image)))
+    return cases
+
+
+def run_methods(
+    profile: Profile,
+    cases: Sequence[MRICase],
+    methods: Sequence[str],
+    *,
+    seeds: Sequence[int] = (0,),
+    dataset: str = "brain",
+    keep: bool = False,
+    progress: bool = True,
+) -> tuple[list[dict], dict]:
+    """Reconstruct every case with every method (and seed, for stochastic methods) and score it.
+
+    Returns
+    -------
+    rows : per-case dicts with the columns of :data:`paperlib.tables.CASE_COLUMNS`.
+    recons : ``{(case_id, method, seed): (D, H, W) tensor}`` when ``keep`` else ``{}``.
+    """
+    unknown = [m for m in methods if m not in MRI_METHODS]
+    if unknown:
+        raise ValueError(f"methods: unknown {unknown}; registered: {sorted(MRI_METHODS)}")
+    jobs = [
+        (case, MRI_METHODS[m], seed)
+        for case in cases
+        for m in methods
+        for seed in (seeds if MRI_METHODS[m].stochastic else seeds[:1])
+    ]
+    rows, recons = [], {}
+    for case, method, seed in tqdm(jobs, desc="MRI reconstructions", disable=not progress):
+        gen = torch.Generator().manual_seed(seed)
+        m = measure(lambda: method.fn(case.operator, case.kspace, profile, gen))
+        recon = m.result.float()
+        scores = volume_scores(recon, case.image, head_mask=case.head_mask)
+        rows.append({
+            "modality": "mri", "dataset": dataset, "case": case.case_id, "method": method.name,
+            "seed": seed, **scores, "wall_time_s": m.wall_time_s, "peak_rss_bytes": m.peak_rss_bytes,
+        })
+        logger.info("%s %s seed %d: SSIM %.4f", case.case_id, method.name, seed, scores["ssim"])
+        if keep:
+            recons[(case.case_id, method.name, seed)] = recon
+    return rows, recons

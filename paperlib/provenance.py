@@ -1,0 +1,49 @@
+"""Provenance of every output: git commit, profile and its hash, versions, checkpoints."""
+from __future__ import annotations
+
+import platform
+import subprocess
+from typing import Iterable
+
+import torch
+
+from . import __version__, paths
+from .io import sha256_file
+
+
+def git_commit() -> str:
+    """``HEAD`` of the checkout, with ``-dirty`` when tracked files differ; ``unknown`` outside git."""
+    root = paths.repo_root()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "paperlib", "notebooks"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def provenance(profile, notebook: str, *, checkpoints: Iterable = ()) -> dict:
+    """A JSON-serialisable record of what produced an output.
+
+    Parameters
+    ----------
+    profile : the validated :class:`paperlib.config.Profile`.
+    notebook : the notebook (or script) name that made the output.
+    checkpoints : paths of checkpoint files used; their sha256 is recorded.
+    """
+    return {
+        "notebook": notebook,
+        "git_commit": git_commit(),
+        "profile": profile.name,
+        "profile_sha256": profile.digest(),
+        "paperlib": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "checkpoints": {str(p): sha256_file(p) for p in checkpoints},
+    }

@@ -1,0 +1,168 @@
+"""Per-case results and the tables derived from them.
+
+Every notebook first writes its raw per-case results (one row per volume x method x seed) to
+``figures/<name>_cases.csv``; the table is then *derived from that file* by :func:`summarise`,
+so every number in a table can be traced to the rows (and the notebook) that made it.
+
+Standard deviations are population standard deviations (``ddof=0``) over all rows of a group,
+i.e. over test cases and seeds together.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .io import atomic_write_text
+
+CASE_COLUMNS = (
+    "modality", "dataset", "case", "method", "seed",
+    "ssim", "ssim_head", "psnr", "wall_time_s", "peak_rss_bytes",
+)
+NUMERIC = ("ssim", "ssim_head", "psnr", "wall_time_s", "peak_rss_bytes")
+
+
+def write_cases(rows: Sequence[Mapping], path: str | os.PathLike) -> Path:
+    """Write per-case rows (dicts with at least :data:`CASE_COLUMNS`) as CSV, atomically.
+
+    Extra keys present in every row are appended as further columns.
+    """
+    if not rows:
+        raise ValueError(f"{path}: no case rows to write")
+    missing = [c for c in CASE_COLUMNS if c not in rows[0]]
+    if missing:
+        raise ValueError(f"{path}: case rows lack columns {missing}")
+    extra = [k for k in rows[0] if k not in CASE_COLUMNS and all(k in r for r in rows)]
+    columns = list(CASE_COLUMNS) + extra
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row[k]) for k in columns})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def read_cases(path: str | os.PathLike) -> list[dict]:
+    """Read a cases CSV back; numeric columns become floats (empty/NaN -> ``nan``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no cases file; run the notebook that writes it first")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key in NUMERIC:
+            if key in row:
+                row[key] = float(row[key]) if row[key] not in ("", None) else math.nan
+    return rows
+
+
+def summarise(
+    rows: Iterable[Mapping], by: Sequence[str] = ("modality", "dataset", "method")
+) -> list[dict]:
+    """Mean and standard deviation of every numeric column per group, in first-seen order.
+
+    >>> rows = [{"method": "a", "ssim": 0.5}, {"method": "a", "ssim": 0.7}, {"method": "b", "ssim": 0.9}]
+    >>> [(s["method"], s["n"], round(s["ssim_mean"], 3), round(s["ssim_std"], 3)) for s in summarise(rows, by=("method",))]
+    [('a', 2, 0.6, 0.1), ('b', 1, 0.9, 0.0)]
+    """
+    groups: dict[tuple, list[Mapping]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(row[k] for k in by)].append(row)
+    out = []
+    for key, members in groups.items():
+        entry = dict(zip(by, key))
+        entry["n"] = len(members)
+        for col in NUMERIC:
+            vals = np.array([float(m[col]) for m in members if col in m], dtype=np.float64)
+            vals = vals[np.isfinite(vals)]
+            entry[f"{col}_mean"] = float(vals.mean()) if vals.size else math.nan
+            entry[f"{col}_std"] = float(vals.std()) if vals.size else math.nan
+        out.append(entry)
+    return out
+
+
+def mean_std(mean: float, std: float, digits: int = 3) -> str:
+    """``0.804 ± 0.025`` (or ``–`` for NaN)."""
+    if not np.isfinite(mean):
+        return "–"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(
+    stem: str | os.PathLike,
+    header: Sequence[str],
+    rows: Sequence[Sequence],
+    *,
+    title: str = "",
+    notes: Sequence[str] = (),
+    provenance: Mapping | None = None,
+) -> list[Path]:
+    """Write ``stem.md`` (title, table, notes, provenance) and ``stem.csv`` atomically."""
+    stem = Path(stem)
+    md = (f"# {title}\n\n" if title else "") + markdown_table(header, rows)
+    if notes:
+        md += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    if provenance:
+        md += "\nProvenance: `" + json.dumps(provenance, sort_keys=True) + "`\n"
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    md_path = atomic_write_text(stem.with_suffix(".md"), md)
+    csv_path = atomic_write_text(stem.with_suffix(".csv"), buf.getvalue())
+    return [md_path, csv_path]
+
+
+def write_json(path: str | os.PathLike, data: Mapping) -> Path:
+    """Write ``data`` as indented, key-sorted JSON atomically."""
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
+
+
+def ssim_table_rows(
+    summary: Sequence[Mapping],
+    reference: Mapping[tuple[str, str], tuple[float, float]],
+    labels: Mapping[str, str],
+) -> tuple[list[str], list[list[str]]]:
+    """Rows of an SSIM table (Table 1 / Table 2 layout) from :func:`summarise` output.
+
+    Columns: modality, method, n, SSIM (whole image), SSIM (head/inside mask), PSNR, time per
+    volume, and the paper's reported SSIM in a separate, labelled column.
+    """
+    header = [
+        "Modality", "Method", "n", "SSIM (ours)", "SSIM in head (ours)", "PSNR dB (ours)",
+        "Time / volume s (ours)", "SSIM reported in paper",
+    ]
+    rows = []
+    for s in summary:
+        ref = reference.get((s["modality"], s["method"]))
+        rows.append([
+            s["modality"].upper(),
+            labels.get(s["method"], s["method"]),
+            str(s["n"]),
+            mean_std(s["ssim_mean"], s["ssim_std"]),
+            mean_std(s["ssim_head_mean"], s["ssim_head_std"]),
+            mean_std(s["psnr_mean"], s["psnr_std"], digits=2),
+            f"{s['wall_time_s_mean']:.3g}",
+            mean_std(*ref) if ref else "not in paper",
+        ])
+    return header, rows
