@@ -49,8 +49,11 @@ $(BUILD)/%.ipynb: notebooks/%.py notebooks/params/$(PROFILE).yaml $(PKG_SRC) | $
 	$(PY) -m paperlib._run_notebook $< $@ profile=$(PROFILE) out_dir=$(abspath $(FIGURES)); \
 	echo "   $* took $$(( $$(date +%s) - start )) s"
 
+# pytest exits 5 when it collects no tests: that is a failure here, with a message saying so.
 test: $(VENV)/.installed
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	exit $$status
 
 lab: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[lab]"

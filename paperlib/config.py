@@ -70,6 +70,7 @@ class MRIBaselinesConfig(_Section):
     cs_weight: float = Field(gt=0.0)
     cs_iters: int = Field(ge=1)
     cs_levels: int = Field(3, ge=1)
+    cs_wavelet: Literal["haar", "db2", "db4"] = Field("haar", description="chosen on the validation split")
     tv_weight: float = Field(gt=0.0)
     tv_iters: int = Field(ge=1)
     tuned_on: str = Field("", description="how the weights were chosen (validation split)")

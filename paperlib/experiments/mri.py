@@ -58,7 +58,8 @@ def _zero_filled(op, y, profile, generator):
 @register_mri_method("cs_mri")
 def _cs_mri(op, y, profile, generator):
     b = profile.mri_baselines
-    return mri_baselines.cs_wavelet(op, y, weight=b.cs_weight, iters=b.cs_iters, levels=b.cs_levels)
+    return mri_baselines.cs_wavelet(op, y, weight=b.cs_weight, iters=b.cs_iters, levels=b.cs_levels,
+                                    wavelet=b.cs_wavelet)
 
 
 @register_mri_method("tv")
