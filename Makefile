@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: all setup figures test lab bench clean distclean help
+.PHONY: all setup figures test lab bench train clean distclean help
 
 all: figures
 
@@ -30,6 +30,7 @@ help:
 	@echo "make test                                unit tests + every notebook on the ci profile"
 	@echo "make lab                                 JupyterLab on notebooks/ (jupytext pairing)"
 	@echo "make bench                               peer benchmarks (sigpy), ratios printed"
+	@echo "make train [PROFILE=...]                 train the diffusion prior (resumable)"
 
 setup: $(VENV)/.installed
 
@@ -58,6 +59,11 @@ test: $(VENV)/.installed
 lab: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[lab]"
 	cd notebooks && ../$(PY) -m jupyter lab
+
+# Train the MRI prior of a profile (resumes after a kill). THREADS=1 on shared cores.
+THREADS ?= 2
+train: $(VENV)/.installed
+	$(PY) -m paperlib train --modality mri --profile $(PROFILE) --threads $(THREADS)
 
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[bench]"

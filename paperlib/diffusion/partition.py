@@ -1,0 +1,198 @@
+"""Slice groups: split a volume's depth into G contiguous groups, one independent prior per group.
+
+The paper partitions the axial slices into groups, "each assigned to an independent diffusion
+model", and distributes the groups uniformly over GPUs. Groups here have equal sizes: a depth
+``D`` that is not a multiple of ``G`` is an error (crop or pad the volume first), so that every
+model sees the same number of slices at training and at sampling time.
+
+Randomness is per group: :meth:`PartitionedPrior.sample` derives one generator per *global* group
+index from the caller's generator, so the samples of group ``g`` do not depend on which process
+or how many groups run beside it. That is what makes a 2-rank run equal a 1-process run.
+
+>>> x = torch.arange(24.).reshape(6, 2, 2)
+>>> [g.shape[0] for g in split_groups(x, 3)]
+[2, 2, 2]
+>>> torch.equal(merge_groups(split_groups(x, 3)), x)
+True
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .sampler import Sampler
+
+logger = logging.getLogger(__name__)
+
+Callback = Callable[[Tensor, int], Tensor]
+
+
+def derive_seed(seed: int, *keys: object) -> int:
+    """A 63-bit seed derived deterministically (SHA-256) from ``seed`` and ``keys``.
+
+    >>> derive_seed(0, "group", 1) == derive_seed(0, "group", 1) != derive_seed(0, "group", 2)
+    True
+    """
+    text = ":".join(str(k) for k in (seed, *keys)).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") & (2**63 - 1)
+
+
+def group_slices(depth: int, num_groups: int) -> list[slice]:
+    """Slices ``[g*s, (g+1)*s)`` of the ``num_groups`` groups of ``s = depth // num_groups``.
+
+    Raises
+    ------
+    ValueError : ``depth`` is not a positive multiple of ``num_groups``.
+    """
+    if num_groups < 1:
+        raise ValueError(f"num_groups: expected >= 1, got {num_groups}")
+    if depth < num_groups or depth % num_groups:
+        raise ValueError(
+            f"depth {depth} cannot be split into {num_groups} equal slice groups; "
+            f"crop or pad the volume to a multiple of {num_groups} slices")
+    size = depth // num_groups
+    return [slice(g * size, (g + 1) * size) for g in range(num_groups)]
+
+
+def split_groups(x: Tensor, num_groups: int) -> list[Tensor]:
+    """Split ``x`` (..., D, H, W) along D into ``num_groups`` contiguous groups (views).
+
+    Returns
+    -------
+    list of ``num_groups`` tensors of shape (..., D / num_groups, H, W).
+    """
+    if x.ndim < 3:
+        raise ValueError(f"split_groups: expected (..., D, H, W), got shape {tuple(x.shape)}")
+    return [x[..., s, :, :] for s in group_slices(x.shape[-3], num_groups)]
+
+
+def merge_groups(groups: Sequence[Tensor]) -> Tensor:
+    """Concatenate slice groups (..., d_g, H, W) back along the depth axis."""
+    if not groups:
+        raise ValueError("merge_groups: expected at least one group")
+    return torch.cat(list(groups), dim=-3)
+
+
+def group_generators(generator: torch.Generator, group_indices: Sequence[int]) -> list[torch.Generator]:
+    """One generator per global group index, derived from one draw of ``generator``.
+
+    Every process that passes a generator in the same state gets the same per-group streams.
+    """
+    base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    return [torch.Generator(device=generator.device).manual_seed(derive_seed(base, "group", g))
+            for g in group_indices]
+
+
+class PartitionedPrior(nn.Module):
+    """G independent video-diffusion denoisers, one per contiguous slice group.
+
+    Parameters
+    ----------
+    models : one network per group, mapping ``(x_t (B, 1, s, H, W), t (B,))`` to the prediction
+        target of ``sampler.prediction``.
+    sampler : :class:`~paperlib.diffusion.sampler.Sampler` of the schedule the models were
+        trained with (it converts network outputs to ``x0_hat`` and takes the reverse steps).
+    group_size : slices per group, ``s``.
+    group_indices : global indices of the groups held here (default ``0 .. len(models)-1``); a rank
+        of a distributed run holds only some groups. They fix the per-group random streams.
+
+    Volumes are (D, H, W) or batched (B, D, H, W) with ``D = len(models) * group_size``.
+
+    >>> from paperlib.diffusion.unet3d import UNet3D, UNet3DConfig
+    >>> from paperlib.diffusion.schedules import ScheduleConfig
+    >>> cfg = UNet3DConfig(base_width=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(),
+    ...                    mid_attention=False)
+    >>> prior = PartitionedPrior([UNet3D(cfg), UNet3D(cfg)], Sampler(ScheduleConfig("cosine", 50)), 2)
+    >>> x = prior.sample((4, 8, 8), num_steps=3, generator=torch.Generator().manual_seed(0))
+    >>> x.shape
+    torch.Size([4, 8, 8])
+    """
+
+    def __init__(self, models: Sequence[nn.Module], sampler: Sampler, group_size: int, *,
+                 group_indices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        if not models:
+            raise ValueError("PartitionedPrior: expected at least one model")
+        if group_size < 1:
+            raise ValueError(f"group_size: expected >= 1, got {group_size}")
+        self.models = nn.ModuleList(models)
+        self.sampler = sampler
+        self.group_size = int(group_size)
+        self.group_indices = list(range(len(models)) if group_indices is None else group_indices)
+        if len(self.group_indices) != len(models):
+            raise ValueError(f"group_indices: expected {len(models)} indices (one per model), got {self.group_indices}")
+        self.eval()
+
+    @property
+    def depth(self) -> int:
+        """Slices covered by the groups held here."""
+        return len(self.models) * self.group_size
+
+    def _check(self, x: Tensor) -> None:
+        if x.ndim not in (3, 4) or x.shape[-3] != self.depth:
+            raise ValueError(f"PartitionedPrior: expected (D, H, W) or (B, D, H, W) with D = {len(self.models)} "
+                             f"groups x {self.group_size} slices = {self.depth}, got shape {tuple(x.shape)}")
+
+    @torch.no_grad()
+    def denoise(self, x_t: Tensor, t: int) -> Tensor:
+        """``x0_hat`` for the whole (local) volume: each group through its own model.
+
+        Parameters
+        ----------
+        x_t : (D, H, W) or (B, D, H, W) float tensor at timestep ``t``.
+        t : training timestep (int).
+
+        Returns
+        -------
+        x0_hat : same shape as ``x_t``.
+        """
+        self._check(x_t)
+        batched = x_t if x_t.ndim == 4 else x_t[None]
+        tt = torch.full((batched.shape[0],), int(t), device=x_t.device, dtype=torch.long)
+        outs = []
+        for model, xg in zip(self.models, split_groups(batched, len(self.models))):
+            out = model(xg[:, None], tt)[:, 0]
+            outs.append(self.sampler.predict_x0(out, xg, t))
+        x0 = merge_groups(outs)
+        return x0 if x_t.ndim == 4 else x0[0]
+
+    def sample(self, shape: Sequence[int], *, num_steps: int, generator: torch.Generator,
+               callback: Callback | None = None, x_T: Tensor | None = None,
+               device: torch.device | str | None = None, progress: bool = False) -> Tensor:
+        """Draw a volume from the prior (DDPM or DDIM per ``self.sampler``).
+
+        Parameters
+        ----------
+        shape : (D, H, W) or (B, D, H, W), ``D = self.depth``.
+        num_steps : network evaluations per group.
+        generator : one draw from it seeds one stream per group (see :func:`group_generators`).
+        callback : ``callback(x0_hat, t) -> x0_hat`` on the (local) volume after every denoising
+            step, the place of DART's physics step.
+        x_T : optional starting noise of ``shape`` (then the per-group streams only feed the steps).
+
+        Returns
+        -------
+        (D, H, W) or (B, D, H, W) float32 sample on ``device``.
+        """
+        shape = tuple(int(s) for s in shape)
+        gens = group_generators(generator, self.group_indices)
+        gshape = shape[:-3] + (self.group_size,) + shape[-2:]
+        if x_T is None:
+            x = merge_groups([torch.randn(gshape, generator=g, device=g.device) for g in gens])
+            x = x.to(device) if device is not None else x
+        else:
+            x = x_T
+        self._check(x)
+        for t, t_prev in tqdm(self.sampler.pairs(num_steps), desc="sampling", disable=not progress, leave=False):
+            x0 = self.denoise(x, t)
+            if callback is not None:
+                x0 = callback(x0, t)
+            n = len(self.models)
+            x = merge_groups([self.sampler.step(x0g, xg, t, t_prev, g)
+                              for x0g, xg, g in zip(split_groups(x0, n), split_groups(x, n), gens)])
+        return x

@@ -1,0 +1,226 @@
+"""Training one slice group's prior: exact resume after a kill, logs, validation, export."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from paperlib.diffusion import train as train_mod
+from paperlib.diffusion.checkpoints import CheckpointError, load_partitioned_prior, load_prior
+from paperlib.diffusion.schedules import ScheduleConfig
+from paperlib.diffusion.train import TrainConfig, train, train_prior
+from paperlib.diffusion.unet3d import UNet3DConfig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is as fast, and immune to oversubscribed shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+MODEL = UNet3DConfig(base_width=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), heads=2,
+                     head_dim=4, dropout=0.1)  # dropout: the global RNG must be restored too
+CFG = TrainConfig(model=MODEL, schedule=ScheduleConfig("cosine", 100), num_groups=2, batch_size=2, grad_accum=2,
+                  ema_decay=0.9, steps=6, ckpt_every=2, seed=3, hflip=True, slice_jitter=1, weights_dtype="float32")
+GROUP = 1
+
+
+@pytest.fixture(scope="module")
+def data() -> torch.Tensor:
+    return torch.rand(5, 8, 16, 16, generator=torch.Generator().manual_seed(0))  # (N, D, H, W)
+
+
+@pytest.fixture(scope="module")
+def straight(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    return train(CFG, data, out, group=GROUP, progress=False), out
+
+
+def _assert_same_state(a, b):
+    for name in ("model", "ema"):
+        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), f"{name}.{k}"
+    oa, ob = a.optimizer.state_dict(), b.optimizer.state_dict()
+    assert oa["param_groups"] == ob["param_groups"]
+    for i in oa["state"]:
+        for k, v in oa["state"][i].items():
+            assert torch.equal(v, ob["state"][i][k]), f"optimizer state {i}.{k}"
+
+
+def _losses(path):
+    return [(r["step"], r["loss"]) for r in map(json.loads, path.read_text().splitlines())]
+
+
+def test_resume_after_stop_equals_straight_run(data, straight, tmp_path):
+    ref, ref_dir = straight
+    half = train(CFG, data, tmp_path, group=GROUP, progress=False, max_steps=3)  # 3: between checkpoints
+    assert half.step == 3 and half.prior_path is None
+    torch.manual_seed(12345)  # a new process state: global RNG elsewhere
+    resumed = train(CFG, data, tmp_path, group=GROUP, progress=False)
+    assert resumed.step == CFG.steps
+    _assert_same_state(ref, resumed)
+    assert _losses(resumed.log_path) == _losses(ref.log_path)
+    assert [s for s, _ in _losses(ref.log_path)] == list(range(1, CFG.steps + 1))
+
+
+def test_resume_after_kill_mid_interval_equals_straight_run(data, straight, tmp_path, monkeypatch):
+    """Killed during step 4 (last checkpoint at step 2): the resumed run redoes steps 3-4 identically."""
+    ref, _ = straight
+    calls = {"n": 0}
+    real = train_mod._sample_batch
+
+    def dying(*args):
+        calls["n"] += 1
+        if calls["n"] == 3 * CFG.grad_accum + 2:  # the 2nd micro-batch of step 4
+            raise KeyboardInterrupt("simulated kill")
+        return real(*args)
+
+    monkeypatch.setattr(train_mod, "_sample_batch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(CFG, data, tmp_path, group=GROUP, progress=False)
+    monkeypatch.setattr(train_mod, "_sample_batch", real)
+    state = torch.load(tmp_path / f"train_state_group{GROUP}.pt", weights_only=True)
+    assert state["step"] == 2
+    resumed = train(CFG, data, tmp_path, group=GROUP, progress=False)
+    _assert_same_state(ref, resumed)
+    assert _losses(resumed.log_path) == _losses(ref.log_path)
+
+
+_KILLED_RUN = """
+import json, sys, time, torch
+torch.set_num_threads(1)
+from paperlib.diffusion import train as train_mod
+from paperlib.diffusion.train import TrainConfig, train
+real = train_mod._sample_batch
+def slow(*args):  # slows the run down so the parent can kill it mid-way; the numbers are unchanged
+    time.sleep(0.05)
+    return real(*args)
+train_mod._sample_batch = slow
+cfg = TrainConfig.from_dict(json.loads(sys.argv[1]))
+train(cfg, torch.load(sys.argv[2], weights_only=True), sys.argv[3], group=int(sys.argv[4]), progress=False)
+"""
+
+
+def test_sigkill_then_resume_equals_straight_run(data, straight, tmp_path):
+    """A real kill (SIGKILL of another process) right after its first checkpoint; resume here."""
+    ref, _ = straight
+    torch.save(data, tmp_path / "data.pt")
+    out = tmp_path / "run"
+    state = out / f"train_state_group{GROUP}.pt"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, json.dumps(CFG.to_dict()), str(tmp_path / "data.pt"),
+                             str(out), str(GROUP)], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_at = torch.load(state, weights_only=True)["step"]
+    assert 2 <= killed_at < CFG.steps
+    resumed = train(CFG, data, out, group=GROUP, progress=False)
+    _assert_same_state(ref, resumed)
+    assert _losses(resumed.log_path) == _losses(ref.log_path)
+
+
+def test_export_and_caller_rng_untouched(data, tmp_path):
+    before = torch.get_rng_state()
+    cfg = replace(CFG, steps=2, weights_dtype="float16")
+    res = train(cfg, data, tmp_path, group=0, progress=False, dataset={"name": "random"})
+    assert torch.equal(torch.get_rng_state(), before)  # library code does not disturb the global RNG
+    models, manifests = load_prior(res.prior_path)
+    m = manifests[0]
+    assert (m["group"], m["num_groups"], m["group_size"], m["steps"]) == (0, 2, 4, 2)
+    assert m["dataset"]["name"] == "random" and m["final_loss"] > 0
+    assert m["train_config"] == cfg.to_dict()
+    ema = res.ema.state_dict()
+    for k, v in models[0].state_dict().items():
+        assert torch.allclose(v, ema[k], atol=1e-3, rtol=1e-3)  # float16 storage
+
+
+def test_resume_refuses_other_config_or_data(data, tmp_path):
+    train(replace(CFG, steps=2), data, tmp_path, group=GROUP, progress=False)
+    with pytest.raises(CheckpointError, match=r"config mismatch.*\['lr'\]"):
+        train(replace(CFG, lr=1e-3), data, tmp_path, group=GROUP, progress=False)
+    with pytest.raises(CheckpointError, match="training data differ"):
+        train(CFG, data + 1, tmp_path, group=GROUP, progress=False)
+    res = train(replace(CFG, steps=3), data, tmp_path, group=GROUP, progress=False)  # more steps: allowed
+    assert res.step == 3
+    res = train(replace(CFG, lr=1e-3, steps=1), data, tmp_path, group=GROUP, progress=False, resume=False)
+    assert res.step == 1
+    (tmp_path / f"train_state_group{GROUP}.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="unreadable training state"):
+        train(CFG, data, tmp_path, group=GROUP, progress=False)
+
+
+def test_input_validation(data, tmp_path):
+    with pytest.raises(ValueError, match="cannot be split"):
+        train(replace(CFG, num_groups=3), data, tmp_path, group=0, progress=False)
+    with pytest.raises(ValueError, match=r"\(N, D, H, W\)"):
+        train(CFG, data[0], tmp_path, group=0, progress=False)
+    with pytest.raises(ValueError, match="group"):
+        train(CFG, data, tmp_path, group=2, progress=False)
+    with pytest.raises(ValueError, match="finite"):
+        train(CFG, data * float("nan"), tmp_path, group=0, progress=False)
+    with pytest.raises(ValueError, match="grad_accum"):
+        replace(CFG, grad_accum=0)
+
+
+def test_config_round_trip():
+    assert TrainConfig.from_dict(json.loads(json.dumps(CFG.to_dict()))) == CFG
+    with pytest.raises(ValueError, match="unknown keys"):
+        TrainConfig.from_dict({"learning_rate": 1.0})
+
+
+def test_main_needs_data_for_stem_and_reads_a_file(tmp_path, capsys):
+    argv = ["--modality", "stem", "--profile", "ci", "--out", str(tmp_path / "prior"), "--no-progress"]
+    assert train_mod.main(argv) == 2
+    assert "--data" in capsys.readouterr().err
+    potentials = 40.0 * torch.rand(2, 8, 32, 32, generator=torch.Generator().manual_seed(0))  # V*Angstrom
+    np.save(tmp_path / "pot.npy", potentials.numpy())
+    assert train_mod.main(argv + ["--data", str(tmp_path / "pot.npy"), "--steps", "1"]) == 2
+    assert "divide by a fixed scale" in capsys.readouterr().err  # unscaled potentials are refused
+    assert train_mod.main(argv + ["--data", str(tmp_path / "pot.npy"), "--data-scale", "40", "--steps", "1"]) == 0
+    _, manifests = load_prior(tmp_path / "prior")
+    assert manifests[0]["dataset"]["scale"] == 40.0 and manifests[0]["dataset"]["modality"] == "stem"
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    assert train_mod.main(argv + ["--data", str(tmp_path / "bad.npy"), "--no-resume"]) == 2
+    assert "bad.npy: unreadable" in capsys.readouterr().err
+    assert train_mod.main(argv + ["--data", str(tmp_path / "missing.npy")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_train_prior_trains_each_group_and_resumes(data, tmp_path):
+    cfg = replace(CFG, steps=2)
+    res = train_prior(cfg, data, tmp_path, progress=False)
+    assert [r.step for r in res] == [2, 2] and all(r.model is None and r.optimizer is None for r in res)
+    prior = load_partitioned_prior(tmp_path)
+    assert prior.group_indices == [0, 1] and prior.depth == data.shape[1]
+    for g, r in enumerate(res):
+        for k, v in prior.models[g].state_dict().items():
+            assert torch.equal(v, r.ema.state_dict()[k])  # float32 export
+    again = train_prior(cfg, data, tmp_path, groups=[1], progress=False)  # already done: nothing to do
+    assert again[0].step == 2 and _losses(again[0].log_path) == _losses(res[1].log_path)
+    with pytest.raises(ValueError, match="distinct"):
+        train_prior(cfg, data, tmp_path, groups=[0, 0], progress=False)
+
+
+def test_main_trains_every_group_of_a_preset(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_mod, "_load_training_data",
+                        lambda modality, profile: (torch.rand(2, 8, 32, 32), {"modality": modality}))
+    argv = ["--modality", "mri", "--profile", "ci", "--out", str(tmp_path), "--steps", "1", "--no-progress"]
+    assert train_mod.main(argv) == 0
+    assert "rank 0: groups [0, 1]" in capsys.readouterr().out
+    models, manifests = load_prior(tmp_path)
+    assert [m["group"] for m in manifests] == [0, 1] and manifests[0]["dataset"]["modality"] == "mri"
