@@ -158,6 +158,9 @@ def test_bad_inputs_are_clear_errors(problem, method):
 def test_tune_weight_picks_the_best_on_the_grid(problem):
     op, x, y = problem
     best, scores = mb.tune_weight(mb.total_variation, [op], [y], [x], [0.0, 0.02], iters=60, progress=False)
+    assert best == 0.02
+    best, scores = mb.tune_weight(mb.total_variation, [op], [y], [x], [0.0, 0.02], iters=60, progress=False,
+                                  head_masks=[x > 0])
     assert [w for w, _ in scores] == [0.0, 0.02]
     assert best == 0.02 and scores[1][1] > scores[0][1]
     with pytest.raises(ValueError, match="equally many"):
