@@ -68,6 +68,8 @@ train: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/mri_peers.py
+	$(PY) benchmarks/stem_peers.py
+	$(PY) benchmarks/diffusion_ranks.py
 
 clean:
 	rm -rf notebooks/_build .pytest_cache

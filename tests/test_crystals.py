@@ -1,0 +1,215 @@
+"""Crystal data sets: structures and lattice constants, seeded samples, the parameter-keyed cache."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("abtem")
+
+from paperlib.data import crystals  # noqa: E402
+from paperlib.data.crystals import (  # noqa: E402
+    MATERIALS,
+    ZONE_AXES,
+    STEMDataParams,
+    make_crystal,
+    make_sample,
+    oriented_cell,
+    simulate_4dstem,
+    stem_dataset,
+    unit_cell,
+)
+from paperlib.io import InputValidationError  # noqa: E402
+
+#: tiny data set: 16 x 16 grid, 2 slices, 2 x 2 scan (an abTEM potential in ~20 ms)
+TINY = dict(gpts=16, sampling=0.25, n_slices=2, slice_thickness=2.0, thickness_min=2.0,
+            scan_gpts=2, detector_gpts=12)
+
+
+def _min_distance(atoms, a: str, b: str) -> float:
+    """Shortest periodic distance between an atom of species ``a`` and one of ``b`` (Å)."""
+    symbols = np.array(atoms.get_chemical_symbols())
+    ia, ib = np.flatnonzero(symbols == a), np.flatnonzero(symbols == b)
+    big = atoms * (3, 3, 3)  # mic over a small cell: compare within a 3x3x3 supercell
+    pos = big.get_positions()
+    sym = np.array(big.get_chemical_symbols())
+    centre = pos[len(atoms) * 13 + ia]  # the copy of the cell in the middle
+    others = pos[sym == b]
+    d = np.linalg.norm(centre[:, None] - others[None], axis=-1)
+    d = d[d > 1e-6]
+    assert len(ib) > 0
+    return float(d.min())
+
+
+@pytest.mark.parametrize("material, n_atoms, bond, expected", [
+    # nearest-neighbour distances that follow from the published lattice constant and the
+    # structure: zincblende a sqrt(3)/4, perovskite B-O a/2, L1_2 a/sqrt(2), anti-perovskite
+    # Tb-C a/2, and 2H-WSe2's W-Se = sqrt(a^2/3 + ((z - 1/4) c)^2) = 2.527 Å (reported
+    # W-Se bond length: 2.53 Å)
+    ("GaAs", 8, ("Ga", "As"), 5.6533 * math.sqrt(3) / 4),
+    ("SrTiO3", 5, ("Ti", "O"), 3.905 / 2),
+    ("CoPt3", 4, ("Co", "Pt"), 3.831 / math.sqrt(2)),
+    ("Tb3InC", 5, ("C", "Tb"), 4.68 / 2),
+    ("WSe2", 6, ("W", "Se"), 2.527),
+])
+def test_unit_cells_and_lattice_constants(material, n_atoms, bond, expected):
+    cell = unit_cell(material)
+    spec = MATERIALS[material]
+    assert len(cell) == n_atoms
+    a, b, c, alpha, beta, gamma = cell.cell.cellpar()
+    if spec["family"] == "cubic":
+        np.testing.assert_allclose([a, b, c, alpha, beta, gamma], [spec["a"]] * 3 + [90] * 3, atol=1e-9)
+    else:
+        np.testing.assert_allclose([a, b, c, alpha, beta, gamma],
+                                   [spec["a"], spec["a"], spec["c"], 90, 90, 120], atol=1e-9)
+    assert _min_distance(cell, *bond) == pytest.approx(expected, abs=2e-3)
+
+
+def test_published_lattice_constants():
+    """The values of the module table (Å); a change here must come with a new source."""
+    assert {m: MATERIALS[m]["a"] for m in MATERIALS} == {
+        "GaAs": 5.6533, "SrTiO3": 3.905, "CoPt3": 3.831, "Tb3InC": 4.68, "WSe2": 3.282}
+    assert MATERIALS["WSe2"]["c"] == 12.96 and MATERIALS["WSe2"]["z_se"] == 0.621
+
+
+def test_wse2_is_hexagonal():
+    """Six in-plane W neighbours at a, 120 degrees apart; the [0001] supercell is a x a sqrt 3."""
+    a = MATERIALS["WSe2"]["a"]
+    cell = oriented_cell("WSe2", "001")
+    np.testing.assert_allclose(cell.cell.lengths(), [a, a * math.sqrt(3), 12.96], atol=1e-9)
+    big = cell * (3, 2, 1)
+    w = big.get_positions()[np.array(big.get_chemical_symbols()) == "W"]
+    layer = w[np.abs(w[:, 2] - w[0, 2]) < 0.1]
+    centre = layer[np.argmin(np.linalg.norm(layer[:, :2] - layer[:, :2].mean(0), axis=1))]
+    offsets = []
+    for image in np.array([[i * big.cell[0, 0], j * big.cell[1, 1]]
+                           for i in (-1, 0, 1) for j in (-1, 0, 1)]):
+        v = layer[:, :2] + image - centre[:2]
+        offsets.append(v[np.abs(np.linalg.norm(v, axis=1) - a) < 1e-6])
+    neighbours = np.concatenate(offsets)
+    assert len(neighbours) == 6
+    angles = np.sort(np.degrees(np.arctan2(neighbours[:, 1], neighbours[:, 0])) % 360)
+    np.testing.assert_allclose(np.diff(angles), 60.0, atol=1e-6)
+    # the cubic families have no 120-degree cell; the OOD split draws only WSe2
+    assert all(unit_cell(m).cell.cellpar()[5] == 90 for m in crystals.CUBIC)
+
+
+@pytest.mark.parametrize("material", sorted(MATERIALS))
+def test_oriented_cells_are_orthogonal_and_keep_density(material):
+    base = unit_cell(material)
+    density = len(base) / base.get_volume()
+    for zone in ZONE_AXES[MATERIALS[material]["family"]]:
+        cell = oriented_cell(material, zone)
+        assert np.allclose(cell.cell.array, np.diag(cell.cell.lengths()))
+        assert len(cell) / cell.get_volume() == pytest.approx(density, rel=1e-9)
+        frac = cell.get_scaled_positions()
+        assert bool(((frac >= 0) & (frac < 1)).all())
+    with pytest.raises(InputValidationError, match="zone_axis: expected one of"):
+        oriented_cell(material, "123")
+
+
+def test_make_crystal_box_thickness_and_vacancies():
+    rng = np.random.default_rng(0)
+    full = make_crystal("SrTiO3", zone_axis="001", extent=(7.81, 7.81), thickness=7.81,
+                        box_depth=10.0, rng=rng, origin=(0.1, 0.1, 0.1))
+    assert np.allclose(full.cell.lengths(), [7.81, 7.81, 10.0])
+    assert len(full) == 5 * 2 * 2 * 2  # 2 x 2 x 2 cells in the box
+    assert full.get_positions()[:, 2].max() < 7.81  # vacuum below the crystal
+    thin = make_crystal("SrTiO3", zone_axis="001", extent=(7.81, 7.81), thickness=3.905,
+                        box_depth=10.0, rng=rng, origin=(0.1, 0.1, 0.1))
+    assert len(thin) == len(full) // 2
+    holes = make_crystal("SrTiO3", zone_axis="001", extent=(7.81, 7.81), thickness=7.81,
+                         rng=np.random.default_rng(1), vacancy_fraction=0.5,
+                         origin=(0.1, 0.1, 0.1))
+    assert 5 < len(holes) < 35
+    with pytest.raises(InputValidationError, match="material: expected one of"):
+        make_crystal("NaCl", zone_axis="001", extent=(5, 5), thickness=5, rng=rng)
+    with pytest.raises(InputValidationError, match="thickness <= box_depth"):
+        make_crystal("SrTiO3", zone_axis="001", extent=(5, 5), thickness=6, box_depth=5, rng=rng)
+
+
+def test_samples_are_seeded():
+    params = STEMDataParams(**TINY)
+    a, b = make_sample(params, "train", 0), make_sample(params, "train", 0)
+    assert a.case_id == b.case_id and a.thickness == b.thickness
+    torch.testing.assert_close(a.potential, b.potential, rtol=0, atol=0)
+    torch.testing.assert_close(a.intensities, b.intensities, rtol=0, atol=0)
+    assert a.potential.shape == (2, 16, 16) and a.intensities.shape == (2, 2, 12, 12)
+    assert float(a.potential.min()) >= 0 and float(a.potential.max()) > 10  # V·Å
+    other_index = make_sample(params, "train", 1)
+    other_split = make_sample(params, "val", 0)
+    other_seed = make_sample(STEMDataParams(**TINY, seed=1), "train", 0)
+    for other in (other_index, other_split, other_seed):
+        assert not torch.equal(other.potential, a.potential)
+    # families: train/val/test are cubic, balanced by index; ood is hexagonal
+    assert [make_sample(params, "test", i).material for i in range(4)] == list(crystals.CUBIC)
+    assert make_sample(params, "ood", 0).material == "WSe2"
+    # the data are the sample's own operator applied to its potential
+    torch.testing.assert_close(a.operator().forward(a.potential), a.intensities)
+
+
+def test_poisson_noise_is_seeded_and_needs_rng():
+    params = STEMDataParams(**TINY, dose=1e4)
+    V = make_sample(STEMDataParams(**TINY), "train", 0).potential
+    noisy = simulate_4dstem(V, params, rng=np.random.default_rng(5))
+    again = simulate_4dstem(V, params, rng=np.random.default_rng(5))
+    torch.testing.assert_close(noisy, again, rtol=0, atol=0)
+    electrons = 1e4 * params.step**2
+    counts = noisy.double() * electrons
+    torch.testing.assert_close(counts, counts.round(), rtol=0, atol=1e-3)  # integer counts
+    with pytest.raises(InputValidationError, match="rng: a numpy Generator is needed"):
+        simulate_4dstem(V, params)
+
+
+def test_abtem_simulator_agrees_with_torch():
+    V = make_sample(STEMDataParams(**TINY), "train", 0).potential
+    ours = simulate_4dstem(V, STEMDataParams(**TINY))
+    theirs = simulate_4dstem(V, STEMDataParams(**TINY, simulator="abtem"))
+    assert float((ours - theirs).norm() / theirs.norm()) < 1e-5
+
+
+def test_cache_is_keyed_by_parameters(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    params = STEMDataParams(**TINY)
+    first = stem_dataset(params, "train", 2)
+    folder = tmp_path / "crystals" / params.digest()
+    assert sorted(p.name for p in folder.iterdir()) == ["train_00000.npz", "train_00001.npz"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("regenerated a cached sample")
+
+    monkeypatch.setattr(crystals, "make_sample", fail)
+    again = stem_dataset(STEMDataParams(**TINY), "train", 2)  # equal parameters: cache hit
+    for x, y in zip(first, again):
+        assert x.case_id == y.case_id and x.seed == y.seed
+        torch.testing.assert_close(x.potential, y.potential, rtol=0, atol=0)
+        torch.testing.assert_close(x.intensities, y.intensities, rtol=0, atol=0)
+        np.testing.assert_array_equal(x.scan_positions, y.scan_positions)
+    # any parameter change gives another key (and regenerates)
+    digests = {STEMDataParams(**{**TINY, **change}).digest()
+               for change in ({}, {"seed": 1}, {"defocus": 10.0}, {"dose": 100.0},
+                              {"vacancy_fraction": 0.0})}
+    assert len(digests) == 5
+    with pytest.raises(AssertionError, match="regenerated"):
+        stem_dataset(STEMDataParams(**TINY, seed=1), "train", 1)
+    # a damaged file is regenerated, not trusted
+    monkeypatch.undo()
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    (folder / "train_00001.npz").write_bytes(b"not a zip file")
+    repaired = stem_dataset(params, "train", 2)
+    torch.testing.assert_close(repaired[1].potential, first[1].potential, rtol=0, atol=0)
+
+
+def test_params_validation():
+    with pytest.raises(ValueError, match="thickness_min"):
+        STEMDataParams(**{**TINY, "thickness_min": 5.0})
+    with pytest.raises(ValueError, match="detector_gpts 20 exceeds"):
+        STEMDataParams(**{**TINY, "detector_gpts": 20})
+    with pytest.raises(ValueError, match="ood_materials: 'GaAs' is not a known hexagonal"):
+        STEMDataParams(**TINY, ood_materials=("GaAs",))
+    with pytest.raises(ValueError, match="extra"):
+        STEMDataParams(**TINY, typo=1)
+    with pytest.raises(InputValidationError, match="split: expected one of"):
+        make_sample(STEMDataParams(**TINY), "validation", 0)
