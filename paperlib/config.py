@@ -88,6 +88,17 @@ class Fig3Config(_Section):
     methods: tuple[str, ...] = ("zero_filled", "cs_mri", "tv")
 
 
+class PriorConfig(_Section):
+    """The shipped (or user-trained) MRI diffusion prior and how ``fig_prior_samples`` uses it."""
+
+    checkpoint: str = Field(description="folder of prior_group*.safetensors + manifests, relative to the repo")
+    sampling_steps: int = Field(50, ge=1, description="DDIM steps per unconditional sample")
+    n_samples: int = Field(2, ge=1)
+    noise_levels: tuple[float, ...] = Field((0.02, 0.05, 0.1, 0.2), description="denoising test, [0, 1] units")
+    n_eval_volumes: int = Field(4, ge=1, description="test volumes for the denoising PSNR")
+    seed: int = 0
+
+
 class Profile(_Section):
     """A whole profile file."""
 
@@ -99,6 +110,7 @@ class Profile(_Section):
     mri_baselines: MRIBaselinesConfig
     tab1: Table1Config
     fig3: Fig3Config
+    prior: PriorConfig
 
     def digest(self) -> str:
         """SHA-256 (first 16 hex digits) of the validated profile: its provenance hash."""

@@ -27,6 +27,17 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+def _relative(path) -> str:
+    """A checkpoint path relative to the repository when it lies inside it."""
+    from pathlib import Path
+
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(paths.repo_root().resolve()))
+    except ValueError:
+        return str(p)
+
+
 def provenance(profile, notebook: str, *, checkpoints: Iterable = ()) -> dict:
     """A JSON-serialisable record of what produced an output.
 
@@ -45,5 +56,5 @@ def provenance(profile, notebook: str, *, checkpoints: Iterable = ()) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
-        "checkpoints": {str(p): sha256_file(p) for p in checkpoints},
+        "checkpoints": {_relative(p): sha256_file(p) for p in checkpoints},
     }

@@ -69,6 +69,46 @@ def read_cases(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def write_csv_rows(rows: Sequence[Mapping], path: str | os.PathLike) -> Path:
+    """Write dict rows (the columns of the first row) as CSV, atomically; ``None`` -> empty.
+
+    For per-case files whose columns are not :data:`CASE_COLUMNS` (e.g. denoising PSNR rows).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "r.csv"
+    >>> _ = write_csv_rows([{"method": "a", "psnr": 30.5, "t": None}], p)
+    >>> read_csv_rows(p)
+    [{'method': 'a', 'psnr': 30.5, 't': None}]
+    """
+    if not rows:
+        raise ValueError(f"{path}: no rows to write")
+    columns = list(rows[0])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else _fmt(row[k]) for k in columns})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _parse(value: str):
+    if value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def read_csv_rows(path: str | os.PathLike) -> list[dict]:
+    """Read :func:`write_csv_rows` output back: numbers as floats, empty cells as ``None``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such results file; run the notebook that writes it first")
+    with open(path, newline="") as f:
+        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
 def summarise(
     rows: Iterable[Mapping], by: Sequence[str] = ("modality", "dataset", "method")
 ) -> list[dict]:

@@ -124,7 +124,27 @@ def test_iterations_converge(problem):
 @pytest.mark.parametrize("method", [mb.cs_wavelet, mb.total_variation])
 def test_zero_weight_keeps_the_least_squares_solution(problem, method):
     op, x, y = problem
-    assert torch.allclose(method(op, y, weight=0.0, iters=5), mb.zero_filled(op, y), atol=1e-5)
+    assert torch.allclose(method(op, y, weight=0.0, iters=5, real=False), mb.zero_filled(op, y), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (30, 31), (33, 34)])
+def test_real_normal_operator_is_the_real_part_of_the_complex_one(shape):
+    masks = torch.stack([make_mask("uniform1d", shape, 3, 0.1, generator=gen(i)) for i in range(2)])
+    op = MRIOperator(masks)
+    v = torch.randn(2, *shape, dtype=torch.float64, generator=gen(7))
+    normal = mb._normal_operator(op, v.to(torch.complex128), real=True)
+    assert torch.allclose(normal(v), op.adjoint(op.forward(v)).real, atol=1e-12)
+
+
+@pytest.mark.parametrize("method, kwargs", [
+    (mb.cs_wavelet, dict(weight=0.02, iters=150, levels=2, wavelet="haar")),
+    (mb.total_variation, dict(weight=0.02, iters=150)),
+])
+def test_real_and_complex_solvers_both_work(problem, method, kwargs):
+    op, x, y = problem
+    zf = rel_err(mb.zero_filled(op, y), x)
+    for real in (True, False):
+        assert rel_err(method(op, y, real=real, **kwargs), x) < 0.6 * zf
 
 
 def test_cs_pads_sizes_not_divisible_by_the_pyramid():

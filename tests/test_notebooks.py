@@ -17,7 +17,7 @@ NOTEBOOKS = sorted((repo_root() / "notebooks").glob("*.py"))
 
 def test_notebooks_exist():
     names = {p.stem for p in NOTEBOOKS}
-    assert {"tab1_ssim", "fig3_mri_examples"} <= names
+    assert {"tab1_ssim", "fig3_mri_examples", "fig_prior_samples"} <= names
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +78,15 @@ def test_hung_cell_times_out(tmp_path):
     src = _notebook(tmp_path, "import time\ntime.sleep(600)")
     with pytest.raises(NotebookExecutionError, match=r"(?s)broken\.py.*(Timeout|timed out)"):
         run(src, tmp_path / "out.ipynb", cell_timeout_s=3)
+
+
+@pytest.mark.notebook
+def test_prior_samples_outputs(ci_outputs):
+    rows = tables.read_csv_rows(ci_outputs / "fig_prior_samples_cases.csv")
+    levels = {r["noise_level"] for r in rows}
+    assert levels == {0.02, 0.05, 0.1, 0.2}
+    assert {r["method"] for r in rows} == {"prior", "gaussian_filter"}
+    assert all(r["psnr"] > r["noisy_psnr"] - 10 and r["psnr"] < 80 for r in rows)
+    assert (ci_outputs / "fig_prior_samples.png").stat().st_size > 0
+    md = (ci_outputs / "fig_prior_samples.md").read_text()
+    assert "checkpoints/mri_ci/prior_group0.safetensors" in md

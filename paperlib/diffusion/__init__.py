@@ -11,7 +11,8 @@ train         L1 training of the groups' priors: accumulation, EMA, exact resume
 checkpoints   safetensors weights + JSON manifest, verified on load
 evaluate      held-out denoising PSNR of a prior against a tuned Gaussian filter
 
-The networks predict ``x0`` (the clean slices); see :mod:`paperlib.diffusion.train`.
+The networks predict ``v`` (Salimans & Ho 2022; Ho et al. 2022), trained with the L1 loss; see
+:mod:`paperlib.diffusion.train`.
 """
 from __future__ import annotations
 

@@ -14,7 +14,11 @@ an :class:`~paperlib.physics.mri.MRIOperator` (paper Eq. 3):
   Pock (2011). The data term's proximal map is exact in k-space:
   ``prox_{τ f}(v) = F^H[(F v + τ M y) / (1 + τ M)]``.
 
-``x`` is complex (as in sigpy's apps); the result is its magnitude, float32.
+By default ``x`` is a **real** image (``real=True``): the images here are real magnitude
+images and the DART/DRIFT physics step keeps real images too; the normal operator restricted
+to real images is exact with real FFTs and a symmetrised mask (:func:`_hermitian_half`), half
+the work of the complex problem. ``real=False`` solves over complex images, as sigpy's apps
+do. The result is the magnitude, float32.
 
 **Weights are relative**: the absolute ``λ`` is ``weight * max |zero-filled image|`` of the
 whole volume, so one weight fits volumes of any intensity scale. Weights are chosen on the
@@ -74,13 +78,39 @@ def zero_filled(op: MRIOperator, y: Tensor) -> Tensor:
     return op.zero_filled(y).abs().float()
 
 
-def _normal_operator(op: MRIOperator, like: Tensor) -> Callable[[Tensor], Tensor]:
-    """``v -> A^H A v = F_c^H M F_c v`` without any fftshift in the loop.
+def _uncentred_mask(op: MRIOperator, like: Tensor) -> Tensor:
+    """The mask in the uncentred FFT frame, ``ifftshift(M)``, as a real tensor."""
+    return torch.fft.ifftshift(op._w(like.dtype, like.device), dim=(-2, -1))
+
+
+def _hermitian_half(mask: Tensor) -> Tensor:
+    """``(M(k) + M(-k)) / 2`` on the rfft half-plane ``(..., H, W // 2 + 1)``.
+
+    For a *real* image ``x``, ``Re(F^H M F x) = F^H M_sym F x`` with the symmetrised mask
+    ``M_sym(k) = (M(k) + M(-k)) / 2`` (values 0, 1/2, 1), which is Hermitian, so the normal
+    operator restricted to real images is ``irfft2(M_sym ⊙ rfft2(x))``: half the FFT work.
+    """
+    flipped = torch.roll(torch.flip(mask, dims=(-2, -1)), shifts=(1, 1), dims=(-2, -1))  # M(-k)
+    return (0.5 * (mask + flipped))[..., : mask.shape[-1] // 2 + 1]
+
+
+def _normal_operator(op: MRIOperator, like: Tensor, real: bool) -> Callable[[Tensor], Tensor]:
+    """``v -> A^H A v = F_c^H M F_c v`` (or its real part for real ``v``), no fftshift in the loop.
 
     ``F_c^H diag(M) F_c`` is a circular convolution, and circular shifts commute with it, so it
-    equals ``F^H diag(ifftshift(M)) F`` with plain (uncentred) FFTs: half the memory traffic.
+    equals ``F^H diag(ifftshift(M)) F`` with plain (uncentred) FFTs. For real images see
+    :func:`_hermitian_half`.
     """
-    mask = torch.fft.ifftshift(op._w(like.dtype, like.device), dim=(-2, -1))
+    mask = _uncentred_mask(op, like)
+    if real:
+        half = _hermitian_half(mask)
+
+        def normal_real(v: Tensor) -> Tensor:
+            k = torch.fft.rfft2(v, norm="ortho")
+            k.mul_(half)
+            return torch.fft.irfft2(k, s=v.shape[-2:], norm="ortho")
+
+        return normal_real
 
     def normal(v: Tensor) -> Tensor:
         k = torch.fft.fft2(v, norm="ortho")
@@ -88,6 +118,16 @@ def _normal_operator(op: MRIOperator, like: Tensor) -> Callable[[Tensor], Tensor
         return torch.fft.ifft2(k, norm="ortho")
 
     return normal
+
+
+def _soft_threshold(c: Tensor, lam: float) -> Tensor:
+    """``c * max(0, 1 - λ / |c|)`` for real or complex ``c`` (complex on the real view)."""
+    if not c.is_complex():
+        return torch.sign(c) * (c.abs() - lam).clamp_(min=0.0)
+    cr = torch.view_as_real(c)
+    sq = torch.mul(cr[..., 0], cr[..., 0]).addcmul_(cr[..., 1], cr[..., 1])
+    factor = sq.clamp_min_(1e-30).rsqrt_().mul_(-lam).add_(1.0).clamp_(min=0.0)
+    return torch.view_as_complex(cr * factor.unsqueeze(-1))
 
 
 def cs_wavelet(
@@ -98,6 +138,7 @@ def cs_wavelet(
     iters: int = 300,
     levels: int = 4,
     wavelet: str = "db4",
+    real: bool = True,
     progress: bool = False,
 ) -> Tensor:
     """CS-MRI: L1-wavelet regularised least squares by FISTA, batched over slices.
@@ -117,6 +158,9 @@ def cs_wavelet(
     iters : FISTA iterations.
     levels : wavelet levels.
     wavelet : a key of :data:`paperlib.recon.wavelets.WAVELETS` (default ``"db4"``, as sigpy).
+    real : solve over real images (default: the images here are real magnitude images, as in
+        the DART/DRIFT physics step; half the work, see :func:`_hermitian_half`); ``False``
+        solves over complex images as sigpy's ``L1WaveletRecon`` does.
     progress : show a tqdm bar over iterations.
 
     Returns
@@ -130,7 +174,9 @@ def cs_wavelet(
         raise ValueError(f"levels: expected an integer >= 1, got {levels!r}")
     zf = op.zero_filled(y)
     lam = absolute_weight(zf, weight)
-    normal = _normal_operator(op, zf)
+    normal = _normal_operator(op, zf, real)
+    if real:
+        zf = zf.real.contiguous()
     height, width = zf.shape[-2:]
     ph, pw = (-height) % 2**levels, (-width) % 2**levels
     padded = bool(ph or pw)
@@ -144,11 +190,7 @@ def cs_wavelet(
         return v
 
     def shrink(c: Tensor) -> Tensor:
-        # complex soft threshold c * max(0, 1 - λ / |c|), on the real view
-        cr = torch.view_as_real(c)
-        sq = torch.mul(cr[..., 0], cr[..., 0]).addcmul_(cr[..., 1], cr[..., 1])
-        factor = sq.clamp_min_(1e-30).rsqrt_().mul_(-lam).add_(1.0).clamp_(min=0.0)
-        return torch.view_as_complex(cr * factor.unsqueeze(-1))
+        return _soft_threshold(c, lam)
 
     x = torch.nn.functional.pad(zf, (0, pw, 0, ph)) if padded else zf
     z, t = x, 1.0
@@ -187,6 +229,7 @@ def total_variation(
     weight: float,
     iters: int = 300,
     step_ratio: float = 4.0,
+    real: bool = True,
     progress: bool = False,
 ) -> Tensor:
     """Isotropic-TV regularised least squares by Chambolle–Pock primal-dual, batched over slices.
@@ -204,6 +247,9 @@ def total_variation(
     weight : float >= 0, relative regularisation.
     iters : primal-dual iterations.
     step_ratio : ``sqrt(τ / σ) L``; larger moves the image faster relative to the dual.
+    real : solve over real images (default; the data prox then uses the symmetrised mask of
+        :func:`_hermitian_half` and real FFTs); ``False`` solves over complex images, as sigpy's
+        ``TotalVariationRecon`` does.
     progress : tqdm bar over iterations.
 
     Returns
@@ -217,30 +263,52 @@ def total_variation(
     lam = absolute_weight(zf, weight)
     lip = math.sqrt(8.0)
     tau, sigma = step_ratio / lip, 1.0 / (step_ratio * lip)
-    mask = torch.fft.ifftshift(op._w(zf.dtype, zf.device), dim=(-2, -1))
-    damping = (1.0 / (1.0 + tau * mask)).unsqueeze(-1)  # real, applied to real views of k-space
-    offset = torch.view_as_real(zf) * (tau / (1.0 + tau))
-    x = zf.clone()
-    x_bar = torch.view_as_real(zf.clone())
+    mask = _uncentred_mask(op, zf)
+    if real:
+        # x is real: prox = irfft2((rfft2(v) + τ rfft2(Re x_zf)) / (1 + τ M_sym))
+        half = _hermitian_half(mask)
+        damping = 1.0 / (1.0 + tau * half)
+        zr = zf.real.contiguous()
+        offset = torch.fft.irfft2(tau * torch.fft.rfft2(zr, norm="ortho") * damping, s=zr.shape[-2:], norm="ortho")
+        x = zr.clone()
+
+        def view(t: Tensor) -> Tensor:
+            return t.unsqueeze(-1)
+
+        def data_prox(v: Tensor) -> Tensor:
+            k = torch.fft.rfft2(v.squeeze(-1), norm="ortho")
+            k.mul_(damping)
+            return torch.fft.irfft2(k, s=v.shape[-3:-1], norm="ortho").add_(offset)
+    else:
+        damping = (1.0 / (1.0 + tau * mask)).unsqueeze(-1)  # real, applied to real views of k-space
+        offset = torch.view_as_real(zf) * (tau / (1.0 + tau))
+        x = zf.clone()
+        view = torch.view_as_real
+
+        def data_prox(v: Tensor) -> Tensor:
+            k = torch.fft.fft2(torch.view_as_complex(v), norm="ortho")
+            torch.view_as_real(k).mul_(damping)
+            out = torch.fft.ifft2(k, norm="ortho")
+            torch.view_as_real(out).add_(offset)
+            return out
+
+    x_bar = view(x.clone())
     p = torch.zeros((2, *x_bar.shape), dtype=x_bar.dtype, device=x_bar.device)
     g = torch.empty_like(p)
     for _ in tqdm(range(iters), desc="TV (primal-dual)", disable=not progress, leave=False):
-        xr = torch.view_as_real(x)
+        xr = view(x)
         if lam > 0:
             _gradient_into(x_bar, g)
             p.add_(g, alpha=sigma)
-            # project every pixel's pair of complex differences onto the ball of radius λ
-            sq = torch.mul(p[0], p[0]).addcmul_(p[1], p[1])
-            shrink = (sq[..., 0] + sq[..., 1]).sqrt_().mul_(1.0 / lam).clamp_(min=1.0).reciprocal_()
+            # project every pixel's pair of (complex) differences onto the ball of radius λ
+            sq = torch.mul(p[0], p[0]).addcmul_(p[1], p[1]).sum(-1)
+            shrink = sq.sqrt_().mul_(1.0 / lam).clamp_(min=1.0).reciprocal_()
             p.mul_(shrink.unsqueeze(-1))
-            v = torch.view_as_complex(_divergence(p).mul_(tau).add_(xr))
+            v = _divergence(p).mul_(tau).add_(xr)
         else:
-            v = x
-        k = torch.fft.fft2(v, norm="ortho")
-        torch.view_as_real(k).mul_(damping)
-        x_new = torch.fft.ifft2(k, norm="ortho")
-        torch.view_as_real(x_new).add_(offset)
-        torch.mul(torch.view_as_real(x_new), 2.0, out=x_bar).sub_(xr)
+            v = xr
+        x_new = data_prox(v)
+        torch.mul(view(x_new), 2.0, out=x_bar).sub_(xr)
         x = x_new
     return x.abs().float()
 
