@@ -14,12 +14,7 @@ from paperlib.diffusion.sampler import Sampler
 from paperlib.diffusion.schedules import ScheduleConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 MU, S = 0.5, 0.2  # i.i.d. pixels x0 ~ N(MU, S^2)

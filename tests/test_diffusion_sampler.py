@@ -11,13 +11,7 @@ from paperlib.diffusion.schedules import (ScheduleConfig, alphas_cumprod, cosine
                                           make_betas, q_sample)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and immune to oversubscribed shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # Two rows of 4000 i.i.d. pixels each: x0 ~ N(mu, s^2) per row.

@@ -7,13 +7,7 @@ import torch
 from paperlib.diffusion.unet3d import PRESETS, UNet3D, UNet3DConfig, count_parameters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and immune to oversubscribed shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = dict(base_width=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), heads=2, head_dim=4)
