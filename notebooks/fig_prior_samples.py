@@ -78,13 +78,14 @@ val = load_split(cfg.mri, "val", progress=progress).images
 case_rows = denoising_psnr(prior, test, cfg.prior.noise_levels, torch.Generator().manual_seed(cfg.prior.seed + 1),
                            tune_volumes=val, progress=progress)
 tables.write_csv_rows(case_rows, out / "fig_prior_samples_cases.csv")
-summary = summarize_psnr(tables.read_csv_rows(out / "fig_prior_samples_cases.csv"))
+stored = tables.read_csv_rows(out / "fig_prior_samples_cases.csv")
+summary = summarize_psnr(stored)
 by_level = {}
 for s in summary:
     by_level.setdefault(s["noise_level"], {})[s["method"]] = s
 header = ["Noise sigma", "Noisy input PSNR dB", "Gaussian filter PSNR dB", "Prior PSNR dB", "Prior - filter dB"]
 noisy = {}
-for r in tables.read_csv_rows(out / "fig_prior_samples_cases.csv"):
+for r in stored:
     noisy.setdefault(r["noise_level"], []).append(r["noisy_psnr"])
 table_rows = []
 for level, m in sorted(by_level.items()):

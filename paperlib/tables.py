@@ -41,11 +41,17 @@ def write_cases(rows: Sequence[Mapping], path: str | os.PathLike) -> Path:
         raise ValueError(f"{path}: case rows lack columns {missing}")
     extra = [k for k in rows[0] if k not in CASE_COLUMNS and all(k in r for r in rows)]
     columns = list(CASE_COLUMNS) + extra
+    return _write_csv(path, columns, ({k: row[k] for k in columns} for row in rows))
+
+
+def _write_csv(path: str | os.PathLike, columns: Sequence[str], rows: Iterable[Mapping]) -> Path:
+    """CSV of ``rows`` (dicts over ``columns``; floats to 6 significant digits, ``None`` empty),
+    written atomically."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _fmt(row[k]) for k in columns})
+        writer.writerow({k: _fmt(v) for k, v in row.items()})
     return atomic_write_text(path, buf.getvalue())
 
 
@@ -83,12 +89,7 @@ def write_csv_rows(rows: Sequence[Mapping], path: str | os.PathLike) -> Path:
     if not rows:
         raise ValueError(f"{path}: no rows to write")
     columns = list(rows[0])
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else _fmt(row[k]) for k in columns})
-    return atomic_write_text(path, buf.getvalue())
+    return _write_csv(path, columns, ({k: row.get(k) for k in columns} for row in rows))
 
 
 def _parse(value: str):

@@ -41,7 +41,7 @@ import os
 import pickle
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -53,7 +53,7 @@ from ..io import atomic_write_bytes
 from .checkpoints import CheckpointError, save_prior, weights_name
 from .partition import derive_seed, group_slices
 from .schedules import ScheduleConfig, q_sample
-from .unet3d import PRESETS, UNet3D, UNet3DConfig
+from .unet3d import PRESETS, UNet3D, UNet3DConfig, reject_unknown_keys
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +132,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown keys {unknown}")
+        reject_unknown_keys(cls, d)
         d = dict(d)
         if "model" in d:
             d["model"] = UNet3DConfig.from_dict(d["model"])

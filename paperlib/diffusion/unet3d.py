@@ -36,6 +36,14 @@ from torch import Tensor, nn
 logger = logging.getLogger(__name__)
 
 
+def reject_unknown_keys(cls, d: dict) -> None:
+    """Raise ``ValueError`` naming every key of ``d`` that is not a field of dataclass ``cls``."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {unknown} (known: {sorted(names)})")
+
+
 @dataclass(frozen=True)
 class UNet3DConfig:
     """Architecture of :class:`UNet3D` (all fields are stored in checkpoint manifests).
@@ -108,10 +116,7 @@ class UNet3DConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "UNet3DConfig":
         """Build from a dict; an unknown key is an error naming it."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"UNet3DConfig: unknown keys {unknown} (known: {sorted(names)})")
+        reject_unknown_keys(cls, d)
         return cls(**d)
 
 
