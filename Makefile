@@ -30,7 +30,7 @@ help:
 	@echo "make test                                unit tests + every notebook on the ci profile"
 	@echo "make lab                                 JupyterLab on notebooks/ (jupytext pairing)"
 	@echo "make bench                               peer benchmarks (sigpy), ratios printed"
-	@echo "make train [PROFILE=...]                 train the diffusion prior (resumable)"
+	@echo "make train [PROFILE=...]                 train the MRI and 4D-STEM priors (resumable)"
 
 setup: $(VENV)/.installed
 
@@ -60,10 +60,12 @@ lab: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[lab]"
 	cd notebooks && ../$(PY) -m jupyter lab
 
-# Train the MRI prior of a profile (resumes after a kill). THREADS=1 on shared cores.
+# Train the MRI prior, then the 4D-STEM prior, of a profile (each resumes after a kill).
+# THREADS=1 on shared cores.
 THREADS ?= 2
 train: $(VENV)/.installed
 	$(PY) -m paperlib train --modality mri --profile $(PROFILE) --threads $(THREADS)
+	$(PY) -m paperlib train --modality stem --profile $(PROFILE) --threads $(THREADS)
 
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[bench]"

@@ -5,6 +5,8 @@ Commands
 data            generate (or load) and cache the MRI splits of a profile
 tune-baselines  choose the CS-MRI and TV weights on the *validation* split of a profile and
                 print the values to record in ``notebooks/params/<profile>.yaml``
+reconstruct     DART, DRIFT or a baseline on your own data (NIfTI for MRI, .npy/HDF5 for
+                4D-STEM; see ``python -m paperlib reconstruct --help``)
 train           train the partitioned diffusion prior (``train --modality mri --profile NAME``;
                 see ``python -m paperlib train --help``); rerunning after a kill resumes
 """
@@ -84,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         from .diffusion.train import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["reconstruct"]:
+        from .reconstruct import main as reconstruct_main
+
+        return reconstruct_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m paperlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("data", help="generate and cache the MRI splits of a profile")

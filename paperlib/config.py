@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import paths
+from .data.crystals import STEMDataParams
 
 
 class ConfigError(ValueError):
@@ -79,13 +80,23 @@ class MRIBaselinesConfig(_Section):
 class Table1Config(_Section):
     n_volumes: int = Field(ge=1, description="test volumes scored (the paper uses 30)")
     seeds: tuple[int, ...] = (0,)
-    methods: tuple[str, ...] = ("zero_filled", "cs_mri", "tv")
+    methods: tuple[str, ...] = ("dart", "drift", "projection", "zero_filled", "cs_mri", "tv")
+
+
+class Table2Config(_Section):
+    """Table 2, MRI half: out-of-distribution plant-root volumes (``paperlib.data.roots``)."""
+
+    n_volumes: int = Field(ge=1, description="root volumes scored (the paper uses 30)")
+    seeds: tuple[int, ...] = (0,)
+    methods: tuple[str, ...] = ("dart", "drift", "projection", "zero_filled", "cs_mri", "tv")
+    roots_seed: int = Field(30_000, description="volume i is root system seed roots_seed + i")
+    noise_std: float = Field(0.015, ge=0.0, description="Rician-like noise of the root volumes")
 
 
 class Fig3Config(_Section):
     volume: int = Field(0, ge=0)
     slices: tuple[int, ...] = Field(description="slice indices shown")
-    methods: tuple[str, ...] = ("zero_filled", "cs_mri", "tv")
+    methods: tuple[str, ...] = ("dart", "drift", "projection", "zero_filled", "cs_mri", "tv")
 
 
 class PriorConfig(_Section):
@@ -97,6 +108,96 @@ class PriorConfig(_Section):
     noise_levels: tuple[float, ...] = Field((0.02, 0.05, 0.1, 0.2), description="denoising test, [0, 1] units")
     n_eval_volumes: int = Field(4, ge=1, description="test volumes for the denoising PSNR")
     seed: int = 0
+
+
+class GuidedStepsConfig(_Section):
+    """One guided diffusion method: steps, start, and the physics step's keyword arguments."""
+
+    steps: int = Field(20, ge=1, description="diffusion steps (network evaluations per slice group)")
+    start: float = Field(1.0, gt=0.0, le=1.0, description="fraction of the schedule to start at (1 = pure noise)")
+    candidates: int = Field(1, ge=1, description="DRIFT: prior samples drawn per reconstruction")
+    physics_steps: int = Field(1, ge=0, description="physics steps per diffusion step (DART) or after selection (DRIFT)")
+    step_size: float | None = Field(1.0, gt=0.0, description="MRI: Eq. 4 lambda; 4D-STEM: Eq. 5 mu (None = operator default)")
+    threshold: float | None = Field(None, ge=0.0, description="4D-STEM: Eq. 5 soft threshold, V*Angstrom")
+    nonnegative: bool | None = Field(None, description="4D-STEM: project onto V >= 0 after each step")
+
+    def step_kwargs(self) -> dict:
+        """Keyword arguments of ``operator.physics_step`` (only those set)."""
+        kw = {"step_size": self.step_size, "threshold": self.threshold, "nonnegative": self.nonnegative}
+        return {k: v for k, v in kw.items() if v is not None}
+
+
+class DiffusionReconConfig(_Section):
+    """DART, DRIFT and the projection-based method of one modality (``mri_diffusion``)."""
+
+    sampler: Literal["ddim", "ddpm"] = "ddim"
+    eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM stochasticity")
+    clip: tuple[float, float] | None = Field(None, description="clamp of x0_hat in prior units (MRI: [0, 1])")
+    dart: GuidedStepsConfig
+    drift: GuidedStepsConfig
+    projection: GuidedStepsConfig | None = None
+    tuned_on: str = Field("", description="how the settings were chosen (validation split)")
+
+
+class ThreePIEConfig(_Section):
+    """Keyword arguments of :func:`paperlib.recon.stem_baselines.three_pie`."""
+
+    n_iter: int = Field(20, ge=1, description="epochs (each visits every scan position once)")
+    alpha: float = Field(0.25, gt=0.0, description="object step")
+    beta: float = Field(1.0, ge=0.0, description="incident-wave step for slices 2..D")
+    batch_size: int | None = Field(64, ge=1, description="positions per update (None = all)")
+
+
+class TorchsliceConfig(_Section):
+    """Keyword arguments of :func:`paperlib.recon.stem_baselines.torchslice`."""
+
+    n_iter: int = Field(100, ge=1, description="Adam epochs")
+    lr: float = Field(30.0, gt=0.0, description="Adam learning rate, V*Angstrom")
+    batch_size: int | None = Field(None, ge=1, description="positions per Adam step (None = all)")
+    nonnegative: bool = True
+
+
+class SparseConfig(_Section):
+    """Keyword arguments of :func:`paperlib.recon.stem_baselines.sparse_decomposition`."""
+
+    n_iter: int = Field(100, ge=1, description="FISTA iterations")
+    step_scale: float = Field(1.0, gt=0.0, description="multiple of the operator's Gauss-Newton step")
+    threshold: float = Field(0.05, ge=0.0, description="soft threshold per iteration, V*Angstrom")
+    nonnegative: bool = True
+
+
+class STEMBaselinesConfig(_Section):
+    """Physics-only 4D-STEM baselines; each sub-section is passed as keyword arguments."""
+
+    three_pie: ThreePIEConfig
+    torchslice: TorchsliceConfig
+    sparse: SparseConfig
+    tuned_on: str = Field("", description="how the hyper-parameters were chosen (validation split)")
+
+
+class Fig4Config(_Section):
+    case: int = Field(0, ge=0, description="index of the test crystal shown")
+    slices: Literal["all"] | tuple[int, ...] = Field("all", description="slice indices shown, or 'all'")
+
+
+class STEMEvalConfig(_Section):
+    """Crystal splits and methods of the 4D-STEM half of Table 1 (and Figure 4)."""
+
+    n_train: int = Field(ge=1, description="cubic crystals of the prior's training set")
+    n_val: int = Field(ge=1, description="cubic crystals for tuning the baselines")
+    n_test: int = Field(ge=1, description="cubic test crystals (Table 1; the paper uses 30)")
+    n_ood: int = Field(ge=1, description="hexagonal test crystals (Table 2)")
+    methods: tuple[str, ...] = ("three_pie", "torchslice", "sparse")
+    seeds: tuple[int, ...] = (0,)
+    fig4: Fig4Config = Fig4Config()
+
+
+class STEMPriorConfig(_Section):
+    """The 4D-STEM diffusion prior: where it lives and the fixed scale of its training data."""
+
+    checkpoint: str = Field(description="folder of prior_group*.safetensors + manifests, relative to the repo")
+    data_scale: float = Field(gt=0.0, description="V*Angstrom; potentials / data_scale are the prior's data (~[0, 1])")
+    sampling_steps: int = Field(50, ge=1, description="DDIM steps per sample")
 
 
 class Profile(_Section):
@@ -111,6 +212,13 @@ class Profile(_Section):
     tab1: Table1Config
     fig3: Fig3Config
     prior: PriorConfig
+    mri_diffusion: DiffusionReconConfig
+    tab2: Table2Config
+    stem: STEMDataParams = Field(description="4D-STEM crystal data (paperlib.data.crystals.STEMDataParams)")
+    stem_baselines: STEMBaselinesConfig
+    stem_eval: STEMEvalConfig
+    stem_prior: STEMPriorConfig
+    stem_diffusion: DiffusionReconConfig
 
     def digest(self) -> str:
         """SHA-256 (first 16 hex digits) of the validated profile: its provenance hash."""

@@ -177,10 +177,15 @@ def test_config_round_trip():
         TrainConfig.from_dict({"learning_rate": 1.0})
 
 
-def test_main_needs_data_for_stem_and_reads_a_file(tmp_path, capsys):
+def test_main_trains_stem_from_the_profile_or_a_file(tmp_path, capsys, one_thread):
+    from paperlib.config import load_profile
+
+    profile_out = ["--modality", "stem", "--profile", "ci", "--out", str(tmp_path / "from_profile"), "--no-progress"]
+    assert train_mod.main(profile_out + ["--steps", "1"]) == 0  # the ci crystals / stem_prior.data_scale
+    _, manifests = load_prior(tmp_path / "from_profile")
+    assert manifests[0]["dataset"]["scale"] == load_profile("ci").stem_prior.data_scale
+    assert manifests[0]["dataset"]["modality"] == "stem" and manifests[0]["dataset"]["split"] == "train"
     argv = ["--modality", "stem", "--profile", "ci", "--out", str(tmp_path / "prior"), "--no-progress"]
-    assert train_mod.main(argv) == 2
-    assert "--data" in capsys.readouterr().err
     potentials = 40.0 * torch.rand(2, 8, 32, 32, generator=torch.Generator().manual_seed(0))  # V*Angstrom
     np.save(tmp_path / "pot.npy", potentials.numpy())
     assert train_mod.main(argv + ["--data", str(tmp_path / "pot.npy"), "--steps", "1"]) == 2

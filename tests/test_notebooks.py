@@ -17,7 +17,7 @@ NOTEBOOKS = sorted((repo_root() / "notebooks").glob("*.py"))
 
 def test_notebooks_exist():
     names = {p.stem for p in NOTEBOOKS}
-    assert {"tab1_ssim", "fig3_mri_examples", "fig_prior_samples"} <= names
+    assert {"tab1_ssim", "fig3_mri_examples", "fig_prior_samples", "fig4_stem_examples"} <= names
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,26 @@ def test_fig3_outputs(ci_outputs):
     for ext in ("png", "pdf"):
         assert (ci_outputs / f"fig3_mri_examples.{ext}").stat().st_size > 1000
     assert (ci_outputs / "fig3_mri_examples_cases.csv").is_file()
+
+
+@pytest.mark.notebook
+def test_tab1_stem_outputs(ci_outputs):
+    rows = tables.read_cases(ci_outputs / "tab1_ssim_stem_cases.csv")
+    assert {r["method"] for r in rows} == {"three_pie", "torchslice", "sparse"}
+    for r in rows:
+        assert r["modality"] == "stem" and 0.0 < r["ssim_projected"] <= 1.0 and 0.0 < r["ssim_depth_blind"] < 1.0
+        assert -1.0 <= r["ssim"] <= 1.0 and r["wall_time_s"] > 0
+    md = (ci_outputs / "tab1_ssim_stem.md").read_text()
+    assert "SSIM projection reported in paper" in md and "0.887 ± 0.243" in md and "Depth-blind" in md
+    assert (ci_outputs / "tab1_ssim_stem.csv").is_file()
+
+
+@pytest.mark.notebook
+def test_fig4_outputs(ci_outputs):
+    for ext in ("png", "pdf"):
+        assert (ci_outputs / f"fig4_stem_examples.{ext}").stat().st_size > 1000
+    rows = tables.read_cases(ci_outputs / "fig4_stem_examples_cases.csv")
+    assert len({r["case"] for r in rows}) == 1 and {r["method"] for r in rows} == {"three_pie", "torchslice", "sparse"}
 
 
 def _notebook(tmp_path: Path, body: str) -> Path:

@@ -384,6 +384,19 @@ class STEMDataParams(BaseModel):
         start = (self.extent - span) / 2
         return grid_scan((start, start), (start + span, start + span), self.scan_gpts)
 
+    def operator(self, **overrides):
+        """The :class:`~paperlib.physics.multislice.MultisliceOperator` of these optics, grid, scan
+        and detector (``overrides`` are passed on, e.g. ``dtype``)."""
+        from ..physics.multislice import MultisliceOperator
+
+        kwargs = dict(
+            gpts=self.gpts, sampling=self.sampling, energy=self.energy, semiangle=self.semiangle,
+            defocus=self.defocus, slice_thickness=self.slice_thickness, n_slices=self.n_slices,
+            scan_positions=self.scan_positions(), window=self.window,
+            detector_shape=None if self.detector_gpts is None else (self.detector_gpts,) * 2,
+        )
+        return MultisliceOperator(**{**kwargs, **overrides})
+
     def digest(self) -> str:
         """Hash of every generation parameter (and the generator version): the cache key."""
         blob = json.dumps({"v": GENERATOR_VERSION, **self.model_dump(mode="json")}, sort_keys=True)
@@ -440,8 +453,6 @@ def simulate_4dstem(
 ) -> torch.Tensor:
     """4D-STEM intensities ``(Sy, Sx, Ky, Kx)`` float32 of a potential with the optics, scan
     and simulator of ``params``; Poisson noise when ``params.dose`` is set (needs ``rng``)."""
-    from ..physics.multislice import MultisliceOperator
-
     pos = params.scan_positions()
     if params.simulator == "abtem":
         intens = torch.from_numpy(abtem_4dstem(
@@ -451,13 +462,7 @@ def simulate_4dstem(
             detector_shape=None if params.detector_gpts is None else (params.detector_gpts,) * 2,
         )).float()
     else:
-        op = MultisliceOperator(
-            gpts=params.gpts, sampling=params.sampling, energy=params.energy,
-            semiangle=params.semiangle, defocus=params.defocus,
-            slice_thickness=params.slice_thickness, n_slices=params.n_slices,
-            scan_positions=pos, window=params.window,
-            detector_shape=None if params.detector_gpts is None else (params.detector_gpts,) * 2,
-        )
+        op = params.operator()
         with torch.no_grad():
             intens = op.forward(torch.as_tensor(np.asarray(potential), dtype=torch.float32))
     if params.dose is not None:

@@ -162,7 +162,8 @@ class PartitionedPrior(nn.Module):
         return x0 if x_t.ndim == 4 else x0[0]
 
     def sample(self, shape: Sequence[int], *, num_steps: int, generator: torch.Generator,
-               callback: Callback | None = None, x_T: Tensor | None = None,
+               callback: Callback | None = None, x_T: Tensor | None = None, t_start: int | None = None,
+               post_step: Callback | None = None,
                device: torch.device | str | None = None, progress: bool = False) -> Tensor:
         """Draw a volume from the prior (DDPM or DDIM per ``self.sampler``).
 
@@ -172,8 +173,14 @@ class PartitionedPrior(nn.Module):
         num_steps : network evaluations per group.
         generator : one draw from it seeds one stream per group (see :func:`group_generators`).
         callback : ``callback(x0_hat, t) -> x0_hat`` on the (local) volume after every denoising
-            step, the place of DART's physics step.
-        x_T : optional starting noise of ``shape`` (then the per-group streams only feed the steps).
+            step, the place of DART's physics step; DDIM steps then carry the network's own noise
+            estimate (see ``eps`` in :meth:`~paperlib.diffusion.sampler.Sampler.step`).
+        x_T : optional starting point of ``shape`` at timestep ``t_start`` (then the per-group
+            streams only feed the steps).
+        t_start : first timestep (default ``T-1``: pure noise); with ``x_T`` an image noised to
+            ``t_start`` this is SDEdit-style sampling from an initial guess.
+        post_step : ``post_step(x_prev, t_prev) -> x_prev`` after every reverse step (the
+            projection-based baseline projects the noisy iterate here); ``t_prev = -1`` last.
 
         Returns
         -------
@@ -188,11 +195,16 @@ class PartitionedPrior(nn.Module):
         else:
             x = x_T
         self._check(x)
-        for t, t_prev in tqdm(self.sampler.pairs(num_steps), desc="sampling", disable=not progress, leave=False):
+        for t, t_prev in tqdm(self.sampler.pairs(num_steps, t_start), desc="sampling", disable=not progress,
+                              leave=False):
             x0 = self.denoise(x, t)
-            if callback is not None:
-                x0 = callback(x0, t)
             n = len(self.models)
-            x = merge_groups([self.sampler.step(x0g, xg, t, t_prev, g)
-                              for x0g, xg, g in zip(split_groups(x0, n), split_groups(x, n), gens)])
+            eps = [None] * n
+            if callback is not None:  # DDIM carries the network's noise estimate (Sampler.step)
+                eps = split_groups(self.sampler.predict_eps(x0, x, t), n)
+                x0 = callback(x0, t)
+            x = merge_groups([self.sampler.step(x0g, xg, t, t_prev, g, eps=e)
+                              for x0g, xg, g, e in zip(split_groups(x0, n), split_groups(x, n), gens, eps)])
+            if post_step is not None:
+                x = post_step(x, t_prev)
         return x

@@ -100,24 +100,50 @@ class Sampler:
                 f"prediction={self.prediction!r})")
 
     # ------------------------------------------------------------------ timesteps
-    def timesteps(self, num_steps: int) -> Tensor:
-        """``num_steps`` descending training timesteps, evenly spaced from ``T-1`` down to ``0``.
+    def timesteps(self, num_steps: int, t_start: int | None = None) -> Tensor:
+        """``num_steps`` descending training timesteps, evenly spaced from ``t_start`` (default
+        ``T-1``, pure noise) down to ``0``.
 
         Returns
         -------
-        (num_steps,) int64 tensor, strictly decreasing, first ``T-1``, last ``0`` (if > 1 step).
+        (num_steps,) int64 tensor, strictly decreasing, first ``t_start``, last ``0`` (if > 1 step).
+
+        >>> from paperlib.diffusion.schedules import ScheduleConfig
+        >>> Sampler(ScheduleConfig("linear", 100)).timesteps(3, t_start=49).tolist()
+        [49, 24, 0]
         """
         T = self.num_train_timesteps
-        if not 1 <= num_steps <= T:
-            raise ValueError(f"num_steps: expected 1 <= num_steps <= {T} (training steps), got {num_steps}")
+        top = T - 1 if t_start is None else int(t_start)
+        if not 0 <= top <= T - 1:
+            raise ValueError(f"t_start: expected 0 <= t_start <= {T - 1}, got {t_start}")
+        if not 1 <= num_steps <= top + 1:
+            raise ValueError(f"num_steps: expected 1 <= num_steps <= {top + 1} (timesteps from t_start {top} "
+                             f"down to 0), got {num_steps}")
         if num_steps == 1:
-            return torch.tensor([T - 1])
-        return torch.linspace(T - 1, 0, num_steps, dtype=torch.float64).round().long()
+            return torch.tensor([top])
+        return torch.linspace(top, 0, num_steps, dtype=torch.float64).round().long()
 
-    def pairs(self, num_steps: int) -> list[tuple[int, int]]:
+    def pairs(self, num_steps: int, t_start: int | None = None) -> list[tuple[int, int]]:
         """``[(t, t_prev), ...]`` for :meth:`step`; the last ``t_prev`` is ``-1`` (clean data)."""
-        ts = self.timesteps(num_steps).tolist()
+        ts = self.timesteps(num_steps, t_start).tolist()
         return list(zip(ts, ts[1:] + [-1]))
+
+    def start_timestep(self, start: float) -> int:
+        """The training timestep at fraction ``start`` in (0, 1] of the schedule (1 = ``T-1``,
+        pure noise); DART and the projection method start there from a noised initial image.
+
+        >>> from paperlib.diffusion.schedules import ScheduleConfig
+        >>> Sampler(ScheduleConfig("linear", 100)).start_timestep(0.5)
+        49
+        """
+        if not (isinstance(start, (int, float)) and 0.0 < start <= 1.0):
+            raise ValueError(f"start: expected a fraction of the schedule in (0, 1], got {start!r}")
+        return max(0, round(start * self.num_train_timesteps) - 1)
+
+    def noise_to(self, x0: Tensor, t: int, noise: Tensor) -> Tensor:
+        """``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` (paper Eq. 1, the forward process)."""
+        a = self.abar_at(int(t))
+        return math.sqrt(a) * x0 + math.sqrt(1.0 - a) * noise
 
     def abar_at(self, t: int) -> float:
         """``abar_t`` as a float; ``abar_{-1} = 1``."""
@@ -165,6 +191,7 @@ class Sampler:
         generator: torch.Generator | None = None,
         *,
         noise: Tensor | None = None,
+        eps: Tensor | None = None,
     ) -> Tensor:
         """One reverse step ``x_t -> x_{t_prev}`` given the (possibly physics-corrected) ``x0_hat``.
 
@@ -175,6 +202,13 @@ class Sampler:
         generator : draws the fresh noise of stochastic steps (on the generator's device, then
             moved to ``x_t``'s device, so a CPU generator gives the same noise on every device).
         noise : optional explicit standard-normal noise (then ``generator`` is not used).
+        eps : DDIM only: the noise estimate to carry to ``t_prev`` instead of the one implied by
+            ``x0_hat``. When a physics step has corrected ``x0_hat`` by ``delta``, the implied
+            noise absorbs ``-sqrt(abar_t / (1 - abar_t)) delta`` and the DDIM update cancels the
+            correction to first order (its coefficient ``sqrt(abar_prev) - sqrt(abar_t (1 -
+            abar_prev) / (1 - abar_t))`` vanishes as ``t_prev -> t``); passing the network's own
+            estimate keeps it (decomposed diffusion sampling, Chung, Lee & Ye, ICLR 2024).
+            DDPM's posterior mean is written in ``x0_hat`` and ``x_t`` and ignores it.
 
         Returns
         -------
@@ -193,7 +227,8 @@ class Sampler:
             mean = c_x0 * x0_hat + c_xt * x_t
         else:
             var = self.eta ** 2 * (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)
-            eps = (x_t - math.sqrt(a_t) * x0_hat) / math.sqrt(1.0 - a_t)
+            if eps is None:
+                eps = (x_t - math.sqrt(a_t) * x0_hat) / math.sqrt(1.0 - a_t)
             mean = math.sqrt(a_prev) * x0_hat + math.sqrt(max(1.0 - a_prev - var, 0.0)) * eps
         if var <= 0.0:
             return mean
@@ -226,7 +261,8 @@ class Sampler:
         generator : source of the initial noise and of every stochastic step.
         callback : ``callback(x0_hat, t) -> x0_hat``, applied after every network call; DART puts
             the physics step (paper Eq. 4 / 5) here. It is also applied at the last step, so the
-            returned sample is the output of the callback at ``t = 0``.
+            returned sample is the output of the callback at ``t = 0``. DDIM steps carry the
+            network's noise estimate (see ``eps`` in :meth:`step`).
         x_T : optional starting point instead of fresh noise.
 
         Returns
@@ -236,9 +272,11 @@ class Sampler:
         x = _randn_shape(tuple(shape), generator, dtype, device) if x_T is None else x_T
         for t, t_prev in tqdm(self.pairs(num_steps), desc="sampling", disable=not progress, leave=False):
             x0_hat = denoise_fn(x, t)
+            eps = None
             if callback is not None:
+                eps = self.predict_eps(x0_hat, x, t)
                 x0_hat = callback(x0_hat, t)
-            x = self.step(x0_hat, x, t, t_prev, generator)
+            x = self.step(x0_hat, x, t, t_prev, generator, eps=eps)
         return x
 
 

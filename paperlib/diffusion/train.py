@@ -151,7 +151,11 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "ci": TrainConfig(model=PRESETS["ci"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
                       num_groups=2, lr=1e-3, steps=60, ckpt_every=20, ema_decay=0.95),
     "default": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
-                           num_groups=2, lr=5e-4, steps=600, ckpt_every=50, ema_decay=0.995),
+                           num_groups=2, lr=5e-4, steps=1400, ckpt_every=50, ema_decay=0.995),
+    # 4D-STEM, default profile: 2 groups of 4 slices of 64x64; fewer steps (the crystals are
+    # simpler than brains and the CPU budget is shared with the MRI prior)
+    "stem_default": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
+                                num_groups=2, lr=5e-4, steps=800, ckpt_every=50, ema_decay=0.995),
     "paper": TrainConfig(model=PRESETS["paper"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
                          num_groups=2, steps=100_000, ckpt_every=1000, ema_decay=0.9999, weights_dtype="float32"),
 }
@@ -513,18 +517,29 @@ def _load_training_data(modality: str, profile: str) -> tuple[Tensor, dict]:
         return torch.as_tensor(images, dtype=torch.float32), {"modality": "mri", "profile": prof.name,
                                                               "profile_digest": prof.digest(),
                                                               "mri": prof.mri.model_dump(mode="json")}
-    raise NotImplementedError(f"modality {modality!r}: pass the training potentials with --data FILE.npy "
-                              "(N, D, H, W) and --data-scale (e.g. their maximum, in V*Angstrom)")
+    if modality == "stem":
+        from ..data.crystals import stem_dataset
+
+        # potentials (V*Angstrom) / the profile's fixed scale: data of order 1, as the schedule assumes
+        scale = prof.stem_prior.data_scale
+        samples = stem_dataset(prof.stem, "train", prof.stem_eval.n_train, progress=True)
+        data = torch.stack([s.potential for s in samples]).float() / scale
+        return data, {"modality": "stem", "profile": prof.name, "profile_digest": prof.digest(),
+                      "split": "train", "n": len(samples), "scale": scale, "scale_unit": "V*Angstrom",
+                      "stem_digest": prof.stem.digest(), "stem": prof.stem.model_dump(mode="json")}
+    raise NotImplementedError(f"modality {modality!r}: pass the training volumes with --data FILE.npy "
+                              "(N, D, H, W) and --data-scale")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m paperlib train --modality {mri,stem} --profile NAME [options]``: train a partitioned prior.
 
-    MRI volumes come from the profile's ``mri`` section (train split); other data (4D-STEM
-    potentials) from ``--data FILE`` ((N, D, H, W) ``.npy`` or ``.pt``), divided by
-    ``--data-scale``. The preset is :data:`TRAIN_PRESETS` ``[--preset or the profile name]``. The
-    output folder holds, per group, the resumable state, the loss log (JSON lines) and, when the
-    run is complete, the prior (safetensors + manifest); rerunning the same command after a kill
+    MRI volumes come from the profile's ``mri`` section (train split), 4D-STEM potentials from its
+    ``stem`` section (``stem_eval.n_train`` cubic crystals, divided by ``stem_prior.data_scale``);
+    ``--data FILE`` ((N, D, H, W) ``.npy`` or ``.pt``, divided by ``--data-scale``) replaces either.
+    The preset is :data:`TRAIN_PRESETS` ``[--preset or the profile name]``. The output folder
+    holds, per group, the resumable state, the loss log (JSON lines) and, when the run is
+    complete, the prior (safetensors + manifest); rerunning the same command after a kill
     resumes exactly. Under ``torchrun`` each rank trains its own groups.
 
     Returns
@@ -537,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--modality", choices=("mri", "stem"), required=True)
     p.add_argument("--profile", default="default", help="profile name or YAML path (data section)")
     p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), help="training preset (default: the profile's name)")
-    p.add_argument("--data", type=Path, help="(N, D, H, W) training volumes, .npy or .pt (required for stem)")
+    p.add_argument("--data", type=Path, help="(N, D, H, W) training volumes, .npy or .pt (default: the profile's)")
     p.add_argument("--data-scale", type=float, default=1.0, help="divide --data by this (recorded in the manifest)")
     p.add_argument("--groups", nargs="*", type=int, help="group indices (default: all, or this rank's)")
     p.add_argument("--out", type=Path, help="output folder (default: checkpoints/<modality>_<preset>)")
@@ -549,6 +564,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     preset = args.preset or Path(args.profile).stem
+    out_name = f"{args.modality}_{preset}"
+    if args.preset is None and out_name in TRAIN_PRESETS:
+        preset = out_name  # a modality-specific preset of this profile
     if preset not in TRAIN_PRESETS:
         print(f"error: no training preset {preset!r}; pass --preset {sorted(TRAIN_PRESETS)}", file=sys.stderr)
         return 2
@@ -566,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from ..paths import repo_root
 
-    out = args.out or repo_root() / "checkpoints" / f"{args.modality}_{preset}"
+    out = args.out or repo_root() / "checkpoints" / out_name
     ctx = init_from_env()
     try:
         if args.data is not None:

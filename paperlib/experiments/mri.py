@@ -21,6 +21,10 @@ from ..measure import measure
 from ..metrics.image import volume_scores
 from ..physics.mri import MRIOperator, make_mask
 from ..recon import mri_baselines
+from ..recon.dart import dart
+from ..recon.drift import drift
+from ..recon.projection import projection_sampling
+from .priors import guided_prior
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,31 @@ def _tv(op, y, profile, generator):
     return mri_baselines.total_variation(op, y, weight=b.tv_weight, iters=b.tv_iters)
 
 
+@register_mri_method("dart", stochastic=True)
+def _dart(op, y, profile, generator):
+    d = profile.mri_diffusion
+    return dart(guided_prior(d, profile.prior.checkpoint), op, y, generator=generator,
+                num_steps=d.dart.steps, start=d.dart.start, init=op.zero_filled(y).real,
+                physics_steps=d.dart.physics_steps, step_kwargs=d.dart.step_kwargs())
+
+
+@register_mri_method("drift", stochastic=True)
+def _drift(op, y, profile, generator):
+    d = profile.mri_diffusion
+    return drift(guided_prior(d, profile.prior.checkpoint), op, y, generator=generator,
+                 n_candidates=d.drift.candidates, num_steps=d.drift.steps,
+                 physics_steps=d.drift.physics_steps, step_kwargs=d.drift.step_kwargs()).volume
+
+
+@register_mri_method("projection", stochastic=True)
+def _projection(op, y, profile, generator):
+    d = profile.mri_diffusion
+    if d.projection is None:
+        raise ValueError(f"profile {profile.name}: mri_diffusion.projection is not configured")
+    return projection_sampling(guided_prior(d, profile.prior.checkpoint), op, y, generator=generator,
+                               num_steps=d.projection.steps, start=d.projection.start, init=op.zero_filled(y).real)
+
+
 @dataclass(frozen=True)
 class MRICase:
     """One volume to reconstruct: ground truth, head mask, operator and measurement."""
@@ -104,17 +133,35 @@ def mri_cases(
     validation split, so that validation and test masks differ too).
     """
     phys = profile.mri_physics
-    kind = mask_kind or phys.table1_mask
     vols = load_split(profile.mri, split, progress=progress)
     count = len(vols) if n is None else min(n, len(vols))
     offset = {"train": 2000, "val": 1000, "test": 0}[split]
+    return cases_from_volumes(profile, vols.images[:count], vols.head_masks[:count], vols.ids[:count],
+                              mask_kind=mask_kind or phys.table1_mask, seed=phys.mask_seed + offset)
+
+
+def cases_from_volumes(
+    profile: Profile,
+    images: torch.Tensor,
+    support: torch.Tensor,
+    ids: Sequence[str],
+    *,
+    mask_kind: str,
+    seed: int,
+) -> list[MRICase]:
+    """Cases from any (N, D, H, W) volumes in [0, 1] (brains, or the out-of-distribution roots):
+    volume ``i`` gets its own per-slice masks seeded with ``seed + i`` and the profile's
+    acceleration and centre fraction; ``support`` (N, D, H, W) bool is the region of the
+    "inside" SSIM (head mask, pot interior)."""
+    phys = profile.mri_physics
+    if images.ndim != 4 or support.shape != images.shape or len(ids) != images.shape[0]:
+        raise ValueError(f"images, support, ids: expected (N, D, H, W) volumes, masks of that shape and N ids; "
+                         f"got {tuple(images.shape)}, {tuple(support.shape)}, {len(ids)}")
     cases = []
-    for i in range(count):
-        image = vols.images[i]
-        masks = slice_masks(kind, tuple(image.shape), phys.acceleration, phys.center_fraction,
-                            phys.mask_seed + offset + i)
+    for i, (image, inside, case_id) in enumerate(zip(images, support, ids)):
+        masks = slice_masks(mask_kind, tuple(image.shape), phys.acceleration, phys.center_fraction, seed + i)
         op = MRIOperator(masks)
-        cases.append(MRICase(vols.ids[i], image, vols.head_masks[i], op, op.forward(image)))
+        cases.append(MRICase(case_id, image, inside, op, op.forward(image)))
     return cases
 
 

@@ -1,0 +1,200 @@
+"""DART, DRIFT and the projection-based method: an analytic Gaussian check, the selection rule,
+error handling, and the registered methods on the ci prior."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from paperlib.config import load_profile
+from paperlib.diffusion.partition import PartitionedPrior
+from paperlib.diffusion.sampler import Sampler
+from paperlib.diffusion.schedules import ScheduleConfig
+from paperlib.io import InputValidationError
+from paperlib.physics.mri import MRIOperator, fft2c, ifft2c
+from paperlib.recon.dart import dart, physics_callback
+from paperlib.recon.drift import drift, image_ssim, select_per_group
+from paperlib.recon.projection import projection_sampling
+
+
+class GaussianDenoiser(nn.Module):
+    """Exact E[x0 | x_t] for x0 ~ N(mu, s^2 I): mu + sqrt(a) s^2 / (a s^2 + 1 - a) (x_t - sqrt(a) mu)."""
+
+    def __init__(self, abar: torch.Tensor, mu: torch.Tensor, s: float) -> None:
+        super().__init__()
+        self.register_buffer("abar", abar.double())
+        self.register_buffer("mu", mu.double())  # (d, H, W): this group's slices
+        self.s2 = s * s
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a = self.abar[t].reshape(-1, 1, 1, 1, 1)
+        x = x_t.double()
+        gain = a.sqrt() * self.s2 / (a * self.s2 + 1 - a)
+        return (self.mu + gain * (x - a.sqrt() * self.mu)).to(x_t.dtype)
+
+
+def _gaussian_prior(mu: torch.Tensor, s: float, groups: int = 2) -> PartitionedPrior:
+    sampler = Sampler(ScheduleConfig("cosine", 200), method="ddim", prediction="x0")
+    size = mu.shape[0] // groups
+    models = [GaussianDenoiser(sampler.abar, mu[g * size:(g + 1) * size], s) for g in range(groups)]
+    return PartitionedPrior(models, sampler, size)
+
+
+def _hermitian_mask(depth: int, n: int) -> torch.Tensor:
+    """Column mask symmetric under f -> -f (index i <-> 2*(n//2) - i mod n): a real image's
+    sampled k-space then stays Hermitian, so the real-part projection of Eq. 4 is exact."""
+    c = n // 2
+    cols = torch.zeros(n, dtype=torch.bool)
+    for i in (c, c - 1, c + 1, 1):
+        cols[i] = cols[(2 * c - i) % n] = True
+    return cols.expand(depth, n, n).clone()
+
+
+def test_dart_mean_matches_the_gaussian_posterior_mean():
+    """Linear Gaussian MRI problem, x ~ N(mu, s^2 I), noiseless y = M F x, exact denoiser.
+
+    The posterior keeps the measured k-space and the prior mean elsewhere, so its mean is
+    F^-1(M y + (1 - M) F mu). DART with hard data consistency (lambda = 1) and DDIM carrying
+    the network's noise estimate leaves the unmeasured coefficients on the unconditional
+    (mean-preserving) path, so the mean of B runs must match it up to Monte-Carlo error:
+    tolerance = 5 standard errors per pixel (max) and 1.5 standard errors (RMS), with the
+    standard error sqrt(s^2 (1 - sampled fraction) / B). (An isotropic prior decouples the
+    k-space coefficients, so this holds whether or not DDIM carries the network's noise
+    estimate; :func:`test_ddim_step_carries_the_given_noise_estimate` checks that part.)
+    """
+    g = torch.Generator().manual_seed(0)
+    depth, n, s, runs = 2, 8, 0.3, 300
+    mu = 0.5 + 0.2 * torch.rand(depth, n, n, generator=g, dtype=torch.float64)
+    x_true = mu + s * torch.randn(depth, n, n, generator=g, dtype=torch.float64)
+    op = MRIOperator(_hermitian_mask(depth, n))
+    y = op.forward(x_true)
+    prior = _gaussian_prior(mu, s)
+    expected = ifft2c(op.forward(x_true) + (~op.mask) * fft2c(mu)).real
+
+    outs = torch.stack([dart(prior, op, y, generator=torch.Generator().manual_seed(r), num_steps=8)
+                        for r in range(runs)]).double()
+    stderr = s * math.sqrt((1 - op.sampled_fraction) / runs)
+    err = outs.mean(0) - expected
+    assert float(err.abs().max()) < 5 * stderr
+    assert float(err.pow(2).mean().sqrt()) < 1.5 * stderr
+    # every run is data-consistent, and the unmeasured part really varies (not a collapse to the mean)
+    assert torch.allclose(op.forward(outs[0]), y, atol=1e-5)
+    assert float(outs.std(0).mean()) > 0.3 * s
+
+
+def test_ddim_step_carries_the_given_noise_estimate():
+    sampler = Sampler(ScheduleConfig("cosine", 100), method="ddim")
+    g = torch.Generator().manual_seed(5)
+    x0, x_t, eps = (torch.randn(3, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    a_prev = sampler.abar_at(40)
+    got = sampler.step(x0, x_t, 60, 40, eps=eps)
+    assert torch.allclose(got, math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps)
+    # without eps the implied noise is used, and a correction of x0 mostly cancels
+    delta = torch.randn(3, 4, 4, generator=g, dtype=torch.float64)
+    implied = sampler.step(x0 + delta, x_t, 60, 58) - sampler.step(x0, x_t, 60, 58)
+    carried = sampler.step(x0 + delta, x_t, 60, 58, eps=eps) - sampler.step(x0, x_t, 60, 58, eps=eps)
+    assert float(implied.norm()) < 0.1 * float(carried.norm())
+
+
+def test_projection_sampling_is_data_consistent_and_seeded():
+    g = torch.Generator().manual_seed(1)
+    mu = torch.rand(2, 8, 8, generator=g, dtype=torch.float64)
+    op = MRIOperator(_hermitian_mask(2, 8))
+    y = op.forward(mu + 0.1 * torch.randn(2, 8, 8, generator=g, dtype=torch.float64))
+    prior = _gaussian_prior(mu, 0.3)
+    a = projection_sampling(prior, op, y, generator=torch.Generator().manual_seed(3), num_steps=6)
+    b = projection_sampling(prior, op, y, generator=torch.Generator().manual_seed(3), num_steps=6)
+    assert torch.equal(a, b)
+    assert torch.allclose(op.forward(a.double()), y, atol=1e-5)
+
+
+def test_drift_selects_the_candidate_closest_to_the_measurement_per_group():
+    g = torch.Generator().manual_seed(2)
+    truth = torch.rand(4, 16, 16, generator=g)
+    op = MRIOperator(_hermitian_mask(4, 16))
+    y = op.forward(truth)
+    noise = lambda: torch.rand(4, 16, 16, generator=g)  # noqa: E731
+    c0, c1, c2 = noise(), noise(), noise()
+    c0[:2] = truth[:2]  # group 0 right in candidate 0
+    c2[2:] = truth[2:]  # group 1 right in candidate 2
+    volume, choice, scores = select_per_group(op, y, torch.stack([c0, c1, c2]), 2)
+    assert choice.tolist() == [0, 2]
+    assert torch.equal(volume, truth)
+    assert scores.shape == (3, 2)
+
+
+class _ProjectionOperator:
+    """A slice-coupling toy operator: the measurement is the sum over slices (like a projection)."""
+
+    slice_local = False
+
+    def forward(self, x):
+        return x.sum(dim=-3)
+
+    def measurement_image(self, y):
+        return y
+
+    def physics_step(self, x, y, step_size=1.0):
+        return x - step_size * (self.forward(x) - y)[..., None, :, :] / x.shape[-3]
+
+
+def test_drift_coupled_selection_assembles_groups_by_the_whole_object_score():
+    g = torch.Generator().manual_seed(4)
+    truth = torch.rand(4, 16, 16, generator=g)
+    op = _ProjectionOperator()
+    y = op.forward(truth)
+    c0 = torch.rand(4, 16, 16, generator=g)
+    c1 = torch.rand(4, 16, 16, generator=g)
+    c0[:2], c1[2:] = truth[:2], truth[2:]
+    volume, choice, scores = select_per_group(op, y, torch.stack([c0, c1]), 2)
+    assert choice.tolist() == [0, 1]
+    assert torch.equal(volume, truth)
+    assert scores.shape == (2, 1)
+
+
+def test_image_ssim_small_images_and_errors():
+    ref = torch.rand(8, 8, generator=torch.Generator().manual_seed(0))
+    vals = image_ssim(torch.stack([ref, ref.flip(0)]), ref)
+    assert vals.shape == (2,) and vals[0] == pytest.approx(1.0, abs=1e-5) and vals[1] < 0.9
+    with pytest.raises(InputValidationError, match="images"):
+        image_ssim(torch.rand(2, 7, 7), ref)
+
+
+def test_dart_rejects_bad_input():
+    mu = torch.zeros(2, 8, 8, dtype=torch.float64)
+    prior = _gaussian_prior(mu, 0.3)
+    op3 = MRIOperator(torch.ones(3, 8, 8, dtype=torch.bool))
+    with pytest.raises(InputValidationError, match="depth 3"):
+        dart(prior, op3, torch.zeros(3, 8, 8, dtype=torch.complex64), generator=torch.Generator())
+    op = MRIOperator(torch.ones(2, 8, 8, dtype=torch.bool))
+    y = torch.zeros(2, 8, 8, dtype=torch.complex64)
+    with pytest.raises(InputValidationError, match="init"):
+        dart(prior, op, y, generator=torch.Generator(), start=0.5)
+    with pytest.raises(ValueError, match="start"):
+        dart(prior, op, y, generator=torch.Generator(), start=0.0)
+    with pytest.raises(ValueError, match="n_candidates"):
+        drift(prior, op, y, generator=torch.Generator(), n_candidates=0)
+    with pytest.raises(ValueError, match="steps"):
+        physics_callback(op, y, steps=-1)
+
+
+def test_registered_methods_run_on_the_ci_prior():
+    """DART, DRIFT and the projection method through the registry on a ci case: right shape,
+    finite, measured k-space honoured, reproducible per seed."""
+    from paperlib.experiments import mri as mri_exp
+
+    torch.set_num_threads(1)
+    cfg = load_profile("ci")
+    case = mri_exp.mri_cases(cfg, split="val", n=1)[0]
+    for name in ("dart", "drift", "projection"):
+        fn = mri_exp.MRI_METHODS[name].fn
+        a = fn(case.operator, case.kspace, cfg, torch.Generator().manual_seed(0))
+        b = fn(case.operator, case.kspace, cfg, torch.Generator().manual_seed(0))
+        assert a.shape == case.image.shape and torch.isfinite(a).all(), name
+        assert torch.equal(a, b), name
+        # Eq. 4 with lambda = 1 as the last step: the measured k-space of the real part matches
+        # the measurement up to the Hermitian part the real projection removes
+        resid = (case.operator.forward(a) - case.kspace).abs().pow(2).sum().sqrt()
+        assert float(resid) < 0.5 * float(case.kspace.abs().pow(2).sum().sqrt()), name

@@ -1,0 +1,147 @@
+"""The 4D-STEM experiment path: profile sections, test crystals, the method registry and its
+rows, the per-case CSV -> table round trip, and the prior's training data (ci profile)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import yaml
+
+from paperlib import paths, tables
+from paperlib.config import ConfigError, load_profile
+from paperlib.data.crystals import STEMDataParams
+from paperlib.experiments import stem as stem_exp
+from paperlib.recon.stem_baselines import sparse_decomposition, three_pie, torchslice
+from paperlib.reference import METHOD_LABELS, PAPER_TABLE1
+
+
+@pytest.fixture(scope="module")
+def ci():
+    return load_profile("ci")
+
+
+@pytest.mark.parametrize("name", ["ci", "default", "paper"])
+def test_stem_sections_validate(name):
+    cfg = load_profile(name)
+    assert isinstance(cfg.stem, STEMDataParams)
+    ev = cfg.stem_eval
+    assert ev.fig4.case < ev.n_test
+    assert ev.fig4.slices == "all" or all(0 <= s < cfg.stem.n_slices for s in ev.fig4.slices)
+    assert set(ev.methods) <= set(stem_exp.STEM_METHODS)
+    assert cfg.stem.n_slices % 2 == 0  # two slice groups of the prior
+    assert cfg.stem_prior.data_scale > 0 and cfg.stem_baselines.tuned_on
+
+
+def test_baseline_sections_match_the_function_keywords(ci):
+    import inspect
+
+    for section, fn in ((ci.stem_baselines.three_pie, three_pie), (ci.stem_baselines.torchslice, torchslice),
+                        (ci.stem_baselines.sparse, sparse_decomposition)):
+        assert set(section.model_dump()) <= set(inspect.signature(fn).parameters)
+
+
+def _ci_dict():
+    return yaml.safe_load((paths.params_dir() / "ci.yaml").read_text())
+
+
+@pytest.mark.parametrize("section, key", [("stem", "gpts_typo"), ("stem_eval", "n_tset"),
+                                          ("stem_prior", "scale"), ("stem_baselines", "epie")])
+def test_unknown_stem_keys_are_rejected(tmp_path, section, key):
+    data = _ci_dict()
+    data[section][key] = 1
+    path = tmp_path / "custom.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=rf"unknown key '{section}\.{key}'"):
+        load_profile(path)
+
+
+def test_nested_and_inconsistent_stem_values_are_rejected(tmp_path):
+    data = _ci_dict()
+    data["stem_baselines"]["three_pie"]["batch"] = 8  # the keyword is batch_size
+    data["stem"]["detector_gpts"] = 64  # larger than the 32 px grid
+    path = tmp_path / "custom.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as info:
+        load_profile(path)
+    assert "stem_baselines.three_pie.batch" in str(info.value) and "detector_gpts" in str(info.value)
+    del data["stem_prior"]
+    data["stem_baselines"]["three_pie"].pop("batch")
+    data["stem"]["detector_gpts"] = 24
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="missing key 'stem_prior'"):
+        load_profile(path)
+
+
+def test_stem_cases_on_ci(ci, one_thread):
+    cases = stem_exp.stem_cases(ci)
+    assert len(cases) == ci.stem_eval.n_test
+    p = ci.stem
+    for case in cases:
+        assert case.potential.shape == (p.n_slices, p.gpts, p.gpts) and case.potential.dtype == torch.float32
+        assert case.intensities.shape == (p.scan_gpts, p.scan_gpts, p.detector_gpts, p.detector_gpts)
+        assert case.operator.shape == tuple(case.potential.shape)
+        assert case.case_id.startswith("test") and case.material in p.cubic_materials
+    ood = stem_exp.stem_cases(ci, "ood", n=1)
+    assert ood[0].material == "WSe2"
+    with pytest.raises(ValueError, match="split"):
+        stem_exp.stem_cases(ci, "tset")
+
+
+def test_run_stem_methods_rows_and_table(ci, one_thread, tmp_path):
+    fast = ci.stem_baselines.model_copy(update={
+        "three_pie": ci.stem_baselines.three_pie.model_copy(update={"n_iter": 1}),
+        "torchslice": ci.stem_baselines.torchslice.model_copy(update={"n_iter": 2}),
+        "sparse": ci.stem_baselines.sparse.model_copy(update={"n_iter": 2}),
+    })
+    cfg = ci.model_copy(update={"stem_baselines": fast})
+    case = stem_exp.stem_cases(cfg, n=1)[0]
+    calls = []
+
+    @stem_exp.register_stem_method("_test_noisy_truth", stochastic=True)
+    def _noisy(op, intensities, profile, generator):
+        calls.append(int(generator.initial_seed()))
+        return case.potential + torch.randn(case.potential.shape, generator=generator)
+
+    try:
+        rows, recons = stem_exp.run_stem_methods(
+            cfg, [case], ["three_pie", "torchslice", "sparse", "_test_noisy_truth"], seeds=(0, 1),
+            keep=True, progress=False)
+    finally:
+        del stem_exp.STEM_METHODS["_test_noisy_truth"]
+    assert [r["method"] for r in rows] == ["three_pie", "torchslice", "sparse", "_test_noisy_truth",
+                                           "_test_noisy_truth"]
+    assert calls == [0, 1]  # stochastic methods once per seed, deterministic ones once
+    for r in rows:
+        assert set(tables.CASE_COLUMNS) <= set(r)
+        assert r["modality"] == "stem" and r["dataset"] == "cubic" and math.isnan(r["ssim_head"])
+        for key in ("ssim", "ssim_projected", "ssim_depth_blind"):
+            assert -1.0 <= r[key] <= 1.0
+        assert r["wall_time_s"] > 0 and r["peak_rss_bytes"] > 0
+        assert len(r["ssim_slices"].split(";")) == ci.stem.n_slices
+        assert recons[(case.case_id, r["method"], r["seed"])].shape == case.potential.shape
+    assert len({r["ssim_depth_blind"] for r in rows}) == 1  # a property of the case, not the method
+    noisy = [r for r in rows if r["method"] == "_test_noisy_truth"]
+    assert all(r["ssim"] > 0.9 for r in noisy)  # truth + 1 V*Angstrom noise
+    with pytest.raises(ValueError, match="unknown"):
+        stem_exp.run_stem_methods(cfg, [case], ["epie"], progress=False)
+
+    path = tables.write_cases(rows[:3], tmp_path / "stem_cases.csv")
+    summary = tables.summarise(tables.read_cases(path))
+    assert [s["method"] for s in summary] == ["three_pie", "torchslice", "sparse"]
+    header, body = tables.stem_table_rows(summary, PAPER_TABLE1, METHOD_LABELS)
+    assert len(body) == 3 and len(header) == len(body[0])
+    paper_col = header.index("SSIM projection reported in paper")
+    assert header[paper_col - 1] == "SSIM projection (ours)"
+    assert body[0][paper_col] == "0.887 ± 0.243" and body[0][1].startswith("3PIE")
+
+
+def test_training_data_of_the_stem_prior(ci, one_thread):
+    from paperlib.diffusion.train import _load_training_data
+
+    data, info = _load_training_data("stem", "ci")
+    p = ci.stem
+    assert data.shape == (ci.stem_eval.n_train, p.n_slices, p.gpts, p.gpts) and data.dtype == torch.float32
+    assert float(data.min()) > -0.01 and 1.0 < float(data.max()) <= 10.0  # abTEM rings slightly below 0
+    assert info["scale"] == ci.stem_prior.data_scale and info["modality"] == "stem"
+    assert info["stem_digest"] == p.digest() and info["n"] == ci.stem_eval.n_train
