@@ -187,7 +187,7 @@ class STEMEvalConfig(_Section):
     n_val: int = Field(ge=1, description="cubic crystals for tuning the baselines")
     n_test: int = Field(ge=1, description="cubic test crystals (Table 1; the paper uses 30)")
     n_ood: int = Field(ge=1, description="hexagonal test crystals (Table 2)")
-    methods: tuple[str, ...] = ("three_pie", "torchslice", "sparse")
+    methods: tuple[str, ...] = ("dart", "drift", "three_pie", "torchslice", "sparse")
     seeds: tuple[int, ...] = (0,)
     fig4: Fig4Config = Fig4Config()
 
