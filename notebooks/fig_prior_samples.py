@@ -13,7 +13,8 @@
 #
 # The prior of DART and DRIFT: the depth of each volume is split into slice groups, each with
 # its own space-time U-Net (trained by `make train PROFILE=<profile>`, shipped in
-# `checkpoints/` for the `ci` and `default` profiles). Top: unconditional samples from the
+# `checkpoints/` for the `ci` and `default` profiles), one prior for MRI and one for 4D-STEM
+# potentials. Top: unconditional samples from the
 # prior beside training volumes (same slices). Bottom: held-out denoising — test volumes plus
 # Gaussian noise of several levels, denoised in one network call at the matching timestep,
 # against a Gaussian filter whose widths are chosen per noise level on the validation split.
@@ -33,6 +34,7 @@ import torch
 from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.data.brain import load_split
+from paperlib.data.crystals import stem_dataset
 from paperlib.diffusion import denoising_psnr, load_partitioned_prior, summarize_psnr
 from paperlib.paths import repo_root
 from paperlib.plotting import image_panel, save_figure, use_paper_style
@@ -48,6 +50,11 @@ if not ckpt.is_dir():
 prior = load_partitioned_prior(ckpt)
 weights = sorted(ckpt.glob("prior_group*.safetensors"))
 print(f"profile {cfg.name}: prior {ckpt.name}, {len(weights)} slice groups of {prior.group_size} slices")
+stem_ckpt = repo_root() / cfg.stem_prior.checkpoint
+if not stem_ckpt.is_dir():
+    raise FileNotFoundError(f"stem_prior.checkpoint: no folder {stem_ckpt}; train it with `make train PROFILE={cfg.name}`")
+stem_prior = load_partitioned_prior(stem_ckpt)
+stem_weights = sorted(stem_ckpt.glob("prior_group*.safetensors"))
 
 # %% [markdown]
 # ## Unconditional samples beside training volumes
@@ -73,30 +80,67 @@ plt.show()
 # ## Held-out denoising PSNR: prior against a tuned Gaussian filter
 
 # %%
+def psnr_table(case_rows, name, title, what):
+    """Write the per-volume rows, then the table derived from the written file."""
+    tables.write_csv_rows(case_rows, out / f"{name}_cases.csv")
+    stored = tables.read_csv_rows(out / f"{name}_cases.csv")
+    by_level, noisy = {}, {}
+    for s in summarize_psnr(stored):
+        by_level.setdefault(s["noise_level"], {})[s["method"]] = s
+    for r in stored:
+        noisy.setdefault(r["noise_level"], []).append(r["noisy_psnr"])
+    header = ["Noise sigma", "Noisy input PSNR dB", "Gaussian filter PSNR dB", "Prior PSNR dB", "Prior - filter dB"]
+    table_rows = []
+    for level, m in sorted(by_level.items()):
+        f, p = m["gaussian_filter"], m["prior"]
+        table_rows.append([f"{level:g}", f"{sum(noisy[level]) / len(noisy[level]):.2f}",
+                           f"{f['psnr_mean']:.2f} ± {f['psnr_std']:.2f}", f"{p['psnr_mean']:.2f} ± {p['psnr_std']:.2f}",
+                           f"{p['psnr_mean'] - f['psnr_mean']:+.2f}"])
+    tables.write_table(out / name, header, table_rows, title=title, provenance=prov, notes=[
+        what + "; filter widths chosen per noise level on the validation split; one network call at the "
+        "matching timestep.", "Mean ± std over volumes."])
+    print((out / f"{name}.md").read_text())
+
+
 test = load_split(cfg.mri, "test", progress=progress).images[: cfg.prior.n_eval_volumes]
 val = load_split(cfg.mri, "val", progress=progress).images
 case_rows = denoising_psnr(prior, test, cfg.prior.noise_levels, torch.Generator().manual_seed(cfg.prior.seed + 1),
                            tune_volumes=val, progress=progress)
-tables.write_csv_rows(case_rows, out / "fig_prior_samples_cases.csv")
-stored = tables.read_csv_rows(out / "fig_prior_samples_cases.csv")
-summary = summarize_psnr(stored)
-by_level = {}
-for s in summary:
-    by_level.setdefault(s["noise_level"], {})[s["method"]] = s
-header = ["Noise sigma", "Noisy input PSNR dB", "Gaussian filter PSNR dB", "Prior PSNR dB", "Prior - filter dB"]
-noisy = {}
-for r in stored:
-    noisy.setdefault(r["noise_level"], []).append(r["noisy_psnr"])
-table_rows = []
-for level, m in sorted(by_level.items()):
-    f, p = m["gaussian_filter"], m["prior"]
-    table_rows.append([f"{level:g}", f"{sum(noisy[level]) / len(noisy[level]):.2f}",
-                       f"{f['psnr_mean']:.2f} ± {f['psnr_std']:.2f}", f"{p['psnr_mean']:.2f} ± {p['psnr_std']:.2f}",
-                       f"{p['psnr_mean'] - f['psnr_mean']:+.2f}"])
-prov = provenance(cfg, "fig_prior_samples", checkpoints=weights)
-tables.write_table(out / "fig_prior_samples", header, table_rows,
-                   title="Prior check: held-out denoising PSNR", provenance=prov, notes=[
-                       f"{len(test)} test volumes of shape {tuple(cfg.mri.shape)}; filter widths chosen per noise "
-                       f"level on the {len(val)} validation volumes; one network call at the matching timestep.",
-                       "Mean ± std over volumes."])
-print((out / "fig_prior_samples.md").read_text())
+prov = provenance(cfg, "fig_prior_samples", checkpoints=weights + stem_weights)
+psnr_table(case_rows, "fig_prior_samples", "Prior check (MRI): held-out denoising PSNR",
+           f"{len(test)} test volumes of shape {tuple(cfg.mri.shape)}, [0, 1] units")
+
+# %% [markdown]
+# ## The 4D-STEM prior: samples beside training crystals, held-out denoising
+#
+# Potentials in V·Å (the prior works on potential / `stem_prior.data_scale`); each row shows
+# every slice of one volume, top slice (beam entrance) first. Crystals thinner than the box
+# leave vacuum slices at the bottom. Denoising noise levels are in prior units.
+
+# %%
+sp = cfg.stem_prior
+scale = sp.data_scale
+stem_train = torch.stack([s.potential for s in stem_dataset(cfg.stem, "train", sp.n_samples)])
+with torch.no_grad():
+    stem_samples = stem_prior.sample((sp.n_samples, *stem_train.shape[1:]), num_steps=sp.sampling_steps,
+                                     generator=torch.Generator().manual_seed(cfg.prior.seed)) * scale
+rows = [(f"sample {i}", v) for i, v in enumerate(stem_samples)] + [(f"train {i}", v) for i, v in enumerate(stem_train)]
+n_slices = stem_train.shape[1]
+fig, axes = plt.subplots(len(rows), n_slices, figsize=(1.0 * n_slices, 1.05 * len(rows)), squeeze=False)
+vmax = float(torch.quantile(stem_train.flatten()[::7], 0.995))  # peaks would make the rest black
+for r, (label, vol) in enumerate(rows):
+    for c in range(n_slices):
+        image_panel(axes[r, c], vol[c].clamp(min=0), title=f"slice {c}" if r == 0 else None,
+                    note=label if c == 0 else None, vmin=0.0, vmax=vmax)
+fig.suptitle(f"4D-STEM prior samples ({sp.sampling_steps} DDIM steps) and training potentials", y=1.0)
+save_figure(fig, "fig_prior_samples_stem", out)
+plt.show()
+
+# %%
+stem_test = torch.stack([s.potential for s in stem_dataset(cfg.stem, "test", sp.n_eval_volumes)]) / scale
+stem_val = torch.stack([s.potential for s in stem_dataset(cfg.stem, "val", cfg.stem_eval.n_val)]) / scale
+stem_rows = denoising_psnr(stem_prior, stem_test, sp.noise_levels, torch.Generator().manual_seed(cfg.prior.seed + 1),
+                           tune_volumes=stem_val, progress=progress)
+psnr_table(stem_rows, "fig_prior_samples_stem", "Prior check (4D-STEM): held-out denoising PSNR",
+           f"{len(stem_test)} cubic test crystals of shape {tuple(stem_test.shape[1:])}, units of "
+           f"potential / {scale:g} V·Å")

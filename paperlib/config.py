@@ -198,6 +198,10 @@ class STEMPriorConfig(_Section):
     checkpoint: str = Field(description="folder of prior_group*.safetensors + manifests, relative to the repo")
     data_scale: float = Field(gt=0.0, description="V*Angstrom; potentials / data_scale are the prior's data (~[0, 1])")
     sampling_steps: int = Field(50, ge=1, description="DDIM steps per sample")
+    n_samples: int = Field(2, ge=1, description="unconditional samples shown by fig_prior_samples")
+    noise_levels: tuple[float, ...] = Field((0.05, 0.1, 0.2, 0.4), description="denoising test, prior units "
+                                            "(potential / data_scale)")
+    n_eval_volumes: int = Field(4, ge=1, description="test crystals for the denoising PSNR")
 
 
 class Profile(_Section):

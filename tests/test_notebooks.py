@@ -125,3 +125,8 @@ def test_prior_samples_outputs(ci_outputs):
     assert (ci_outputs / "fig_prior_samples.png").stat().st_size > 0
     md = (ci_outputs / "fig_prior_samples.md").read_text()
     assert "checkpoints/mri_ci/prior_group0.safetensors" in md
+    stem = tables.read_csv_rows(ci_outputs / "fig_prior_samples_stem_cases.csv")
+    assert {r["noise_level"] for r in stem} == {0.05, 0.1, 0.2, 0.4}
+    assert {r["method"] for r in stem} == {"prior", "gaussian_filter"}
+    assert (ci_outputs / "fig_prior_samples_stem.png").stat().st_size > 1000
+    assert "checkpoints/stem_ci/prior_group0.safetensors" in (ci_outputs / "fig_prior_samples_stem.md").read_text()
