@@ -67,11 +67,18 @@ train: $(VENV)/.installed
 	$(PY) -m paperlib train --modality mri --profile $(PROFILE) --threads $(THREADS)
 	$(PY) -m paperlib train --modality stem --profile $(PROFILE) --threads $(THREADS)
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed | .venv-py4dstem/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/mri_peers.py
 	$(PY) benchmarks/stem_peers.py
 	$(PY) benchmarks/diffusion_ranks.py
+
+# py4DSTEM 0.14.18 pins numpy 1.26 (no CUDA, no torch): its own venv, arrays exchanged through
+# files by benchmarks/stem_peers.py -> benchmarks/py4dstem_peer.py
+.venv-py4dstem/.installed:
+	test -x .venv-py4dstem/bin/python || $(PYTHON) -m venv .venv-py4dstem
+	.venv-py4dstem/bin/pip install --quiet --disable-pip-version-check 'numpy==1.26.*' 'py4DSTEM==0.14.18'
+	touch $@
 
 clean:
 	rm -rf notebooks/_build .pytest_cache
