@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -25,33 +25,13 @@ from ..recon.dart import dart
 from ..recon.drift import drift
 from ..recon.projection import projection_sampling
 from .priors import guided_prior
+from .registry import Registry
 
 logger = logging.getLogger(__name__)
 
-MethodFn = Callable[[MRIOperator, torch.Tensor, Profile, torch.Generator], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    fn: MethodFn
-    stochastic: bool = False
-
-
-MRI_METHODS: dict[str, Method] = {}
-
-
-def register_mri_method(name: str, *, stochastic: bool = False) -> Callable[[MethodFn], MethodFn]:
-    """Decorator adding a reconstruction to :data:`MRI_METHODS` under ``name``.
-
-    Stochastic methods are run once per seed of the profile; deterministic ones once per case.
-    """
-
-    def deco(fn: MethodFn) -> MethodFn:
-        MRI_METHODS[name] = Method(name, fn, stochastic)
-        return fn
-
-    return deco
+#: The MRI reconstructions under their table names (``(operator, kspace, profile, generator) -> image``).
+MRI_METHODS = Registry("MRI")
+register_mri_method = MRI_METHODS.register
 
 
 @register_mri_method("zero_filled")
@@ -182,15 +162,7 @@ def run_methods(
     rows : per-case dicts with the columns of :data:`paperlib.tables.CASE_COLUMNS`.
     recons : ``{(case_id, method, seed): (D, H, W) tensor}`` when ``keep`` else ``{}``.
     """
-    unknown = [m for m in methods if m not in MRI_METHODS]
-    if unknown:
-        raise ValueError(f"methods: unknown {unknown}; registered: {sorted(MRI_METHODS)}")
-    jobs = [
-        (case, MRI_METHODS[m], seed)
-        for case in cases
-        for m in methods
-        for seed in (seeds if MRI_METHODS[m].stochastic else seeds[:1])
-    ]
+    jobs = MRI_METHODS.jobs(cases, methods, seeds)
     rows, recons = [], {}
     for case, method, seed in tqdm(jobs, desc="MRI reconstructions", disable=not progress):
         gen = torch.Generator().manual_seed(seed)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -36,35 +36,14 @@ from ..physics.multislice import MultisliceOperator
 from ..recon import stem_baselines
 from ..recon.dart import dart
 from ..recon.drift import drift
+from .registry import Registry
 from .priors import guided_prior
 
 logger = logging.getLogger(__name__)
 
-STEMMethodFn = Callable[[MultisliceOperator, torch.Tensor, Profile, torch.Generator], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class STEMMethod:
-    name: str
-    fn: STEMMethodFn
-    stochastic: bool = False
-
-
-STEM_METHODS: dict[str, STEMMethod] = {}
-
-
-def register_stem_method(name: str, *, stochastic: bool = False) -> Callable[[STEMMethodFn], STEMMethodFn]:
-    """Decorator adding a reconstruction to :data:`STEM_METHODS` under ``name``.
-
-    Stochastic methods are run once per seed of the profile; deterministic ones once per case
-    (with the first seed's generator).
-    """
-
-    def deco(fn: STEMMethodFn) -> STEMMethodFn:
-        STEM_METHODS[name] = STEMMethod(name, fn, stochastic)
-        return fn
-
-    return deco
+#: The 4D-STEM reconstructions under their table names.
+STEM_METHODS = Registry("4D-STEM")
+register_stem_method = STEM_METHODS.register
 
 
 @register_stem_method("three_pie")
@@ -164,17 +143,7 @@ def run_stem_methods(
     recons : ``{(case_id, method, seed): (D, H, W) tensor}`` (unregistered, as reconstructed)
         when ``keep`` else ``{}``.
     """
-    unknown = [m for m in methods if m not in STEM_METHODS]
-    if unknown:
-        raise ValueError(f"methods: unknown {unknown}; registered: {sorted(STEM_METHODS)}")
-    if not seeds:
-        raise ValueError("seeds: expected at least one seed")
-    jobs = [
-        (case, STEM_METHODS[m], seed)
-        for case in cases
-        for m in methods
-        for seed in (seeds if STEM_METHODS[m].stochastic else seeds[:1])
-    ]
+    jobs = STEM_METHODS.jobs(cases, methods, seeds)
     rows, recons = [], {}
     for case, method, seed in tqdm(jobs, desc="4D-STEM reconstructions", disable=not progress):
         gen = torch.Generator().manual_seed(int(seed))
