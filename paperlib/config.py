@@ -120,6 +120,7 @@ class GuidedStepsConfig(_Section):
     step_size: float | None = Field(1.0, gt=0.0, description="MRI: Eq. 4 lambda; 4D-STEM: Eq. 5 mu (None = operator default)")
     threshold: float | None = Field(None, ge=0.0, description="4D-STEM: Eq. 5 soft threshold, V*Angstrom")
     nonnegative: bool | None = Field(None, description="4D-STEM: project onto V >= 0 after each step")
+    translate: bool = Field(False, description="DRIFT, 4D-STEM: align candidates laterally by whole scan steps first")
 
     def step_kwargs(self) -> dict:
         """Keyword arguments of ``operator.physics_step`` (only those set)."""

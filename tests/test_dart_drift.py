@@ -198,3 +198,22 @@ def test_registered_methods_run_on_the_ci_prior():
         # the measurement up to the Hermitian part the real projection removes
         resid = (case.operator.forward(a) - case.kspace).abs().pow(2).sum().sqrt()
         assert float(resid) < 0.5 * float(case.kspace.abs().pow(2).sum().sqrt()), name
+
+
+def test_drift_translation_search_undoes_whole_scan_step_shifts():
+    """A crystal rolled by whole scan steps is rolled back exactly: its bright-field image is the
+    measured one rolled, and the search scores every roll of it."""
+    from paperlib.experiments import stem as stem_exp
+    from paperlib.recon.drift import align_translations
+
+    torch.set_num_threads(1)
+    case = stem_exp.stem_cases(load_profile("ci"), split="val", n=1)[0]
+    op, V = case.operator, case.potential
+    py, px = op.periodic_scan_step()
+    assert (py, px) == (4, 4)
+    shifted = torch.stack([torch.roll(V, (py, -2 * px), dims=(-2, -1)), torch.roll(V, (3 * py, 0), dims=(-2, -1))])
+    aligned, shifts = align_translations(op, case.intensities, shifted / 250.0, scale=250.0)
+    assert torch.allclose(aligned * 250.0, V.expand(2, -1, -1, -1), atol=1e-4)
+    assert shifts.tolist() in ([[-py, 2 * px], [-3 * py, 0]], [[op.gpts[0] - py, 2 * px], [op.gpts[0] - 3 * py, 0]])
+    with pytest.raises(InputValidationError, match="periodic"):
+        align_translations(MRIOperator(torch.ones(2, 8, 8, dtype=torch.bool)), torch.zeros(2, 8, 8), torch.zeros(1, 2, 8, 8))

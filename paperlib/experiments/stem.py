@@ -83,7 +83,7 @@ def _drift(op, intensities, profile, generator):
     d = profile.stem_diffusion
     return drift(_stem_prior(profile), op, intensities, generator=generator, n_candidates=d.drift.candidates,
                  num_steps=d.drift.steps, physics_steps=d.drift.physics_steps, step_kwargs=d.drift.step_kwargs(),
-                 scale=profile.stem_prior.data_scale).volume
+                 scale=profile.stem_prior.data_scale, translate=d.drift.translate).volume
 
 
 @dataclass(frozen=True)

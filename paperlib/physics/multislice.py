@@ -540,6 +540,32 @@ class MultisliceOperator:
         r1 = self._ramp1 if index is None else self._ramp1[index]
         return torch.fft.ifft2(self._probe_k[None] * r0[:, :, None] * r1[:, None, :])
 
+    def periodic_scan_step(self) -> tuple[int, int] | None:
+        """``(py, px)``: the scan step in whole pixels when the scan is a regular grid that tiles the
+        periodic field of view (full-grid propagation, step an integer number of pixels, ``Sy * py
+        = H`` and ``Sx * px = W``), else ``None``.
+
+        Then rolling a potential by ``(py, px)`` pixels rolls its 4D-STEM data, and its
+        bright-field image, by exactly one scan position (DRIFT uses this to align candidates).
+        """
+        if not self.full:
+            return None
+        pos = self.scan_positions
+        steps = []
+        for axis, (n, g, s) in enumerate(zip(self.scan_shape, self.gpts, self.sampling)):
+            coord = pos[..., axis]
+            diffs = np.diff(coord, axis=axis)
+            if n < 2 or diffs.size == 0 or not np.allclose(diffs, diffs.flat[0], atol=1e-6):
+                return None
+            other = np.diff(coord, axis=1 - axis)
+            if other.size and not np.allclose(other, 0.0, atol=1e-6):
+                return None
+            step_px = diffs.flat[0] / s
+            if abs(step_px - round(step_px)) > 1e-6 or round(step_px) * n != g:
+                return None
+            steps.append(int(round(step_px)))
+        return steps[0], steps[1]
+
     @classmethod
     def from_sample(cls, sample, **overrides) -> "MultisliceOperator":
         """Operator matching a :class:`paperlib.data.crystals.STEMSample` (its grid, optics,

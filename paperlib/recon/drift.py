@@ -32,7 +32,7 @@ from .dart import check_prior_fits, physics_callback, volume_shape
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DriftResult", "drift", "image_ssim", "select_per_group"]
+__all__ = ["DriftResult", "align_translations", "drift", "image_ssim", "select_per_group"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,43 @@ def _selection_images(operator: Operator, volumes: Tensor, scale: float) -> Tens
         return torch.stack([operator.measurement_image(operator.forward(v * scale)) for v in volumes])
 
 
+def align_translations(operator: Operator, y: Tensor, candidates: Tensor, *, scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Roll each candidate laterally to where its measurement image best matches (SSIM) the measured one.
+
+    Only for operators whose scan tiles a periodic field of view in whole-pixel steps
+    (``operator.periodic_scan_step()`` is ``(py, px)``; multislice 4D-STEM on a full grid): the
+    prior's crystals sit at random lateral offsets, and a potential rolled by ``(a py, b px)``
+    pixels has exactly the measurement image rolled by ``(a, b)`` scan positions, so every
+    whole-step translation of every candidate is scored from one simulation per candidate
+    (all ``Sy x Sx`` rolls in one batched SSIM). What remains is an offset below one scan step,
+    left to the physics steps.
+
+    Returns
+    -------
+    aligned : (N, D, H, W) the rolled candidates.
+    shifts : (N, 2) int64 pixel shifts applied.
+    """
+    step = getattr(operator, "periodic_scan_step", None)
+    step = step() if callable(step) else None
+    if step is None:
+        raise InputValidationError(
+            f"operator: {type(operator).__name__} has no periodic whole-pixel scan; translations cannot be searched")
+    py, px = step
+    reference = operator.measurement_image(y)
+    images = _selection_images(operator, candidates, scale)  # (N, Sy, Sx)
+    sy, sx = reference.shape[-2:]
+    a = torch.arange(sy).repeat_interleave(sx)  # roll of every candidate: (a, b) scan positions
+    b = torch.arange(sx).repeat(sy)
+    rows = (torch.arange(sy)[None, :] - a[:, None]) % sy  # torch.roll(x, a)[i] = x[(i - a) % n]
+    cols = (torch.arange(sx)[None, :] - b[:, None]) % sx
+    rolled = images[:, rows[:, :, None], cols[:, None, :]]  # (N, Sy*Sx, Sy, Sx)
+    scores = image_ssim(rolled.reshape(-1, sy, sx)[:, None], reference[None]).reshape(len(candidates), -1)
+    best = scores.argmax(dim=1)
+    shifts = torch.stack([a[best] * py, b[best] * px], dim=1)
+    aligned = torch.stack([torch.roll(c, (int(dy), int(dx)), dims=(-2, -1)) for c, (dy, dx) in zip(candidates, shifts)])
+    return aligned, shifts
+
+
 def select_per_group(
     operator: Operator, y: Tensor, candidates: Tensor, num_groups: int, *, scale: float = 1.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -142,6 +179,7 @@ def drift(
     physics_steps: int = 10,
     step_kwargs: Mapping[str, Any] | None = None,
     scale: float = 1.0,
+    translate: bool = False,
     progress: bool = False,
 ) -> DriftResult:
     """Reconstruct by selecting prior samples per slice group and refining them (DRIFT).
@@ -156,12 +194,17 @@ def drift(
     physics_steps : K, physics steps after the selection (paper: "K steps gradient update").
     step_kwargs : keyword arguments of ``operator.physics_step``.
     scale : the prior's training scale (physical units per prior unit).
+    translate : first align every candidate laterally (:func:`align_translations`; operators
+        with a periodic scan only). Our addition: the paper does not say how candidates at
+        random lateral offsets are compared with the measurement.
     """
     if not isinstance(n_candidates, int) or n_candidates < 1:
         raise ValueError(f"n_candidates: expected a positive integer, got {n_candidates!r}")
     shape = volume_shape(operator, y)
     check_prior_fits(prior, shape)
     candidates = prior.sample((n_candidates, *shape), num_steps=num_steps, generator=generator, progress=progress)
+    if translate:
+        candidates, _ = align_translations(operator, y, candidates, scale=scale)
     initial, choice, scores = select_per_group(operator, y, candidates, len(prior.models), scale=scale)
     logger.info("DRIFT: candidates per group %s (scores %s)", choice.tolist(), scores.max(dim=0).values.tolist())
     refine = physics_callback(operator, y, scale=scale, steps=physics_steps, step_kwargs=step_kwargs)
