@@ -180,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_profile(args.profile)
         torch.set_num_threads(args.threads or cfg.threads)
+        if args.prior is not None:  # relative to the working directory, not to the repository
+            if not Path(args.prior).is_dir():
+                raise FileNotFoundError(f"--prior: no checkpoint folder {args.prior}")
+            args.prior = str(Path(args.prior).resolve())
         if args.modality == "mri":
             return _main_mri(args, cfg)
         return _main_stem(args, cfg)
