@@ -212,8 +212,11 @@ def test_drift_translation_search_undoes_whole_scan_step_shifts():
     py, px = op.periodic_scan_step()
     assert (py, px) == (4, 4)
     shifted = torch.stack([torch.roll(V, (py, -2 * px), dims=(-2, -1)), torch.roll(V, (3 * py, 0), dims=(-2, -1))])
-    aligned, shifts = align_translations(op, case.intensities, shifted / 250.0, scale=250.0)
+    aligned, shifts, images = align_translations(op, case.intensities, shifted / 250.0, scale=250.0)
     assert torch.allclose(aligned * 250.0, V.expand(2, -1, -1, -1), atol=1e-4)
+    # the returned images are those of the aligned candidates (rolled, not re-simulated)
+    simulated = torch.stack([op.measurement_image(op.forward(v)) for v in aligned * 250.0])
+    assert torch.allclose(images, simulated, atol=1e-5)
     assert shifts.tolist() in ([[-py, 2 * px], [-3 * py, 0]], [[op.gpts[0] - py, 2 * px], [op.gpts[0] - 3 * py, 0]])
     with pytest.raises(InputValidationError, match="periodic"):
         align_translations(MRIOperator(torch.ones(2, 8, 8, dtype=torch.bool)), torch.zeros(2, 8, 8), torch.zeros(1, 2, 8, 8))

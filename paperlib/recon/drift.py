@@ -91,7 +91,8 @@ def _selection_images(operator: Operator, volumes: Tensor, scale: float) -> Tens
         return torch.stack([operator.measurement_image(operator.forward(v * scale)) for v in volumes])
 
 
-def align_translations(operator: Operator, y: Tensor, candidates: Tensor, *, scale: float = 1.0) -> tuple[Tensor, Tensor]:
+def align_translations(operator: Operator, y: Tensor, candidates: Tensor, *,
+                       scale: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
     """Roll each candidate laterally to where its measurement image best matches (SSIM) the measured one.
 
     Only for operators whose scan tiles a periodic field of view in whole-pixel steps
@@ -106,6 +107,8 @@ def align_translations(operator: Operator, y: Tensor, candidates: Tensor, *, sca
     -------
     aligned : (N, D, H, W) the rolled candidates.
     shifts : (N, 2) int64 pixel shifts applied.
+    images : (N, Sy, Sx) the aligned candidates' measurement images (the simulated ones rolled,
+        exact by the periodicity above), for :func:`select_per_group` to reuse.
     """
     step = getattr(operator, "periodic_scan_step", None)
     step = step() if callable(step) else None
@@ -125,13 +128,17 @@ def align_translations(operator: Operator, y: Tensor, candidates: Tensor, *, sca
     best = scores.argmax(dim=1)
     shifts = torch.stack([a[best] * py, b[best] * px], dim=1)
     aligned = torch.stack([torch.roll(c, (int(dy), int(dx)), dims=(-2, -1)) for c, (dy, dx) in zip(candidates, shifts)])
-    return aligned, shifts
+    return aligned, shifts, rolled[torch.arange(len(candidates)), best]
 
 
 def select_per_group(
     operator: Operator, y: Tensor, candidates: Tensor, num_groups: int, *, scale: float = 1.0,
+    images: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Assemble one volume from ``candidates`` (N, D, H, W), choosing per slice group.
+
+    ``images``: the candidates' measurement images when already computed (e.g. by
+    :func:`align_translations`); simulated here otherwise.
 
     Returns
     -------
@@ -143,7 +150,8 @@ def select_per_group(
         raise InputValidationError(f"candidates: expected (N, D, H, W), got {tuple(candidates.shape)}")
     groups = group_slices(candidates.shape[1], num_groups)
     reference = operator.measurement_image(y)
-    images = _selection_images(operator, candidates, scale)
+    if images is None:
+        images = _selection_images(operator, candidates, scale)
     if operator.slice_local:
         per_slice = image_ssim(images, reference)  # (N, D)
         scores = torch.stack([per_slice[:, s].mean(dim=1) for s in groups], dim=1)  # (N, G)
@@ -204,8 +212,11 @@ def drift(
     check_prior_fits(prior, shape)
     candidates = prior.sample((n_candidates, *shape), num_steps=num_steps, generator=generator, progress=progress)
     if translate:
-        candidates, _ = align_translations(operator, y, candidates, scale=scale)
-    initial, choice, scores = select_per_group(operator, y, candidates, len(prior.models), scale=scale)
+        candidates, _, images = align_translations(operator, y, candidates, scale=scale)
+    else:
+        images = None
+    initial, choice, scores = select_per_group(operator, y, candidates, len(prior.models), scale=scale,
+                                               images=images)
     logger.info("DRIFT: candidates per group %s (scores %s)", choice.tolist(), scores.max(dim=0).values.tolist())
     refine = physics_callback(operator, y, scale=scale, steps=physics_steps, step_kwargs=step_kwargs)
     volume = refine(initial, 0) * scale
