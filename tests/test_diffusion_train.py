@@ -200,6 +200,32 @@ def test_main_trains_stem_from_the_profile_or_a_file(tmp_path, capsys, one_threa
     assert "no such file" in capsys.readouterr().err
 
 
+def test_exported_bundle_trains_the_same_prior_elsewhere(tmp_path, capsys, one_thread):
+    """``--export-data`` then ``--data BUNDLE``: the same tensor, fingerprint and dataset block."""
+    common = ["--modality", "stem", "--profile", "ci", "--no-progress", "--steps", "1"]
+    assert train_mod.main(common + ["--out", str(tmp_path / "direct")]) == 0
+    bundle = tmp_path / "stem_ci.pt"
+    assert train_mod.main(common + ["--export-data", str(bundle)]) == 0
+    assert not (tmp_path / "stem_ci.pt.tmp").exists()
+    data, info = train_mod.load_data_file(bundle, with_info=True)
+    assert data.ndim == 4 and info["modality"] == "stem" and info["profile"] == "ci"
+    assert train_mod.main(common + ["--data", str(bundle), "--out", str(tmp_path / "bundle")]) == 0
+    (_, direct), (_, via) = load_prior(tmp_path / "direct"), load_prior(tmp_path / "bundle")
+    assert via[0]["dataset"] == direct[0]["dataset"]  # incl. the fingerprint of the training tensor
+    capsys.readouterr()
+    # a scaled bundle refuses a second scale, and the modality must match
+    assert train_mod.main(common + ["--data", str(bundle), "--data-scale", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "already scaled" in capsys.readouterr().err
+    mri = ["--modality", "mri", "--profile", "ci", "--no-progress", "--steps", "1", "--out", str(tmp_path / "y")]
+    assert train_mod.main(mri + ["--data", str(bundle)]) == 2
+    assert "a stem bundle" in capsys.readouterr().err
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "dict.pt")
+    assert train_mod.main(common + ["--data", str(tmp_path / "dict.pt"), "--out", str(tmp_path / "z")]) == 2
+    assert "not a paperlib.train_data/1 bundle" in capsys.readouterr().err
+    assert train_mod.main(common + ["--export-data", str(tmp_path / "x.npy")]) == 2
+    assert "expected a .pt file" in capsys.readouterr().err
+
+
 def test_train_prior_trains_each_group_and_resumes(data, tmp_path):
     cfg = replace(CFG, steps=2)
     res = train_prior(cfg, data, tmp_path, progress=False)

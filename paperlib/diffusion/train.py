@@ -152,10 +152,17 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
                       num_groups=2, lr=1e-3, steps=60, ckpt_every=20, ema_decay=0.95),
     "default": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
                            num_groups=2, lr=5e-4, steps=1400, ckpt_every=50, ema_decay=0.995),
-    # 4D-STEM, default profile: 2 groups of 4 slices of 64x64 (about 0.9 s per step on one CPU
-    # thread; 800 steps gave dots without lattice order, 1600 is what this session could afford)
+    # The shipped default priors (checkpoints/{mri,stem}_default): the same network, trained on a
+    # GPU with 8 volumes per step, random left-right flips and (MRI) +-1 slice jitter, one
+    # process per group on one card (see the README, "Training the priors"). On 2 CPU cores a
+    # step takes about 4 s (MRI) / 2 s (STEM), so retraining them there is an overnight job;
+    # ``--preset default`` is the short CPU recipe.
+    "mri_default": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
+                               num_groups=2, lr=5e-4, batch_size=8, grad_accum=1, steps=9000, ckpt_every=500,
+                               ema_decay=0.999, hflip=True, slice_jitter=1),
     "stem_default": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
-                                num_groups=2, lr=5e-4, steps=1600, ckpt_every=50, ema_decay=0.995),
+                                num_groups=2, lr=5e-4, batch_size=8, grad_accum=1, steps=9000, ckpt_every=500,
+                                ema_decay=0.999, hflip=True),
     "paper": TrainConfig(model=PRESETS["paper"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
                          num_groups=2, steps=100_000, ckpt_every=1000, ema_decay=0.9999, weights_dtype="float32"),
 }
@@ -332,6 +339,7 @@ def train(
         pending: list[dict] = []
         last_loss: float | None = None
         bar = tqdm(total=cfg.steps, initial=step, desc=f"train group {group}", disable=not progress)
+        ema_params, model_params = list(ema.parameters()), list(model.parameters())
         while step < end:
             t0 = time.perf_counter()
             model.train()
@@ -351,9 +359,8 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for pe, p in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(p, 1.0 - decay)
+            with torch.no_grad():  # one fused update of all EMA tensors (not a kernel per parameter)
+                torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
             step += 1
             last_loss = total / cfg.grad_accum
             pending.append({"step": step, "loss": last_loss, "ema_decay": decay,
@@ -479,8 +486,34 @@ def _load_state(path: Path, cfg: TrainConfig, group: int, fingerprint: str, mode
 
 
 # ---------------------------------------------------------------------------- command line
-def load_data_file(path: str | os.PathLike) -> Tensor:
-    """A (N, D, H, W) training tensor from ``.npy`` (no pickles) or ``.pt`` (a tensor, ``weights_only``).
+#: Format tag of the bundles written by ``train --export-data``.
+BUNDLE_FORMAT = "paperlib.train_data/1"
+
+
+def export_data(path: str | os.PathLike, data: Tensor, dataset: dict) -> Path:
+    """Write a training bundle (``.pt``): the (N, D, H, W) tensor as trained on and its provenance.
+
+    A bundle carries the profile's training data to a machine that cannot generate it (a GPU
+    box without abTEM, say): ``train --data BUNDLE`` then trains on exactly the same tensor
+    (same fingerprint) and records the same ``dataset`` block in the manifest as training
+    from the profile would. Written to a temporary file, then renamed.
+    """
+    path = Path(path)
+    if path.suffix != ".pt":
+        raise ValueError(f"--export-data {path}: expected a .pt file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": BUNDLE_FORMAT, "data": data.detach().to("cpu", torch.float32).contiguous(),
+                "dataset": json.dumps(dataset, sort_keys=True)}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_data_file(path: str | os.PathLike, with_info: bool = False) -> Tensor | tuple[Tensor, dict | None]:
+    """A (N, D, H, W) training tensor from ``.npy`` (no pickles) or ``.pt`` (``weights_only``).
+
+    A ``.pt`` file holds either a tensor or a bundle written by :func:`export_data`; with
+    ``with_info`` the bundle's dataset block (``None`` for plain arrays) is returned too.
 
     Raises
     ------
@@ -500,10 +533,20 @@ def load_data_file(path: str | os.PathLike) -> Tensor:
             data = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, EOFError, ValueError, RuntimeError, pickle.UnpicklingError) as exc:
         raise ValueError(f"--data {path}: unreadable ({type(exc).__name__}: {exc})") from None
+    info = None
+    if isinstance(data, dict):
+        if data.get("format") != BUNDLE_FORMAT or not isinstance(data.get("dataset"), str):
+            raise ValueError(f"--data {path}: a dict that is not a {BUNDLE_FORMAT} bundle "
+                             f"(keys {sorted(map(str, data))}); expected a tensor or a train --export-data file")
+        try:
+            info = json.loads(data["dataset"])
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--data {path}: the bundle's dataset block is not JSON ({exc})") from None
+        data = data.get("data")
     if not isinstance(data, Tensor) or data.ndim != 4:
         raise ValueError(f"--data {path}: expected one (N, D, H, W) array, got "
                          f"{tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__}")
-    return data.float()
+    return (data.float(), info) if with_info else data.float()
 
 
 def _load_training_data(modality: str, profile: str) -> tuple[Tensor, dict]:
@@ -553,7 +596,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", default="default", help="profile name or YAML path (data section)")
     p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), help="training preset (default: the profile's name)")
     p.add_argument("--data", type=Path, help="(N, D, H, W) training volumes, .npy or .pt (default: the profile's)")
-    p.add_argument("--data-scale", type=float, default=1.0, help="divide --data by this (recorded in the manifest)")
+    p.add_argument("--data-scale", type=float, default=1.0,
+                   help="divide --data by this (recorded in the manifest; not for bundles, which are scaled)")
+    p.add_argument("--export-data", type=Path, metavar="FILE.pt",
+                   help="write the profile's training data and its provenance to FILE.pt and stop "
+                        "(train elsewhere with --data FILE.pt)")
     p.add_argument("--groups", nargs="*", type=int, help="group indices (default: all, or this rank's)")
     p.add_argument("--out", type=Path, help="output folder (default: checkpoints/<modality>_<preset>)")
     p.add_argument("--steps", type=int, help="override the preset's number of steps")
@@ -588,10 +635,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = init_from_env()
     try:
         if args.data is not None:
-            data = load_data_file(args.data) / args.data_scale
-            info = {"modality": args.modality, "file": args.data.name, "scale": args.data_scale}
+            data, info = load_data_file(args.data, with_info=True)
+            if info is None:
+                data = data / args.data_scale
+                info = {"modality": args.modality, "file": args.data.name, "scale": args.data_scale}
+            elif args.data_scale != 1.0:
+                raise ValueError(f"--data-scale {args.data_scale:g}: {args.data} is a bundle, already "
+                                 f"scaled (scale {info.get('scale', 1.0)}); leave --data-scale out")
+            elif info.get("modality", args.modality) != args.modality:
+                raise ValueError(f"--data {args.data}: a {info['modality']} bundle, but --modality {args.modality}")
         else:
             data, info = _load_training_data(args.modality, args.profile)
+        if args.export_data is not None:
+            export_data(args.export_data, data, info)
+            print(f"wrote {args.export_data}: {tuple(data.shape)} ({info.get('modality')}, "
+                  f"profile {info.get('profile', '-')})")
+            return 0
         groups = args.groups or groups_for_rank(cfg.num_groups, ctx.rank, ctx.world_size)
         with track(ctx, groups) as stats:
             results = train_prior(cfg, data, out, groups=groups, resume=not args.no_resume,
