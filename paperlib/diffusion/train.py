@@ -154,9 +154,9 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
                            num_groups=2, lr=5e-4, steps=1400, ckpt_every=50, ema_decay=0.995),
     # The shipped default priors (checkpoints/{mri,stem}_default): the same network, trained on a
     # GPU with 8 volumes per step, random left-right flips and (MRI) +-1 slice jitter, one
-    # process per group on one card (see the README, "Training the priors"). On 2 CPU cores a
-    # step takes about 4 s (MRI) / 2 s (STEM), so retraining them there is an overnight job;
-    # ``--preset default`` is the short CPU recipe.
+    # process per group on one card (scripts/train_priors_gpu.sh; ~0.06 s per step on an H200).
+    # A step is twice the work of the CPU preset's (~2 s per step on one core), so retraining
+    # them on a CPU is an overnight job; ``--preset default`` is the short CPU recipe.
     "mri_default": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
                                num_groups=2, lr=5e-4, batch_size=8, grad_accum=1, steps=9000, ckpt_every=500,
                                ema_decay=0.999, hflip=True, slice_jitter=1),
