@@ -147,6 +147,7 @@ class ThreePIEConfig(_Section):
     alpha: float = Field(0.25, gt=0.0, description="object step")
     beta: float = Field(1.0, ge=0.0, description="incident-wave step for slices 2..D")
     batch_size: int | None = Field(64, ge=1, description="positions per update (None = all)")
+    nonnegative: bool = Field(True, description="project onto V >= 0 after each epoch")
 
 
 class TorchsliceConfig(_Section):
