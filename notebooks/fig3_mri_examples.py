@@ -33,6 +33,7 @@ from paperlib.experiments import mri as mri_exp
 from paperlib.metrics.image import ssim_slices
 from paperlib.plotting import image_panel, save_figure, use_paper_style
 from paperlib.provenance import provenance
+from paperlib.experiments.priors import prior_weights
 from paperlib.reference import METHOD_LABELS
 
 cfg = load_profile(profile)
@@ -66,6 +67,7 @@ for r, s in enumerate(cfg.fig3.slices):
                     note=f"SSIM {score:.3f}")
 fig.suptitle(f"{case.case_id}, {cfg.mri_physics.table1_mask} mask, {cfg.mri_physics.acceleration:g}x", y=1.0)
 save_figure(fig, "fig3_mri_examples", out)
-tables.write_json(out / "fig3_mri_examples.json", {"provenance": provenance(cfg, "fig3_mri_examples"),
-                                                    "case": case.case_id, "slices": list(cfg.fig3.slices)})
+tables.write_json(out / "fig3_mri_examples.json", {
+    "provenance": provenance(cfg, "fig3_mri_examples", checkpoints=prior_weights(cfg.prior.checkpoint)),
+    "case": case.case_id, "slices": list(cfg.fig3.slices)})
 plt.show()

@@ -36,6 +36,7 @@ from paperlib.experiments import stem as stem_exp
 from paperlib.metrics.stem import align, stem_scores
 from paperlib.plotting import image_panel, save_figure, use_paper_style
 from paperlib.provenance import provenance
+from paperlib.experiments.priors import prior_weights
 from paperlib.reference import METHOD_LABELS
 
 cfg = load_profile(profile)
@@ -87,6 +88,7 @@ axes[0, 0].set_ylabel("Ground truth", fontsize=6)
 fig.suptitle(f"{case.case_id}: {case.material} [{case.zone_axis}], depth-blind reference SSIM per slice "
              f"{rows[0]['ssim_depth_blind']:.2f}", y=1.0)
 save_figure(fig, "fig4_stem_examples", out)
-tables.write_json(out / "fig4_stem_examples.json", {"provenance": provenance(cfg, "fig4_stem_examples"),
-                                                     "case": case.case_id, "slices": slices})
+tables.write_json(out / "fig4_stem_examples.json", {
+    "provenance": provenance(cfg, "fig4_stem_examples", checkpoints=prior_weights(cfg.stem_prior.checkpoint)),
+    "case": case.case_id, "slices": slices})
 plt.show()

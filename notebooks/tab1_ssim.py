@@ -35,6 +35,7 @@ from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.experiments import mri as mri_exp
 from paperlib.provenance import provenance
+from paperlib.experiments.priors import prior_weights
 from paperlib.reference import METHOD_LABELS, PAPER_TABLE1
 
 logging.basicConfig(level=logging.WARNING)
@@ -60,7 +61,7 @@ tables.write_cases(rows, out / "tab1_ssim_cases.csv")
 # %%
 summary = tables.summarise(tables.read_cases(out / "tab1_ssim_cases.csv"))
 header, table_rows = tables.ssim_table_rows(summary, PAPER_TABLE1, METHOD_LABELS)
-prov = provenance(cfg, "tab1_ssim")
+prov = provenance(cfg, "tab1_ssim", checkpoints=prior_weights(cfg.prior.checkpoint))
 notes = [
     f"Profile `{cfg.name}`: {len(cases)} test volumes of shape {tuple(cfg.mri.shape)} (D, H, W)"
     + ("" if len(cases) >= 30 else " — fewer than the paper's 30, to fit this profile's time budget") + ".",
@@ -100,7 +101,7 @@ tables.write_cases(stem_rows, out / "tab1_ssim_stem_cases.csv")
 # %%
 stem_summary = tables.summarise(tables.read_cases(out / "tab1_ssim_stem_cases.csv"))
 stem_header, stem_table = tables.stem_table_rows(stem_summary, PAPER_TABLE1, METHOD_LABELS)
-stem_prov = provenance(cfg, "tab1_ssim")
+stem_prov = provenance(cfg, "tab1_ssim", checkpoints=prior_weights(cfg.stem_prior.checkpoint))
 sp = cfg.stem
 stem_notes = [
     f"Profile `{cfg.name}`: {len(stem_cases)} cubic test crystals"

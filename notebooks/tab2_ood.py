@@ -44,6 +44,7 @@ from paperlib.data.roots import load_roots
 from paperlib.experiments import mri as mri_exp
 from paperlib.experiments import stem as stem_exp
 from paperlib.provenance import provenance
+from paperlib.experiments.priors import prior_weights
 from paperlib.reference import METHOD_LABELS, PAPER_TABLE2
 
 logging.basicConfig(level=logging.WARNING)
@@ -68,7 +69,7 @@ tables.write_cases(rows, out / "tab2_ood_cases.csv")
 # %%
 summary = tables.summarise(tables.read_cases(out / "tab2_ood_cases.csv"))
 header, table_rows = tables.ssim_table_rows(summary, PAPER_TABLE2, METHOD_LABELS, inside="pot")
-prov = provenance(cfg, "tab2_ood")
+prov = provenance(cfg, "tab2_ood", checkpoints=prior_weights(cfg.prior.checkpoint, cfg.stem_prior.checkpoint))
 notes = [
     f"Profile `{cfg.name}`: {len(cases)} synthetic root volumes (CPlantBox, `paperlib.data.roots`) of shape "
     f"{tuple(cfg.mri.shape)} (D, H, W)" + ("" if len(cases) >= 30 else " — fewer than the paper's 30") + ".",

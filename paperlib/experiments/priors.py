@@ -39,3 +39,9 @@ def guided_prior(section: DiffusionReconConfig, checkpoint: str, *, data_scale: 
                                  f"is {data_scale}; retrain the prior or fix the profile")
     clip = None if section.clip is None else (float(section.clip[0]), float(section.clip[1]))
     return _cached_prior(str(path), section.sampler, float(section.eta), clip)
+
+
+def prior_weights(*checkpoints: str) -> list[Path]:
+    """The weight files (``prior_group*.safetensors``) of the prior folders ``checkpoints``
+    (relative to the repository), for :func:`paperlib.provenance.provenance` to hash."""
+    return [w for c in checkpoints for w in sorted(_resolve(c).glob("prior_group*.safetensors"))]
