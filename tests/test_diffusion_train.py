@@ -206,7 +206,7 @@ def test_exported_bundle_trains_the_same_prior_elsewhere(tmp_path, capsys, one_t
     assert train_mod.main(common + ["--out", str(tmp_path / "direct")]) == 0
     bundle = tmp_path / "stem_ci.pt"
     assert train_mod.main(common + ["--export-data", str(bundle)]) == 0
-    assert not (tmp_path / "stem_ci.pt.tmp").exists()
+    assert sorted(p.name for p in tmp_path.glob("*stem_ci*")) == ["stem_ci.pt"]  # no temporary left
     data, info = train_mod.load_data_file(bundle, with_info=True)
     assert data.ndim == 4 and info["modality"] == "stem" and info["profile"] == "ci"
     assert train_mod.main(common + ["--data", str(bundle), "--out", str(tmp_path / "bundle")]) == 0

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..io import atomic_write_bytes
+from ..io import atomic_path, atomic_write_bytes
 from .checkpoints import CheckpointError, save_prior, weights_name
 from .partition import derive_seed, group_slices
 from .schedules import ScheduleConfig, q_sample
@@ -496,16 +496,14 @@ def export_data(path: str | os.PathLike, data: Tensor, dataset: dict) -> Path:
     A bundle carries the profile's training data to a machine that cannot generate it (a GPU
     box without abTEM, say): ``train --data BUNDLE`` then trains on exactly the same tensor
     (same fingerprint) and records the same ``dataset`` block in the manifest as training
-    from the profile would. Written to a temporary file, then renamed.
+    from the profile would. Written atomically (:func:`paperlib.io.atomic_path`).
     """
     path = Path(path)
     if path.suffix != ".pt":
         raise ValueError(f"--export-data {path}: expected a .pt file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": BUNDLE_FORMAT, "data": data.detach().to("cpu", torch.float32).contiguous(),
-                "dataset": json.dumps(dataset, sort_keys=True)}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # creates the folder
+        torch.save({"format": BUNDLE_FORMAT, "data": data.detach().to("cpu", torch.float32).contiguous(),
+                    "dataset": json.dumps(dataset, sort_keys=True)}, tmp)
     return path
 
 
