@@ -141,3 +141,21 @@ def test_tune_stem_picks_best_of_grid(problem):
     assert best == {"n_iter": 10, "threshold": 0.1}
     assert table[0]["ssim_projection"] > table[1]["ssim_projection"]
     assert set(STEM_BASELINE_DEFAULTS) == {"3pie", "torchslice", "sparse"}
+
+
+@pytest.mark.parametrize("window", [None, 16])
+def test_three_pie_step_is_the_loss_gradient(window):
+    """With all positions in one batch, one 3PIE epoch moves every slice along minus the
+    autograd gradient of the Eq. 2 loss through the band-limited transmission (only the step
+    length differs per slice: ePIE's normalisation); the old ePIE update that ignored the band
+    limit and divided by |t|^2 was not parallel to it."""
+    op = _operator(window)
+    truth = _atoms_potential(1)
+    intens = op.forward(truth)
+    start = 0.5 * truth
+    step = three_pie(op, intens, n_iter=1, batch_size=None, nonnegative=False, init=start) - start
+    _, grad = op.gradient(start, intens)
+    for n in range(DEPTH):
+        cos = torch.nn.functional.cosine_similarity(step[n].reshape(1, -1).double(),
+                                                    grad[n].reshape(1, -1).double())
+        assert float(cos) < -0.999, (n, float(cos))
