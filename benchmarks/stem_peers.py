@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="positions per FFT call (ours)")
     p.add_argument("--pie-iter", type=int, default=20, help="3PIE epochs")
     p.add_argument("--pie-batch", type=int, default=64, help="3PIE positions per update (tuned)")
-    p.add_argument("--pie-alpha", type=float, default=0.25, help="3PIE object step (tuned)")
+    p.add_argument("--pie-alpha", type=float, default=0.5, help="3PIE object step (tuned)")
     p.add_argument("--seed", type=int, default=0, help="seed of 3PIE's position order")
     p.add_argument("--profile", default="default", help="profile of the py4DSTEM comparison")
     p.add_argument("--peer-crystals", type=int, default=4,

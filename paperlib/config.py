@@ -144,7 +144,7 @@ class ThreePIEConfig(_Section):
     """Keyword arguments of :func:`paperlib.recon.stem_baselines.three_pie`."""
 
     n_iter: int = Field(20, ge=1, description="epochs (each visits every scan position once)")
-    alpha: float = Field(0.25, gt=0.0, description="object step")
+    alpha: float = Field(0.5, gt=0.0, description="object step")
     beta: float = Field(1.0, ge=0.0, description="incident-wave step for slices 2..D")
     batch_size: int | None = Field(64, ge=1, description="positions per update (None = all)")
     nonnegative: bool = Field(True, description="project onto V >= 0 after each epoch")
@@ -168,12 +168,22 @@ class SparseConfig(_Section):
     nonnegative: bool = True
 
 
+class ThicknessSearchConfig(_Section):
+    """Keyword arguments of :func:`paperlib.recon.stem_baselines.thickness_search`."""
+
+    steps: int = Field(20, ge=0, description="physics steps per thickness hypothesis")
+    final_steps: int = Field(30, ge=0, description="physics steps on the chosen support")
+    threshold: float = Field(0.05, ge=0.0, description="soft threshold per step, V*Angstrom")
+    nonnegative: bool = True
+
+
 class STEMBaselinesConfig(_Section):
     """Physics-only 4D-STEM baselines; each sub-section is passed as keyword arguments."""
 
     three_pie: ThreePIEConfig
     torchslice: TorchsliceConfig
     sparse: SparseConfig
+    thickness: ThicknessSearchConfig = ThicknessSearchConfig()
     tuned_on: str = Field("", description="how the hyper-parameters were chosen (validation split)")
 
 

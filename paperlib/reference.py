@@ -45,4 +45,5 @@ METHOD_LABELS = {
     "sparse": "Sparse decomposition (Bangun 2022)",
     "three_pie": "3PIE (Maiden 2012)",
     "torchslice": "Torchslice (Diederichs 2024)",
+    "three_pie_thickness": "3PIE + thickness search (ours, not in the paper)",
 }

@@ -57,7 +57,7 @@ def test_fig3_outputs(ci_outputs):
 @pytest.mark.notebook
 def test_tab1_stem_outputs(ci_outputs):
     rows = tables.read_cases(ci_outputs / "tab1_ssim_stem_cases.csv")
-    assert {r["method"] for r in rows} == {"dart", "drift", "three_pie", "torchslice", "sparse"}
+    assert {r["method"] for r in rows} == {"dart", "drift", "three_pie", "three_pie_thickness", "torchslice", "sparse"}
     for r in rows:
         assert r["modality"] == "stem" and 0.0 < r["ssim_projected"] <= 1.0 and 0.0 < r["ssim_depth_blind"] < 1.0
         assert -1.0 <= r["ssim"] <= 1.0 and r["wall_time_s"] > 0
@@ -72,7 +72,7 @@ def test_fig4_outputs(ci_outputs):
         assert (ci_outputs / f"fig4_stem_examples.{ext}").stat().st_size > 1000
     rows = tables.read_cases(ci_outputs / "fig4_stem_examples_cases.csv")
     assert len({r["case"] for r in rows}) == 1
-    assert {r["method"] for r in rows} == {"dart", "drift", "three_pie", "torchslice", "sparse"}
+    assert {r["method"] for r in rows} == {"dart", "drift", "three_pie", "three_pie_thickness", "torchslice", "sparse"}
 
 
 @pytest.mark.notebook

@@ -12,6 +12,7 @@ from paperlib.recon.stem_baselines import (
     STEM_BASELINE_DEFAULTS,
     sparse_decomposition,
     three_pie,
+    thickness_search,
     torchslice,
     tune_stem,
 )
@@ -159,3 +160,26 @@ def test_three_pie_step_is_the_loss_gradient(window):
         cos = torch.nn.functional.cosine_similarity(step[n].reshape(1, -1).double(),
                                                     grad[n].reshape(1, -1).double())
         assert float(cos) < -0.999, (n, float(cos))
+
+
+def test_thickness_search_finds_the_occupied_slices():
+    """A slab of 2 atom slices above 2 vacuum slices (the layout of our crystals): 3PIE spreads
+    the potential over all 4 slices; the support search picks T = 2 by the loss, leaves the
+    vacuum exactly empty and raises the per-slice SSIM."""
+    depth = 4
+    extent = GPTS * SAMPLING
+    op = MultisliceOperator(gpts=GPTS, sampling=SAMPLING, energy=200.0, semiangle=25.0, defocus=20.0,
+                            slice_thickness=2.0, n_slices=depth,
+                            scan_positions=grid_scan((0, 0), (extent, extent), 8))
+    truth = torch.zeros(depth, GPTS, GPTS)
+    truth[:2] = 2.0 * _atoms_potential(2)[:2]
+    intens = op.forward(truth)
+    start = three_pie(op, intens, n_iter=20, generator=torch.Generator().manual_seed(0))
+    found = thickness_search(op, intens, start)
+    assert found.thickness == 2, found.losses
+    assert found.losses.shape == (depth,) and int(torch.argmin(found.losses)) == 1
+    assert found.volume.shape == truth.shape and float(found.volume[2:].abs().max()) == 0.0
+    before, after = stem_scores(start, truth), stem_scores(found.volume, truth)
+    assert after["ssim_slices_mean"] > before["ssim_slices_mean"] + 0.1, (before, after)
+    with pytest.raises(ValueError, match="steps"):
+        thickness_search(op, intens, start, steps=-1)

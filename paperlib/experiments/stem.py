@@ -16,7 +16,7 @@ depth-blind reference (every slice = projection / D), a column of every row rath
 pseudo-method.
 
 >>> sorted(STEM_METHODS)
-['dart', 'drift', 'sparse', 'three_pie', 'torchslice']
+['dart', 'drift', 'sparse', 'three_pie', 'three_pie_thickness', 'torchslice']
 """
 from __future__ import annotations
 
@@ -51,6 +51,13 @@ def _three_pie(op, intensities, profile, generator):
     # the generator only orders the positions: a deterministic baseline for a fixed seed
     return stem_baselines.three_pie(op, intensities, generator=generator,
                                     **profile.stem_baselines.three_pie.model_dump())
+
+
+@register_stem_method("three_pie_thickness")
+def _three_pie_thickness(op, intensities, profile, generator):
+    start = _three_pie(op, intensities, profile, generator)
+    return stem_baselines.thickness_search(op, intensities, start,
+                                           **profile.stem_baselines.thickness.model_dump()).volume
 
 
 @register_stem_method("torchslice")

@@ -40,6 +40,12 @@ Our choices (the original codes are not reproduced line by line):
   ``V >= 0``). The layer-wise sparse matrix factorisation of the original is replaced by this
   proximal-gradient solver of the same objective.
 
+* :func:`thickness_search` (ours, not in the paper; Table 1's "3PIE + thickness search" row) —
+  from a reconstruction (3PIE's), choose the number of occupied slices by the Eq. 2 loss after a
+  few physics steps restricted to each support, then refine on the chosen one. It shows how much
+  depth the data carry once one structural assumption (a slab from the entrance surface) is
+  made, the yardstick for what a learned prior adds.
+
 Hyper-parameters are chosen on the validation split with :func:`tune_stem` (grid search,
 highest mean projection SSIM). The defaults below come from such a search on the ``val``
 split of the default :class:`~paperlib.data.crystals.STEMDataParams` (64 x 64 grid of 0.2 Å,
@@ -70,6 +76,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -80,7 +87,8 @@ from ..physics.multislice import MultisliceOperator, soft_threshold
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["three_pie", "torchslice", "sparse_decomposition", "tune_stem", "STEM_BASELINE_DEFAULTS"]
+__all__ = ["three_pie", "torchslice", "sparse_decomposition", "thickness_search", "ThicknessResult", "tune_stem",
+           "STEM_BASELINE_DEFAULTS"]
 
 
 def _init(op: MultisliceOperator, init) -> torch.Tensor:
@@ -255,6 +263,96 @@ def sparse_decomposition(
         Y = V_new + ((t_k - 1) / t_next) * (V_new - V)
         V, t_k = V_new, t_next
     return V.float()
+
+
+@dataclass(frozen=True)
+class ThicknessResult:
+    """What :func:`thickness_search` found.
+
+    Attributes
+    ----------
+    volume : (D, H, W) float32 potential in V·Å, zero below the chosen thickness.
+    thickness : the chosen number of occupied slices ``T`` (the top ``T`` slices).
+    losses : (D,) Eq. 2 loss of each hypothesis ``T = 1 .. D`` after ``steps`` physics steps.
+    """
+
+    volume: torch.Tensor
+    thickness: int
+    losses: torch.Tensor
+
+
+def _support_steps(op, intensities, V, occupied: int, steps: int, threshold: float, nonnegative: bool):
+    """``steps`` Eq. 5 physics steps restricted to the top ``occupied`` slices (the rest stay 0).
+
+    The operator's Gauss-Newton step has a factor ``1 / D`` for a change common to all ``D``
+    slices (see :meth:`~paperlib.physics.multislice.MultisliceOperator.physics_step`); with
+    ``T`` free slices the common change adds up ``T`` times, so the step is ``D / T`` of it."""
+    depth = V.shape[0]
+    mu = op.default_step_size * depth / occupied
+    for _ in range(steps):
+        _, grad = op.gradient(V, intensities)
+        grad[occupied:] = 0
+        V = soft_threshold(V - mu * grad, threshold, nonnegative=nonnegative)
+    return V
+
+
+def thickness_search(
+    op: MultisliceOperator,
+    intensities,
+    V,
+    *,
+    steps: int = 20,
+    final_steps: int = 30,
+    threshold: float = 0.05,
+    nonnegative: bool = True,
+    progress: bool = False,
+) -> ThicknessResult:
+    """Choose the specimen thickness by data consistency, then refine on that support (ours).
+
+    For every hypothesis ``T = 1 .. D`` (crystal in the top ``T`` slices, vacuum below, as in
+    our simulated specimens: the probe's defocus is referred to the entrance surface), the
+    potential of the slices below ``T`` is folded into the top ``T`` (evenly, so the projection
+    is kept), ``steps`` physics steps (paper Eq. 5: gradient step on the Eq. 2 loss, soft
+    threshold) run on that support, and the loss is recorded; the hypothesis with the lowest
+    loss gets ``final_steps`` more. Unconstrained, multislice ptychography spreads the potential
+    over all ``D`` slices (the data barely constrain how the projection is distributed in depth
+    when the depth of field, ~60 Å here, exceeds the specimen); constrained to a support, the
+    noiseless data do tell the thicknesses apart through the propagation between slices. Its
+    cost is ``D * steps + final_steps`` physics steps. This is a physics-only step with one
+    structural assumption (a slab starting at the entrance surface); it is not in the paper.
+
+    Parameters
+    ----------
+    op, intensities : operator and measured intensities ``(Sy, Sx, Ky, Kx)``.
+    V : (D, H, W) a reconstruction to start from (e.g. 3PIE's), V·Å.
+    steps, final_steps : physics steps per hypothesis, and after the choice.
+    threshold, nonnegative : the soft threshold (V·Å) and ``V >= 0`` of each physics step.
+
+    Validation (4 cubic crystals of the default profile, from 3PIE): the loss was lowest at the
+    true thickness in 3 of 4 cases at ``steps=20`` (GaAs, SrTiO3, CoPt3; Tb3InC, 7 of 8 slices
+    occupied, chose 8), 2 of 4 at ``steps=10``; mean per-slice SSIM 0.516 -> 0.647.
+    """
+    V = op._check_potential(V).detach().clone()
+    intensities = op._check_intensities(intensities)
+    for name, value in (("steps", steps), ("final_steps", final_steps)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
+    depth = V.shape[0]
+    candidates, losses = [], []
+    for occupied in tqdm(range(1, depth + 1), desc="thickness", disable=not progress):
+        x = V.clone()
+        x[:occupied] += V[occupied:].sum(0, keepdim=True) / occupied
+        x[occupied:] = 0
+        x = _support_steps(op, intensities, x, occupied, steps, threshold, nonnegative)
+        candidates.append(x)
+        with torch.no_grad():
+            losses.append(float(op.loss(x, intensities)))
+    losses_t = torch.tensor(losses, dtype=torch.float64)
+    best = int(torch.argmin(losses_t))
+    volume = _support_steps(op, intensities, candidates[best], best + 1, final_steps, threshold, nonnegative)
+    logger.info("thickness search: %d of %d slices (losses %s)", best + 1, depth,
+                ", ".join(f"{v:.3e}" for v in losses))
+    return ThicknessResult(volume.float(), best + 1, losses_t)
 
 
 #: tuned on the validation split with :func:`tune_stem` (the search is in the module docstring)
