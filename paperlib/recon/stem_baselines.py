@@ -25,7 +25,7 @@ Our choices (the original codes are not reproduced line by line):
   not updated. (An earlier version divided by ``|t_n|^2`` and ``max |t_n|^2`` and skipped
   ``B``'s adjoint, i.e. ePIE's update for an object without band limit; on the validation
   crystals the exact adjoint raised the per-slice / projected SSIM from 0.509 / 0.945 to
-  0.517 / 0.970.) With ``nonnegative`` (default) the potential is projected onto ``V >= 0`` after
+  0.518 / 0.970.) With ``nonnegative`` (default) the potential is projected onto ``V >= 0`` after
   each epoch, the positivity constraint of multislice ptychography codes (py4DSTEM's
   ``object_positivity``): projected potentials of atoms are non-negative.
 * :func:`torchslice` — the Torchslice approach (Diederichs, Herdegen et al. 2024, "exact
