@@ -287,12 +287,10 @@ def _support_steps(op, intensities, V, occupied: int, steps: int, threshold: flo
     The operator's Gauss-Newton step has a factor ``1 / D`` for a change common to all ``D``
     slices (see :meth:`~paperlib.physics.multislice.MultisliceOperator.physics_step`); with
     ``T`` free slices the common change adds up ``T`` times, so the step is ``D / T`` of it."""
-    depth = V.shape[0]
-    mu = op.default_step_size * depth / occupied
+    mu = op.default_step_size * V.shape[0] / occupied
     for _ in range(steps):
-        _, grad = op.gradient(V, intensities)
-        grad[occupied:] = 0
-        V = soft_threshold(V - mu * grad, threshold, nonnegative=nonnegative)
+        V = op.physics_step(V, intensities, step_size=mu, threshold=threshold, nonnegative=nonnegative)
+        V[occupied:] = 0  # the support: what the step moved below it is undone (soft_threshold(0) = 0)
     return V
 
 
