@@ -249,3 +249,25 @@ def test_main_trains_every_group_of_a_preset(tmp_path, monkeypatch, capsys):
     assert "rank 0: groups [0, 1]" in capsys.readouterr().out
     models, manifests = load_prior(tmp_path)
     assert [m["group"] for m in manifests] == [0, 1] and manifests[0]["dataset"]["modality"] == "mri"
+
+
+def test_fine_tuning_starts_from_the_given_prior(data, tmp_path):
+    base = train(replace(CFG, steps=2), data, tmp_path / "base", group=GROUP, progress=False)
+    train(replace(CFG, steps=2), data, tmp_path / "base", group=0, progress=False)  # the folder needs every group
+    cfg = replace(CFG, steps=1, loss="l2", lr=1e-5, init_from=str(tmp_path / "base"))
+    tuned = train(cfg, data, tmp_path / "tuned", group=GROUP, progress=False)
+    start, _ = load_prior(base.prior_path)
+    fresh = train(replace(cfg, init_from=None), data, tmp_path / "fresh", group=GROUP, progress=False)
+    # one Adam step moves each weight by at most ~lr from where it started: the base's weights
+    # (themselves 2 steps of lr 1e-4 from the seed's initialisation, where the fresh run starts)
+    dist = {name: max(float((p - q).detach().abs().max()) for p, q in zip(r.model.parameters(), start[0].parameters()))
+            for name, r in (("tuned", tuned), ("fresh", fresh))}
+    assert dist["tuned"] <= 1.5 * cfg.lr < 5 * cfg.lr < dist["fresh"], dist
+    _, manifests = load_prior(tuned.prior_path)
+    init = manifests[0]["init"]
+    assert init["sha256"] == load_prior(base.prior_path)[1][0]["sha256"]
+    assert (init["steps"], init["loss"]) == (2, "l1")
+    with pytest.raises(CheckpointError, match="prediction"):  # a prior of another kind is refused
+        train(replace(cfg, prediction="v"), data, tmp_path / "other", group=GROUP, progress=False)
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        train(replace(cfg, init_from=str(tmp_path / "missing")), data, tmp_path / "x", group=GROUP, progress=False)
