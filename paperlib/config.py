@@ -121,6 +121,9 @@ class GuidedStepsConfig(_Section):
     threshold: float | None = Field(None, ge=0.0, description="4D-STEM: Eq. 5 soft threshold, V*Angstrom")
     nonnegative: bool | None = Field(None, description="4D-STEM: project onto V >= 0 after each step")
     translate: bool = Field(False, description="DRIFT, 4D-STEM: align candidates laterally by whole scan steps first")
+    vacuum_threshold: float | None = Field(
+        None, ge=0.0, description="DRIFT, 4D-STEM: slices of the selected sample with mean potential below this "
+                                  "(V*Angstrom) stay vacuum during the K physics steps (None: all slices free)")
 
     def step_kwargs(self) -> dict:
         """Keyword arguments of ``operator.physics_step`` (only those set)."""

@@ -220,3 +220,31 @@ def test_drift_translation_search_undoes_whole_scan_step_shifts():
     assert shifts.tolist() in ([[-py, 2 * px], [-3 * py, 0]], [[op.gpts[0] - py, 2 * px], [op.gpts[0] - 3 * py, 0]])
     with pytest.raises(InputValidationError, match="periodic"):
         align_translations(MRIOperator(torch.ones(2, 8, 8, dtype=torch.bool)), torch.zeros(2, 8, 8), torch.zeros(1, 2, 8, 8))
+
+
+def test_drift_keeps_the_selected_samples_vacuum_slices_empty():
+    """With ``vacuum_threshold`` the K physics steps leave the slices the selection left empty at
+    exactly 0 and refine the others; without it they fill every slice."""
+    from paperlib.experiments import stem as stem_exp
+    from paperlib.recon.drift import drift
+
+    torch.set_num_threads(1)
+    cfg = load_profile("ci")
+    case = stem_exp.stem_cases(cfg, split="val", n=1)[0]
+    prior, scale = stem_exp._stem_prior(cfg), cfg.stem_prior.data_scale
+    kw = dict(n_candidates=2, num_steps=2, scale=scale, step_kwargs={"threshold": 0.05, "nonnegative": True})
+    first = drift(prior, case.operator, case.intensities, generator=torch.Generator().manual_seed(0),
+                  physics_steps=0, **kw)
+    means = first.initial.mean(dim=(1, 2)).sort().values
+    threshold = float(means[len(means) // 2 - 1] + means[len(means) // 2]) / 2  # half the slices "vacuum"
+    vacuum = first.initial.mean(dim=(1, 2)) < threshold
+    free = drift(prior, case.operator, case.intensities, generator=torch.Generator().manual_seed(0),
+                 physics_steps=3, **kw)
+    kept = drift(prior, case.operator, case.intensities, generator=torch.Generator().manual_seed(0),
+                 physics_steps=3, vacuum_threshold=threshold, **kw)
+    assert torch.equal(kept.initial, first.initial) and torch.equal(free.initial, first.initial)
+    assert bool((kept.volume[vacuum] == 0).all()) and bool((kept.volume[~vacuum] != 0).any())
+    assert bool((free.volume[vacuum] != 0).any())
+    with pytest.raises(InputValidationError, match="vacuum_threshold"):
+        drift(prior, case.operator, case.intensities, generator=torch.Generator().manual_seed(0),
+              physics_steps=1, vacuum_threshold=float(means[-1]) + 1.0, **kw)

@@ -223,12 +223,15 @@ def test_operator_pickles_after_fftw_use():
     torch.testing.assert_close(clone.forward(V), before, rtol=0, atol=0)
 
 
-def test_physics_step_decreases_loss_and_thresholds():
+def _two_slice_problem():
     op = _tiny(dtype=torch.float32, gpts=16, sampling=0.25, n_slices=2,
                scan_positions=grid_scan((0, 0), (4, 4), (4, 4)))
     g = torch.Generator().manual_seed(4)
-    truth = torch.rand(op.shape, generator=g) * 100
-    intens = op.forward(truth)
+    return op, op.forward(torch.rand(op.shape, generator=g) * 100), g
+
+
+def test_physics_step_decreases_loss_and_thresholds():
+    op, intens, _ = _two_slice_problem()
     V0 = torch.zeros(op.shape)
     V1 = op.physics_step(V0, intens)
     assert float(op.loss(V1, intens)) < float(op.loss(V0, intens))
@@ -236,6 +239,22 @@ def test_physics_step_decreases_loss_and_thresholds():
     assert bool((V2 >= 0).all())
     assert not V2.requires_grad and V2.shape == op.shape
     assert op.slice_local is False
+
+
+def test_physics_step_on_a_support():
+    op, intens, g = _two_slice_problem()
+    V0 = torch.rand(op.shape, generator=g)
+    top = torch.tensor([True, False])
+    V1 = op.physics_step(V0, intens, support=top)
+    assert bool((V1[1] == 0).all())  # outside the support: vacuum
+    # the default step grows by D / T on a support of T slices; an explicit step is kept
+    mu = op.default_step_size
+    _, grad = op.gradient(V0, intens)
+    torch.testing.assert_close(V1[0], V0[0] - 2 * mu * grad[0])
+    torch.testing.assert_close(op.physics_step(V0, intens, support=top, step_size=mu)[0], V0[0] - mu * grad[0])
+    for bad in (torch.tensor([False, False]), torch.tensor([1, 0]), torch.ones(3, dtype=torch.bool)):
+        with pytest.raises(InputValidationError, match="support"):
+            op.physics_step(V0, intens, support=bad)
 
 
 def test_soft_threshold():

@@ -90,7 +90,8 @@ def _drift(op, intensities, profile, generator):
     d = profile.stem_diffusion
     return drift(_stem_prior(profile), op, intensities, generator=generator, n_candidates=d.drift.candidates,
                  num_steps=d.drift.steps, physics_steps=d.drift.physics_steps, step_kwargs=d.drift.step_kwargs(),
-                 scale=profile.stem_prior.data_scale, translate=d.drift.translate).volume
+                 scale=profile.stem_prior.data_scale, translate=d.drift.translate,
+                 vacuum_threshold=d.drift.vacuum_threshold).volume
 
 
 @dataclass(frozen=True)

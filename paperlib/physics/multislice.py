@@ -787,6 +787,7 @@ class MultisliceOperator:
         step_size: float | None = None,
         threshold: float = 0.0,
         nonnegative: bool = False,
+        support=None,
     ) -> torch.Tensor:
         """Paper Eq. 5: ``V <- Prox_{tau R}(V - mu grad L(V))`` with ``L`` the Eq. 2 loss.
 
@@ -807,15 +808,31 @@ class MultisliceOperator:
             rules).
         threshold : the soft threshold ``mu * tau`` in V·Å (0 = no proximal step).
         nonnegative : also project onto ``V >= 0`` (potentials are non-negative).
+        support : optional (D,) bool, the slices that may hold potential; the others are set to
+            0 (vacuum) after the step. With ``T`` free slices a change common to them adds up
+            ``T`` times, not ``D``, so the default step is ``D / T`` times larger (an explicit
+            ``step_size`` is used as given).
 
         Returns
         -------
         (D, H, W) tensor, detached, same dtype as the operator.
         """
-        _, grad = self.gradient(V, intensities)
-        mu = self.default_step_size if step_size is None else float(step_size)
         V = self._check_potential(V).detach()
-        return soft_threshold(V - mu * grad, float(threshold), nonnegative=nonnegative)
+        if support is not None:
+            support = torch.as_tensor(support)
+            if support.shape != (V.shape[0],) or support.dtype != torch.bool or not bool(support.any()):
+                raise InputValidationError(
+                    f"support: expected a ({V.shape[0]},) bool tensor with at least one True slice, got "
+                    f"{tuple(support.shape)} {support.dtype}" + (" with none True" if support.dtype == torch.bool else ""))
+        _, grad = self.gradient(V, intensities)
+        if step_size is not None:
+            mu = float(step_size)
+        else:
+            mu = self.default_step_size * (1.0 if support is None else V.shape[0] / int(support.sum()))
+        V = soft_threshold(V - mu * grad, float(threshold), nonnegative=nonnegative)
+        if support is not None:
+            V[~support.to(V.device)] = 0
+        return V
 
     # ------------------------------------------------------------------ images
     def bright_field(self, intensities) -> torch.Tensor:

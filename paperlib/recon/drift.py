@@ -6,7 +6,11 @@
    4D-STEM (paper Sec. 3). The candidate's image is computed the same way from its simulated
    measurement, ``operator.measurement_image(operator.forward(candidate))``, so both sides carry
    the same aliasing (MRI) or the same probe blur (4D-STEM): compare like with like.
-3. Run ``K`` physics steps (Eq. 4 / Eq. 5) from the assembled volume.
+3. Run ``K`` physics steps (Eq. 4 / Eq. 5) from the assembled volume. Optionally (ours,
+   ``vacuum_threshold``) the slices the selected sample leaves empty stay empty: unconstrained,
+   the 4D-STEM steps spread potential over every slice, because the data barely fix depth when
+   the depth of field (~60 Å at 200 kV, 20 mrad) exceeds the specimen; the prior's sample is then
+   what decides where matter is, and the steps fit the data within it.
 
 Selection per slice group. With slice-local physics (MRI) the groups' scores are independent
 and each group takes its own best candidate exactly. With physics that couples the slices
@@ -188,6 +192,7 @@ def drift(
     step_kwargs: Mapping[str, Any] | None = None,
     scale: float = 1.0,
     translate: bool = False,
+    vacuum_threshold: float | None = None,
     progress: bool = False,
 ) -> DriftResult:
     """Reconstruct by selecting prior samples per slice group and refining them (DRIFT).
@@ -205,6 +210,9 @@ def drift(
     translate : first align every candidate laterally (:func:`align_translations`; operators
         with a periodic scan only). Our addition: the paper does not say how candidates at
         random lateral offsets are compared with the measurement.
+    vacuum_threshold : physical units; slices of the selected volume whose mean is below it are
+        vacuum and stay so during the physics steps (``operator.physics_step(..., support=)``,
+        4D-STEM). ``None``: every slice is free (the paper's K steps).
     """
     if not isinstance(n_candidates, int) or n_candidates < 1:
         raise ValueError(f"n_candidates: expected a positive integer, got {n_candidates!r}")
@@ -218,6 +226,15 @@ def drift(
     initial, choice, scores = select_per_group(operator, y, candidates, len(prior.models), scale=scale,
                                                images=images)
     logger.info("DRIFT: candidates per group %s (scores %s)", choice.tolist(), scores.max(dim=0).values.tolist())
+    step_kwargs = dict(step_kwargs or {})
+    if vacuum_threshold is not None:
+        support = (initial * scale).reshape(initial.shape[0], -1).mean(dim=1) >= vacuum_threshold
+        if not bool(support.any()):
+            raise InputValidationError(
+                f"vacuum_threshold: {vacuum_threshold} leaves no slice of the selected sample occupied "
+                f"(largest slice mean {float((initial * scale).reshape(initial.shape[0], -1).mean(1).max()):.3g})")
+        logger.info("DRIFT: occupied slices of the selection %s", support.int().tolist())
+        step_kwargs["support"] = support
     refine = physics_callback(operator, y, scale=scale, steps=physics_steps, step_kwargs=step_kwargs)
     volume = refine(initial, 0) * scale
     return DriftResult(volume.float(), choice, scores, (initial * scale).float())

@@ -282,15 +282,10 @@ class ThicknessResult:
 
 
 def _support_steps(op, intensities, V, occupied: int, steps: int, threshold: float, nonnegative: bool):
-    """``steps`` Eq. 5 physics steps restricted to the top ``occupied`` slices (the rest stay 0).
-
-    The operator's Gauss-Newton step has a factor ``1 / D`` for a change common to all ``D``
-    slices (see :meth:`~paperlib.physics.multislice.MultisliceOperator.physics_step`); with
-    ``T`` free slices the common change adds up ``T`` times, so the step is ``D / T`` of it."""
-    mu = op.default_step_size * V.shape[0] / occupied
+    """``steps`` Eq. 5 physics steps restricted to the top ``occupied`` slices (the rest stay 0)."""
+    support = torch.arange(V.shape[0]) < occupied
     for _ in range(steps):
-        V = op.physics_step(V, intensities, step_size=mu, threshold=threshold, nonnegative=nonnegative)
-        V[occupied:] = 0  # the support: what the step moved below it is undone (soft_threshold(0) = 0)
+        V = op.physics_step(V, intensities, threshold=threshold, nonnegative=nonnegative, support=support)
     return V
 
 
