@@ -16,6 +16,7 @@ NAMES := $(notdir $(NOTEBOOKS:.py=))
 BUILD := notebooks/_build/$(PROFILE)
 RUNS := $(NAMES:%=$(BUILD)/%.ipynb)
 PKG_SRC := $(shell find paperlib -name '*.py' -o -name '*.mplstyle')
+PRIORS := $(wildcard checkpoints/*/prior_group*.safetensors)
 PYTEST_ARGS ?=
 
 export MPLBACKEND := Agg
@@ -42,8 +43,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 figures: $(RUNS)
 	@echo "figures written to $(FIGURES)/ (executed notebooks in $(BUILD)/)"
 
-# A notebook is re-executed when its source, the profile, or any library code changes.
-$(BUILD)/%.ipynb: notebooks/%.py notebooks/params/$(PROFILE).yaml $(PKG_SRC) | $(VENV)/.installed
+# A notebook is re-executed when its source, the profile, any library code or a prior changes.
+$(BUILD)/%.ipynb: notebooks/%.py notebooks/params/$(PROFILE).yaml $(PKG_SRC) $(PRIORS) | $(VENV)/.installed
 	@mkdir -p $(BUILD) $(FIGURES)
 	@echo "== $* ($(PROFILE))"
 	@start=$$(date +%s); \
