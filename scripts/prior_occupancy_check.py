@@ -13,6 +13,9 @@ Recorded (2026-11-26, 2 CPU threads, ~1.2 s/step): shipped weights [0.94 1.0 0.9
 0.0 0.0]; 400 L2 steps [0.94 1.0 0.94 0.81 0.56 0.88 0.25 0.5]; 400 L1 steps (control)
 [0.94 1.0 0.94 0.81 0.0 0.0 0.0 0.06]; training data [0.98 0.96 0.99 1.0
 0.82 0.60 0.38 0.17] (fraction of the 96 crystals with slice mean > 1 V·Å).
+
+Outcome: the default profile's prior is now ``checkpoints/stem_default_l2``, both groups
+fine-tuned with the L2 loss through ``make train`` (preset ``stem_default_l2``).
 """
 import sys
 import time
