@@ -248,3 +248,7 @@ def test_drift_keeps_the_selected_samples_vacuum_slices_empty():
     with pytest.raises(InputValidationError, match="vacuum_threshold"):
         drift(prior, case.operator, case.intensities, generator=torch.Generator().manual_seed(0),
               physics_steps=1, vacuum_threshold=float(means[-1]) + 1.0, **kw)
+    with pytest.raises(InputValidationError, match="no slice support"):  # MRI's Eq. 4 has none
+        drift(_gaussian_prior(torch.zeros(4, 8, 8), 1.0), MRIOperator(torch.ones(4, 8, 8, dtype=torch.bool)),
+              torch.zeros(4, 8, 8, dtype=torch.complex64), generator=torch.Generator().manual_seed(0),
+              n_candidates=1, num_steps=1, vacuum_threshold=1.0)

@@ -21,6 +21,7 @@ simulations). Nothing here sees the ground truth.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -216,6 +217,9 @@ def drift(
     """
     if not isinstance(n_candidates, int) or n_candidates < 1:
         raise ValueError(f"n_candidates: expected a positive integer, got {n_candidates!r}")
+    if vacuum_threshold is not None and "support" not in inspect.signature(operator.physics_step).parameters:
+        raise InputValidationError(f"vacuum_threshold: {type(operator).__name__}.physics_step takes no "
+                                   "slice support (4D-STEM's MultisliceOperator does); leave it None")
     shape = volume_shape(operator, y)
     check_prior_fits(prior, shape)
     candidates = prior.sample((n_candidates, *shape), num_steps=num_steps, generator=generator, progress=progress)
@@ -228,11 +232,12 @@ def drift(
     logger.info("DRIFT: candidates per group %s (scores %s)", choice.tolist(), scores.max(dim=0).values.tolist())
     step_kwargs = dict(step_kwargs or {})
     if vacuum_threshold is not None:
-        support = (initial * scale).reshape(initial.shape[0], -1).mean(dim=1) >= vacuum_threshold
+        slice_means = (initial * scale).reshape(initial.shape[0], -1).mean(dim=1)
+        support = slice_means >= vacuum_threshold
         if not bool(support.any()):
             raise InputValidationError(
                 f"vacuum_threshold: {vacuum_threshold} leaves no slice of the selected sample occupied "
-                f"(largest slice mean {float((initial * scale).reshape(initial.shape[0], -1).mean(1).max()):.3g})")
+                f"(largest slice mean {float(slice_means.max()):.3g})")
         logger.info("DRIFT: occupied slices of the selection %s", support.int().tolist())
         step_kwargs["support"] = support
     refine = physics_callback(operator, y, scale=scale, steps=physics_steps, step_kwargs=step_kwargs)
