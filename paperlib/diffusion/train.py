@@ -419,12 +419,12 @@ def _initial_weights(cfg: TrainConfig, group: int, size: int) -> tuple[dict, dic
         raise FileNotFoundError(f"init_from: {cfg.init_from!r} is not a prior folder (looked at {path})")
     models, manifests = load_prior(path, groups=[group], expected_config=cfg.model)
     m = manifests[0]
-    mismatch = {k: (m.get(k), want) for k, want in (
-        ("schedule", cfg.schedule), ("prediction", cfg.prediction), ("num_groups", cfg.num_groups),
-        ("group_size", size)) if (ScheduleConfig(**m["schedule"]) if k == "schedule" else m.get(k)) != want}
+    want = {"schedule": cfg.schedule.to_dict(), "prediction": cfg.prediction, "num_groups": cfg.num_groups,
+            "group_size": size}  # as save_prior writes them
+    mismatch = [k for k in want if m[k] != want[k]]
     if mismatch:
         raise CheckpointError(f"init_from {cfg.init_from}: group {group} was trained with "
-                              + ", ".join(f"{k}={a!r} (this config: {b!r})" for k, (a, b) in mismatch.items()))
+                              + ", ".join(f"{k}={m[k]!r} (this config: {want[k]!r})" for k in mismatch))
     record = {"path": str(cfg.init_from), "sha256": m["sha256"], "steps": m.get("steps"),
               "loss": (m.get("train_config") or {}).get("loss"), "final_loss": m.get("final_loss")}
     return {k: v.float() for k, v in models[0].state_dict().items()}, record

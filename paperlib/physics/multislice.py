@@ -821,9 +821,10 @@ class MultisliceOperator:
         if support is not None:
             support = torch.as_tensor(support)
             if support.shape != (V.shape[0],) or support.dtype != torch.bool or not bool(support.any()):
+                got = "no True slice" if support.shape == (V.shape[0],) and support.dtype == torch.bool \
+                    else f"{tuple(support.shape)} {support.dtype}"
                 raise InputValidationError(
-                    f"support: expected a ({V.shape[0]},) bool tensor with at least one True slice, got "
-                    f"{tuple(support.shape)} {support.dtype}" + (" with none True" if support.dtype == torch.bool else ""))
+                    f"support: expected a ({V.shape[0]},) bool tensor with at least one True slice, got {got}")
         _, grad = self.gradient(V, intensities)
         if step_size is not None:
             mu = float(step_size)
