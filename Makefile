@@ -40,8 +40,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
 	touch $@
 
+# The README's tables are copies of the generated ones (paperlib/_readme_tables.py), refreshed last
+# (only for the committed figures/ of the default profile).
 figures: $(RUNS)
 	@echo "figures written to $(FIGURES)/ (executed notebooks in $(BUILD)/)"
+ifeq ($(PROFILE)$(FIGURES),defaultfigures)
+	$(PY) -m paperlib._readme_tables
+endif
 
 # A notebook is re-executed when its source, the profile, any library code or a prior changes.
 $(BUILD)/%.ipynb: notebooks/%.py notebooks/params/$(PROFILE).yaml $(PKG_SRC) $(PRIORS) | $(VENV)/.installed
