@@ -370,6 +370,16 @@ class MRIOperator:
                 f"(expected trailing dimensions {m})"
             )
 
+    def check(self, t: Tensor, name: str = "x") -> None:
+        """:meth:`check_shape`, and raise :class:`~paperlib.io.InputValidationError` naming
+        ``name`` unless ``t`` is floating-point or complex and finite (no NaN/Inf)."""
+        self.check_shape(t, name)
+        if not (t.is_floating_point() or t.is_complex()):
+            raise InputValidationError(f"{name}: expected a real floating-point or complex tensor, got {t.dtype}")
+        if not bool(torch.isfinite(t).all()):
+            raise InputValidationError(
+                f"{name}: {int((~torch.isfinite(t)).sum())} non-finite values (NaN/Inf) of {t.numel()}")
+
     def weight(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
         """The mask as a real {0, 1} tensor, centred like k-space: float64 when ``dtype`` is
         complex128 (double precision), else float32; on ``device``. Cached per precision."""
@@ -449,13 +459,13 @@ class MRIOperator:
         complex64 (complex128 for double input) k-space of the shape of ``x``; zero where
         the mask is False.
         """
-        self.check_shape(x, "x")
+        self.check(x, "x")
         k = fft2c(x)
         return k * self.weight(k.dtype, k.device)
 
     def adjoint(self, y: Tensor) -> Tensor:
         """``F^H (M ⊙ y)``: complex image of the shape of ``y`` (the adjoint of :meth:`forward`)."""
-        self.check_shape(y, "y")
+        self.check(y, "y")
         y = y.to(_complex_dtype(y))
         return ifft2c(y * self.weight(y.dtype, y.device))
 
@@ -492,8 +502,8 @@ class MRIOperator:
         real-valued prior). Float32 stays float32/complex64; float64 gives float64/complex128.
         Differentiable in ``x`` and ``y``.
         """
-        self.check_shape(x, "x")
-        self.check_shape(y, "y")
+        self.check(x, "x")
+        self.check(y, "y")
         if x.shape != y.shape:
             raise InputValidationError(f"x and y: expected one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
         if not isinstance(step_size, (int, float)) or not math.isfinite(step_size):
