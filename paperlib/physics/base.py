@@ -47,7 +47,7 @@ class Operator(Protocol):
         that may hold signal (the others are set to 0 after the step).
     is_linear : bool
         True when :meth:`forward` is linear, :attr:`adjoint` is its adjoint and
-        ``physics_step(x, y, 1.0)`` is the projection onto ``{x : A x = y}`` (``A A^H`` a
+        ``physics_step(x, y, step_size=1.0)`` is the projection onto ``{x : A x = y}`` (``A A^H`` a
         projection, as for masked unitary transforms); what the projection-based sampler
         needs.
     adjoint : callable or None

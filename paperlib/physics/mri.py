@@ -300,7 +300,7 @@ class MRIOperator:
     Declared capabilities (the :class:`~paperlib.physics.base.Operator` protocol):
     ``slice_local = True`` (Eq. 4 acts on every slice independently, and every method
     broadcasts over leading dimensions such as candidates), ``is_linear = True`` with
-    :meth:`adjoint` (and ``physics_step(x, y, 1.0)`` the projection onto ``M F x = y``),
+    :meth:`adjoint` (and ``physics_step(x, y, step_size=1.0)`` the projection onto ``M F x = y``),
     ``supports_support = False`` (Eq. 4 takes no slice support),
     ``periodic_scan_step()`` None (no scan); :meth:`volume_shape` reads the k-space shape.
 

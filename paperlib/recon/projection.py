@@ -12,7 +12,7 @@ and the sampled k-space of ``x_{t_prev}`` is replaced by it (Eq. 4 with λ = 1).
 (:mod:`paperlib.recon.dart`), which corrects the denoised estimate ``x0_hat`` before the
 sampler step; the two share the prior, the sampler and the operator.
 
-It needs a *linear* operator whose ``physics_step(x, y, 1.0)`` is the projection onto the
+It needs a *linear* operator whose ``physics_step(x, y, step_size=1.0)`` is the projection onto the
 measurement (``operator.is_linear``, see :class:`~paperlib.physics.base.Operator`; MRI's Eq. 4
 with λ = 1); multislice 4D-STEM has no such projection.
 """
@@ -68,10 +68,10 @@ def projection_sampling(
     def project(x_prev: Tensor, t_prev: int) -> Tensor:
         a = sampler.abar_at(t_prev)
         if t_prev < 0:
-            return operator.physics_step(x_prev, y, 1.0)
+            return operator.physics_step(x_prev, y, step_size=1.0)
         z = torch.randn(shape, generator=generator, device=generator.device).to(x_prev.device)
         y_t = math.sqrt(a) * y + math.sqrt(1.0 - a) * operator.forward(z)
-        return operator.physics_step(x_prev, y_t, 1.0)
+        return operator.physics_step(x_prev, y_t, step_size=1.0)
 
     t_start, x_T = start_point(prior, shape, start, init, generator)
     x = prior.sample(shape, num_steps=num_steps, generator=generator, x_T=x_T, t_start=t_start,
