@@ -117,7 +117,7 @@ def _run_py4dstem(intensities, sample, op, *, n_slices, n_iter, batch_size, step
 
     from paperlib.physics.multislice import antialias_aperture
 
-    aa = torch.fft.fftshift(antialias_aperture(op.gpts, op.sampling))[op._crop] > 0
+    aa = torch.fft.fftshift(antialias_aperture(op.gpts, op.sampling))[op.detector_crop] > 0
     extra = {"probe": torch.fft.ifft2(op._probe_k).numpy()} if probe == "ours" else {}
     here = os.path.dirname(os.path.abspath(__file__))
     with tempfile.TemporaryDirectory() as tmp:

@@ -126,18 +126,54 @@ def test_drift_selects_the_candidate_closest_to_the_measurement_per_group():
 
 
 class _ProjectionOperator:
-    """A slice-coupling toy operator: the measurement is the sum over slices (like a projection)."""
+    """A slice-coupling toy operator: the measurement is the sum over slices (like a projection).
+
+    Linear, with ``A A^H = D I``, so its physics step with step size 1,
+    ``x - A^H (A x - y) / D``, is the projection onto ``A x = y``: every capability declared."""
 
     slice_local = False
+    supports_support = False
+    is_linear = True
+
+    def __init__(self, depth: int = 4, *, linear: bool = True) -> None:
+        self.depth = depth
+        self.is_linear = linear
+        self.adjoint = self._adjoint if linear else None
 
     def forward(self, x):
         return x.sum(dim=-3)
+
+    def _adjoint(self, y):
+        return y[..., None, :, :].expand(*y.shape[:-2], self.depth, *y.shape[-2:])
 
     def measurement_image(self, y):
         return y
 
     def physics_step(self, x, y, step_size=1.0):
         return x - step_size * (self.forward(x) - y)[..., None, :, :] / x.shape[-3]
+
+    def volume_shape(self, y):
+        return (self.depth, *y.shape[-2:])
+
+    def periodic_scan_step(self):
+        return None
+
+
+def test_projection_sampling_reads_the_linearity_declaration():
+    """Any operator declaring ``is_linear`` runs (not only MRI); one declaring it False is refused
+    with an error naming the declaration."""
+    from paperlib.physics.base import Operator
+
+    g = torch.Generator().manual_seed(6)
+    mu = torch.rand(4, 8, 8, generator=g, dtype=torch.float64)
+    op = _ProjectionOperator(4)
+    assert isinstance(op, Operator)
+    y = op.forward(mu + 0.2 * torch.randn(4, 8, 8, generator=g, dtype=torch.float64))
+    x = projection_sampling(_gaussian_prior(mu, 0.3), op, y, generator=torch.Generator().manual_seed(0), num_steps=4)
+    assert torch.allclose(op.forward(x.double()), y, atol=1e-4)
+    with pytest.raises(InputValidationError, match="is_linear False"):
+        projection_sampling(_gaussian_prior(mu, 0.3), _ProjectionOperator(4, linear=False), y,
+                            generator=torch.Generator().manual_seed(0), num_steps=4)
 
 
 def test_drift_coupled_selection_assembles_groups_by_the_whole_object_score():

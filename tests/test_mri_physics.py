@@ -137,3 +137,25 @@ def test_mask_shape_that_does_not_fit_the_volume_is_a_clear_error():
 def test_bad_masks_rejected(mask, match):
     with pytest.raises(InputValidationError, match=match):
         MRIOperator(mask)
+
+
+@pytest.mark.parametrize("real", [True, False])
+def test_normal_operator_is_adjoint_of_forward(op_and_volume, real):
+    """``normal`` (uncentred FFTs; for real images the symmetrised half mask) equals
+    ``A^H A`` (its real part for real images), per slice mask, in double precision."""
+    op, _ = op_and_volume
+    g = gen(7)
+    v = torch.randn(3, 24, 20, dtype=torch.float64 if real else torch.complex128, generator=g)
+    expected = op.adjoint(op.forward(v))
+    got = op.normal(v, real=real)
+    assert got.dtype == v.dtype and got.shape == v.shape
+    assert torch.allclose(got, expected.real if real else expected, atol=1e-12)
+
+
+def test_volume_shape_and_bad_values_are_named():
+    op = MRIOperator(torch.ones(8, 8, dtype=torch.bool))
+    assert op.volume_shape(torch.zeros(2, 3, 8, 8, dtype=torch.complex64)) == (3, 8, 8)
+    with pytest.raises(InputValidationError, match=r"y: expected \(D, H, W\)"):
+        op.volume_shape(torch.zeros(8, 8, dtype=torch.complex64))
+    with pytest.raises(InputValidationError, match="x: 128 non-finite"):
+        op.forward(torch.tensor(float("nan")).expand(2, 8, 8))

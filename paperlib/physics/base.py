@@ -1,11 +1,12 @@
 """The measurement-operator protocol shared by DART and DRIFT, and checks every operator passes.
 
 An *operator* bundles one modality's physics: the forward model (volume -> measurement), the
-physics step that DART alternates with the prior (paper Eq. 4 for MRI, Eq. 5 for 4D-STEM) and
-the real image DRIFT selects candidates with. ``slice_local`` tells the distributed samplers
-whether the physics step of a slice needs only that slice (MRI: 2D undersampling per slice)
-or the whole object (multislice 4D-STEM: the exit wave passes through every slice), so DART and
-DRIFT choose their communication without knowing the modality.
+physics step that DART alternates with the prior (paper Eq. 4 for MRI, Eq. 5 for 4D-STEM),
+the real image DRIFT selects candidates with, and the declarations of its capabilities
+(:class:`Operator`). ``slice_local`` tells the distributed samplers whether the physics step
+of a slice needs only that slice (MRI: 2D undersampling per slice) or the whole object
+(multislice 4D-STEM: the exit wave passes through every slice), so DART and DRIFT choose their
+communication without knowing the modality.
 
 The two helpers below are the invariants every operator is tested for (see CONVENTIONS.md):
 :func:`adjointness_error` for a linear operator and its adjoint, and :func:`check_gradients`,
@@ -25,36 +26,80 @@ __all__ = ["Operator", "inner_product", "adjointness_error", "check_gradients"]
 class Operator(Protocol):
     """One modality's physics, batched over the slices of a ``(D, H, W)`` volume.
 
+    An operator *declares* every capability a reconstruction may use; DART, DRIFT and the
+    projection method read these declarations and never probe an operator's class or members
+    (``DESIGN.md``). The implementations are
+    :class:`~paperlib.physics.mri.MRIOperator` and
+    :class:`~paperlib.physics.multislice.MultisliceOperator`; ``tests/test_operators.py``
+    checks every declaration of both.
+
     Attributes
     ----------
     slice_local : bool
         True when :meth:`physics_step` acts on every slice independently (MRI), so each rank
         of a distributed sampler may apply it to its own slices; False when the step couples
-        slices (multislice 4D-STEM) and needs the whole object.
+        slices (multislice 4D-STEM) and needs the whole object. A slice-local operator's
+        :meth:`forward`, :meth:`physics_step` and :meth:`measurement_image` also broadcast
+        over leading dimensions (e.g. ``(N, D, H, W)`` candidates); a coupled one takes one
+        volume at a time.
+    supports_support : bool
+        True when :meth:`physics_step` takes ``support=``, a ``(D,)`` bool tensor of the slices
+        that may hold signal (the others are set to 0 after the step).
+    is_linear : bool
+        True when :meth:`forward` is linear, :attr:`adjoint` is its adjoint and
+        ``physics_step(x, y, step_size=1.0)`` is the projection onto ``{x : A x = y}`` (``A A^H`` a
+        projection, as for masked unitary transforms); what the projection-based sampler
+        needs.
+    adjoint : callable or None
+        ``y -> A^H y``, the adjoint of :meth:`forward`, where ``is_linear``; None otherwise.
 
     Examples
     --------
-    ``isinstance`` checks only that the members exist:
+    ``isinstance`` checks only that the members exist; the values are the declarations:
 
     >>> from paperlib.physics.mri import MRIOperator
-    >>> isinstance(MRIOperator(torch.ones(4, 4, dtype=torch.bool)), Operator)
-    True
+    >>> op = MRIOperator(torch.ones(4, 4, dtype=torch.bool))
+    >>> isinstance(op, Operator), op.slice_local, op.is_linear, op.supports_support
+    (True, True, True, False)
+    >>> op.volume_shape(torch.zeros(2, 4, 4, dtype=torch.complex64)), op.periodic_scan_step()
+    ((2, 4, 4), None)
     """
 
     slice_local: bool
+    supports_support: bool
+    is_linear: bool
+    adjoint: Callable[[Tensor], Tensor] | None
 
     def forward(self, x: Tensor) -> Tensor:
-        """Volume ``(D, H, W)`` -> measurement (modality-specific shape and dtype)."""
+        """Volume ``(D, H, W)`` -> measurement (modality-specific shape and dtype: MRI k-space
+        ``(D, H, W)`` complex; 4D-STEM intensities ``(Sy, Sx, Ky, Kx)`` real)."""
         ...
 
     def physics_step(self, x: Tensor, y: Tensor) -> Tensor:
         """One step towards agreement with the measurement ``y`` (paper Eq. 4 / Eq. 5);
-        returns a volume of the shape and real/complex kind of ``x``."""
+        returns a volume of the shape and real/complex kind of ``x``. Modality-specific
+        keyword arguments (``step_size``, ...) pass through ``step_kwargs`` of DART/DRIFT;
+        ``support=`` where :attr:`supports_support`."""
         ...
 
     def measurement_image(self, y: Tensor) -> Tensor:
-        """``(D, H, W)`` real image derived from the measurement alone (DRIFT's selection
-        image: the zero-filled magnitude for MRI, the bright field for 4D-STEM)."""
+        """Real image derived from the measurement alone, DRIFT's selection image: MRI the
+        zero-filled magnitude, one image per slice, shaped like ``y`` ``(..., D, H, W)``;
+        4D-STEM the bright-field image of the whole object, ``(Sy, Sx)``. DRIFT compares it
+        only with the same operator's image of a simulated measurement, so the two shapes
+        never meet."""
+        ...
+
+    def volume_shape(self, y: Tensor) -> tuple[int, int, int]:
+        """The ``(D, H, W)`` of the volumes that explain the measurement ``y`` (MRI: the
+        k-space's trailing dimensions; 4D-STEM: the operator's grid and slices); raises
+        :class:`~paperlib.io.InputValidationError` naming ``y`` when it does not fit."""
+        ...
+
+    def periodic_scan_step(self) -> tuple[int, int] | None:
+        """``(py, px)`` pixels when the measurement is a scan that tiles the periodic field of
+        view in whole-pixel steps (rolling the volume by ``(py, px)`` rolls the measurement
+        image by one scan position; DRIFT's translation search), else None."""
         ...
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "uniform1d_mask",
     "gaussian2d_mask",
     "make_mask",
+    "hermitian_half",
     "MRIOperator",
     "MASK_KINDS",
 ]
@@ -250,6 +251,29 @@ def make_mask(
     raise ValueError(f"kind: expected one of {MASK_KINDS}, got {kind!r}")
 
 
+def hermitian_half(weight: Tensor) -> Tensor:
+    """``(M(k) + M(-k)) / 2`` of an *uncentred* (FFT-order) mask, on the rfft half-plane.
+
+    For a *real* image ``x``, ``Re(F^H M F x) = F^H M_sym F x`` with the symmetrised mask
+    ``M_sym(k) = (M(k) + M(-k)) / 2`` (values 0, 1/2, 1), which is Hermitian, so the normal
+    operator restricted to real images is ``irfft2(M_sym ⊙ rfft2(x))``: half the FFT work.
+
+    Parameters
+    ----------
+    weight : (..., H, W) real tensor, the mask in FFT order (``k = 0`` at index ``(0, 0)``).
+
+    Returns
+    -------
+    (..., H, W // 2 + 1) real tensor of the dtype of ``weight``.
+
+    >>> m = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    >>> hermitian_half(m).tolist()
+    [[1.0, 0.5, 0.0]]
+    """
+    flipped = torch.roll(torch.flip(weight, dims=(-2, -1)), shifts=(1, 1), dims=(-2, -1))  # M(-k)
+    return (0.5 * (weight + flipped))[..., : weight.shape[-1] // 2 + 1]
+
+
 # --------------------------------------------------------------------------------------------
 # the operator
 # --------------------------------------------------------------------------------------------
@@ -272,8 +296,13 @@ class MRIOperator:
     Attributes
     ----------
     mask : bool tensor, the stored mask.
-    slice_local : bool
-        Always True: Eq. 4 acts on every slice independently.
+
+    Declared capabilities (the :class:`~paperlib.physics.base.Operator` protocol):
+    ``slice_local = True`` (Eq. 4 acts on every slice independently, and every method
+    broadcasts over leading dimensions such as candidates), ``is_linear = True`` with
+    :meth:`adjoint` (and ``physics_step(x, y, step_size=1.0)`` the projection onto ``M F x = y``),
+    ``supports_support = False`` (Eq. 4 takes no slice support),
+    ``periodic_scan_step()`` None (no scan); :meth:`volume_shape` reads the k-space shape.
 
     Notes
     -----
@@ -293,6 +322,8 @@ class MRIOperator:
     """
 
     slice_local: bool = True
+    is_linear: bool = True
+    supports_support: bool = False
 
     def __init__(self, mask: Tensor | np.ndarray) -> None:
         if isinstance(mask, np.ndarray):
@@ -314,6 +345,7 @@ class MRIOperator:
         self.mask: Tensor = mask.detach().clone()
         self._weight = self.mask.to(torch.float32)
         self._weight64: Tensor | None = None
+        self._normal_weights: dict = {}
 
     # ---------------------------------------------------------------- helpers
     def __repr__(self) -> str:
@@ -338,7 +370,20 @@ class MRIOperator:
                 f"(expected trailing dimensions {m})"
             )
 
-    def _w(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+    def check(self, t: Tensor, name: str = "x") -> None:
+        """:meth:`check_shape`, and raise :class:`~paperlib.io.InputValidationError` naming
+        ``name`` unless ``t`` is floating-point or complex and finite (no NaN/Inf)."""
+        self.check_shape(t, name)
+        if not (t.is_floating_point() or t.is_complex()):
+            raise InputValidationError(f"{name}: expected a real floating-point or complex tensor, got {t.dtype}")
+        if not bool(torch.isfinite(t).all()):
+            raise InputValidationError(
+                f"{name}: {int((~torch.isfinite(t)).sum())} non-finite values (NaN/Inf) of {t.numel()}")
+
+    def weight(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
+        """The mask as a real {0, 1} tensor, centred like k-space: float64 when ``dtype`` is
+        complex128 (double precision), else float32; on ``device``. Cached per precision."""
+        device = torch.device(device)
         if dtype == torch.complex128:
             if self._weight64 is None:
                 self._weight64 = self.mask.to(torch.float64)
@@ -346,6 +391,60 @@ class MRIOperator:
         else:
             w = self._weight
         return w if w.device == device else w.to(device)
+
+    def uncentred_weight(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
+        """:meth:`weight` in the uncentred FFT frame, ``ifftshift(M)``: the mask that plain
+        (unshifted) FFTs see, (H, W) or (D, H, W) real."""
+        return torch.fft.ifftshift(self.weight(dtype, device), dim=_DIMS)
+
+    def normal(self, v: Tensor, *, real: bool) -> Tensor:
+        """The normal operator ``A^H A v = F^H (M ⊙ F v)``, with no fftshift in the loop.
+
+        ``F_c^H diag(M) F_c`` is a circular convolution and circular shifts commute with it, so
+        it equals ``F^H diag(ifftshift(M)) F`` with plain (uncentred) orthonormal FFTs
+        (:meth:`uncentred_weight`). For ``real=True`` the result is ``Re(A^H A v)`` of a real
+        ``v``, computed with real FFTs and the symmetrised mask (:func:`hermitian_half`).
+
+        Parameters
+        ----------
+        v : (..., H, W) image: real float32/float64 for ``real=True``, complex64/complex128
+            otherwise (float64/complex128 use a float64 mask).
+        real : restrict to real images (see above).
+
+        Returns
+        -------
+        Tensor of the shape and dtype of ``v``.
+
+        >>> op = MRIOperator(make_mask("uniform1d", (8, 8), 2, 0.25, generator=torch.Generator().manual_seed(0)))
+        >>> v = torch.rand(2, 8, 8, dtype=torch.float64)
+        >>> bool(torch.allclose(op.normal(v, real=True), op.adjoint(op.forward(v)).real))
+        True
+        """
+        complex_dtype = _complex_dtype(v)
+        key = (complex_dtype, v.device, bool(real))
+        if key not in self._normal_weights:
+            mask = self.uncentred_weight(complex_dtype, v.device)
+            self._normal_weights[key] = hermitian_half(mask) if real else mask
+        mask = self._normal_weights[key]
+        if real:
+            k = torch.fft.rfft2(v, norm="ortho")
+            k.mul_(mask)
+            return torch.fft.irfft2(k, s=v.shape[-2:], norm="ortho")
+        k = torch.fft.fft2(v, norm="ortho")
+        k.mul_(mask)
+        return torch.fft.ifft2(k, norm="ortho")
+
+    def volume_shape(self, y: Tensor) -> tuple[int, int, int]:
+        """The ``(D, H, W)`` of the images this operator acts on: the trailing three dimensions
+        of the k-space ``y`` (whose trailing dimensions must fit the mask)."""
+        self.check_shape(y, "y")
+        if y.ndim < 3:
+            raise InputValidationError(f"y: expected (D, H, W) k-space, got shape {tuple(y.shape)}")
+        return tuple(int(s) for s in y.shape[-3:])  # type: ignore[return-value]
+
+    def periodic_scan_step(self) -> None:
+        """None: MRI has no scan (the capability serves DRIFT's 4D-STEM translation search)."""
+        return None
 
     # ---------------------------------------------------------------- operator
     def forward(self, x: Tensor) -> Tensor:
@@ -360,15 +459,15 @@ class MRIOperator:
         complex64 (complex128 for double input) k-space of the shape of ``x``; zero where
         the mask is False.
         """
-        self.check_shape(x, "x")
+        self.check(x, "x")
         k = fft2c(x)
-        return k * self._w(k.dtype, k.device)
+        return k * self.weight(k.dtype, k.device)
 
     def adjoint(self, y: Tensor) -> Tensor:
         """``F^H (M ⊙ y)``: complex image of the shape of ``y`` (the adjoint of :meth:`forward`)."""
-        self.check_shape(y, "y")
+        self.check(y, "y")
         y = y.to(_complex_dtype(y))
-        return ifft2c(y * self._w(y.dtype, y.device))
+        return ifft2c(y * self.weight(y.dtype, y.device))
 
     def zero_filled(self, y: Tensor) -> Tensor:
         """Zero-filled complex image ``F^{-1}(M ⊙ y)`` (equal to :meth:`adjoint`, as ``F`` is
@@ -377,7 +476,8 @@ class MRIOperator:
 
     def measurement_image(self, y: Tensor) -> Tensor:
         """DRIFT's selection image: the zero-filled magnitude ``|F^{-1}(M ⊙ y)|``, real
-        (float32 for complex64 ``y``), shaped like ``y``."""
+        (float32 for complex64 ``y``), shaped like ``y``: ``(..., D, H, W)``, one image per
+        slice."""
         return self.adjoint(y).abs()
 
     def data_consistency(self, x: Tensor, y: Tensor, step_size: float = 1.0) -> Tensor:
@@ -402,15 +502,15 @@ class MRIOperator:
         real-valued prior). Float32 stays float32/complex64; float64 gives float64/complex128.
         Differentiable in ``x`` and ``y``.
         """
-        self.check_shape(x, "x")
-        self.check_shape(y, "y")
+        self.check(x, "x")
+        self.check(y, "y")
         if x.shape != y.shape:
             raise InputValidationError(f"x and y: expected one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
         if not isinstance(step_size, (int, float)) or not math.isfinite(step_size):
             raise ValueError(f"step_size: expected a finite number, got {step_size!r}")
         kx = fft2c(x)
         y = y.to(kx.dtype)
-        w = self._w(kx.dtype, kx.device)
+        w = self.weight(kx.dtype, kx.device)
         k = kx - step_size * w * (kx - y)
         out = ifft2c(k)
         return out if x.is_complex() else out.real

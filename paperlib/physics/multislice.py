@@ -277,6 +277,22 @@ class _FFTWPlans:
         self.real = torch.from_numpy(real)
         self.recip = torch.from_numpy(recip)
 
+    def fft2(self, psi: torch.Tensor) -> torch.Tensor:
+        """Unnormalised forward FFT of ``psi`` into the reciprocal buffer (returned); ``psi``
+        is copied into the real-space buffer first unless it is that buffer."""
+        if psi.data_ptr() != self.real.data_ptr():
+            self.real.copy_(psi)
+        self.forward.execute()
+        return self.recip
+
+    def ifft2(self, wave_k: torch.Tensor) -> torch.Tensor:
+        """Unnormalised inverse FFT of the reciprocal buffer (``wave_k`` must be it) into the
+        real-space buffer (returned): the ``1 / (wy wx)`` is left to the caller."""
+        if wave_k.data_ptr() != self.recip.data_ptr():
+            raise ValueError("wave_k: expected the plans' reciprocal-space buffer")
+        self.backward.execute()
+        return self.real
+
 
 def _fftw_available() -> bool:
     try:
@@ -334,6 +350,17 @@ class MultisliceOperator:
     shape : (D, H, W) of the potential.   measurement_shape : (Sy, Sx, Ky, Kx).
     wavelength : Å.   sigma : rad / (V·Å).   default_step_size : V·Å per unit gradient
     (see :meth:`physics_step`).
+    propagators : (D, wy, wx) complex Fresnel propagators ``F_dz`` of the slices, band
+        limited, in FFT order (window grid).
+    flat_index : (Sy Sx, wy, wx) long tensor, the flat grid pixel ``row * W + col`` of every
+        window pixel of every position (periodic wrap), or None on the full grid.
+    detector_crop : pair of slices, the detector's centre crop of the fftshifted far field.
+
+    Declared capabilities (the :class:`~paperlib.physics.base.Operator` protocol):
+    ``slice_local = False`` (the exit wave couples all slices), ``supports_support = True``
+    (:meth:`physics_step` takes ``support=``), ``is_linear = False`` and ``adjoint = None``
+    (intensities are quadratic in the wave, the wave exponential in ``V``),
+    :meth:`volume_shape` = :attr:`shape`, :meth:`periodic_scan_step` for DRIFT's alignment.
 
     Examples
     --------
@@ -352,6 +379,9 @@ class MultisliceOperator:
     """
 
     slice_local = False
+    supports_support = True
+    is_linear = False
+    adjoint = None
     #: probes of all positions are precomputed when they hold at most this many complex
     #: elements (128 MiB in complex64), else built per batch of positions
     PROBE_CACHE_ELEMENTS = 2**24
@@ -460,13 +490,13 @@ class MultisliceOperator:
         self._antialias_full = antialias_aperture(self.gpts, s, dtype=f64).to(self.device, self.dtype)
         unique = sorted(set(self.slice_thickness))
         props = {dz: fresnel_propagator(wgrid, s, self.energy, dz, dtype=f64) for dz in unique}
-        self._propagators = torch.stack([props[dz] for dz in self.slice_thickness]).to(
+        self.propagators = torch.stack([props[dz] for dz in self.slice_thickness]).to(
             self.device, self.cdtype
         )
         # FFTW's inverse is unnormalised: fold 1 / (wy wx) into every propagator but the last
         scale = torch.full((self.n_slices, 1, 1), 1.0 / (wgrid[0] * wgrid[1]), dtype=f64)
         scale[-1] = 1.0
-        self._propagators_fftw = (self._propagators * scale.to(self.device, self.dtype)).contiguous()
+        self._propagators_fftw = (self.propagators * scale.to(self.device, self.dtype)).contiguous()
         probe_k = probe_fourier(wgrid, s, self.energy, self.semiangle, self.defocus, dtype=f64)
         # integer pixel of every position, the window origin, and the sub-window probe offset
         pos = torch.as_tensor(self.scan_positions.reshape(-1, 2), dtype=f64)
@@ -485,25 +515,25 @@ class MultisliceOperator:
         self._probe_k = probe_k.to(self.device, self.cdtype)
         self._ramp0 = ramp0.to(self.device, self.cdtype)
         self._ramp1 = ramp1.to(self.device, self.cdtype)
-        self._probes = None  # built per batch by _probe_batch (memory stays O(batch)) ...
+        self._probes = None  # built per batch by probe_batch (memory stays O(batch)) ...
         if self.n_positions * wgrid[0] * wgrid[1] <= self.PROBE_CACHE_ELEMENTS:
-            self._probes = self._probe_batch()  # ... unless small enough to cache
+            self._probes = self.probe_batch()  # ... unless small enough to cache
         if not self.full:
             r = (origin[:, 0, None] + torch.arange(wgrid[0])[None]) % self.gpts[0]
             c = (origin[:, 1, None] + torch.arange(wgrid[1])[None]) % self.gpts[1]
-            self._flat_index = (r[:, :, None] * self.gpts[1] + c[:, None, :]).to(self.device)
+            self.flat_index = (r[:, :, None] * self.gpts[1] + c[:, None, :]).to(self.device)
         else:
-            self._flat_index = None
+            self.flat_index = None
         # detector crop in the fftshifted pattern, as indices into the unshifted (FFT-order)
         # far field, and the bright-field disk on it
-        self._crop = tuple(
+        self.detector_crop = tuple(
             slice(w // 2 - d // 2, w // 2 - d // 2 + d) for w, d in zip(wgrid, self.detector_shape)
         )
-        self._det_rows = torch.fft.fftshift(torch.arange(wgrid[0]))[self._crop[0]].to(self.device)
-        self._det_cols = torch.fft.fftshift(torch.arange(wgrid[1]))[self._crop[1]].to(self.device)
+        self._det_rows = torch.fft.fftshift(torch.arange(wgrid[0]))[self.detector_crop[0]].to(self.device)
+        self._det_cols = torch.fft.fftshift(torch.arange(wgrid[1]))[self.detector_crop[1]].to(self.device)
         self._det_blocks = (_contiguous_runs(self._det_rows), _contiguous_runs(self._det_cols))
-        kk0 = torch.fft.fftshift(k0)[self._crop[0]]
-        kk1 = torch.fft.fftshift(k1)[self._crop[1]]
+        kk0 = torch.fft.fftshift(k0)[self.detector_crop[0]]
+        kk1 = torch.fft.fftshift(k1)[self.detector_crop[1]]
         angle = torch.sqrt(kk0[:, None] ** 2 + kk1[None, :] ** 2) * self.wavelength * 1e3
         self.bright_field_mask = (angle <= self.semiangle).to(self.device)
         self.detector_angles = angle  # mrad, (Ky, Kx)
@@ -514,12 +544,12 @@ class MultisliceOperator:
         use (only the physics step and 3PIE need it, not the forward simulation)."""
         total = torch.zeros(self.gpts[0] * self.gpts[1], dtype=torch.float64, device=self.device)
         for sel in torch.split(torch.arange(self.n_positions, device=self.device), self.batch_size):
-            probes = self._probe_batch(sel)
+            probes = self.probe_batch(sel)
             illum = (probes.real.square() + probes.imag.square()).to(torch.float64)
             if self.full:
                 total += illum.sum(0).reshape(-1)
             else:
-                total.index_add_(0, self._flat_index[sel].reshape(-1), illum.reshape(-1))
+                total.index_add_(0, self.flat_index[sel].reshape(-1), illum.reshape(-1))
         return total.reshape(self.gpts).to(self.dtype)
 
     @functools.cached_property
@@ -530,7 +560,7 @@ class MultisliceOperator:
         peak = float(self.illumination.double().max())
         return float(1.0 / (2 * n_window * self.n_slices * self.sigma**2 * peak))
 
-    def _probe_batch(self, index: torch.Tensor | None = None) -> torch.Tensor:
+    def probe_batch(self, index: torch.Tensor | None = None) -> torch.Tensor:
         """Incident probes ``(B, wy, wx)`` complex of the flat scan positions ``index`` (all
         when None), each at its position inside its window; from the cache when the operator
         holds one (``n_positions * wy * wx <= PROBE_CACHE_ELEMENTS``), else built here."""
@@ -581,7 +611,19 @@ class MultisliceOperator:
         return cls(**kwargs)
 
     # ------------------------------------------------------------------ validation
-    def _check_potential(self, V, sampling=None) -> torch.Tensor:
+    def check_potential(self, V, sampling=None) -> torch.Tensor:
+        """Validate a potential and return it as a tensor of the operator's dtype and device.
+
+        Parameters
+        ----------
+        V : (D, H, W) real tensor or array, V·Å (``D, H, W`` = :attr:`shape`).
+        sampling : optional float or pair, Å; when given it must equal the operator's.
+
+        Raises
+        ------
+        InputValidationError (a ValueError)
+            Naming ``V`` (type, shape, complex or integer dtype, NaN/Inf) or ``sampling``.
+        """
         if isinstance(V, np.ndarray):
             V = torch.from_numpy(V)
         if not isinstance(V, torch.Tensor):
@@ -605,7 +647,18 @@ class MultisliceOperator:
             raise InputValidationError(f"V: {n} non-finite values (NaN/Inf) of {V.numel()}")
         return V.to(self.device, self.dtype)
 
-    def _check_intensities(self, intensities) -> torch.Tensor:
+    def check_intensities(self, intensities) -> torch.Tensor:
+        """Validate measured intensities and return them in the operator's dtype and device.
+
+        Parameters
+        ----------
+        intensities : (Sy, Sx, Ky, Kx) real tensor or array, >= 0 (= :attr:`measurement_shape`).
+
+        Raises
+        ------
+        InputValidationError (a ValueError)
+            Naming ``intensities`` (type, shape, complex dtype, NaN/Inf, negative values).
+        """
         if isinstance(intensities, np.ndarray):
             intensities = torch.from_numpy(intensities)
         if not isinstance(intensities, torch.Tensor):
@@ -635,31 +688,110 @@ class MultisliceOperator:
         return intensities
 
     # ------------------------------------------------------------------ model
+    def band_limit(self, field: torch.Tensor) -> torch.Tensor:
+        """The antialiasing band limit ``B`` on the full grid: ``ifft2(fft2(field) * aperture)``
+        with abTEM's aperture (:func:`antialias_aperture`).
+
+        ``B`` is a real, symmetric Fourier filter, hence self-adjoint: 3PIE applies it to its
+        transmission update as the adjoint of the band limit in :meth:`transmission`.
+
+        Parameters
+        ----------
+        field : (..., H, W) complex tensor on the operator's grid.
+
+        Returns
+        -------
+        (..., H, W) complex tensor.
+        """
+        return torch.fft.ifft2(torch.fft.fft2(field) * self._antialias_full)
+
     def transmission(self, V: torch.Tensor) -> torch.Tensor:
         """Band-limited transmission functions ``B[exp(i sigma V)]``: (D, H, W) complex."""
-        t = torch.polar(torch.ones_like(V), self.sigma * V)
-        return torch.fft.ifft2(torch.fft.fft2(t) * self._antialias_full)
+        return self.band_limit(torch.polar(torch.ones_like(V), self.sigma * V))
 
-    def _windows(self, t: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-        """(D, B, wy, wx) object windows for the positions ``index`` (all when None); on the
-        full grid (D, 1, H, W), broadcast over the positions."""
+    def windows(self, t: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        """Object windows seen by the probes at the flat scan positions ``index``.
+
+        Parameters
+        ----------
+        t : (D, H, W) tensor on the grid (e.g. :meth:`transmission`).
+        index : 1D long tensor of flat scan positions (row-major), or None for all.
+
+        Returns
+        -------
+        (D, B, wy, wx) windows gathered from the periodic grid by :attr:`flat_index`; on the full
+        grid (``window=None``) the view (D, 1, H, W), broadcast over the positions.
+        """
         if self.full:
             return t[:, None]
-        flat = self._flat_index if index is None else self._flat_index[index]
+        flat = self.flat_index if index is None else self.flat_index[index]
         return t.reshape(t.shape[0], -1)[:, flat]
+
+    def scatter(self, windows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Adjoint of :meth:`windows`: sum per-position window arrays back onto the grid.
+
+        Parameters
+        ----------
+        windows : (D, B, wy, wx) tensor, one window per position of ``index``.
+        index : 1D long tensor of the ``B`` flat scan positions.
+
+        Returns
+        -------
+        (D, H, W) tensor of the dtype of ``windows``; overlapping windows add up.
+        """
+        depth = windows.shape[0]
+        if self.full:
+            return windows.sum(1)
+        flat = self.flat_index[index].reshape(-1)
+        out = torch.zeros(depth, self.gpts[0] * self.gpts[1], dtype=windows.dtype, device=windows.device)
+        out.index_add_(1, flat, windows.reshape(depth, -1))
+        return out.reshape(depth, *self.gpts)
+
+    def propagate(self, psi: torch.Tensor, t: torch.Tensor, *, incident: list | None = None,
+                  fft2=torch.fft.fft2, ifft2=torch.fft.ifft2, propagators: torch.Tensor | None = None,
+                  inplace: bool = False) -> torch.Tensor:
+        """The multislice recursion (module docstring): transmit through every slice, propagate
+        by its thickness, and return the far field ``F psi_{N+1}``.
+
+        The one loop over slices of the package: :meth:`exit_waves` (autograd),
+        :meth:`_intensities_fast` (in place, torch or FFTW transforms) and 3PIE
+        (:func:`paperlib.recon.stem_baselines.three_pie`, which keeps the incident waves) all
+        call it.
+
+        Parameters
+        ----------
+        psi : (B, wy, wx) complex incident probes (:meth:`probe_batch`).
+        t : (D, B or 1, wy, wx) complex transmission windows (:meth:`windows`).
+        incident : optional list; the wave incident on each slice ``psi_n`` (before its
+            transmission) is appended to it, slice by slice (keep ``inplace=False`` then).
+        fft2, ifft2 : the 2D transforms (default ``torch.fft``); the FFTW path passes
+            transforms between its preallocated buffers.
+        propagators : (D, wy, wx) Fresnel propagators in FFT order; default
+            :attr:`propagators`.
+        inplace : multiply in place from the second slice on (no autograd; ``psi`` is not
+            modified).
+
+        Returns
+        -------
+        (B, wy, wx) complex far-field exit waves in FFT order, not cropped.
+        """
+        props = self.propagators if propagators is None else propagators
+        wave_k = psi
+        for n in range(self.n_slices):
+            if incident is not None:
+                incident.append(psi)
+            psi = psi.mul_(t[n]) if inplace and n > 0 else psi * t[n]
+            wave_k = fft2(psi)
+            wave_k = wave_k.mul_(props[n]) if inplace else wave_k * props[n]
+            if n + 1 < self.n_slices:
+                psi = ifft2(wave_k)
+        return wave_k
 
     def exit_waves(self, V: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Far-field exit waves ``F psi_{N+1}`` (FFT order, not cropped): (B, wy, wx) complex,
         ``B`` = all positions (row-major over the scan) or ``len(index)``. Differentiable
         (autograd keeps every slice's wave for the backward pass); no validation."""
-        t = self._windows(self.transmission(V), index)
-        psi = self._probe_batch(index)
-        wave_k = psi
-        for n in range(self.n_slices):
-            wave_k = torch.fft.fft2(psi * t[n]) * self._propagators[n]
-            if n + 1 < self.n_slices:
-                psi = torch.fft.ifft2(wave_k)
-        return wave_k
+        return self.propagate(self.probe_batch(index), self.windows(self.transmission(V), index))
 
     def _to_detector(self, wave_k: torch.Tensor) -> torch.Tensor:
         """Centre crop of the fftshifted far field (or of its intensity): (B, wy, wx) ->
@@ -682,28 +814,15 @@ class MultisliceOperator:
             stop = min(start + self.batch_size, n_out)
             sel = (torch.arange(start, stop, device=self.device) if index is None
                    else index[start:stop])
-            t_sel = self._windows(t, sel)
+            t_sel = self.windows(t, sel)
             probes = (self._probes[start:stop] if index is None and self._probes is not None
-                      else self._probe_batch(sel))  # a slice of the cache: no gather
+                      else self.probe_batch(sel))  # a slice of the cache: no gather
             if fftw:
                 plans = self._fftw_plans(stop - start)
-                psi, wave_k = plans.real, plans.recip
-                torch.mul(probes, t_sel[0], out=psi)
-                for n in range(self.n_slices):
-                    if n > 0:
-                        psi.mul_(t_sel[n])
-                    plans.forward.execute()  # psi -> wave_k, unnormalised
-                    wave_k.mul_(self._propagators_fftw[n])
-                    if n + 1 < self.n_slices:
-                        plans.backward.execute()  # wave_k -> psi; 1/(wy wx) is in the propagator
+                wave_k = self.propagate(probes, t_sel, fft2=plans.fft2, ifft2=plans.ifft2,
+                                        propagators=self._propagators_fftw, inplace=True)
             else:
-                psi = probes * t_sel[0]
-                for n in range(self.n_slices):
-                    if n > 0:
-                        psi.mul_(t_sel[n])
-                    wave_k = torch.fft.fft2(psi).mul_(self._propagators[n])
-                    if n + 1 < self.n_slices:
-                        psi = torch.fft.ifft2(wave_k)
+                wave_k = self.propagate(probes, t_sel, inplace=True)
             pattern = wave_k.real.square().add_(wave_k.imag.square())
             target = out[start:stop]
             for dst_r, src_r in self._det_blocks[0]:  # fftshift + crop as <= 4 block copies
@@ -744,7 +863,7 @@ class MultisliceOperator:
         -------
         (Sy, Sx, Ky, Kx) tensor of the operator's real dtype; each pattern sums to <= 1.
         """
-        V = self._check_potential(V, sampling)
+        V = self.check_potential(V, sampling)
         return self.intensities_at(V).reshape(self.measurement_shape)
 
     __call__ = forward
@@ -763,8 +882,8 @@ class MultisliceOperator:
         intensities : (Sy, Sx, Ky, Kx) measured intensities, >= 0.
         index : optional 1D long tensor of flat scan positions (row-major) for a mini-batch.
         """
-        V = self._check_potential(V)
-        intensities = self._check_intensities(intensities)
+        V = self.check_potential(V)
+        intensities = self.check_intensities(intensities)
         amp_meas = torch.sqrt(intensities.reshape(-1, *self.detector_shape))
         if index is not None:
             amp_meas = amp_meas[index]
@@ -773,7 +892,7 @@ class MultisliceOperator:
 
     def gradient(self, V, intensities, *, index: torch.Tensor | None = None):
         """``(loss, dloss/dV)`` by autograd; the gradient is (D, H, W) in 1/(V·Å) units of loss."""
-        V = self._check_potential(V).detach().requires_grad_(True)
+        V = self.check_potential(V).detach().requires_grad_(True)
         with torch.enable_grad():
             value = self.loss(V, intensities, index=index)
             (grad,) = torch.autograd.grad(value, V)
@@ -817,7 +936,7 @@ class MultisliceOperator:
         -------
         (D, H, W) tensor, detached, same dtype as the operator.
         """
-        V = self._check_potential(V).detach()
+        V = self.check_potential(V).detach()
         if support is not None:
             support = torch.as_tensor(support)
             if support.shape != (V.shape[0],) or support.dtype != torch.bool or not bool(support.any()):
@@ -839,13 +958,24 @@ class MultisliceOperator:
     def bright_field(self, intensities) -> torch.Tensor:
         """Bright-field image: each pattern summed inside the bright-field disk (scattering
         angle <= the convergence semi-angle): (Sy, Sx) tensor."""
-        intensities = self._check_intensities(intensities)
+        intensities = self.check_intensities(intensities)
         return (intensities * self.bright_field_mask).sum(dim=(-2, -1))
 
     def measurement_image(self, intensities) -> torch.Tensor:
         """DRIFT's selection image for 4D-STEM: the bright-field image, **2D** ``(Sy, Sx)``
-        (unlike MRI's ``(D, H, W)`` zero-filled volume; the paper compares it by SSIM)."""
+        (one image of the whole object, unlike MRI's per-slice ``(D, H, W)`` zero-filled
+        volume; the paper compares it by SSIM)."""
         return self.bright_field(intensities)
+
+    def volume_shape(self, intensities) -> tuple[int, int, int]:
+        """The ``(D, H, W)`` of the potentials this operator acts on (:attr:`shape`); the
+        measurement must have :attr:`measurement_shape`, else an
+        :class:`~paperlib.io.InputValidationError` names ``intensities``."""
+        got = tuple(getattr(intensities, "shape", ()))
+        if got != self.measurement_shape:
+            raise InputValidationError(
+                f"intensities: expected shape (Sy, Sx, Ky, Kx) = {self.measurement_shape}, got {got}")
+        return self.shape
 
     def __repr__(self) -> str:
         return (

@@ -9,7 +9,8 @@ soft threshold), and the sampler takes its DDIM/DDPM step from the corrected est
 the reconstruction is the output of a physics step.
 
 One implementation serves both modalities: it talks to the measurement only through the
-:class:`~paperlib.physics.base.Operator` protocol (``physics_step(x, y, **step_kwargs)``).
+:class:`~paperlib.physics.base.Operator` protocol (``volume_shape(y)`` and
+``physics_step(x, y, **step_kwargs)``).
 
 Units. The prior works on data divided by the fixed ``scale`` it was trained with (1 for MRI
 images in [0, 1]; a V·Å constant for potentials); the physics step works in physical units, so
@@ -43,19 +44,7 @@ from ..physics.base import Operator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["dart", "physics_callback", "start_point", "volume_shape", "check_prior_fits"]
-
-
-def volume_shape(operator: Operator, y: Tensor) -> tuple[int, int, int]:
-    """The ``(D, H, W)`` of the volumes ``operator`` acts on: its ``shape`` attribute when it
-    has one (multislice), else the trailing three dimensions of the measurement (MRI k-space)."""
-    shape = getattr(operator, "shape", None)
-    if shape is None:
-        if not isinstance(y, Tensor) or y.ndim < 3:
-            raise InputValidationError(
-                f"y: expected a (D, H, W) measurement, got {tuple(getattr(y, 'shape', ()))}")
-        shape = y.shape[-3:]
-    return tuple(int(s) for s in shape)  # type: ignore[return-value]
+__all__ = ["dart", "physics_callback", "start_point", "check_prior_fits"]
 
 
 def check_prior_fits(prior: PartitionedPrior, shape: tuple[int, int, int]) -> None:
@@ -164,7 +153,7 @@ def dart(
     -------
     (D, H, W) float32 reconstruction in physical units.
     """
-    shape = volume_shape(operator, y)
+    shape = operator.volume_shape(y)
     check_prior_fits(prior, shape)
     t_start, x_T = start_point(prior, shape, start, init, generator, scale=scale)
     cb = physics_callback(operator, y, scale=scale, steps=physics_steps, step_kwargs=step_kwargs)

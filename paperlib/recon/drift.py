@@ -21,7 +21,6 @@ simulations). Nothing here sees the ground truth.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -33,7 +32,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from ..diffusion.partition import PartitionedPrior, group_slices
 from ..io import InputValidationError
 from ..physics.base import Operator
-from .dart import check_prior_fits, physics_callback, volume_shape
+from .dart import check_prior_fits, physics_callback
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ def image_ssim(images: Tensor, reference: Tensor) -> Tensor:
 def _selection_images(operator: Operator, volumes: Tensor, scale: float) -> Tensor:
     """The measurement image of each (N, D, H, W) volume's simulated measurement."""
     with torch.no_grad():
-        if getattr(operator, "slice_local", False):  # batched over candidates (MRI broadcasts)
+        if operator.slice_local:  # slice-local operators broadcast over the candidates
             return operator.measurement_image(operator.forward(volumes * scale))
         return torch.stack([operator.measurement_image(operator.forward(v * scale)) for v in volumes])
 
@@ -115,8 +114,7 @@ def align_translations(operator: Operator, y: Tensor, candidates: Tensor, *,
     images : (N, Sy, Sx) the aligned candidates' measurement images (the simulated ones rolled,
         exact by the periodicity above), for :func:`select_per_group` to reuse.
     """
-    step = getattr(operator, "periodic_scan_step", None)
-    step = step() if callable(step) else None
+    step = operator.periodic_scan_step()
     if step is None:
         raise InputValidationError(
             f"operator: {type(operator).__name__} has no periodic whole-pixel scan; translations cannot be searched")
@@ -217,10 +215,10 @@ def drift(
     """
     if not isinstance(n_candidates, int) or n_candidates < 1:
         raise ValueError(f"n_candidates: expected a positive integer, got {n_candidates!r}")
-    if vacuum_threshold is not None and "support" not in inspect.signature(operator.physics_step).parameters:
+    if vacuum_threshold is not None and not operator.supports_support:
         raise InputValidationError(f"vacuum_threshold: {type(operator).__name__}.physics_step takes no "
                                    "slice support (4D-STEM's MultisliceOperator does); leave it None")
-    shape = volume_shape(operator, y)
+    shape = operator.volume_shape(y)
     check_prior_fits(prior, shape)
     candidates = prior.sample((n_candidates, *shape), num_steps=num_steps, generator=generator, progress=progress)
     if translate:

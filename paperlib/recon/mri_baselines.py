@@ -38,6 +38,7 @@ True
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -47,15 +48,19 @@ from tqdm.auto import tqdm
 
 from ..io import InputValidationError
 from ..metrics.image import volume_scores
-from ..physics.mri import MRIOperator
+from ..physics.base import Operator
+from ..physics.mri import MRIOperator, hermitian_half
 from .wavelets import WAVELETS, dwt2, idwt2
 
 __all__ = ["zero_filled", "cs_wavelet", "total_variation", "tune_weight", "absolute_weight"]
 
 
 def _check_inputs(op: MRIOperator, y: Tensor, weight: float | None = None, iters: int | None = None) -> None:
-    if not isinstance(op, MRIOperator):
-        raise InputValidationError(f"op: expected an MRIOperator, got {type(op).__name__}")
+    """Validate a baseline's operator, k-space ``y`` (complex, finite, fitting the mask),
+    ``weight`` and ``iters``; errors name the argument."""
+    if not (isinstance(op, Operator) and op.is_linear and op.slice_local):
+        raise InputValidationError(
+            f"op: expected a linear, slice-local operator with an adjoint (an MRIOperator), got {type(op).__name__}")
     op.check_shape(y, "y")
     if not y.is_complex():
         raise InputValidationError(f"y: expected complex k-space, got dtype {y.dtype}")
@@ -79,45 +84,22 @@ def zero_filled(op: MRIOperator, y: Tensor) -> Tensor:
 
 
 def _uncentred_mask(op: MRIOperator, like: Tensor) -> Tensor:
-    """The mask in the uncentred FFT frame, ``ifftshift(M)``, as a real tensor."""
-    return torch.fft.ifftshift(op._w(like.dtype, like.device), dim=(-2, -1))
+    """The mask in the uncentred FFT frame, ``ifftshift(M)``, as a real tensor of the precision
+    of ``like`` (:meth:`~paperlib.physics.mri.MRIOperator.uncentred_weight`)."""
+    return op.uncentred_weight(like.dtype, like.device)
 
 
 def _hermitian_half(mask: Tensor) -> Tensor:
-    """``(M(k) + M(-k)) / 2`` on the rfft half-plane ``(..., H, W // 2 + 1)``.
-
-    For a *real* image ``x``, ``Re(F^H M F x) = F^H M_sym F x`` with the symmetrised mask
-    ``M_sym(k) = (M(k) + M(-k)) / 2`` (values 0, 1/2, 1), which is Hermitian, so the normal
-    operator restricted to real images is ``irfft2(M_sym ⊙ rfft2(x))``: half the FFT work.
-    """
-    flipped = torch.roll(torch.flip(mask, dims=(-2, -1)), shifts=(1, 1), dims=(-2, -1))  # M(-k)
-    return (0.5 * (mask + flipped))[..., : mask.shape[-1] // 2 + 1]
+    """``(M(k) + M(-k)) / 2`` on the rfft half-plane: :func:`paperlib.physics.mri.hermitian_half`."""
+    return hermitian_half(mask)
 
 
 def _normal_operator(op: MRIOperator, like: Tensor, real: bool) -> Callable[[Tensor], Tensor]:
-    """``v -> A^H A v = F_c^H M F_c v`` (or its real part for real ``v``), no fftshift in the loop.
-
-    ``F_c^H diag(M) F_c`` is a circular convolution, and circular shifts commute with it, so it
-    equals ``F^H diag(ifftshift(M)) F`` with plain (uncentred) FFTs. For real images see
-    :func:`_hermitian_half`.
-    """
-    mask = _uncentred_mask(op, like)
-    if real:
-        half = _hermitian_half(mask)
-
-        def normal_real(v: Tensor) -> Tensor:
-            k = torch.fft.rfft2(v, norm="ortho")
-            k.mul_(half)
-            return torch.fft.irfft2(k, s=v.shape[-2:], norm="ortho")
-
-        return normal_real
-
-    def normal(v: Tensor) -> Tensor:
-        k = torch.fft.fft2(v, norm="ortho")
-        k.mul_(mask)
-        return torch.fft.ifft2(k, norm="ortho")
-
-    return normal
+    """``v -> A^H A v`` (or its real part for real ``v``): :meth:`MRIOperator.normal
+    <paperlib.physics.mri.MRIOperator.normal>` with ``real`` fixed. ``like`` (an image of the
+    problem) is validated against the mask."""
+    op.check_shape(like, "like")
+    return functools.partial(op.normal, real=real)
 
 
 def _soft_threshold(c: Tensor, lam: float) -> Tensor:

@@ -12,8 +12,9 @@ and the sampled k-space of ``x_{t_prev}`` is replaced by it (Eq. 4 with λ = 1).
 (:mod:`paperlib.recon.dart`), which corrects the denoised estimate ``x0_hat`` before the
 sampler step; the two share the prior, the sampler and the operator.
 
-It needs a *linear* operator with hard data consistency (MRI); multislice 4D-STEM has no such
-projection.
+It needs a *linear* operator whose ``physics_step(x, y, step_size=1.0)`` is the projection onto the
+measurement (``operator.is_linear``, see :class:`~paperlib.physics.base.Operator`; MRI's Eq. 4
+with λ = 1); multislice 4D-STEM has no such projection.
 """
 from __future__ import annotations
 
@@ -24,15 +25,15 @@ from torch import Tensor
 
 from ..diffusion.partition import PartitionedPrior
 from ..io import InputValidationError
-from ..physics.mri import MRIOperator
-from .dart import check_prior_fits, start_point, volume_shape
+from ..physics.base import Operator
+from .dart import check_prior_fits, start_point
 
 __all__ = ["projection_sampling"]
 
 
 def projection_sampling(
     prior: PartitionedPrior,
-    operator: MRIOperator,
+    operator: Operator,
     y: Tensor,
     *,
     generator: torch.Generator,
@@ -46,7 +47,8 @@ def projection_sampling(
     Parameters
     ----------
     prior : partitioned prior trained on images in [0, 1] (scale 1).
-    operator, y : :class:`~paperlib.physics.mri.MRIOperator` and its k-space (D, H, W).
+    operator, y : a linear operator (``is_linear``, e.g. :class:`~paperlib.physics.mri.MRIOperator`)
+        and its measurement (MRI: k-space (D, H, W)).
     generator : seeds the start, the sampler's noise and the measurement noise.
     num_steps, start, init : as in :func:`paperlib.recon.dart.dart`.
 
@@ -54,21 +56,22 @@ def projection_sampling(
     -------
     (D, H, W) float32 real image, consistent with ``y`` on the sampled k-space.
     """
-    if not isinstance(operator, MRIOperator):
+    if not operator.is_linear:
         raise InputValidationError(
-            f"operator: the projection-based method needs an MRIOperator (hard k-space projection), "
-            f"got {type(operator).__name__}")
-    shape = volume_shape(operator, y)
+            f"operator: the projection-based method needs a linear operator whose physics step with "
+            f"step size 1 projects onto the measurement (is_linear True, e.g. MRIOperator); "
+            f"{type(operator).__name__} declares is_linear False")
+    shape = operator.volume_shape(y)
     check_prior_fits(prior, shape)
     sampler = prior.sampler
 
     def project(x_prev: Tensor, t_prev: int) -> Tensor:
         a = sampler.abar_at(t_prev)
         if t_prev < 0:
-            return operator.data_consistency(x_prev, y, 1.0)
+            return operator.physics_step(x_prev, y, step_size=1.0)
         z = torch.randn(shape, generator=generator, device=generator.device).to(x_prev.device)
         y_t = math.sqrt(a) * y + math.sqrt(1.0 - a) * operator.forward(z)
-        return operator.data_consistency(x_prev, y_t, 1.0)
+        return operator.physics_step(x_prev, y_t, step_size=1.0)
 
     t_start, x_T = start_point(prior, shape, start, init, generator)
     x = prior.sample(shape, num_steps=num_steps, generator=generator, x_T=x_T, t_start=t_start,

@@ -92,26 +92,18 @@ __all__ = ["three_pie", "torchslice", "sparse_decomposition", "thickness_search"
 
 
 def _init(op: MultisliceOperator, init) -> torch.Tensor:
+    """The starting potential: vacuum (zeros of ``op.shape``) or a validated copy of ``init``."""
     if init is None:
         return torch.zeros(op.shape, dtype=op.dtype, device=op.device)
-    return op._check_potential(init).detach().clone()
+    return op.check_potential(init).detach().clone()
 
 
 def _batches(n: int, batch_size: int | None, generator: torch.Generator | None) -> list[torch.Tensor]:
+    """The ``n`` flat scan positions in a random order (from ``generator``), split into
+    mini-batches of ``batch_size`` (None = one batch of all)."""
     order = torch.randperm(n, generator=generator)
     size = n if batch_size is None else max(1, int(batch_size))
     return list(torch.split(order, size))
-
-
-def _scatter(op: MultisliceOperator, windows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Sum per-position window arrays (D, B, wy, wx) onto the full grid: (D, H, W)."""
-    depth = windows.shape[0]
-    if op.full:
-        return windows.sum(1)
-    flat = op._flat_index[index].reshape(-1)
-    out = torch.zeros(depth, op.gpts[0] * op.gpts[1], dtype=windows.dtype, device=windows.device)
-    out.index_add_(1, flat, windows.reshape(depth, -1))
-    return out.reshape(depth, *op.gpts)
 
 
 def three_pie(
@@ -144,21 +136,16 @@ def three_pie(
     -------
     (D, H, W) float32 potential in V·Å.
     """
-    amp = torch.sqrt(op._check_intensities(intensities)).reshape(-1, *op.detector_shape)
+    amp = torch.sqrt(op.check_intensities(intensities)).reshape(-1, *op.detector_shape)
     V = _init(op, init)
     depth = op.n_slices
-    props = op._propagators
-    crop = op._crop
+    props = op.propagators
+    crop = op.detector_crop
     for _ in tqdm(range(n_iter), desc="3PIE", disable=not progress):
         for idx in _batches(op.n_positions, batch_size, generator):
-            t = op._windows(op.transmission(V), idx)  # (D, B or 1, wy, wx)
-            psi = op._probe_batch(idx)
-            incident = []
-            for n in range(depth):
-                incident.append(psi)
-                wave_k = torch.fft.fft2(psi * t[n]) * props[n]
-                if n + 1 < depth:
-                    psi = torch.fft.ifft2(wave_k)
+            t = op.windows(op.transmission(V), idx)  # (D, B or 1, wy, wx)
+            incident: list[torch.Tensor] = []  # the wave incident on each slice
+            wave_k = op.propagate(op.probe_batch(idx), t, incident=incident)
             shifted = torch.fft.fftshift(wave_k, dim=(-2, -1))
             det = shifted[..., crop[0], crop[1]]
             diff = torch.zeros_like(shifted)
@@ -167,7 +154,7 @@ def three_pie(
             dt = []
             for n in range(depth - 1, -1, -1):
                 psi_n, t_n = incident[n], t[n]
-                weight = _scatter(op, (psi_n.abs() ** 2)[None], idx)[0].max()
+                weight = op.scatter((psi_n.abs() ** 2)[None], idx)[0].max()
                 dt.append(alpha * torch.conj(psi_n) * delta / weight)
                 if n == 0:
                     break
@@ -175,8 +162,7 @@ def three_pie(
                 delta = torch.fft.ifft2(torch.conj(props[n - 1]) * torch.fft.fft2(dpsi))
             # transmission update on the grid, through the adjoint of the band limit B (a real,
             # symmetric filter), then to the potential: d/dV of exp(i sigma V) is i sigma exp(.)
-            dt = _scatter(op, torch.stack(dt[::-1]), idx)  # (D, H, W) complex
-            dt = torch.fft.ifft2(torch.fft.fft2(dt) * op._antialias_full)
+            dt = op.band_limit(op.scatter(torch.stack(dt[::-1]), idx))  # (D, H, W) complex
             phase = torch.polar(torch.ones_like(V), op.sigma * V)
             V = V + (torch.imag(torch.conj(phase) * dt) / op.sigma).to(V.dtype)
         if nonnegative:
@@ -208,7 +194,7 @@ def torchslice(
     -------
     (D, H, W) float32 potential in V·Å.
     """
-    intensities = op._check_intensities(intensities)
+    intensities = op.check_intensities(intensities)
     V = _init(op, init).requires_grad_(True)
     optimiser = torch.optim.Adam([V], lr=lr)
     for _ in tqdm(range(n_iter), desc="Torchslice", disable=not progress):
@@ -252,7 +238,7 @@ def sparse_decomposition(
     -------
     (D, H, W) float32 potential in V·Å.
     """
-    intensities = op._check_intensities(intensities)
+    intensities = op.check_intensities(intensities)
     mu = step_scale * op.default_step_size
     V = _init(op, init)
     Y, t_k = V.clone(), 1.0
@@ -325,8 +311,8 @@ def thickness_search(
     true thickness in 3 of 4 cases at ``steps=20`` (GaAs, SrTiO3, CoPt3; Tb3InC, 7 of 8 slices
     occupied, chose 8), 2 of 4 at ``steps=10``; mean per-slice SSIM 0.518 -> 0.647.
     """
-    V = op._check_potential(V).detach().clone()
-    intensities = op._check_intensities(intensities)
+    V = op.check_potential(V).detach().clone()
+    intensities = op.check_intensities(intensities)
     for name, value in (("steps", steps), ("final_steps", final_steps)):
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
