@@ -73,9 +73,7 @@ The 2-case searches (GaAs [011], SrTiO3 [111]) were limited by CPU time; rerun
 """
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -83,7 +81,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import InputValidationError
-from ..physics.multislice import MultisliceOperator, soft_threshold
+from ..physics.multislice import MultisliceOperator
+from .solvers import fista, soft_threshold
+from .tuning import grid_search
 
 logger = logging.getLogger(__name__)
 
@@ -253,15 +253,9 @@ def sparse_decomposition(
     (D, H, W) float32 potential in V·Å.
     """
     intensities = op._check_intensities(intensities)
-    mu = step_scale * op.default_step_size
-    V = _init(op, init)
-    Y, t_k = V.clone(), 1.0
-    for _ in tqdm(range(n_iter), desc="Sparse", disable=not progress):
-        _, grad = op.gradient(Y, intensities)
-        V_new = soft_threshold(Y - mu * grad, threshold, nonnegative=nonnegative)
-        t_next = (1 + math.sqrt(1 + 4 * t_k * t_k)) / 2
-        Y = V_new + ((t_k - 1) / t_next) * (V_new - V)
-        V, t_k = V_new, t_next
+    V = fista(_init(op, init), lambda v: soft_threshold(v, threshold, nonnegative=nonnegative),
+              gradient=lambda v: op.gradient(v, intensities)[1], step=step_scale * op.default_step_size,
+              iters=n_iter, progress=progress, desc="Sparse")
     return V.float()
 
 
@@ -394,21 +388,12 @@ def tune_stem(
     if not cases:
         raise InputValidationError("cases: expected at least one (operator, intensities, target)")
     fn = _FUNCTIONS[method]
-    names = list(grid)
-    table = []
-    combos = list(itertools.product(*(list(grid[k]) for k in names)))
-    for combo in tqdm(combos, desc=f"tune {method}", disable=not progress):
-        kwargs = {**(fixed or {}), **dict(zip(names, combo))}
-        proj, slices = [], []
-        for op, intens, target in cases:
-            recon = fn(op, intens, generator=torch.Generator().manual_seed(seed), **kwargs)
-            s = stem_scores(recon, target)
-            proj.append(s["ssim_projection"])
-            slices.append(s["ssim_slices_mean"])
-        row = {**dict(zip(names, combo)), "ssim_projection": sum(proj) / len(proj),
-               "ssim_slices_mean": sum(slices) / len(slices)}
-        logger.info("tune %s %s", method, row)
-        table.append(row)
-    best_row = max(table, key=lambda r: r["ssim_projection"])
-    best = {**(fixed or {}), **{k: best_row[k] for k in names}}
-    return best, table
+
+    def evaluate(case, **kwargs) -> dict[str, float]:
+        op, intens, target = case
+        s = stem_scores(fn(op, intens, generator=torch.Generator().manual_seed(seed), **kwargs), target)
+        return {"ssim_projection": s["ssim_projection"], "ssim_slices_mean": s["ssim_slices_mean"]}
+
+    result = grid_search(evaluate, cases, grid, criterion="ssim_projection", fixed=fixed, progress=progress,
+                         desc=f"tune {method}")
+    return result.best, result.rows
