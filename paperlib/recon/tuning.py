@@ -6,11 +6,11 @@ scores as rows (one dict a combination, which a caller can write as CSV, e.g. wi
 (:func:`paperlib.recon.mri_baselines.tune_weight`) and the 4D-STEM search
 (:func:`paperlib.recon.stem_baselines.tune_stem`) are thin wrappers around it.
 
->>> rows = grid_search(lambda case, a, b: {"score": -(a - case) ** 2 - b}, cases=[1.0, 2.0],
+>>> result = grid_search(lambda case, a, b: {"score": -(a - case) ** 2 - b}, cases=[1.0, 2.0],
 ...                    grid={"a": [0.0, 1.5, 3.0], "b": [0.0, 1.0]})
->>> rows.best
+>>> result.best
 {'a': 1.5, 'b': 0.0}
->>> [(r["a"], r["b"], r["score"]) for r in rows.rows][:3]
+>>> [(r["a"], r["b"], r["score"]) for r in result.rows][:3]
 [(0.0, 0.0, -2.5), (0.0, 1.0, -3.5), (1.5, 0.0, -0.25)]
 """
 from __future__ import annotations
