@@ -234,7 +234,8 @@ def test_primal_dual_first_iterations_follow_the_recursion():
     tau, sigma, theta, lam = 0.3, 0.6, 0.5, 0.4
     D = torch.diff(torch.eye(4, dtype=torch.float64), dim=0)  # (3, 4)
     prox_primal = lambda v: (v + tau * b) / (1 + tau)
-    x, x_bar, p = torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    x, x_bar = torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    p = torch.zeros(3, dtype=torch.float64)
     by_hand = []
     for _ in range(3):
         p = (p + sigma * D @ x_bar).clamp(-lam, lam)

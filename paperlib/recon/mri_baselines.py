@@ -122,17 +122,8 @@ def _normal_operator(op: MRIOperator, like: Tensor, real: bool) -> Callable[[Ten
     return normal
 
 
-def cs_wavelet(
-    op: MRIOperator,
-    y: Tensor,
-    *,
-    weight: float,
-    iters: int = 300,
-    levels: int = 4,
-    wavelet: str = "db4",
-    real: bool = True,
-    progress: bool = False,
-) -> Tensor:
+def cs_wavelet(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 300, levels: int = 4, wavelet: str = "db4",
+               real: bool = True, progress: bool = False) -> Tensor:
     """CS-MRI: L1-wavelet regularised least squares by FISTA, batched over slices.
 
     Solves ``min_x 1/2 ||M F x - y||^2 + λ ||W x||_1`` with ``λ = weight * max |x_zf|``
@@ -140,9 +131,9 @@ def cs_wavelet(
     ``v = z - A^H A z + x_zf`` (step 1, as ``||A|| <= 1``; ``A^H y = x_zf``), soft threshold
     (:func:`~paperlib.recon.solvers.soft_threshold`) of all wavelet coefficients of ``v`` (the
     coarse approximation and the detail bands; for ``W`` orthonormal this is the exact
-    proximal map of ``λ ||W x||_1``), Nesterov momentum. Images whose sides are not divisible by ``2^levels`` are zero-padded at the
-    bottom/right for the transform (padded pixels are unmeasured and only the L1 term acts on
-    them) and cropped back.
+    proximal map of ``λ ||W x||_1``), Nesterov momentum. Images whose sides are not divisible
+    by ``2^levels`` are zero-padded at the bottom/right for the transform (padded pixels are
+    unmeasured and only the L1 term acts on them) and cropped back.
 
     Parameters
     ----------
@@ -212,16 +203,8 @@ def _divergence(p: Tensor) -> Tensor:
     return d
 
 
-def total_variation(
-    op: MRIOperator,
-    y: Tensor,
-    *,
-    weight: float,
-    iters: int = 300,
-    step_ratio: float = 4.0,
-    real: bool = True,
-    progress: bool = False,
-) -> Tensor:
+def total_variation(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 300, step_ratio: float = 4.0,
+                    real: bool = True, progress: bool = False) -> Tensor:
     """Isotropic-TV regularised least squares by Chambolle–Pock primal-dual, batched over slices.
 
     Solves ``min_x 1/2 ||M F x - y||^2 + λ sum_pixels |∇x|`` with ``λ = weight * max |x_zf|``

@@ -224,18 +224,9 @@ def torchslice(
     return V.detach().float()
 
 
-def sparse_decomposition(
-    op: MultisliceOperator,
-    intensities,
-    *,
-    n_iter: int = 100,
-    step_scale: float = 1.0,
-    threshold: float = 0.05,
-    nonnegative: bool = True,
-    init=None,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
+def sparse_decomposition(op: MultisliceOperator, intensities, *, n_iter: int = 100, step_scale: float = 1.0,
+                         threshold: float = 0.05, nonnegative: bool = True, init=None,
+                         generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
     """L1-regularised multislice reconstruction by FISTA (proximal gradient with momentum).
 
     Minimises ``L(V) + tau ||V||_1`` (``L`` = Eq. 2, amplitude form) with steps
@@ -283,17 +274,8 @@ def _support_steps(op, intensities, V, occupied: int, steps: int, threshold: flo
     return V
 
 
-def thickness_search(
-    op: MultisliceOperator,
-    intensities,
-    V,
-    *,
-    steps: int = 20,
-    final_steps: int = 30,
-    threshold: float = 0.05,
-    nonnegative: bool = True,
-    progress: bool = False,
-) -> ThicknessResult:
+def thickness_search(op: MultisliceOperator, intensities, V, *, steps: int = 20, final_steps: int = 30,
+                     threshold: float = 0.05, nonnegative: bool = True, progress: bool = False) -> ThicknessResult:
     """Choose the specimen thickness by data consistency, then refine on that support (ours).
 
     For every hypothesis ``T = 1 .. D`` (crystal in the top ``T`` slices, vacuum below, as in
