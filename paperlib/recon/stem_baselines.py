@@ -35,7 +35,8 @@ Our choices (the original codes are not reproduced line by line):
   coherence or probe refinement (our data has neither).
 * :func:`sparse_decomposition` — multislice reconstruction with a sparsity-promoting L1
   regulariser (Bangun et al., "Inverse multislice ptychography by layer-wise optimisation and
-  sparse matrix decomposition", IEEE TCI 2022), solved as FISTA: gradient of the Eq. 2 loss
+  sparse matrix decomposition", IEEE TCI 2022), solved by FISTA
+  (:func:`paperlib.recon.solvers.fista`, Beck & Teboulle 2009): gradient of the Eq. 2 loss
   (step ``step_scale * operator.default_step_size``), then soft thresholding (optionally onto
   ``V >= 0``). The layer-wise sparse matrix factorisation of the original is replaced by this
   proximal-gradient solver of the same objective.
@@ -230,7 +231,8 @@ def sparse_decomposition(op: MultisliceOperator, intensities, *, n_iter: int = 1
     """L1-regularised multislice reconstruction by FISTA (proximal gradient with momentum).
 
     Minimises ``L(V) + tau ||V||_1`` (``L`` = Eq. 2, amplitude form) with steps
-    ``mu = step_scale * op.default_step_size`` and soft threshold ``mu tau = threshold`` (V·Å).
+    ``mu = step_scale * op.default_step_size`` and soft threshold ``mu tau = threshold`` (V·Å):
+    :func:`~paperlib.recon.solvers.fista` with :func:`~paperlib.recon.solvers.soft_threshold`.
 
     Parameters
     ----------
@@ -267,7 +269,11 @@ class ThicknessResult:
 
 
 def _support_steps(op, intensities, V, occupied: int, steps: int, threshold: float, nonnegative: bool):
-    """``steps`` Eq. 5 physics steps restricted to the top ``occupied`` slices (the rest stay 0)."""
+    """``steps`` Eq. 5 physics steps restricted to the top ``occupied`` slices (the rest stay 0).
+
+    Each step is one proximal-gradient (ISTA) step, :meth:`MultisliceOperator.physics_step`:
+    gradient step with the support's step size, :func:`~paperlib.recon.solvers.soft_threshold`,
+    zero outside the support. No momentum: these are the Eq. 5 steps DART and DRIFT take."""
     support = torch.arange(V.shape[0]) < occupied
     for _ in range(steps):
         V = op.physics_step(V, intensities, threshold=threshold, nonnegative=nonnegative, support=support)
