@@ -73,6 +73,7 @@ import torch
 from ase import units
 
 from ..io import InputValidationError
+from ..recon.solvers import soft_threshold  # the proximal map of Eq. 5; re-exported here
 
 logger = logging.getLogger(__name__)
 
@@ -229,20 +230,6 @@ def grid_scan(
     axes = [np.linspace(float(s), float(e), k, endpoint=endpoint) for s, e, k in zip(start, end, n)]
     g0, g1 = np.meshgrid(axes[0], axes[1], indexing="ij")
     return np.stack([g0, g1], axis=-1)
-
-
-def soft_threshold(x: torch.Tensor, threshold: float, *, nonnegative: bool = False) -> torch.Tensor:
-    """Proximal map of ``threshold * ||x||_1`` (plus the indicator of ``x >= 0`` when
-    ``nonnegative``): ``sign(x) max(|x| - threshold, 0)``.
-
-    >>> soft_threshold(torch.tensor([-2.0, 0.5, 3.0]), 1.0).tolist()
-    [-1.0, 0.0, 2.0]
-    """
-    if nonnegative:
-        return torch.clamp(x - threshold, min=0.0)
-    if threshold <= 0:
-        return x
-    return torch.sign(x) * torch.clamp(x.abs() - threshold, min=0.0)
 
 
 def _contiguous_runs(index: torch.Tensor) -> list[tuple[slice, slice]]:

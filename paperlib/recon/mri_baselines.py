@@ -5,13 +5,13 @@ an :class:`~paperlib.physics.mri.MRIOperator` (paper Eq. 3):
 
 * :func:`zero_filled` — ``|F^H (M ⊙ y)|``, the minimum-norm least-squares image.
 * :func:`cs_wavelet` — CS-MRI (Lustig, Donoho & Pauly 2007) as L1-wavelet regularised least
-  squares, ``min_x 1/2 ||M F x - y||^2 + λ ||W_d x||_1`` with ``W`` the orthonormal periodised
-  Daubechies transform (:mod:`paperlib.recon.wavelets`; ``W_d`` its detail bands, the coarse
-  approximation is not penalised), solved by FISTA (Beck & Teboulle 2009) with step 1
-  (``||M F|| <= 1``).
+  squares, ``min_x 1/2 ||M F x - y||^2 + λ ||W x||_1`` with ``W`` the orthonormal periodised
+  Daubechies transform (:mod:`paperlib.recon.wavelets`; all coefficients, the coarse
+  approximation included, are penalised), solved by FISTA (Beck & Teboulle 2009,
+  :func:`paperlib.recon.solvers.fista`) with step 1 (``||M F|| <= 1``).
 * :func:`total_variation` — ``min_x 1/2 ||M F x - y||^2 + λ TV(x)`` with isotropic TV
   (forward differences, Neumann boundary), solved by the primal-dual algorithm of Chambolle &
-  Pock (2011). The data term's proximal map is exact in k-space:
+  Pock (2011, :func:`paperlib.recon.solvers.primal_dual`). The data term's proximal map is exact in k-space:
   ``prox_{τ f}(v) = F^H[(F v + τ M y) / (1 + τ M)]``.
 
 By default ``x`` is a **real** image (``real=True``): the images here are real magnitude
@@ -44,12 +44,13 @@ from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..io import InputValidationError
 from ..metrics.image import volume_scores
 from ..physics.base import Operator
 from ..physics.mri import MRIOperator, hermitian_half
+from .solvers import fista, primal_dual, project_tv_dual_ball, soft_threshold
+from .tuning import grid_search
 from .wavelets import WAVELETS, dwt2, idwt2
 
 __all__ = ["zero_filled", "cs_wavelet", "total_variation", "tune_weight", "absolute_weight"]
@@ -102,35 +103,18 @@ def _normal_operator(op: MRIOperator, like: Tensor, real: bool) -> Callable[[Ten
     return functools.partial(op.normal, real=real)
 
 
-def _soft_threshold(c: Tensor, lam: float) -> Tensor:
-    """``c * max(0, 1 - λ / |c|)`` for real or complex ``c`` (complex on the real view)."""
-    if not c.is_complex():
-        return torch.sign(c) * (c.abs() - lam).clamp_(min=0.0)
-    cr = torch.view_as_real(c)
-    sq = torch.mul(cr[..., 0], cr[..., 0]).addcmul_(cr[..., 1], cr[..., 1])
-    factor = sq.clamp_min_(1e-30).rsqrt_().mul_(-lam).add_(1.0).clamp_(min=0.0)
-    return torch.view_as_complex(cr * factor.unsqueeze(-1))
-
-
-def cs_wavelet(
-    op: MRIOperator,
-    y: Tensor,
-    *,
-    weight: float,
-    iters: int = 300,
-    levels: int = 4,
-    wavelet: str = "db4",
-    real: bool = True,
-    progress: bool = False,
-) -> Tensor:
+def cs_wavelet(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 300, levels: int = 4, wavelet: str = "db4",
+               real: bool = True, progress: bool = False) -> Tensor:
     """CS-MRI: L1-wavelet regularised least squares by FISTA, batched over slices.
 
-    Solves ``min_x 1/2 ||M F x - y||^2 + λ ||W_d x||_1`` with ``λ = weight * max |x_zf|``
-    (module docstring). One iteration: gradient step ``v = z - A^H(A z - y)`` (step 1, as
-    ``||A|| <= 1``), soft threshold of the complex detail coefficients of ``v``, Nesterov
-    momentum. Images whose sides are not divisible by ``2^levels`` are zero-padded at the
-    bottom/right for the transform (padded pixels are unmeasured and only the L1 term acts on
-    them) and cropped back.
+    Solves ``min_x 1/2 ||M F x - y||^2 + λ ||W x||_1`` with ``λ = weight * max |x_zf|``
+    (module docstring) by :func:`~paperlib.recon.solvers.fista`. One iteration: gradient step
+    ``v = z - A^H A z + x_zf`` (step 1, as ``||A|| <= 1``; ``A^H y = x_zf``), soft threshold
+    (:func:`~paperlib.recon.solvers.soft_threshold`) of all wavelet coefficients of ``v`` (the
+    coarse approximation and the detail bands; for ``W`` orthonormal this is the exact
+    proximal map of ``λ ||W x||_1``), Nesterov momentum. Images whose sides are not divisible
+    by ``2^levels`` are zero-padded at the bottom/right for the transform (padded pixels are
+    unmeasured and only the L1 term acts on them) and cropped back.
 
     Parameters
     ----------
@@ -161,27 +145,23 @@ def cs_wavelet(
         zf = zf.real.contiguous()
     height, width = zf.shape[-2:]
     ph, pw = (-height) % 2**levels, (-width) % 2**levels
-    padded = bool(ph or pw)
+    x = zf
+    if ph or pw:  # the normal operator acts on the image; padded pixels are unmeasured
+        def pad(v: Tensor) -> Tensor:
+            return torch.nn.functional.pad(v, (0, pw, 0, ph))
 
-    def gradient_step(z: Tensor) -> Tensor:
-        if not padded:
-            return z - normal(z) + zf
-        v = z.clone()
-        crop = z[..., :height, :width]
-        v[..., :height, :width] = crop - normal(crop) + zf
-        return v
+        normal_image = normal
 
-    def shrink(c: Tensor) -> Tensor:
-        return _soft_threshold(c, lam)
+        def normal(v: Tensor) -> Tensor:
+            return pad(normal_image(v[..., :height, :width]))
 
-    x = torch.nn.functional.pad(zf, (0, pw, 0, ph)) if padded else zf
-    z, t = x, 1.0
-    for _ in tqdm(range(iters), desc="CS-MRI (FISTA)", disable=not progress, leave=False):
-        approximation, details = dwt2(gradient_step(z), levels, wavelet)
-        x_new = idwt2(shrink(approximation), [shrink(d) for d in details], wavelet)
-        t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
-        z = x_new + ((t - 1) / t_new) * (x_new - x)
-        x, t = x_new, t_new
+        x = pad(zf)
+
+    def prox(v: Tensor) -> Tensor:
+        approximation, details = dwt2(v, levels, wavelet)
+        return idwt2(soft_threshold(approximation, lam), [soft_threshold(d, lam) for d in details], wavelet)
+
+    x = fista(x, prox, normal=normal, rhs=x, step=1.0, iters=iters, progress=progress, desc="CS-MRI (FISTA)")
     return x[..., :height, :width].abs().float()
 
 
@@ -204,16 +184,8 @@ def _divergence(p: Tensor) -> Tensor:
     return d
 
 
-def total_variation(
-    op: MRIOperator,
-    y: Tensor,
-    *,
-    weight: float,
-    iters: int = 300,
-    step_ratio: float = 4.0,
-    real: bool = True,
-    progress: bool = False,
-) -> Tensor:
+def total_variation(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 300, step_ratio: float = 4.0,
+                    real: bool = True, progress: bool = False) -> Tensor:
     """Isotropic-TV regularised least squares by Chambolle–Pock primal-dual, batched over slices.
 
     Solves ``min_x 1/2 ||M F x - y||^2 + λ sum_pixels |∇x|`` with ``λ = weight * max |x_zf|``
@@ -221,7 +193,9 @@ def total_variation(
     ``σ = 1 / (step_ratio L)`` with ``L = sqrt(8) >= ||∇||`` (so ``τ σ L^2 = 1``), over-relaxation
     ``θ = 1``. The data term's proximal map is exact:
     ``F_c^H[(F_c v + τ M y) / (1 + τ M)] = F^H[F v / (1 + τ M')] + τ / (1 + τ) x_zf`` with
-    ``M'`` the uncentred mask (see :func:`_normal_operator`).
+    ``M'`` the uncentred mask (see :func:`_normal_operator`); the dual's is the projection
+    :func:`~paperlib.recon.solvers.project_tv_dual_ball`, and the iteration is
+    :func:`~paperlib.recon.solvers.primal_dual` with ``K = ∇``.
 
     Parameters
     ----------
@@ -252,47 +226,50 @@ def total_variation(
         damping = 1.0 / (1.0 + tau * half)
         zr = zf.real.contiguous()
         offset = torch.fft.irfft2(tau * torch.fft.rfft2(zr, norm="ortho") * damping, s=zr.shape[-2:], norm="ortho")
-        x = zr.clone()
+        x = zr
 
         def view(t: Tensor) -> Tensor:
             return t.unsqueeze(-1)
 
+        def unview(t: Tensor) -> Tensor:
+            return t.squeeze(-1)
+
         def data_prox(v: Tensor) -> Tensor:
             k = torch.fft.rfft2(v.squeeze(-1), norm="ortho")
             k.mul_(damping)
-            return torch.fft.irfft2(k, s=v.shape[-3:-1], norm="ortho").add_(offset)
+            return torch.fft.irfft2(k, s=v.shape[-3:-1], norm="ortho").add_(offset).unsqueeze(-1)
     else:
         damping = (1.0 / (1.0 + tau * mask)).unsqueeze(-1)  # real, applied to real views of k-space
         offset = torch.view_as_real(zf) * (tau / (1.0 + tau))
-        x = zf.clone()
-        view = torch.view_as_real
+        x = zf
+        view, unview = torch.view_as_real, torch.view_as_complex
 
         def data_prox(v: Tensor) -> Tensor:
             k = torch.fft.fft2(torch.view_as_complex(v), norm="ortho")
             torch.view_as_real(k).mul_(damping)
-            out = torch.fft.ifft2(k, norm="ortho")
-            torch.view_as_real(out).add_(offset)
-            return out
+            out = torch.view_as_real(torch.fft.ifft2(k, norm="ortho"))
+            return out.add_(offset)
 
-    x_bar = view(x.clone())
-    p = torch.zeros((2, *x_bar.shape), dtype=x_bar.dtype, device=x_bar.device)
-    g = torch.empty_like(p)
-    for _ in tqdm(range(iters), desc="TV (primal-dual)", disable=not progress, leave=False):
-        xr = view(x)
-        if lam > 0:
-            _gradient_into(x_bar, g)
-            p.add_(g, alpha=sigma)
-            # project every pixel's pair of (complex) differences onto the ball of radius λ
-            sq = torch.mul(p[0], p[0]).addcmul_(p[1], p[1]).sum(-1)
-            shrink = sq.sqrt_().mul_(1.0 / lam).clamp_(min=1.0).reciprocal_()
-            p.mul_(shrink.unsqueeze(-1))
-            v = _divergence(p).mul_(tau).add_(xr)
-        else:
-            v = xr
-        x_new = data_prox(v)
-        torch.mul(view(x_new), 2.0, out=x_bar).sub_(xr)
-        x = x_new
-    return x.abs().float()
+    g = torch.empty((2, *view(x).shape), dtype=view(x).dtype, device=x.device)
+
+    def gradient(v: Tensor) -> Tensor:  # K = ∇, into a buffer reused every iteration
+        _gradient_into(v, g)
+        return g
+
+    regularised = lam > 0
+    x = primal_dual(
+        view(x),
+        data_prox,
+        forward=gradient if regularised else None,
+        adjoint=(lambda p: _divergence(p).neg_()) if regularised else None,
+        prox_dual=(lambda p: project_tv_dual_ball(p, lam)) if regularised else None,
+        tau=tau,
+        sigma=sigma,
+        iters=iters,
+        progress=progress,
+        desc="TV (primal-dual)",
+    )
+    return unview(x).abs().float()
 
 
 def tune_weight(
@@ -337,17 +314,12 @@ def tune_weight(
     if not grid:
         raise ValueError("grid: expected at least one weight")
     key = "ssim" if head_masks is None else "ssim_head"
-    masks = [None] * len(targets) if head_masks is None else list(head_masks)
-    scores = []
-    bar = tqdm(total=len(grid) * len(operators), desc=f"tuning {getattr(method, '__name__', 'method')}",
-               disable=not progress)
-    for w in grid:
-        values = []
-        for op, y, target, mask in zip(operators, kspaces, targets, masks):
-            recon = method(op, y, weight=float(w), **kwargs)
-            values.append(volume_scores(recon, target, head_mask=mask)[key])
-            bar.update()
-        scores.append((float(w), sum(values) / len(values)))
-    bar.close()
-    best = max(scores, key=lambda s: s[1])[0]
-    return best, scores
+    cases = list(zip(operators, kspaces, targets, [None] * len(targets) if head_masks is None else head_masks))
+
+    def evaluate(case, weight: float, **method_kwargs) -> dict[str, float]:
+        op, y, target, mask = case
+        return volume_scores(method(op, y, weight=weight, **method_kwargs), target, head_mask=mask)
+
+    result = grid_search(evaluate, cases, {"weight": [float(w) for w in grid]}, criterion=key, fixed=kwargs,
+                         progress=progress, desc=f"tuning {getattr(method, '__name__', 'method')}")
+    return result.best["weight"], [(row["weight"], row[key]) for row in result.rows]

@@ -35,7 +35,8 @@ Our choices (the original codes are not reproduced line by line):
   coherence or probe refinement (our data has neither).
 * :func:`sparse_decomposition` — multislice reconstruction with a sparsity-promoting L1
   regulariser (Bangun et al., "Inverse multislice ptychography by layer-wise optimisation and
-  sparse matrix decomposition", IEEE TCI 2022), solved as FISTA: gradient of the Eq. 2 loss
+  sparse matrix decomposition", IEEE TCI 2022), solved by FISTA
+  (:func:`paperlib.recon.solvers.fista`, Beck & Teboulle 2009): gradient of the Eq. 2 loss
   (step ``step_scale * operator.default_step_size``), then soft thresholding (optionally onto
   ``V >= 0``). The layer-wise sparse matrix factorisation of the original is replaced by this
   proximal-gradient solver of the same objective.
@@ -73,9 +74,7 @@ The 2-case searches (GaAs [011], SrTiO3 [111]) were limited by CPU time; rerun
 """
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -83,7 +82,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import InputValidationError
-from ..physics.multislice import MultisliceOperator, soft_threshold
+from ..physics.multislice import MultisliceOperator
+from .solvers import fista, soft_threshold
+from .tuning import grid_search
 
 logger = logging.getLogger(__name__)
 
@@ -210,22 +211,14 @@ def torchslice(
     return V.detach().float()
 
 
-def sparse_decomposition(
-    op: MultisliceOperator,
-    intensities,
-    *,
-    n_iter: int = 100,
-    step_scale: float = 1.0,
-    threshold: float = 0.05,
-    nonnegative: bool = True,
-    init=None,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
+def sparse_decomposition(op: MultisliceOperator, intensities, *, n_iter: int = 100, step_scale: float = 1.0,
+                         threshold: float = 0.05, nonnegative: bool = True, init=None,
+                         generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
     """L1-regularised multislice reconstruction by FISTA (proximal gradient with momentum).
 
     Minimises ``L(V) + tau ||V||_1`` (``L`` = Eq. 2, amplitude form) with steps
-    ``mu = step_scale * op.default_step_size`` and soft threshold ``mu tau = threshold`` (V·Å).
+    ``mu = step_scale * op.default_step_size`` and soft threshold ``mu tau = threshold`` (V·Å):
+    :func:`~paperlib.recon.solvers.fista` with :func:`~paperlib.recon.solvers.soft_threshold`.
 
     Parameters
     ----------
@@ -239,15 +232,9 @@ def sparse_decomposition(
     (D, H, W) float32 potential in V·Å.
     """
     intensities = op.check_intensities(intensities)
-    mu = step_scale * op.default_step_size
-    V = _init(op, init)
-    Y, t_k = V.clone(), 1.0
-    for _ in tqdm(range(n_iter), desc="Sparse", disable=not progress):
-        _, grad = op.gradient(Y, intensities)
-        V_new = soft_threshold(Y - mu * grad, threshold, nonnegative=nonnegative)
-        t_next = (1 + math.sqrt(1 + 4 * t_k * t_k)) / 2
-        Y = V_new + ((t_k - 1) / t_next) * (V_new - V)
-        V, t_k = V_new, t_next
+    V = fista(_init(op, init), lambda v: soft_threshold(v, threshold, nonnegative=nonnegative),
+              gradient=lambda v: op.gradient(v, intensities)[1], step=step_scale * op.default_step_size,
+              iters=n_iter, progress=progress, desc="Sparse")
     return V.float()
 
 
@@ -268,24 +255,19 @@ class ThicknessResult:
 
 
 def _support_steps(op, intensities, V, occupied: int, steps: int, threshold: float, nonnegative: bool):
-    """``steps`` Eq. 5 physics steps restricted to the top ``occupied`` slices (the rest stay 0)."""
+    """``steps`` Eq. 5 physics steps restricted to the top ``occupied`` slices (the rest stay 0).
+
+    Each step is one proximal-gradient (ISTA) step, :meth:`MultisliceOperator.physics_step`:
+    gradient step with the support's step size, :func:`~paperlib.recon.solvers.soft_threshold`,
+    zero outside the support. No momentum: these are the Eq. 5 steps DART and DRIFT take."""
     support = torch.arange(V.shape[0]) < occupied
     for _ in range(steps):
         V = op.physics_step(V, intensities, threshold=threshold, nonnegative=nonnegative, support=support)
     return V
 
 
-def thickness_search(
-    op: MultisliceOperator,
-    intensities,
-    V,
-    *,
-    steps: int = 20,
-    final_steps: int = 30,
-    threshold: float = 0.05,
-    nonnegative: bool = True,
-    progress: bool = False,
-) -> ThicknessResult:
+def thickness_search(op: MultisliceOperator, intensities, V, *, steps: int = 20, final_steps: int = 30,
+                     threshold: float = 0.05, nonnegative: bool = True, progress: bool = False) -> ThicknessResult:
     """Choose the specimen thickness by data consistency, then refine on that support (ours).
 
     For every hypothesis ``T = 1 .. D`` (crystal in the top ``T`` slices, vacuum below, as in
@@ -380,21 +362,12 @@ def tune_stem(
     if not cases:
         raise InputValidationError("cases: expected at least one (operator, intensities, target)")
     fn = _FUNCTIONS[method]
-    names = list(grid)
-    table = []
-    combos = list(itertools.product(*(list(grid[k]) for k in names)))
-    for combo in tqdm(combos, desc=f"tune {method}", disable=not progress):
-        kwargs = {**(fixed or {}), **dict(zip(names, combo))}
-        proj, slices = [], []
-        for op, intens, target in cases:
-            recon = fn(op, intens, generator=torch.Generator().manual_seed(seed), **kwargs)
-            s = stem_scores(recon, target)
-            proj.append(s["ssim_projection"])
-            slices.append(s["ssim_slices_mean"])
-        row = {**dict(zip(names, combo)), "ssim_projection": sum(proj) / len(proj),
-               "ssim_slices_mean": sum(slices) / len(slices)}
-        logger.info("tune %s %s", method, row)
-        table.append(row)
-    best_row = max(table, key=lambda r: r["ssim_projection"])
-    best = {**(fixed or {}), **{k: best_row[k] for k in names}}
-    return best, table
+
+    def evaluate(case, **kwargs) -> dict[str, float]:
+        op, intens, target = case
+        s = stem_scores(fn(op, intens, generator=torch.Generator().manual_seed(seed), **kwargs), target)
+        return {"ssim_projection": s["ssim_projection"], "ssim_slices_mean": s["ssim_slices_mean"]}
+
+    result = grid_search(evaluate, cases, grid, criterion="ssim_projection", fixed=fixed, progress=progress,
+                         desc=f"tune {method}")
+    return result.best, result.rows
