@@ -81,7 +81,7 @@ def validation_cases(profile: Profile, modality: Modality, n: int) -> list:
     return stem_cases(profile, split="val", n=n)
 
 
-def run_cases(profile: Profile, modality: Modality, cases: Sequence, methods: Sequence[str], *,
+def score_cases(profile: Profile, modality: Modality, cases: Sequence, methods: Sequence[str], *,
               seeds: Sequence[int], progress: bool) -> list[dict]:
     """Per-case rows of ``methods`` on ``cases`` (the experiments' runners; one call site to switch
     when they merge into ``paperlib.experiments.runner.run_cases``)."""
@@ -153,7 +153,7 @@ def validation_rows(profile: Profile, modality: Modality, *, progress: bool = Fa
                 "prior_checkpoint": checkpoint if uses_prior else None,
                 "prior_sha256": sha if uses_prior else None,
             }
-            rows += [{**row, **extra} for row in run_cases(tuned, modality, cases, [method],
+            rows += [{**row, **extra} for row in score_cases(tuned, modality, cases, [method],
                                                              seeds=grid.seeds, progress=progress)]
     return rows
 
@@ -174,7 +174,10 @@ def run_validation(profile: Profile | str, modality: Modality, *, out_dir: str |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m paperlib.validation --profile NAME [--modality mri|stem] [--out DIR]``."""
+    """``python -m paperlib.validation --profile NAME [--modality mri|stem] [--out DIR]``.
+
+    Returns 0; a profile without the grid asked for exits with status 2 and says so on stderr.
+    """
     parser = argparse.ArgumentParser(prog="python -m paperlib.validation",
                                      description="run a profile's validation grid (validation split only)")
     parser.add_argument("--profile", required=True, help="profile name (ci, default, paper) or YAML path")
@@ -195,8 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in run_validation(profile, modality, out_dir=args.out, progress=True):
                 print(f"wrote {path}")
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        parser.exit(2, f"error: {exc}\n")  # SystemExit(2), message on stderr
     return 0
 
 

@@ -88,6 +88,8 @@ def test_summary_has_one_row_per_grid_point(ci, written):
 
 
 def test_profile_without_a_grid_is_an_error_naming_the_section(capsys, tmp_path):
-    assert validation.main(["--profile", "paper", "--modality", "mri", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as info:
+        validation.main(["--profile", "paper", "--modality", "mri", "--out", str(tmp_path)])
+    assert info.value.code == 2
     assert "profile 'paper': no validation.mri section" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
