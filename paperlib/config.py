@@ -346,7 +346,7 @@ class Profile(_Section):
                     try:
                         self.with_overrides(modality, method, point)
                     except ValueError as exc:
-                        raise ValueError(f"{where}.methods.{method}: {exc}") from None
+                        raise ValueError(f"{where}.methods.{exc}") from None  # exc starts with the method
         return self
 
     def with_overrides(self, modality: str, method: str, overrides: dict) -> "Profile":
@@ -414,7 +414,9 @@ def _format_errors(exc: ValidationError, path: Path) -> str:
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<root>"
-        if err["type"] == "extra_forbidden":
+        if not err["loc"] and err["type"] == "value_error":
+            lines.append(str(err["ctx"]["error"]))  # a whole-profile check: its message names the keys
+        elif err["type"] == "extra_forbidden":
             lines.append(f"unknown key {key!r}")
         elif err["type"] == "missing":
             lines.append(f"missing key {key!r}")

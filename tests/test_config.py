@@ -104,10 +104,13 @@ def test_validation_grid_is_a_product_of_each_grid_and_a_union_of_grids(tmp_path
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda v: v["mri"]["methods"].update(dartt={"start": [0.5]}), r"unknown method 'dartt'"),
+    (lambda v: v["mri"]["methods"].update(dartt={"start": [0.5]}),
+     r"validation\.mri\.methods: unknown method 'dartt'; known: \['cs_mri', 'dart', "),
     (lambda v: v["mri"]["methods"].update(dart={"strat": [0.5]}), r"unknown settings \['strat'\]"),
-    (lambda v: v["mri"]["methods"].update(dart={"start": [0.5, 0.0]}), r"validation.*start.*greater than 0"),
-    (lambda v: v["stem"]["methods"].update(three_pie={"alpha": ["big"]}), r"three_pie.*alpha.*'big'"),
+    (lambda v: v["mri"]["methods"].update(dart={"start": [0.5, 0.0]}),
+     r"validation\.mri\.methods\.dart: start: Input should be greater than 0 \(got 0\.0\)"),
+    (lambda v: v["stem"]["methods"].update(three_pie={"alpha": ["big"]}),
+     r"validation\.stem\.methods\.three_pie: alpha: .*\(got 'big'\)"),
     (lambda v: v["mri"]["methods"].update(dart={"start": []}), r"\['start'\] have no values"),
     (lambda v: v["mri"]["methods"].update(zero_filled={"weight": [1.0]}), r"zero_filled: has no settings"),
     (lambda v: v["mri"].update(n_volumes=3), r"validation.mri.n_volumes: expected <= mri.n_val = 2, got 3"),
