@@ -13,13 +13,14 @@ the profile and reads its section from it. Every section is a pydantic model wit
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import paths
 from .data.crystals import STEMDataParams
@@ -219,6 +220,87 @@ class STEMPriorConfig(_Section):
     n_eval_volumes: int = Field(4, ge=1, description="test crystals for the denoising PSNR")
 
 
+#: A setting value in a validation grid (a YAML scalar; its type is checked by the section it overrides).
+Scalar = bool | int | float | str | None
+
+#: Where each method's settings live: ``VALIDATION_TARGETS[modality][method]`` is the attribute path
+#: of the profile section that a validation override of ``method`` updates (``None``: no settings).
+VALIDATION_TARGETS: dict[str, dict[str, tuple[str, ...] | None]] = {
+    "mri": {
+        "dart": ("mri_diffusion", "dart"),
+        "drift": ("mri_diffusion", "drift"),
+        "projection": ("mri_diffusion", "projection"),
+        "zero_filled": None,
+        "cs_mri": ("mri_baselines",),
+        "tv": ("mri_baselines",),
+    },
+    "stem": {
+        "dart": ("stem_diffusion", "dart"),
+        "drift": ("stem_diffusion", "drift"),
+        "three_pie": ("stem_baselines", "three_pie"),
+        "three_pie_thickness": ("stem_baselines", "thickness"),
+        "torchslice": ("stem_baselines", "torchslice"),
+        "sparse": ("stem_baselines", "sparse"),
+    },
+}
+
+
+class ValidationGrid(_Section):
+    """The tuning grid of one modality, run on its **validation** split by ``paperlib.validation``.
+
+    ``methods`` maps a method name to a list of grids; a grid maps a setting of the method's
+    profile section (:data:`VALIDATION_TARGETS`) to the values to try, and stands for the
+    Cartesian product of its lists. A single grid may be written without the list; ``[]`` runs
+    the method once with the profile's own settings (a reference row).
+
+    >>> g = ValidationGrid(n_volumes=2, methods={"dart": {"start": [0.5, 1.0], "steps": [20]},
+    ...                                          "zero_filled": []})
+    >>> g.points("dart")
+    [{'start': 0.5, 'steps': 20}, {'start': 1.0, 'steps': 20}]
+    >>> g.points("zero_filled")
+    [{}]
+    """
+
+    n_volumes: int = Field(ge=1, description="first n volumes (MRI) or crystals (4D-STEM) of the validation split")
+    seeds: tuple[int, ...] = Field((0,), min_length=1, description="seeds of the stochastic methods")
+    methods: dict[str, tuple[dict[str, tuple[Scalar, ...]], ...]] = Field(
+        min_length=1, description="method -> grids of setting -> values")
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _one_grid_needs_no_list(cls, v):
+        if isinstance(v, dict):
+            return {m: [g] if isinstance(g, dict) else g for m, g in v.items()}
+        return v
+
+    @field_validator("methods")
+    @classmethod
+    def _non_empty_value_lists(cls, v):
+        for method, grids in v.items():
+            for grid in grids:
+                empty = [k for k, values in grid.items() if not values]
+                if empty:
+                    raise ValueError(f"method {method!r}: settings {empty} have no values to try")
+        return v
+
+    def points(self, method: str) -> list[dict[str, Scalar]]:
+        """Every override of ``method`` in grid order (first setting slowest), duplicates dropped."""
+        out: list[dict[str, Scalar]] = []
+        for grid in self.methods[method] or ({},):
+            for values in itertools.product(*grid.values()):
+                point = dict(zip(grid, values))
+                if point not in out:
+                    out.append(point)
+        return out
+
+
+class ValidationConfig(_Section):
+    """Optional ``validation:`` section: the tuning grid per modality (either may be absent)."""
+
+    mri: ValidationGrid | None = None
+    stem: ValidationGrid | None = None
+
+
 class Profile(_Section):
     """A whole profile file."""
 
@@ -238,6 +320,76 @@ class Profile(_Section):
     stem_eval: STEMEvalConfig
     stem_prior: STEMPriorConfig
     stem_diffusion: DiffusionReconConfig
+    validation: ValidationConfig | None = None
+
+    @model_validator(mode="after")
+    def _validation_grid_fits(self) -> "Profile":
+        """Every grid method exists, every setting is a field of its section, every value
+        validates there, and the validation split holds ``n_volumes``."""
+        if self.validation is None:
+            return self
+        available = {"mri": self.mri.n_val, "stem": self.stem_eval.n_val}
+        for modality in ("mri", "stem"):
+            grid = getattr(self.validation, modality)
+            if grid is None:
+                continue
+            where = f"validation.{modality}"
+            if grid.n_volumes > available[modality]:
+                split = "mri.n_val" if modality == "mri" else "stem_eval.n_val"
+                raise ValueError(f"{where}.n_volumes: expected <= {split} = {available[modality]}, "
+                                 f"got {grid.n_volumes}")
+            for method in grid.methods:
+                if method not in VALIDATION_TARGETS[modality]:
+                    raise ValueError(f"{where}.methods: unknown method {method!r}; "
+                                     f"known: {sorted(VALIDATION_TARGETS[modality])}")
+                for point in grid.points(method):
+                    try:
+                        self.with_overrides(modality, method, point)
+                    except ValueError as exc:
+                        raise ValueError(f"{where}.methods.{exc}") from None  # exc starts with the method
+        return self
+
+    def with_overrides(self, modality: str, method: str, overrides: dict) -> "Profile":
+        """This profile with ``overrides`` applied to ``method``'s section: the section is validated
+        with the overrides (a mistyped setting or a bad value is an error naming it) and put in
+        place with ``model_copy(update=...)`` up the chain of sections; ``self`` is unchanged.
+
+        >>> p = load_profile("ci")
+        >>> p.with_overrides("mri", "dart", {"start": 0.7}).mri_diffusion.dart.start
+        0.7
+        >>> p.with_overrides("stem", "three_pie", {"alpa": 0.25})
+        Traceback (most recent call last):
+        ...
+        ValueError: three_pie: unknown settings ['alpa'] for section stem_baselines.three_pie; ...
+        """
+        if method not in VALIDATION_TARGETS.get(modality, {}):
+            raise ValueError(f"method: expected one of {sorted(VALIDATION_TARGETS.get(modality, {}))} for "
+                             f"modality {modality!r}, got {method!r}")
+        target = VALIDATION_TARGETS[modality][method]
+        if not overrides:
+            return self
+        if target is None:
+            raise ValueError(f"{method}: has no settings to override, got {sorted(overrides)}")
+        chain: list[BaseModel] = [self]
+        for attr in target:
+            section = getattr(chain[-1], attr)
+            if section is None:
+                raise ValueError(f"{method}: section {'.'.join(target)} is not configured in profile {self.name!r}")
+            chain.append(section)
+        section = chain[-1]
+        unknown = sorted(set(overrides) - set(type(section).model_fields))
+        if unknown:
+            raise ValueError(f"{method}: unknown settings {unknown} for section {'.'.join(target)}; "
+                             f"known: {sorted(type(section).model_fields)}")
+        try:
+            updated = type(section).model_validate({**section.model_dump(), **overrides})
+        except ValidationError as exc:
+            bad = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+                            for e in exc.errors())
+            raise ValueError(f"{method}: {bad}") from None
+        for parent, attr in zip(reversed(chain[:-1]), reversed(target)):
+            updated = parent.model_copy(update={attr: updated})
+        return updated
 
     def digest(self) -> str:
         """SHA-256 (first 16 hex digits) of the validated profile: its provenance hash."""
@@ -262,7 +414,9 @@ def _format_errors(exc: ValidationError, path: Path) -> str:
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<root>"
-        if err["type"] == "extra_forbidden":
+        if not err["loc"] and err["type"] == "value_error":
+            lines.append(str(err["ctx"]["error"]))  # a whole-profile check: its message names the keys
+        elif err["type"] == "extra_forbidden":
             lines.append(f"unknown key {key!r}")
         elif err["type"] == "missing":
             lines.append(f"missing key {key!r}")

@@ -73,3 +73,60 @@ def test_digest_changes_with_content(tmp_path):
     data["mri_baselines"]["tv_iters"] += 1
     b = load_profile(_write(tmp_path, data)).digest()
     assert a != b
+
+
+# --- the optional validation section ------------------------------------------------------------
+
+def test_validation_grid_points_and_overrides():
+    cfg = load_profile("ci")
+    grid = cfg.validation.mri
+    assert grid.points("dart") == [{"start": 0.5}, {"start": 1.0}]
+    tuned = cfg.with_overrides("mri", "dart", {"start": 1.0, "steps": 7})
+    assert (tuned.mri_diffusion.dart.start, tuned.mri_diffusion.dart.steps) == (1.0, 7)
+    assert tuned.mri_diffusion.drift == cfg.mri_diffusion.drift and tuned.tab1 == cfg.tab1
+    assert cfg.mri_diffusion.dart.start == 0.5  # the original is untouched
+    assert cfg.with_overrides("stem", "three_pie", {"alpha": 0.25}).stem_baselines.three_pie.alpha == 0.25
+    assert cfg.with_overrides("stem", "three_pie_thickness", {"steps": 3}).stem_baselines.thickness.steps == 3
+    assert cfg.with_overrides("mri", "tv", {"tv_weight": 0.01}).mri_baselines.tv_weight == 0.01
+    assert cfg.with_overrides("mri", "zero_filled", {}) is cfg
+
+
+def test_validation_grid_is_a_product_of_each_grid_and_a_union_of_grids(tmp_path):
+    data = _ci_dict()
+    data["validation"]["mri"]["methods"] = {
+        "dart": [{"start": [0.3, 1.0], "steps": [2, 4]}, {"start": [0.3], "steps": [2, 8]}],
+        "zero_filled": []}
+    grid = load_profile(_write(tmp_path, data)).validation.mri
+    assert grid.points("dart") == [{"start": 0.3, "steps": 2}, {"start": 0.3, "steps": 4},
+                                   {"start": 1.0, "steps": 2}, {"start": 1.0, "steps": 4},
+                                   {"start": 0.3, "steps": 8}]
+    assert grid.points("zero_filled") == [{}]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda v: v["mri"]["methods"].update(dartt={"start": [0.5]}),
+     r"validation\.mri\.methods: unknown method 'dartt'; known: \['cs_mri', 'dart', "),
+    (lambda v: v["mri"]["methods"].update(dart={"strat": [0.5]}), r"unknown settings \['strat'\]"),
+    (lambda v: v["mri"]["methods"].update(dart={"start": [0.5, 0.0]}),
+     r"validation\.mri\.methods\.dart: start: Input should be greater than 0 \(got 0\.0\)"),
+    (lambda v: v["stem"]["methods"].update(three_pie={"alpha": ["big"]}),
+     r"validation\.stem\.methods\.three_pie: alpha: .*\(got 'big'\)"),
+    (lambda v: v["mri"]["methods"].update(dart={"start": []}), r"\['start'\] have no values"),
+    (lambda v: v["mri"]["methods"].update(zero_filled={"weight": [1.0]}), r"zero_filled: has no settings"),
+    (lambda v: v["mri"].update(n_volumes=3), r"validation.mri.n_volumes: expected <= mri.n_val = 2, got 3"),
+    (lambda v: v["stem"].update(n_volume=1), r"unknown key 'validation.stem.n_volume'"),
+    (lambda v: v.update(ct={}), r"unknown key 'validation.ct'"),
+])
+def test_validation_section_is_strict(tmp_path, change, message):
+    data = _ci_dict()
+    change(data["validation"])
+    with pytest.raises(ConfigError, match=r"custom\.yaml.*" + message):
+        load_profile(_write(tmp_path, data))
+
+
+def test_validation_section_is_optional(tmp_path):
+    data = _ci_dict()
+    del data["validation"]
+    assert load_profile(_write(tmp_path, data)).validation is None
+    with pytest.raises(ValueError, match=r"method: expected one of .*'three_pie'.*got 'dart3'"):
+        load_profile("ci").with_overrides("stem", "dart3", {})

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import math
 
+import abtem  # noqa: F401  required dependency (pyproject): a broken install fails here, never skips
 import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("abtem")
-
-from paperlib.data import crystals  # noqa: E402
-from paperlib.data.crystals import (  # noqa: E402
+from paperlib.data import crystals
+from paperlib.data.crystals import (
     MATERIALS,
     ZONE_AXES,
     STEMDataParams,
@@ -21,7 +20,7 @@ from paperlib.data.crystals import (  # noqa: E402
     stem_dataset,
     unit_cell,
 )
-from paperlib.io import InputValidationError  # noqa: E402
+from paperlib.io import InputValidationError
 
 #: tiny data set: 16 x 16 grid, 2 slices, 2 x 2 scan (an abTEM potential in ~20 ms)
 TINY = dict(gpts=16, sampling=0.25, n_slices=2, slice_thickness=2.0, thickness_min=2.0,
