@@ -96,6 +96,12 @@ ANTIALIAS_TAPER = 0.01
 
 
 # --------------------------------------------------------------------------- constants
+#: SI constants of the CODATA release ase uses (abTEM's, so both agree to the last digit), read from
+#: ase's public CODATA table rather than its private module attributes.
+_CODATA = units.CODATA[units.__codata_version__]
+_C, _H, _E, _ME = (_CODATA[k] for k in ("_c", "_hplanck", "_e", "_me"))
+
+
 def wavelength(energy: float) -> float:
     """Relativistic electron wavelength in Å for an acceleration voltage ``energy`` in keV.
 
@@ -107,9 +113,7 @@ def wavelength(energy: float) -> float:
     """
     energy_ev = float(energy) * 1e3
     return float(
-        units._hplanck * units._c
-        / math.sqrt(energy_ev * (2 * units._me * units._c**2 / units._e + energy_ev))
-        / units._e * 1e10
+        _H * _C / math.sqrt(energy_ev * (2 * _ME * _C**2 / _E + energy_ev)) / _E * 1e10
     )
 
 
@@ -123,9 +127,9 @@ def interaction_constant(energy: float) -> float:
     7.2884
     """
     energy_ev = float(energy) * 1e3
-    mass = (1 + units._e * energy_ev / (units._me * units._c**2)) * units._me  # kg
+    mass = (1 + _E * energy_ev / (_ME * _C**2)) * _ME  # kg
     lam_m = wavelength(energy) * 1e-10
-    sigma_per_v_m = 2 * math.pi * mass * units._e * lam_m / units._hplanck**2  # 1 / (V m)
+    sigma_per_v_m = 2 * math.pi * mass * _E * lam_m / _H**2  # 1 / (V m)
     return float(sigma_per_v_m * 1e-10)
 
 
