@@ -66,6 +66,14 @@ class GuidedSetup:
         V·Å for 4D-STEM potentials); else the prior works in physical units (scale 1).
     init : ``(operator, measurement) -> (D, H, W)`` starting image for methods that start part
         way into the schedule (MRI: the zero-filled image), or ``None``.
+
+    >>> from paperlib.config import load_profile
+    >>> setup = GuidedSetup("stem_diffusion", "stem_prior", scaled=True)
+    >>> ci = load_profile("ci")
+    >>> setup.scale(ci), setup.settings(ci).dart is ci.stem_diffusion.dart, setup.initial(None, None)
+    (250.0, True, None)
+    >>> GuidedSetup("mri_diffusion", "prior").scale(ci)
+    1.0
     """
 
     diffusion: str
