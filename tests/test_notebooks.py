@@ -197,12 +197,27 @@ def test_prior_samples_outputs(ci_outputs):
     levels = {r["noise_level"] for r in rows}
     assert levels == {0.02, 0.05, 0.1, 0.2}
     assert {r["method"] for r in rows} == {"prior", "gaussian_filter"}
-    assert all(r["psnr"] > r["noisy_psnr"] - 10 and r["psnr"] < 80 for r in rows)
+    _check_denoising(rows)
     assert (ci_outputs / "fig_prior_samples.png").stat().st_size > 0
     md = (ci_outputs / "fig_prior_samples.md").read_text()
     assert "checkpoints/mri_ci/prior_group0.safetensors" in md
     stem = tables.read_csv_rows(ci_outputs / "fig_prior_samples_stem_cases.csv")
     assert {r["noise_level"] for r in stem} == {0.05, 0.1, 0.2, 0.4}
     assert {r["method"] for r in stem} == {"prior", "gaussian_filter"}
+    _check_denoising(stem)
     assert (ci_outputs / "fig_prior_samples_stem.png").stat().st_size > 1000
     assert "checkpoints/stem_ci/prior_group0.safetensors" in (ci_outputs / "fig_prior_samples_stem.md").read_text()
+
+
+def _check_denoising(rows) -> None:
+    """The shipped ci prior denoises: every held-out volume at every noise level comes out
+    better than it went in (by >= 1.16 dB MRI, 2.60 dB 4D-STEM in the baseline run), and at the
+    lowest noise level it beats the Gaussian filter tuned on the validation split on every
+    volume (by >= 1.16 dB MRI, 1.93 dB 4D-STEM)."""
+    for r in rows:
+        if r["method"] == "prior":
+            assert r["psnr"] > r["noisy_psnr"] + 0.5, r
+    lowest = min(r["noise_level"] for r in rows)
+    at = {(r["volume"], r["method"]): r["psnr"] for r in rows if r["noise_level"] == lowest}
+    for volume in {v for v, _ in at}:
+        assert at[(volume, "prior")] > at[(volume, "gaussian_filter")] + 0.5, volume
