@@ -30,6 +30,7 @@ import torch
 from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.experiments import mri as mri_exp
+from paperlib.experiments.runner import run_cases
 from paperlib.metrics.image import ssim_slices
 from paperlib.plotting import image_panel, save_figure, use_paper_style
 from paperlib.provenance import provenance
@@ -48,7 +49,7 @@ depth = case.image.shape[0]
 bad = [s for s in cfg.fig3.slices if not 0 <= s < depth]
 if bad:
     raise ValueError(f"fig3.slices: {bad} outside the volume's {depth} slices")
-rows, recons = mri_exp.run_methods(cfg, [case], cfg.fig3.methods, seeds=(0,), keep=True, progress=progress)
+rows, recons = run_cases(cfg, "mri", [case], cfg.fig3.methods, seeds=(0,), keep=True, progress=progress)
 tables.write_cases(rows, out / "fig3_mri_examples_cases.csv")
 
 # %%

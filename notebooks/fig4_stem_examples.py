@@ -33,6 +33,7 @@ import torch
 from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.experiments import stem as stem_exp
+from paperlib.experiments.runner import run_cases
 from paperlib.metrics.stem import align, stem_scores
 from paperlib.plotting import image_panel, save_figure, use_paper_style
 from paperlib.provenance import provenance
@@ -53,8 +54,8 @@ bad = [s for s in slices if not 0 <= s < depth]
 if bad:
     raise ValueError(f"stem_eval.fig4.slices: {bad} outside the crystal's {depth} slices")
 methods = list(cfg.stem_eval.methods)
-rows, recons = stem_exp.run_stem_methods(cfg, [case], methods, seeds=cfg.stem_eval.seeds[:1], keep=True,
-                                         progress=progress)
+rows, recons = run_cases(cfg, "stem", [case], methods, seeds=cfg.stem_eval.seeds[:1], keep=True,
+                         progress=progress)
 tables.write_cases(rows, out / "fig4_stem_examples_cases.csv")
 
 # %%

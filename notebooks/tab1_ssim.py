@@ -15,7 +15,9 @@
 # uniform random mask (fully sampled centre, acceleration from the profile). Each method
 # reconstructs the whole volume (batched over slices); SSIM and PSNR use the ground-truth
 # volume's data range (see `paperlib.metrics.image`). Per-case results go to
-# `figures/tab1_ssim_cases.csv`; the table below is derived from that file only.
+# `figures/tab1_ssim_cases.csv` (columns `ssim_whole`: whole-image SSIM, the paper's convention;
+# `ssim_head`: SSIM inside the head mask; `psnr_volume`: PSNR of the whole volume); the table
+# below is derived from that file only.
 #
 # The rightmost column holds the values *reported in the paper* (BraTS2020, 30 volumes,
 # 155x240x240) for comparison; they are not computed here.
@@ -34,6 +36,7 @@ import torch
 from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.experiments import mri as mri_exp
+from paperlib.experiments.runner import run_cases
 from paperlib.provenance import provenance
 from paperlib.experiments.priors import prior_weights
 from paperlib.reference import METHOD_LABELS, PAPER_TABLE1
@@ -51,8 +54,8 @@ print(f"profile {cfg.name} ({cfg.digest()}): volumes {cfg.mri.shape}, "
 # %%
 cases = mri_exp.mri_cases(cfg, split="test", mask_kind=cfg.mri_physics.table1_mask,
                           n=cfg.tab1.n_volumes, progress=progress)
-rows, _ = mri_exp.run_methods(cfg, cases, cfg.tab1.methods, seeds=cfg.tab1.seeds,
-                              dataset="brain", progress=progress)
+rows, _ = run_cases(cfg, "mri", cases, cfg.tab1.methods, seeds=cfg.tab1.seeds, dataset="brain",
+                    progress=progress)
 tables.write_cases(rows, out / "tab1_ssim_cases.csv")
 
 # %% [markdown]
@@ -72,7 +75,7 @@ notes = [
     f"Baseline weights: {cfg.mri_baselines.tuned_on}",
 ]
 # computed: every pair of methods whose order differs from the paper's
-notes += tables.ordering_notes(summary, PAPER_TABLE1, METHOD_LABELS)
+notes += tables.ordering_notes(summary, PAPER_TABLE1, METHOD_LABELS, column="ssim_whole")
 tables.write_table(out / "tab1_ssim", header, table_rows,
                    title="Table 1: SSIM of multi-slice reconstructions", notes=notes, provenance=prov)
 tables.write_json(out / "tab1_ssim.json", {"provenance": prov, "summary": summary})
@@ -88,14 +91,16 @@ print((out / "tab1_ssim.md").read_text())
 # the mean per-slice SSIM, the SSIM of the phase projection (the paper's Table 1 number, so the
 # paper's column sits beside it), and the per-slice SSIM of the *depth-blind reference* (every
 # slice = projection / D): a method resolves depth only where its per-slice SSIM beats it.
-# Per-case results go to `figures/tab1_ssim_stem_cases.csv`; the table is derived from that file.
+# Per-case results go to `figures/tab1_ssim_stem_cases.csv` (columns `ssim_slice_mean`,
+# `ssim_projected`, `ssim_depth_blind`, `psnr_slice_mean`, `psnr_projected`); the table is
+# derived from that file.
 
 # %%
 from paperlib.experiments import stem as stem_exp
 
 stem_cases = stem_exp.stem_cases(cfg, split="test", n=cfg.stem_eval.n_test, progress=progress)
-stem_rows, _ = stem_exp.run_stem_methods(cfg, stem_cases, cfg.stem_eval.methods, seeds=cfg.stem_eval.seeds,
-                                         dataset="cubic", progress=progress)
+stem_rows, _ = run_cases(cfg, "stem", stem_cases, cfg.stem_eval.methods, seeds=cfg.stem_eval.seeds,
+                         dataset="cubic", progress=progress)
 tables.write_cases(stem_rows, out / "tab1_ssim_stem_cases.csv")
 
 # %%

@@ -43,6 +43,7 @@ from paperlib.config import load_profile
 from paperlib.data.roots import load_roots
 from paperlib.experiments import mri as mri_exp
 from paperlib.experiments import stem as stem_exp
+from paperlib.experiments.runner import run_cases
 from paperlib.provenance import provenance
 from paperlib.experiments.priors import prior_weights
 from paperlib.reference import METHOD_LABELS, PAPER_TABLE2
@@ -62,8 +63,8 @@ roots = load_roots(tuple(cfg.mri.shape), cfg.tab2.n_volumes, seed=cfg.tab2.roots
                    noise_std=cfg.tab2.noise_std, progress=progress)
 cases = mri_exp.cases_from_volumes(cfg, roots.images, roots.head_masks, roots.ids,
                                    mask_kind=cfg.mri_physics.table2_mask, seed=cfg.mri_physics.mask_seed + 3000)
-rows, _ = mri_exp.run_methods(cfg, cases, cfg.tab2.methods, seeds=cfg.tab2.seeds, dataset="roots",
-                              progress=progress)
+rows, _ = run_cases(cfg, "mri", cases, cfg.tab2.methods, seeds=cfg.tab2.seeds, dataset="roots",
+                    progress=progress)
 tables.write_cases(rows, out / "tab2_ood_cases.csv")
 
 # %%
@@ -79,7 +80,7 @@ notes = [
     "Mean ± std over volumes (and seeds, for stochastic methods). Time: wall time per volume on this machine.",
 ]
 # computed: every pair of methods whose order differs from the paper's
-notes += tables.ordering_notes(summary, PAPER_TABLE2, METHOD_LABELS)
+notes += tables.ordering_notes(summary, PAPER_TABLE2, METHOD_LABELS, column="ssim_whole")
 tables.write_table(out / "tab2_ood", header, table_rows,
                    title="Table 2 (MRI): SSIM on out-of-distribution plant-root volumes", notes=notes, provenance=prov)
 tables.write_json(out / "tab2_ood.json", {"provenance": prov, "summary": summary})
@@ -90,8 +91,8 @@ print((out / "tab2_ood.md").read_text())
 
 # %%
 stem_cases = stem_exp.stem_cases(cfg, split="ood", n=cfg.stem_eval.n_ood, progress=progress)
-stem_rows, _ = stem_exp.run_stem_methods(cfg, stem_cases, cfg.stem_eval.methods, seeds=cfg.stem_eval.seeds,
-                                         dataset="hexagonal", progress=progress)
+stem_rows, _ = run_cases(cfg, "stem", stem_cases, cfg.stem_eval.methods, seeds=cfg.stem_eval.seeds,
+                         dataset="hexagonal", progress=progress)
 tables.write_cases(stem_rows, out / "tab2_ood_stem_cases.csv")
 
 # %%

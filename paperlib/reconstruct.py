@@ -18,8 +18,8 @@ MRI (``--modality mri``)
     semi-angle, defocus, scan and detector). Output: the ``(D, H, W)`` potential in V·Å as
     ``.npy``.
 
-Methods are the registered ones (:data:`paperlib.experiments.mri.MRI_METHODS`, and the 4D-STEM
-registry), run with the settings of ``--profile``; ``--prior`` points to another checkpoint
+Methods are the registered ones of the modality (:data:`paperlib.experiments.runner.MODALITIES`:
+``MODALITIES["mri"].methods``, ``MODALITIES["stem"].methods``), run with the settings of ``--profile``; ``--prior`` points to another checkpoint
 folder (e.g. one trained on your own data with ``python -m paperlib train``).
 """
 from __future__ import annotations
@@ -48,6 +48,16 @@ def _to_dhw(array: np.ndarray) -> np.ndarray:
 
 def _from_dhw(volume: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(volume).transpose(2, 1, 0))
+
+
+def registered_method(modality: str, name: str):
+    """The method ``name`` of ``modality``'s registry; ``InputValidationError`` naming the registered ones."""
+    from .experiments.runner import modality_of
+
+    methods = modality_of(modality).methods
+    if name not in methods:
+        raise InputValidationError(f"method: unknown {name!r}; registered: {sorted(methods)}")
+    return methods[name]
 
 
 def load_mask(path: str | Path, image_shape: tuple[int, int, int]) -> torch.Tensor:
@@ -101,8 +111,7 @@ def reconstruct_mri(
     from .experiments import mri as mri_exp
     from .physics.mri import MRIOperator
 
-    if method not in mri_exp.MRI_METHODS:
-        raise InputValidationError(f"method: unknown {method!r}; registered: {sorted(mri_exp.MRI_METHODS)}")
+    run = registered_method("mri", method)
     volume = torch.from_numpy(_to_dhw(image)).float()
     positive = volume[volume > 0]
     if positive.numel() == 0:
@@ -119,7 +128,7 @@ def reconstruct_mri(
     y = op.forward(x)
     if prior is not None:
         profile = profile.model_copy(update={"prior": profile.prior.model_copy(update={"checkpoint": prior})})
-    recon = mri_exp.MRI_METHODS[method].fn(op, y, profile, torch.Generator().manual_seed(seed)).float()
+    recon = run.fn(op, y, profile, torch.Generator().manual_seed(seed)).float()
     info = {"method": method, "seed": seed, "sampled_fraction": op.sampled_fraction, "scale": scale,
             "shape_dhw": list(x.shape)}
     return _from_dhw((recon * scale).numpy()), info
@@ -215,20 +224,18 @@ def _main_mri(args, cfg: Profile) -> int:
 
 def _main_stem(args, cfg: Profile) -> int:
     from .data.crystals import STEMDataParams
-    from .experiments import stem as stem_exp
     if args.data is None or args.acquisition is None:
         raise InputValidationError("--data and --acquisition: a 4D-STEM reconstruction needs both")
     if args.out.suffix != ".npy":
         raise InputValidationError(f"--out: expected a .npy path for the 4D-STEM potential, got {args.out}")
-    if args.method not in stem_exp.STEM_METHODS:
-        raise InputValidationError(f"method: unknown {args.method!r}; registered: {sorted(stem_exp.STEM_METHODS)}")
+    run = registered_method("stem", args.method)
     params = STEMDataParams.model_validate(_load_acquisition(args.acquisition))
     intensities = torch.from_numpy(np.asarray(_load_intensities(args.data, args.dataset), dtype=np.float32))
     op = params.operator()
     op.bright_field(intensities)  # validates shape, sign and finiteness with a clear message
     if args.prior is not None:
         cfg = cfg.model_copy(update={"stem_prior": cfg.stem_prior.model_copy(update={"checkpoint": args.prior})})
-    recon = stem_exp.STEM_METHODS[args.method].fn(op, intensities, cfg, torch.Generator().manual_seed(args.seed))
+    recon = run.fn(op, intensities, cfg, torch.Generator().manual_seed(args.seed))
     with atomic_path(args.out) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, recon.detach().float().numpy())

@@ -30,17 +30,51 @@ def ci_outputs(tmp_path_factory):
     return out
 
 
+def _by_case(rows) -> dict:
+    """``{case: {method: row}}`` of the first seed's rows."""
+    out: dict = {}
+    for r in rows:
+        if float(r["seed"]) == 0:
+            out.setdefault(r["case"], {})[r["method"]] = r
+    return out
+
+
+def _mean(rows, method: str, column: str) -> float:
+    values = [float(r[column]) for r in rows if r["method"] == method]
+    assert values, f"no {method} rows"
+    return sum(values) / len(values)
+
+
+def _check_mri_rows(rows, profile, cases) -> None:
+    """The MRI rows of a notebook: the zero-filled row re-scored independently of the runner,
+    and the regularised baselines better than the zero-filled image on every case and score."""
+    from paperlib.metrics.image import volume_scores
+    from paperlib.recon.mri_baselines import zero_filled
+
+    by_case = _by_case(rows)
+    assert sorted(by_case) == sorted(c.case_id for c in cases)
+    for case in cases:
+        got = by_case[case.case_id]
+        s = volume_scores(zero_filled(case.operator, case.kspace), case.image, head_mask=case.head_mask)
+        for column, key in (("ssim_whole", "ssim"), ("ssim_head", "ssim_head"), ("psnr_volume", "psnr")):
+            assert float(got["zero_filled"][column]) == pytest.approx(s[key], rel=1e-5), column
+            for method in ("cs_mri", "tv"):
+                assert float(got[method][column]) > float(got["zero_filled"][column]), (case.case_id, method, column)
+    for r in rows:
+        assert float(r["wall_time_s"]) > 0 and float(r["peak_rss_bytes"]) > 0
+        assert 0.0 < float(r["ssim_whole"]) < 1.0 and 0.0 < float(r["ssim_head"]) < 1.0, r
+
+
 @pytest.mark.notebook
 def test_tab1_outputs(ci_outputs):
+    from paperlib.config import load_profile
+    from paperlib.experiments.mri import mri_cases
+
     rows = tables.read_cases(ci_outputs / "tab1_ssim_cases.csv")
     methods = {r["method"] for r in rows}
     assert {"dart", "drift", "projection", "zero_filled", "cs_mri", "tv"} <= methods
-    for r in rows:
-        assert 0.0 < r["ssim"] <= 1.0 and r["wall_time_s"] > 0 and r["peak_rss_bytes"] > 0
-    summary = {s["method"]: s for s in tables.summarise(rows)}
-    # the regularised reconstructions must improve on the zero-filled image
-    assert summary["tv"]["ssim_mean"] > summary["zero_filled"]["ssim_mean"]
-    assert summary["cs_mri"]["ssim_mean"] > summary["zero_filled"]["ssim_mean"]
+    cfg = load_profile("ci")
+    _check_mri_rows(rows, cfg, mri_cases(cfg, split="test", n=cfg.tab1.n_volumes))
     md = (ci_outputs / "tab1_ssim.md").read_text()
     assert "SSIM reported in paper" in md and "0.803 ± 0.024" in md
     prov = json.loads((ci_outputs / "tab1_ssim.json").read_text())["provenance"]
@@ -51,16 +85,41 @@ def test_tab1_outputs(ci_outputs):
 def test_fig3_outputs(ci_outputs):
     for ext in ("png", "pdf"):
         assert (ci_outputs / f"fig3_mri_examples.{ext}").stat().st_size > 1000
-    assert (ci_outputs / "fig3_mri_examples_cases.csv").is_file()
+    rows = tables.read_cases(ci_outputs / "fig3_mri_examples_cases.csv")
+    _check_same_as_table(rows, tables.read_cases(ci_outputs / "tab1_ssim_cases.csv"), "ssim_whole")
+
+
+@pytest.mark.notebook
+@pytest.mark.xfail(strict=True, reason="ci profile: DART (4 steps from t = 0.5 with the 0.2 MB ci prior) reaches "
+                   "whole-image SSIM 0.284 against the zero-filled image's 0.645 (baseline run of the ci "
+                   "notebooks); needs ci settings or a ci prior under which DART works, as on the default "
+                   "profile (0.971 vs 0.627)")
+def test_dart_beats_zero_filled_on_ci(ci_outputs):
+    rows = tables.read_cases(ci_outputs / "tab1_ssim_cases.csv")
+    assert _mean(rows, "dart", "ssim_whole") > _mean(rows, "zero_filled", "ssim_whole")
+
+
+def _check_stem_rows(rows) -> None:
+    """The 4D-STEM rows of a notebook: the depth-blind reference is a property of the crystal,
+    the per-slice column is the mean of the stored per-slice SSIMs, and the physics baselines
+    recover the phase projection (SSIM >= 0.857 on every ci crystal in the baseline run)."""
+    for case, got in _by_case(rows).items():
+        assert set(got) == {"dart", "drift", "three_pie", "three_pie_thickness", "torchslice", "sparse"}, case
+        assert len({float(r["ssim_depth_blind"]) for r in got.values()}) == 1, case
+        for method in ("three_pie", "three_pie_thickness", "sparse"):
+            assert float(got[method]["ssim_projected"]) > 0.8, (case, method)
+    for r in rows:
+        assert r["modality"] == "stem" and float(r["wall_time_s"]) > 0 and r["material"] in r["case"]
+        slices = [float(v) for v in r["ssim_slices"].split(";")]
+        assert abs(sum(slices) / len(slices) - float(r["ssim_slice_mean"])) < 1e-4, r
+        assert "ssim_head" not in r and "ssim" not in r and "psnr" not in r
 
 
 @pytest.mark.notebook
 def test_tab1_stem_outputs(ci_outputs):
     rows = tables.read_cases(ci_outputs / "tab1_ssim_stem_cases.csv")
-    assert {r["method"] for r in rows} == {"dart", "drift", "three_pie", "three_pie_thickness", "torchslice", "sparse"}
-    for r in rows:
-        assert r["modality"] == "stem" and 0.0 < r["ssim_projected"] <= 1.0 and 0.0 < r["ssim_depth_blind"] < 1.0
-        assert -1.0 <= r["ssim"] <= 1.0 and r["wall_time_s"] > 0
+    assert {r["dataset"] for r in rows} == {"cubic"}
+    _check_stem_rows(rows)
     md = (ci_outputs / "tab1_ssim_stem.md").read_text()
     assert "SSIM projection reported in paper" in md and "0.887 ± 0.243" in md and "Depth-blind" in md
     assert (ci_outputs / "tab1_ssim_stem.csv").is_file()
@@ -72,20 +131,37 @@ def test_fig4_outputs(ci_outputs):
         assert (ci_outputs / f"fig4_stem_examples.{ext}").stat().st_size > 1000
     rows = tables.read_cases(ci_outputs / "fig4_stem_examples_cases.csv")
     assert len({r["case"] for r in rows}) == 1
-    assert {r["method"] for r in rows} == {"dart", "drift", "three_pie", "three_pie_thickness", "torchslice", "sparse"}
+    _check_stem_rows(rows)
+    _check_same_as_table(rows, tables.read_cases(ci_outputs / "tab1_ssim_stem_cases.csv"), "ssim_slice_mean")
+
+
+def _check_same_as_table(figure_rows, table_rows, column: str) -> None:
+    """A figure's case is reconstructed as in the table: same methods, seed and scores."""
+    key = {(r["case"], r["seed"]) for r in figure_rows}
+    assert len(key) == 1
+    table = [r for r in table_rows if (r["case"], r["seed"]) in key]
+    assert [(r["method"], r[column]) for r in figure_rows] == [(r["method"], r[column]) for r in table]
 
 
 @pytest.mark.notebook
 def test_tab2_outputs(ci_outputs):
+    from paperlib.config import load_profile
+    from paperlib.data.roots import load_roots
+    from paperlib.experiments.mri import cases_from_volumes
+
     rows = tables.read_cases(ci_outputs / "tab2_ood_cases.csv")
     assert {r["dataset"] for r in rows} == {"roots"}
     assert {"dart", "drift", "projection", "zero_filled", "cs_mri", "tv"} <= {r["method"] for r in rows}
-    for r in rows:
-        assert 0.0 < r["ssim"] <= 1.0 and r["wall_time_s"] > 0
+    cfg = load_profile("ci")
+    roots = load_roots(tuple(cfg.mri.shape), cfg.tab2.n_volumes, seed=cfg.tab2.roots_seed, noise_std=cfg.tab2.noise_std)
+    _check_mri_rows(rows, cfg, cases_from_volumes(cfg, roots.images, roots.head_masks, roots.ids,
+                                                  mask_kind=cfg.mri_physics.table2_mask,
+                                                  seed=cfg.mri_physics.mask_seed + 3000))
     md = (ci_outputs / "tab2_ood.md").read_text()
     assert "SSIM in pot (ours)" in md and "0.813 ± 0.130" in md  # the paper's DART value, labelled
     stem = tables.read_cases(ci_outputs / "tab2_ood_stem_cases.csv")
-    assert {r["dataset"] for r in stem} == {"hexagonal"} and all("WSe2" in r["case"] for r in stem)
+    assert {r["dataset"] for r in stem} == {"hexagonal"} and all(r["material"] == "WSe2" for r in stem)
+    _check_stem_rows(stem)
     assert "0.981 ± 0.010" in (ci_outputs / "tab2_ood_stem.md").read_text()
 
 
@@ -121,12 +197,27 @@ def test_prior_samples_outputs(ci_outputs):
     levels = {r["noise_level"] for r in rows}
     assert levels == {0.02, 0.05, 0.1, 0.2}
     assert {r["method"] for r in rows} == {"prior", "gaussian_filter"}
-    assert all(r["psnr"] > r["noisy_psnr"] - 10 and r["psnr"] < 80 for r in rows)
+    _check_denoising(rows)
     assert (ci_outputs / "fig_prior_samples.png").stat().st_size > 0
     md = (ci_outputs / "fig_prior_samples.md").read_text()
     assert "checkpoints/mri_ci/prior_group0.safetensors" in md
     stem = tables.read_csv_rows(ci_outputs / "fig_prior_samples_stem_cases.csv")
     assert {r["noise_level"] for r in stem} == {0.05, 0.1, 0.2, 0.4}
     assert {r["method"] for r in stem} == {"prior", "gaussian_filter"}
+    _check_denoising(stem)
     assert (ci_outputs / "fig_prior_samples_stem.png").stat().st_size > 1000
     assert "checkpoints/stem_ci/prior_group0.safetensors" in (ci_outputs / "fig_prior_samples_stem.md").read_text()
+
+
+def _check_denoising(rows) -> None:
+    """The shipped ci prior denoises: every held-out volume at every noise level comes out
+    better than it went in (by >= 1.16 dB MRI, 2.60 dB 4D-STEM in the baseline run), and at the
+    lowest noise level it beats the Gaussian filter tuned on the validation split on every
+    volume (by >= 1.16 dB MRI, 1.93 dB 4D-STEM)."""
+    for r in rows:
+        if r["method"] == "prior":
+            assert r["psnr"] > r["noisy_psnr"] + 0.5, r
+    lowest = min(r["noise_level"] for r in rows)
+    at = {(r["volume"], r["method"]): r["psnr"] for r in rows if r["noise_level"] == lowest}
+    for volume in {v for v, _ in at}:
+        assert at[(volume, "prior")] > at[(volume, "gaussian_filter")] + 0.5, volume

@@ -2,8 +2,6 @@
 rows, the per-case CSV -> table round trip, and the prior's training data (ci profile)."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import yaml
@@ -11,7 +9,9 @@ import yaml
 from paperlib import paths, tables
 from paperlib.config import ConfigError, load_profile
 from paperlib.data.crystals import STEMDataParams
+from paperlib.metrics.stem import stem_scores
 from paperlib.experiments import stem as stem_exp
+from paperlib.experiments.runner import MODALITIES, run_cases
 from paperlib.recon.stem_baselines import sparse_decomposition, three_pie, torchslice
 from paperlib.reference import METHOD_LABELS, PAPER_TABLE1
 
@@ -88,7 +88,7 @@ def test_stem_cases_on_ci(ci, one_thread):
         stem_exp.stem_cases(ci, "tset")
 
 
-def test_run_stem_methods_rows_and_table(ci, one_thread, tmp_path):
+def test_run_cases_stem_rows_and_table(ci, one_thread, tmp_path):
     fast = ci.stem_baselines.model_copy(update={
         "three_pie": ci.stem_baselines.three_pie.model_copy(update={"n_iter": 1}),
         "torchslice": ci.stem_baselines.torchslice.model_copy(update={"n_iter": 2}),
@@ -104,27 +104,35 @@ def test_run_stem_methods_rows_and_table(ci, one_thread, tmp_path):
         return case.potential + torch.randn(case.potential.shape, generator=generator)
 
     try:
-        rows, recons = stem_exp.run_stem_methods(
-            cfg, [case], ["three_pie", "torchslice", "sparse", "_test_noisy_truth"], seeds=(0, 1),
+        rows, recons = run_cases(
+            cfg, "stem", [case], ["three_pie", "torchslice", "sparse", "_test_noisy_truth"], seeds=(0, 1),
             keep=True, progress=False)
     finally:
         del stem_exp.STEM_METHODS["_test_noisy_truth"]
     assert [r["method"] for r in rows] == ["three_pie", "torchslice", "sparse", "_test_noisy_truth",
                                            "_test_noisy_truth"]
     assert calls == [0, 1]  # stochastic methods once per seed, deterministic ones once
+    scores = {}
     for r in rows:
-        assert set(tables.CASE_COLUMNS) <= set(r)
-        assert r["modality"] == "stem" and r["dataset"] == "cubic" and math.isnan(r["ssim_head"])
-        for key in ("ssim", "ssim_projected", "ssim_depth_blind"):
-            assert -1.0 <= r[key] <= 1.0
+        assert tuple(r) == MODALITIES["stem"].row_columns()  # no ssim_head: that is an MRI column
+        assert r["modality"] == "stem" and r["dataset"] == "cubic"
+        assert (r["material"], r["zone_axis"]) == (case.material, case.zone_axis)
         assert r["wall_time_s"] > 0 and r["peak_rss_bytes"] > 0
-        assert len(r["ssim_slices"].split(";")) == ci.stem.n_slices
-        assert recons[(case.case_id, r["method"], r["seed"])].shape == case.potential.shape
+        recon = recons[(case.case_id, r["method"], r["seed"])]
+        assert recon.shape == case.potential.shape
+        # every column is the score its name says, of this reconstruction
+        s = scores[(r["method"], r["seed"])] = stem_scores(recon, case.potential)
+        assert (r["ssim_slice_mean"], r["psnr_slice_mean"]) == (s["ssim_slices_mean"], s["psnr_slices_mean"])
+        assert (r["ssim_projected"], r["psnr_projected"]) == (s["ssim_projection"], s["psnr_projection"])
+        slices = [float(v) for v in r["ssim_slices"].split(";")]
+        assert len(slices) == ci.stem.n_slices and abs(sum(slices) / len(slices) - r["ssim_slice_mean"]) < 1e-4
     assert len({r["ssim_depth_blind"] for r in rows}) == 1  # a property of the case, not the method
     noisy = [r for r in rows if r["method"] == "_test_noisy_truth"]
-    assert all(r["ssim"] > 0.9 for r in noisy)  # truth + 1 V*Angstrom noise
-    with pytest.raises(ValueError, match="unknown"):
-        stem_exp.run_stem_methods(cfg, [case], ["epie"], progress=False)
+    # truth + 1 V*Angstrom noise: well above the depth-blind reference per slice, projection near exact
+    assert all(r["ssim_slice_mean"] > 0.9 > r["ssim_depth_blind"] and r["ssim_projected"] > 0.95 for r in noisy)
+    assert noisy[0]["ssim_slice_mean"] != noisy[1]["ssim_slice_mean"]  # two seeds, two noise draws
+    with pytest.raises(ValueError, match=r"methods: unknown 4D-STEM methods \['epie'\]"):
+        run_cases(cfg, "stem", [case], ["epie"], progress=False)
 
     path = tables.write_cases(rows[:3], tmp_path / "stem_cases.csv")
     summary = tables.summarise(tables.read_cases(path))

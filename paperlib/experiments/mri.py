@@ -1,4 +1,5 @@
-"""MRI experiments: test cases, the method registry, and per-case scoring.
+"""MRI experiments: test cases and the method registry (run and scored by
+:func:`paperlib.experiments.runner.run_cases`).
 
 A *case* is one test volume with its own per-slice undersampling masks (seeded), the
 operator ``y_s = M_s F x_s`` (paper Eq. 3) and the measured k-space. A *method* is any
@@ -8,26 +9,18 @@ themselves the same way, so they join Table 1 and Figure 3 as further rows, not 
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from ..config import Profile
 from ..data.brain import load_split
-from ..measure import measure
-from ..metrics.image import volume_scores
 from ..physics.mri import MRIOperator, make_mask
 from ..recon import mri_baselines
-from ..recon.dart import dart
-from ..recon.drift import drift
 from ..recon.projection import projection_sampling
-from .priors import guided_prior
+from .priors import GuidedSetup, register_guided
 from .registry import Registry
-
-logger = logging.getLogger(__name__)
 
 #: The MRI reconstructions under their table names (``(operator, kspace, profile, generator) -> image``).
 MRI_METHODS = Registry("MRI")
@@ -52,29 +45,19 @@ def _tv(op, y, profile, generator):
     return mri_baselines.total_variation(op, y, weight=b.tv_weight, iters=b.tv_iters)
 
 
-@register_mri_method("dart", stochastic=True)
-def _dart(op, y, profile, generator):
-    d = profile.mri_diffusion
-    return dart(guided_prior(d, profile.prior.checkpoint), op, y, generator=generator,
-                num_steps=d.dart.steps, start=d.dart.start, init=op.zero_filled(y).real,
-                physics_steps=d.dart.physics_steps, step_kwargs=d.dart.step_kwargs())
-
-
-@register_mri_method("drift", stochastic=True)
-def _drift(op, y, profile, generator):
-    d = profile.mri_diffusion
-    return drift(guided_prior(d, profile.prior.checkpoint), op, y, generator=generator,
-                 n_candidates=d.drift.candidates, num_steps=d.drift.steps,
-                 physics_steps=d.drift.physics_steps, step_kwargs=d.drift.step_kwargs()).volume
+#: Where the MRI DART / DRIFT / projection settings live: ``mri_diffusion``, the prior of
+#: ``prior.checkpoint`` in [0, 1] image units, started from the zero-filled image.
+MRI_GUIDED = GuidedSetup("mri_diffusion", "prior", init=lambda op, y: op.zero_filled(y).real)
+register_guided(MRI_METHODS, MRI_GUIDED)
 
 
 @register_mri_method("projection", stochastic=True)
 def _projection(op, y, profile, generator):
-    d = profile.mri_diffusion
-    if d.projection is None:
+    p = profile.mri_diffusion.projection
+    if p is None:
         raise ValueError(f"profile {profile.name}: mri_diffusion.projection is not configured")
-    return projection_sampling(guided_prior(d, profile.prior.checkpoint), op, y, generator=generator,
-                               num_steps=d.projection.steps, start=d.projection.start, init=op.zero_filled(y).real)
+    return projection_sampling(MRI_GUIDED.load(profile), op, y, generator=generator,
+                               num_steps=p.steps, start=p.start, init=MRI_GUIDED.initial(op, y))
 
 
 @dataclass(frozen=True)
@@ -86,6 +69,10 @@ class MRICase:
     head_mask: torch.Tensor  # (D, H, W) bool
     operator: MRIOperator
     kspace: torch.Tensor  # (D, H, W) complex64, zero where not sampled
+
+    #: :class:`~paperlib.experiments.runner.Case`'s names: the ground truth and what the methods get
+    truth = property(lambda self: self.image)
+    measurement = property(lambda self: self.kspace)
 
 
 def slice_masks(
@@ -144,36 +131,3 @@ def cases_from_volumes(
         cases.append(MRICase(case_id, image, inside, op, op.forward(image)))
     return cases
 
-
-def run_methods(
-    profile: Profile,
-    cases: Sequence[MRICase],
-    methods: Sequence[str],
-    *,
-    seeds: Sequence[int] = (0,),
-    dataset: str = "brain",
-    keep: bool = False,
-    progress: bool = True,
-) -> tuple[list[dict], dict]:
-    """Reconstruct every case with every method (and seed, for stochastic methods) and score it.
-
-    Returns
-    -------
-    rows : per-case dicts with the columns of :data:`paperlib.tables.CASE_COLUMNS`.
-    recons : ``{(case_id, method, seed): (D, H, W) tensor}`` when ``keep`` else ``{}``.
-    """
-    jobs = MRI_METHODS.jobs(cases, methods, seeds)
-    rows, recons = [], {}
-    for case, method, seed in tqdm(jobs, desc="MRI reconstructions", disable=not progress):
-        gen = torch.Generator().manual_seed(seed)
-        m = measure(lambda: method.fn(case.operator, case.kspace, profile, gen))
-        recon = m.result.float()
-        scores = volume_scores(recon, case.image, head_mask=case.head_mask)
-        rows.append({
-            "modality": "mri", "dataset": dataset, "case": case.case_id, "method": method.name,
-            "seed": seed, **scores, "wall_time_s": m.wall_time_s, "peak_rss_bytes": m.peak_rss_bytes,
-        })
-        logger.info("%s %s seed %d: SSIM %.4f", case.case_id, method.name, seed, scores["ssim"])
-        if keep:
-            recons[(case.case_id, method.name, seed)] = recon
-    return rows, recons

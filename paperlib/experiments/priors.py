@@ -1,15 +1,22 @@
 """The shipped priors as the experiments use them: loaded (sha256-verified) once per process,
-with the sampler settings of a profile's ``*_diffusion`` section."""
+with the sampler settings of a profile's ``*_diffusion`` section, and DART / DRIFT registered for
+a modality from where its settings live (:class:`GuidedSetup`, :func:`register_guided`)."""
 from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
-from ..config import DiffusionReconConfig
+from torch import Tensor
+
+from ..config import DiffusionReconConfig, Profile
 from ..diffusion.checkpoints import load_partitioned_prior
 from ..diffusion.partition import PartitionedPrior
 from ..paths import repo_root
+from ..recon.dart import dart
+from ..recon.drift import drift
 
 
 @functools.lru_cache(maxsize=4)
@@ -45,3 +52,74 @@ def prior_weights(*checkpoints: str) -> list[Path]:
     """The weight files (``prior_group*.safetensors``) of the prior folders ``checkpoints``
     (relative to the repository), for :func:`paperlib.provenance.provenance` to hash."""
     return [w for c in checkpoints for w in sorted(_resolve(c).glob("prior_group*.safetensors"))]
+
+
+@dataclass(frozen=True)
+class GuidedSetup:
+    """Where one modality's DART / DRIFT / projection settings live in a profile.
+
+    Attributes
+    ----------
+    diffusion : the profile section of the guided methods (``"mri_diffusion"``, ``"stem_diffusion"``).
+    prior : the profile section naming the prior's ``checkpoint`` (``"prior"``, ``"stem_prior"``).
+    scaled : whether that section has a ``data_scale`` (physical units per prior unit, e.g.
+        V·Å for 4D-STEM potentials); else the prior works in physical units (scale 1).
+    init : ``(operator, measurement) -> (D, H, W)`` starting image for methods that start part
+        way into the schedule (MRI: the zero-filled image), or ``None``.
+
+    >>> from paperlib.config import load_profile
+    >>> setup = GuidedSetup("stem_diffusion", "stem_prior", scaled=True)
+    >>> ci = load_profile("ci")
+    >>> setup.scale(ci), setup.settings(ci).dart is ci.stem_diffusion.dart, setup.initial(None, None)
+    (250.0, True, None)
+    >>> GuidedSetup("mri_diffusion", "prior").scale(ci)
+    1.0
+    """
+
+    diffusion: str
+    prior: str
+    scaled: bool = False
+    init: Callable[[Any, Tensor], Tensor] | None = None
+
+    def settings(self, profile: Profile) -> DiffusionReconConfig:
+        """The profile's section of the guided methods."""
+        return getattr(profile, self.diffusion)
+
+    def scale(self, profile: Profile) -> float:
+        """Physical units per prior unit."""
+        return float(getattr(profile, self.prior).data_scale) if self.scaled else 1.0
+
+    def load(self, profile: Profile) -> PartitionedPrior:
+        """The profile's prior with its sampler (the scale checked against the manifests when scaled)."""
+        section = getattr(profile, self.prior)
+        return guided_prior(self.settings(profile), section.checkpoint,
+                            data_scale=section.data_scale if self.scaled else None)
+
+    def initial(self, operator, y: Tensor) -> Tensor | None:
+        """The starting image of ``y``, or ``None`` where the modality has none."""
+        return None if self.init is None else self.init(operator, y)
+
+
+def register_guided(registry, setup: GuidedSetup) -> None:
+    """Register DART and DRIFT (stochastic) in ``registry`` with the settings ``setup`` points to.
+
+    DART (paper Sec. 3): ``steps`` diffusion steps from ``start`` with ``physics_steps`` physics
+    steps (Eq. 4 / Eq. 5) after each. DRIFT: ``candidates`` prior samples, selected per slice
+    group against the measurement image, then ``physics_steps`` physics steps; ``translate`` and
+    ``vacuum_threshold`` as configured.
+    """
+
+    @registry.register("dart", stochastic=True)
+    def _dart(operator, y, profile, generator):
+        d = setup.settings(profile).dart
+        return dart(setup.load(profile), operator, y, generator=generator, num_steps=d.steps, start=d.start,
+                    init=setup.initial(operator, y), physics_steps=d.physics_steps,
+                    step_kwargs=d.step_kwargs(), scale=setup.scale(profile))
+
+    @registry.register("drift", stochastic=True)
+    def _drift(operator, y, profile, generator):
+        d = setup.settings(profile).drift
+        return drift(setup.load(profile), operator, y, generator=generator, n_candidates=d.candidates,
+                     num_steps=d.steps, physics_steps=d.physics_steps, step_kwargs=d.step_kwargs(),
+                     scale=setup.scale(profile), translate=d.translate,
+                     vacuum_threshold=d.vacuum_threshold).volume
