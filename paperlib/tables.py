@@ -24,7 +24,9 @@ Statistics of a group (one modality, dataset and method), :func:`summarise`
   drawn case together, since runs of one case are not independent), the mean of the drawn rows
   each time, and the 2.5th and 97.5th percentiles (numpy's default linear interpolation) of
   those means. Resamples come from ``numpy.random.default_rng(0)``, fresh for every group, the
-  same draws for every column of a group. NaN when the group has fewer than 2 cases.
+  same draws for every column of a group. NaN when the group has fewer than 2 cases. With few
+  cases a percentile interval is too narrow (with 2 cases it is the range of their two means);
+  read it together with ``n``.
 * A non-finite value (NaN, inf, empty cell) or a column that some rows of a group lack is an
   error naming the column, the group and the count: a missing score is never averaged away.
   Columns that no row of the group has are skipped (e.g. STEM columns in MRI rows).
@@ -101,13 +103,18 @@ def _fmt(value):
     return value
 
 
-def read_cases(path: str | os.PathLike) -> list[dict]:
-    """Read a cases CSV back; numeric columns become floats (empty/NaN -> ``nan``)."""
+def _read_rows(path: str | os.PathLike, what: str) -> list[dict]:
+    """The rows of a CSV file as dicts of strings; a missing file is an error naming ``what``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no cases file; run the notebook that writes it first")
+        raise FileNotFoundError(f"{path}: no {what}; run the notebook that writes it first")
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+        return list(csv.DictReader(f))
+
+
+def read_cases(path: str | os.PathLike) -> list[dict]:
+    """Read a cases CSV back; numeric columns become floats (empty/NaN -> ``nan``)."""
+    rows = _read_rows(path, "cases file")
     for row in rows:
         for key in NUMERIC:
             if key in row:
@@ -143,11 +150,7 @@ def _parse(value: str):
 
 def read_csv_rows(path: str | os.PathLike) -> list[dict]:
     """Read :func:`write_csv_rows` output back: numbers as floats, empty cells as ``None``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such results file; run the notebook that writes it first")
-    with open(path, newline="") as f:
-        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return [{k: _parse(v) for k, v in row.items()} for row in _read_rows(path, "such results file")]
 
 
 def _finite_values(members: Sequence[Mapping], col: str, group: Mapping) -> np.ndarray | None:
@@ -393,6 +396,11 @@ def stem_table_rows(
     return header, rows
 
 
+def _short(label: str) -> str:
+    """A row label without its parenthesis: "TV (ours: ... after Block 2007)" -> "TV"."""
+    return label.split(" (")[0]
+
+
 def _interval(summary: Mapping, column: str) -> tuple[float, float]:
     return summary.get(f"{column}_ci_low", math.nan), summary.get(f"{column}_ci_high", math.nan)
 
@@ -409,7 +417,7 @@ def ordering_notes(
 
     Every pair of methods of one modality that both the paper and ``summary`` report is compared
     by ``<column>_mean`` (ours) and the paper's mean; a pair whose order flips is listed with both
-    sets of numbers, and with a remark when our two 95 % intervals overlap (the flip is then
+    sets of numbers (methods named by their labels up to the first parenthesis), and with a remark when our two 95 % intervals overlap (the flip is then
     within what the test cases resolve). Pairs tied in the paper are skipped. With no flip, one
     sentence says that the ordering agrees. Use ``column="ssim_projected"`` for 4D-STEM, whose
     paper values are SSIMs of the phase projection.
@@ -440,7 +448,7 @@ def ordering_notes(
                 if (ours[a] - ours[b]) * (pa - pb) < 0:
                     flips += 1
                     hi, lo = (a, b) if ours[a] > ours[b] else (b, a)
-                    la, lb = labels.get(hi, hi), labels.get(lo, lo)
+                    la, lb = _short(labels.get(hi, hi)), _short(labels.get(lo, lo))
                     note = (f"Ordering differs from the paper ({what}, {modality.upper()}): {la} "
                             f"{ours[hi]:.3f} > {lb} {ours[lo]:.3f} here; the paper has {la} "
                             f"{reference[(modality, hi)][0]:.3f} < {lb} {reference[(modality, lo)][0]:.3f}.")
@@ -461,7 +469,7 @@ def depth_notes(summary: Sequence[Mapping], labels: Mapping[str, str]) -> list[s
 
     >>> s = [{"method": "a", "ssim_slice_mean_mean": 0.6, "ssim_depth_blind_mean": 0.5},
     ...      {"method": "b", "ssim_slice_mean_mean": 0.4, "ssim_depth_blind_mean": 0.5}]
-    >>> depth_notes(s, {"a": "A"})
+    >>> depth_notes(s, {"a": "A (ours: after X 2020)"})
     ['Per-slice SSIM above the depth-blind reference (0.500): A 0.600. Not above it: b 0.400.']
     """
     blind = [float(s["ssim_depth_blind_mean"]) for s in summary]
@@ -472,7 +480,7 @@ def depth_notes(summary: Sequence[Mapping], labels: Mapping[str, str]) -> list[s
     below = [s for s in summary if float(s["ssim_slice_mean_mean"]) <= ref]
 
     def fmt(group):
-        return ", ".join(f"{labels.get(s['method'], s['method'])} {float(s['ssim_slice_mean_mean']):.3f}"
+        return ", ".join(f"{_short(labels.get(s['method'], s['method']))} {float(s['ssim_slice_mean_mean']):.3f}"
                          for s in group)
 
     return [f"Per-slice SSIM above the depth-blind reference ({ref:.3f}): {fmt(above) or 'none'}."

@@ -91,12 +91,13 @@ def test_whole_image_and_masked_ssim_equal_skimage_on_reflect_padded_images(name
     assert volume_scores(pred, target)["ssim"] == pytest.approx(float(whole.mean()), abs=1e-7)
 
 
-@pytest.mark.parametrize("size", [(16, 16), (12, 10), (8, 9), (5, 7)])
-def test_small_images_use_a_smaller_window_like_skimage(size):
+@pytest.mark.parametrize("size, window", [((16, 16), 11), ((12, 10), 9), ((8, 9), 7), ((5, 7), 5)])
+def test_small_images_use_a_smaller_window_like_skimage(size, window):
+    """The largest odd window up to 11 px that fits, sigma 1.5 * window / 11."""
     g = torch.Generator().manual_seed(3)
     target = torch.rand(2, *size, generator=g)
     pred = target + 0.3 * torch.rand(2, *size, generator=g)
-    window = ssim_window(*size)
+    assert ssim_window(*size) == window
     half = (window - 1) // 2
     ours = ssim_images(pred, target)
     for d in range(2):
