@@ -17,12 +17,13 @@ Conventions (fixed here, used by every table and by DRIFT's candidate selection)
   computed by torchmetrics on the image padded by reflection (``d c b | a b c d``), so the map
   has one value per pixel, border pixels included. Images smaller than 11 px take the largest
   odd window that fits (at least 3) with sigma scaled alike, ``1.5 * window / 11``.
-* **Whole-image SSIM** (``region="image"``, the paper's) is the mean of the map over every
-  pixel. (scikit-image's ``structural_similarity`` averages only the pixels at least 5 px from
-  the border; tests/test_metrics_reference.py checks both against it.)
-* **Head SSIM** averages the same map only over the pixels inside a mask (the head). The
-  whole-image score is dominated by the empty background, which any method gets nearly right,
-  so the head score separates methods better; both are reported.
+* **Whole-image SSIM** (the paper's; :func:`ssim_images`, :func:`ssim_slices` without a mask)
+  is the mean of the map over every pixel. (scikit-image's ``structural_similarity`` averages
+  only the pixels at least 5 px from the border; tests/test_metrics_reference.py checks both
+  conventions against it.)
+* **Head SSIM** (:func:`ssim_slices` with a mask) averages the same map only over the pixels
+  inside a mask (the head). The whole-image score is dominated by the empty background, which
+  any method gets nearly right, so the head score separates methods better; both are reported.
 * **PSNR** ``= 10 log10(L^2 / MSE)`` dB with the same ``L``; the MSE is computed in float64.
   :func:`volume_scores` reports the PSNR of the **whole volume** (MSE over all voxels), not a
   mean of per-slice PSNRs: near-empty slices at the top and bottom of a head have tiny MSE and
