@@ -317,9 +317,29 @@ def write_table(
     return [md_path, csv_path]
 
 
+def _strict_json(value):
+    """``value`` with every non-finite float (a group's NaN std or interval) as ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
 def write_json(path: str | os.PathLike, data: Mapping) -> Path:
-    """Write ``data`` as indented, key-sorted JSON atomically."""
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
+    """Write ``data`` as indented, key-sorted, strict JSON atomically: NaN and inf become
+    ``null`` (JSON has no NaN); numpy and torch scalars become floats.
+
+    >>> import tempfile, pathlib
+    >>> p = write_json(pathlib.Path(tempfile.mkdtemp()) / "s.json", {"std": math.nan, "n": [1, 2.5]})
+    >>> json.loads(p.read_text())
+    {'n': [1, 2.5], 'std': None}
+    """
+    text = json.dumps(_strict_json(data), indent=2, sort_keys=True, allow_nan=False,
+                      default=lambda v: _strict_json(float(v)))
+    return atomic_write_text(path, text + "\n")
 
 
 def ssim_table_rows(
