@@ -4,8 +4,35 @@ Every notebook first writes its raw per-case results (one row per volume x metho
 ``figures/<name>_cases.csv``; the table is then *derived from that file* by :func:`summarise`,
 so every number in a table can be traced to the rows (and the notebook) that made it.
 
-Standard deviations are population standard deviations (``ddof=0``) over all rows of a group,
-i.e. over test cases and seeds together.
+Columns of the per-case rows
+----------------------------
+Every row: :data:`CASE_COLUMNS` (``modality``, ``dataset``, ``case``, ``method``, ``seed``,
+``wall_time_s``, ``peak_rss_bytes``). The scores depend on the modality
+(:data:`SCORE_COLUMNS`): MRI ``ssim_whole`` (whole-image SSIM, the paper's), ``ssim_head``
+(inside the head or pot mask) and ``psnr_volume`` (PSNR of the whole volume); 4D-STEM
+``ssim_slice_mean``, ``psnr_slice_mean`` (means over slices), ``ssim_projected``,
+``psnr_projected`` (of the phase projection, the paper's 4D-STEM number) and
+``ssim_depth_blind`` (the depth-blind reference). Definitions: :mod:`paperlib.metrics`.
+
+Statistics of a group (one modality, dataset and method), :func:`summarise`
+-----------------------------------------------------------------------------
+* ``n``: rows (test cases x seeds for stochastic methods); ``n_cases``: distinct cases.
+* ``<col>_mean``: mean over the rows.
+* ``<col>_std``: **sample** standard deviation, ``ddof = 1`` (NaN when ``n = 1``).
+* ``<col>_ci_low``, ``<col>_ci_high``: 95 % bootstrap interval of the mean, percentile method:
+  :data:`BOOTSTRAP_RESAMPLES` resamples of the group's **cases** with replacement (all seeds of a
+  drawn case together, since runs of one case are not independent), the mean of the drawn rows
+  each time, and the 2.5th and 97.5th percentiles (numpy's default linear interpolation) of
+  those means. Resamples come from ``numpy.random.default_rng(0)``, fresh for every group, the
+  same draws for every column of a group. NaN when the group has fewer than 2 cases. With few
+  cases a percentile interval is too narrow (with 2 cases it is the range of their two means);
+  read it together with ``n``.
+* A non-finite value (NaN, inf, empty cell) or a column that some rows of a group lack is an
+  error naming the column, the group and the count: a missing score is never averaged away.
+  Columns that no row of the group has are skipped (e.g. STEM columns in MRI rows).
+
+In the Markdown tables a cell reads ``mean ± std [ci_low, ci_high]`` (:func:`mean_std_ci`), with
+``–`` for what a group of one row or one case cannot give; :data:`INTERVAL_NOTE` says so in words.
 """
 from __future__ import annotations
 
@@ -22,30 +49,40 @@ import numpy as np
 
 from .io import atomic_write_text
 
-CASE_COLUMNS = (
-    "modality", "dataset", "case", "method", "seed",
-    "ssim", "ssim_head", "psnr", "wall_time_s", "peak_rss_bytes",
+#: columns of every per-case row, whatever the modality
+CASE_COLUMNS = ("modality", "dataset", "case", "method", "seed", "wall_time_s", "peak_rss_bytes")
+#: score columns per modality (see the module docstring)
+SCORE_COLUMNS = {
+    "mri": ("ssim_whole", "ssim_head", "psnr_volume"),
+    "stem": ("ssim_slice_mean", "psnr_slice_mean", "ssim_projected", "psnr_projected", "ssim_depth_blind"),
+}
+#: numeric columns, read back as floats and summarised where present
+NUMERIC = (*SCORE_COLUMNS["mri"], *SCORE_COLUMNS["stem"], "wall_time_s", "peak_rss_bytes")
+#: resamples of the bootstrap intervals (:func:`summarise`)
+BOOTSTRAP_RESAMPLES = 10_000
+#: what a table cell means, for the notes under every table built by :func:`ssim_table_rows` or
+#: :func:`stem_table_rows`
+INTERVAL_NOTE = (
+    "Cells: mean ± sample standard deviation (ddof = 1) [95 % bootstrap interval of the mean: "
+    f"{BOOTSTRAP_RESAMPLES} resamples of the test cases with replacement, all seeds of a drawn case "
+    "together, percentile method, numpy default_rng(0)]; n = rows (cases x seeds); "
+    "'–' where a group has one row (no standard deviation) or one case (no interval)."
 )
-#: numeric columns read back as floats and summarised (absent ones are skipped): the MRI
-#: columns, then the 4D-STEM extras (projection SSIM/PSNR and the depth-blind reference; 4D-STEM
-#: rows leave ``ssim_head`` NaN)
-NUMERIC = ("ssim", "ssim_head", "psnr", "wall_time_s", "peak_rss_bytes",
-           "ssim_projected", "ssim_depth_blind", "psnr_projected")
-_OPTIONAL_NUMERIC = ("ssim_projected", "ssim_depth_blind", "psnr_projected")
 
 
 def write_cases(rows: Sequence[Mapping], path: str | os.PathLike) -> Path:
-    """Write per-case rows (dicts with at least :data:`CASE_COLUMNS`) as CSV, atomically.
+    """Write per-case rows as CSV, atomically.
 
-    Extra keys present in every row are appended as further columns.
+    Every row must have :data:`CASE_COLUMNS`; the columns are the keys of the first row that
+    every row has, in that order (scores, ``ssim_slices``, ``material``, ...).
     """
     if not rows:
         raise ValueError(f"{path}: no case rows to write")
-    missing = [c for c in CASE_COLUMNS if c not in rows[0]]
-    if missing:
-        raise ValueError(f"{path}: case rows lack columns {missing}")
-    extra = [k for k in rows[0] if k not in CASE_COLUMNS and all(k in r for r in rows)]
-    columns = list(CASE_COLUMNS) + extra
+    for i, row in enumerate(rows):
+        missing = [c for c in CASE_COLUMNS if c not in row]
+        if missing:
+            raise ValueError(f"{path}: case rows lack columns {missing} (row {i}: {dict(row)})")
+    columns = [k for k in rows[0] if all(k in r for r in rows)]
     return _write_csv(path, columns, ({k: row[k] for k in columns} for row in rows))
 
 
@@ -66,13 +103,18 @@ def _fmt(value):
     return value
 
 
-def read_cases(path: str | os.PathLike) -> list[dict]:
-    """Read a cases CSV back; numeric columns become floats (empty/NaN -> ``nan``)."""
+def _read_rows(path: str | os.PathLike, what: str) -> list[dict]:
+    """The rows of a CSV file as dicts of strings; a missing file is an error naming ``what``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no cases file; run the notebook that writes it first")
+        raise FileNotFoundError(f"{path}: no {what}; run the notebook that writes it first")
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+        return list(csv.DictReader(f))
+
+
+def read_cases(path: str | os.PathLike) -> list[dict]:
+    """Read a cases CSV back; numeric columns become floats (empty/NaN -> ``nan``)."""
+    rows = _read_rows(path, "cases file")
     for row in rows:
         for key in NUMERIC:
             if key in row:
@@ -108,45 +150,139 @@ def _parse(value: str):
 
 def read_csv_rows(path: str | os.PathLike) -> list[dict]:
     """Read :func:`write_csv_rows` output back: numbers as floats, empty cells as ``None``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such results file; run the notebook that writes it first")
-    with open(path, newline="") as f:
-        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return [{k: _parse(v) for k, v in row.items()} for row in _read_rows(path, "such results file")]
+
+
+def _finite_values(members: Sequence[Mapping], col: str, group: Mapping) -> np.ndarray | None:
+    """The values of ``col`` in ``members`` as float64, ``None`` when no member has the column.
+
+    Raises ``ValueError`` naming the column, the group and the count when some members lack the
+    column or hold a non-finite value (NaN, inf, ``None``, an empty or non-numeric cell).
+    """
+    present = [m[col] for m in members if col in m]
+    if not present:
+        return None
+    if len(present) != len(members):
+        raise ValueError(f"summarise: column {col!r} is missing in {len(members) - len(present)} of "
+                         f"{len(members)} rows of group {group}")
+    vals = np.array([_as_float(v) for v in present], dtype=np.float64)
+    bad = int((~np.isfinite(vals)).sum())
+    if bad:
+        raise ValueError(f"summarise: column {col!r} has {bad} non-finite value(s) (NaN/inf/empty) in "
+                         f"the {len(members)} rows of group {group}; fix or remove the runs that made "
+                         f"them: a missing score is not averaged away")
+    return vals
+
+
+def _as_float(value) -> float:
+    if value is None or value == "":
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _case_resamples(members: Sequence[Mapping], resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Bootstrap draws of the cases of a group: ``(weights (resamples, n_cases), index (n,))``.
+
+    ``weights[r, c]`` counts how often case ``c`` was drawn in resample ``r``; ``index[i]`` is
+    the case of row ``i`` (rows without a ``case`` key are their own case). ``None`` with fewer
+    than 2 cases.
+    """
+    keys = [m.get("case", i) for i, m in enumerate(members)]
+    cases = list(dict.fromkeys(keys))
+    if len(cases) < 2:
+        return None
+    index = np.array([cases.index(k) for k in keys])
+    draws = np.random.default_rng(seed).integers(0, len(cases), size=(resamples, len(cases)))
+    weights = np.zeros((resamples, len(cases)))
+    np.add.at(weights, (np.arange(resamples)[:, None], draws), 1.0)
+    return weights, index
 
 
 def summarise(
-    rows: Iterable[Mapping], by: Sequence[str] = ("modality", "dataset", "method")
+    rows: Iterable[Mapping],
+    by: Sequence[str] = ("modality", "dataset", "method"),
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
 ) -> list[dict]:
-    """Mean and standard deviation of every numeric column per group, in first-seen order.
+    """Per group, in first-seen order: ``n``, ``n_cases`` and, for every :data:`NUMERIC` column
+    that the group's rows have, ``<col>_mean``, ``<col>_std`` (ddof = 1), ``<col>_ci_low`` and
+    ``<col>_ci_high`` (95 % bootstrap interval of the mean over cases; see the module docstring).
 
-    >>> rows = [{"method": "a", "ssim": 0.5}, {"method": "a", "ssim": 0.7}, {"method": "b", "ssim": 0.9}]
-    >>> [(s["method"], s["n"], round(s["ssim_mean"], 3), round(s["ssim_std"], 3)) for s in summarise(rows, by=("method",))]
-    [('a', 2, 0.6, 0.1), ('b', 1, 0.9, 0.0)]
+    Raises ``ValueError`` for a non-finite value or a column that only some rows of a group have.
+
+    >>> rows = [{"method": "a", "case": "c0", "ssim_whole": 0.5}, {"method": "a", "case": "c1", "ssim_whole": 0.7},
+    ...         {"method": "b", "case": "c0", "ssim_whole": 0.9}]
+    >>> a, b = summarise(rows, by=("method",))
+    >>> a["n"], round(a["ssim_whole_mean"], 3), round(a["ssim_whole_std"], 4)
+    (2, 0.6, 0.1414)
+    >>> a["ssim_whole_ci_low"], a["ssim_whole_ci_high"]  # 2 cases: the range of the two
+    (0.5, 0.7)
+    >>> b["n"], b["ssim_whole_mean"], b["ssim_whole_std"], b["ssim_whole_ci_low"]
+    (1, 0.9, nan, nan)
     """
     groups: dict[tuple, list[Mapping]] = defaultdict(list)
     for row in rows:
         groups[tuple(row[k] for k in by)].append(row)
     out = []
     for key, members in groups.items():
-        entry = dict(zip(by, key))
+        group = dict(zip(by, key))
+        entry = dict(group)
         entry["n"] = len(members)
+        draws = _case_resamples(members, resamples, seed)
+        entry["n_cases"] = len({m.get("case", i) for i, m in enumerate(members)})
         for col in NUMERIC:
-            if col in _OPTIONAL_NUMERIC and not any(col in m for m in members):
-                continue  # 4D-STEM extras are left out of MRI summaries
-            vals = np.array([float(m[col]) for m in members if col in m], dtype=np.float64)
-            vals = vals[np.isfinite(vals)]
-            entry[f"{col}_mean"] = float(vals.mean()) if vals.size else math.nan
-            entry[f"{col}_std"] = float(vals.std()) if vals.size else math.nan
+            vals = _finite_values(members, col, group)
+            if vals is None:
+                continue
+            entry[f"{col}_mean"] = float(vals.mean())
+            entry[f"{col}_std"] = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
+            low = high = math.nan
+            if draws is not None:
+                weights, index = draws
+                sums = np.bincount(index, weights=vals, minlength=weights.shape[1])
+                counts = np.bincount(index, minlength=weights.shape[1])
+                means = (weights @ sums) / (weights @ counts)
+                low, high = (float(v) for v in np.percentile(means, [2.5, 97.5]))
+            entry[f"{col}_ci_low"], entry[f"{col}_ci_high"] = low, high
         out.append(entry)
     return out
 
 
 def mean_std(mean: float, std: float, digits: int = 3) -> str:
-    """``0.804 ± 0.025`` (or ``–`` for NaN)."""
+    """``0.804 ± 0.025``; ``–`` for a NaN mean, ``0.804 ± –`` for a NaN std."""
     if not np.isfinite(mean):
         return "–"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f} ± " + (f"{std:.{digits}f}" if np.isfinite(std) else "–")
+
+
+def mean_std_ci(summary: Mapping, column: str, digits: int = 3) -> str:
+    """The cell of ``column`` in a :func:`summarise` entry: ``mean ± std [ci_low, ci_high]``.
+
+    >>> s = {"ssim_whole_mean": 0.9714, "ssim_whole_std": 0.0052,
+    ...      "ssim_whole_ci_low": 0.9689, "ssim_whole_ci_high": 0.9737}
+    >>> mean_std_ci(s, "ssim_whole")
+    '0.971 ± 0.005 [0.969, 0.974]'
+    >>> mean_std_ci({"psnr_volume_mean": 30.0, "psnr_volume_std": math.nan, "psnr_volume_ci_low": math.nan,
+    ...              "psnr_volume_ci_high": math.nan}, "psnr_volume", digits=2)
+    '30.00 ± – [–]'
+    """
+    _require(summary, column, ("mean", "std", "ci_low", "ci_high"))
+    low, high = summary[f"{column}_ci_low"], summary[f"{column}_ci_high"]
+    interval = f"[{low:.{digits}f}, {high:.{digits}f}]" if np.isfinite(low) and np.isfinite(high) else "[–]"
+    return mean_std(summary[f"{column}_mean"], summary[f"{column}_std"], digits) + " " + interval
+
+
+def _require(summary: Mapping, column: str, stats: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the group and ``column`` when a summary entry lacks its stats."""
+    missing = [f"{column}_{k}" for k in stats if f"{column}_{k}" not in summary]
+    if missing:
+        group = {k: summary[k] for k in ("modality", "dataset", "method") if k in summary}
+        raise ValueError(f"summary: no {missing} for group {group}; do its case rows have the column "
+                         f"{column!r}? (case columns: paperlib.tables.SCORE_COLUMNS)")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -181,9 +317,29 @@ def write_table(
     return [md_path, csv_path]
 
 
+def _strict_json(value):
+    """``value`` with every non-finite float (a group's NaN std or interval) as ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
 def write_json(path: str | os.PathLike, data: Mapping) -> Path:
-    """Write ``data`` as indented, key-sorted JSON atomically."""
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
+    """Write ``data`` as indented, key-sorted, strict JSON atomically: NaN and inf become
+    ``null`` (JSON has no NaN); numpy and torch scalars become floats.
+
+    >>> import tempfile, pathlib
+    >>> p = write_json(pathlib.Path(tempfile.mkdtemp()) / "s.json", {"std": math.nan, "n": [1, 2.5]})
+    >>> json.loads(p.read_text())
+    {'n': [1, 2.5], 'std': None}
+    """
+    text = json.dumps(_strict_json(data), indent=2, sort_keys=True, allow_nan=False,
+                      default=lambda v: _strict_json(float(v)))
+    return atomic_write_text(path, text + "\n")
 
 
 def ssim_table_rows(
@@ -193,15 +349,17 @@ def ssim_table_rows(
     *,
     inside: str = "head",
 ) -> tuple[list[str], list[list[str]]]:
-    """Rows of an SSIM table (Table 1 / Table 2 layout) from :func:`summarise` output.
+    """Rows of an MRI SSIM table (Table 1 / Table 2 layout) from :func:`summarise` output.
 
-    Columns: modality, method, n, SSIM (whole image), SSIM inside the support mask (``inside``
-    names it: the head, the pot), PSNR, time per volume, and the paper's reported SSIM in a
-    separate, labelled column.
+    Columns: modality, method, n, whole-image SSIM (``ssim_whole``), SSIM inside the support
+    mask (``ssim_head``; ``inside`` names it: the head, the pot), PSNR of the volume
+    (``psnr_volume``), each as :func:`mean_std_ci`; mean time per volume; the paper's reported
+    SSIM (mean ± std, from ``reference``) in a separate, labelled column. ``reference`` fills
+    only that column.
     """
     header = [
-        "Modality", "Method", "n", "SSIM (ours)", f"SSIM in {inside} (ours)", "PSNR dB (ours)",
-        "Time / volume s (ours)", "SSIM reported in paper",
+        "Modality", "Method", "n", "SSIM whole image (ours)", f"SSIM in {inside} (ours)",
+        "PSNR of the volume dB (ours)", "Time / volume s (ours)", "SSIM reported in paper",
     ]
     rows = []
     for s in summary:
@@ -210,13 +368,18 @@ def ssim_table_rows(
             s["modality"].upper(),
             labels.get(s["method"], s["method"]),
             str(s["n"]),
-            mean_std(s["ssim_mean"], s["ssim_std"]),
-            mean_std(s["ssim_head_mean"], s["ssim_head_std"]),
-            mean_std(s["psnr_mean"], s["psnr_std"], digits=2),
-            f"{s['wall_time_s_mean']:.3g}",
+            mean_std_ci(s, "ssim_whole"),
+            mean_std_ci(s, "ssim_head"),
+            mean_std_ci(s, "psnr_volume", digits=2),
+            _mean_time(s),
             mean_std(*ref) if ref else "not in paper",
         ])
     return header, rows
+
+
+def _mean_time(summary: Mapping) -> str:
+    _require(summary, "wall_time_s", ("mean",))
+    return f"{summary['wall_time_s_mean']:.3g}"
 
 
 def stem_table_rows(
@@ -226,15 +389,17 @@ def stem_table_rows(
 ) -> tuple[list[str], list[list[str]]]:
     """Rows of a 4D-STEM SSIM table from :func:`summarise` output of 4D-STEM case rows.
 
-    Columns: dataset, method, n, per-slice SSIM, SSIM of the phase projection, the paper's
-    reported SSIM (which is of the phase projection, so it sits beside ours), the per-slice SSIM
-    of the depth-blind reference (every slice = projection / D), PSNR per slice and time per
-    volume.
+    Columns: dataset, method, n, per-slice SSIM (``ssim_slice_mean``), SSIM of the phase
+    projection (``ssim_projected``), the paper's reported SSIM (of the phase projection, so it
+    sits beside ours; ``reference`` fills only that column), the per-slice SSIM of the
+    depth-blind reference (``ssim_depth_blind``: every slice = projection / D), PSNR per slice
+    (``psnr_slice_mean``), PSNR of the projection (``psnr_projected``), each of ours as
+    :func:`mean_std_ci`, and the mean time per volume.
     """
     header = [
         "Dataset", "Method", "n", "SSIM per slice (ours)", "SSIM projection (ours)",
         "SSIM projection reported in paper", "Depth-blind reference SSIM per slice (ours)",
-        "PSNR per slice dB (ours)", "Time / volume s (ours)",
+        "PSNR per slice dB (ours)", "PSNR projection dB (ours)", "Time / volume s (ours)",
     ]
     rows = []
     for s in summary:
@@ -243,14 +408,24 @@ def stem_table_rows(
             s["dataset"],
             labels.get(s["method"], s["method"]),
             str(s["n"]),
-            mean_std(s["ssim_mean"], s["ssim_std"]),
-            mean_std(s["ssim_projected_mean"], s["ssim_projected_std"]),
+            mean_std_ci(s, "ssim_slice_mean"),
+            mean_std_ci(s, "ssim_projected"),
             mean_std(*ref) if ref else "not in paper",
-            mean_std(s["ssim_depth_blind_mean"], s["ssim_depth_blind_std"]),
-            mean_std(s["psnr_mean"], s["psnr_std"], digits=2),
-            f"{s['wall_time_s_mean']:.3g}",
+            mean_std_ci(s, "ssim_depth_blind"),
+            mean_std_ci(s, "psnr_slice_mean", digits=2),
+            mean_std_ci(s, "psnr_projected", digits=2),
+            _mean_time(s),
         ])
     return header, rows
+
+
+def _short(label: str) -> str:
+    """A row label without its parenthesis: "TV (ours: ... after Block 2007)" -> "TV"."""
+    return label.split(" (")[0]
+
+
+def _interval(summary: Mapping, column: str) -> tuple[float, float]:
+    return summary.get(f"{column}_ci_low", math.nan), summary.get(f"{column}_ci_high", math.nan)
 
 
 def ordering_notes(
@@ -258,27 +433,35 @@ def ordering_notes(
     reference: Mapping[tuple[str, str], tuple[float, float]],
     labels: Mapping[str, str],
     *,
-    column: str = "ssim",
+    column: str = "ssim_whole",
     what: str = "SSIM",
 ) -> list[str]:
     """Where our ranking of two methods differs from the paper's, one sentence per pair (computed).
 
     Every pair of methods of one modality that both the paper and ``summary`` report is compared
     by ``<column>_mean`` (ours) and the paper's mean; a pair whose order flips is listed with both
-    sets of numbers. Pairs tied in the paper are skipped. With no flip, one sentence says that
-    the ordering agrees. Use ``column="ssim_projected"`` for 4D-STEM, whose paper values are SSIMs
-    of the phase projection.
+    sets of numbers (methods named by their labels up to the first parenthesis), and with a
+    remark when our two 95 % intervals overlap (the test cases then do not resolve the flip).
+    Pairs tied in the paper are skipped. With no flip, one sentence says that the ordering
+    agrees. Use ``column="ssim_projected"`` for 4D-STEM, whose
+    paper values are SSIMs of the phase projection.
 
-    >>> s = [{"modality": "mri", "method": "a", "ssim_mean": 0.9}, {"modality": "mri", "method": "b", "ssim_mean": 0.8}]
+    >>> s = [{"modality": "mri", "method": "a", "ssim_whole_mean": 0.9},
+    ...      {"modality": "mri", "method": "b", "ssim_whole_mean": 0.8}]
     >>> ordering_notes(s, {("mri", "a"): (0.7, 0.1), ("mri", "b"): (0.8, 0.1)}, {})
     ['Ordering differs from the paper (SSIM, MRI): a 0.900 > b 0.800 here; the paper has a 0.700 < b 0.800.']
+    >>> s[0].update(ssim_whole_ci_low=0.75, ssim_whole_ci_high=0.95)
+    >>> s[1].update(ssim_whole_ci_low=0.7, ssim_whole_ci_high=0.85)
+    >>> ordering_notes(s, {("mri", "a"): (0.7, 0.1), ("mri", "b"): (0.8, 0.1)}, {})[0][-59:]
+    '95 % intervals ([0.750, 0.950] and [0.700, 0.850]) overlap.'
     >>> ordering_notes(s, {("mri", "a"): (0.95, 0.1), ("mri", "b"): (0.8, 0.1)}, {})
     ['SSIM ordering of the 1 pair(s) of methods the paper also reports (MRI) agrees with the paper.']
     """
     notes: list[str] = []
     for modality in dict.fromkeys(s["modality"] for s in summary):
-        ours = {s["method"]: float(s[f"{column}_mean"]) for s in summary
-                if s["modality"] == modality and (modality, s["method"]) in reference}
+        entries = {s["method"]: s for s in summary
+                   if s["modality"] == modality and (modality, s["method"]) in reference}
+        ours = {m: float(s[f"{column}_mean"]) for m, s in entries.items()}
         names = list(ours)
         pairs = flips = 0
         for i, a in enumerate(names):
@@ -290,10 +473,15 @@ def ordering_notes(
                 if (ours[a] - ours[b]) * (pa - pb) < 0:
                     flips += 1
                     hi, lo = (a, b) if ours[a] > ours[b] else (b, a)
-                    la, lb = labels.get(hi, hi), labels.get(lo, lo)
-                    notes.append(f"Ordering differs from the paper ({what}, {modality.upper()}): {la} "
-                                 f"{ours[hi]:.3f} > {lb} {ours[lo]:.3f} here; the paper has {la} "
-                                 f"{reference[(modality, hi)][0]:.3f} < {lb} {reference[(modality, lo)][0]:.3f}.")
+                    la, lb = _short(labels.get(hi, hi)), _short(labels.get(lo, lo))
+                    note = (f"Ordering differs from the paper ({what}, {modality.upper()}): {la} "
+                            f"{ours[hi]:.3f} > {lb} {ours[lo]:.3f} here; the paper has {la} "
+                            f"{reference[(modality, hi)][0]:.3f} < {lb} {reference[(modality, lo)][0]:.3f}.")
+                    (hl, hh), (ll, lh) = _interval(entries[hi], column), _interval(entries[lo], column)
+                    if hl <= lh:  # False when either interval is NaN
+                        note += (f" Our 95 % intervals ([{hl:.3f}, {hh:.3f}] and [{ll:.3f}, {lh:.3f}]) "
+                                 f"overlap.")
+                    notes.append(note)
         if pairs and not flips:
             notes.append(f"{what} ordering of the {pairs} pair(s) of methods the paper also reports "
                          f"({modality.upper()}) agrees with the paper.")
@@ -301,22 +489,24 @@ def ordering_notes(
 
 
 def depth_notes(summary: Sequence[Mapping], labels: Mapping[str, str]) -> list[str]:
-    """Which 4D-STEM methods resolve depth: mean per-slice SSIM above the depth-blind reference's.
+    """Which 4D-STEM methods resolve depth: mean per-slice SSIM (``ssim_slice_mean``) above the
+    depth-blind reference's (``ssim_depth_blind``, averaged over the summary's entries).
 
-    >>> s = [{"method": "a", "ssim_mean": 0.6, "ssim_depth_blind_mean": 0.5},
-    ...      {"method": "b", "ssim_mean": 0.4, "ssim_depth_blind_mean": 0.5}]
-    >>> depth_notes(s, {"a": "A"})
+    >>> s = [{"method": "a", "ssim_slice_mean_mean": 0.6, "ssim_depth_blind_mean": 0.5},
+    ...      {"method": "b", "ssim_slice_mean_mean": 0.4, "ssim_depth_blind_mean": 0.5}]
+    >>> depth_notes(s, {"a": "A (ours: after X 2020)"})
     ['Per-slice SSIM above the depth-blind reference (0.500): A 0.600. Not above it: b 0.400.']
     """
     blind = [float(s["ssim_depth_blind_mean"]) for s in summary]
     if not blind:
         return []
     ref = float(np.mean(blind))
-    above = [s for s in summary if float(s["ssim_mean"]) > ref]
-    below = [s for s in summary if float(s["ssim_mean"]) <= ref]
+    above = [s for s in summary if float(s["ssim_slice_mean_mean"]) > ref]
+    below = [s for s in summary if float(s["ssim_slice_mean_mean"]) <= ref]
 
     def fmt(group):
-        return ", ".join(f"{labels.get(s['method'], s['method'])} {float(s['ssim_mean']):.3f}" for s in group)
+        return ", ".join(f"{_short(labels.get(s['method'], s['method']))} {float(s['ssim_slice_mean_mean']):.3f}"
+                         for s in group)
 
     return [f"Per-slice SSIM above the depth-blind reference ({ref:.3f}): {fmt(above) or 'none'}."
             + (f" Not above it: {fmt(below)}." if below else "")]

@@ -1,11 +1,13 @@
 """4D-STEM scores: registration, affine fit, depth-blind reference (paperlib.metrics.stem)."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from paperlib.io import InputValidationError
-from paperlib.metrics.image import ssim_slices
+from paperlib.metrics.image import psnr_slices, psnr_volume, ssim_slices
 from paperlib.metrics.stem import align, depth_blind, fit_affine, register_shift, stem_scores
 
 
@@ -98,3 +100,24 @@ def test_bad_inputs():
         stem_scores(bad, target)
     with pytest.raises(InputValidationError, match="target: non-finite"):
         stem_scores(target, bad)
+
+
+def test_psnr_per_slice_mean_and_per_volume():
+    """``psnr_slices_mean`` is the mean over slices of the per-slice PSNR (the volume's data
+    range for every slice); ``psnr_volume`` that of the whole aligned volume. A vacuum slice that
+    a method leaves nearly empty scores far above the others and lifts the per-slice mean."""
+    target = _volume(7).clone()
+    target[-1] = 0.0  # vacuum below the crystal
+    noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    pred = target + 0.05 * noise * (target != 0)  # errors only where there is matter ...
+    pred[-1] = 1e-3 * noise[-1]  # ... and a nearly empty vacuum slice
+    s = stem_scores(pred, target, register=False)
+    aligned, *_ = align(pred, target, register=False)
+    per_slice = psnr_slices(aligned.float(), target.float())
+    assert s["psnr_slices_mean"] == pytest.approx(float(per_slice.mean()), abs=1e-9)
+    assert s["psnr_volume"] == pytest.approx(psnr_volume(aligned.float(), target.float()), abs=1e-9)
+    rng = float(target.float().max() - target.float().min())  # the scores are of float32 volumes
+    mse = float(((aligned.float().double() - target.float().double()) ** 2).mean())
+    assert s["psnr_volume"] == pytest.approx(10 * math.log10(rng**2 / mse), abs=1e-9)
+    assert float(per_slice[-1]) > float(per_slice[:-1].max()) + 10
+    assert s["psnr_slices_mean"] > s["psnr_volume"] + 1

@@ -27,10 +27,10 @@ from typing import Any, Mapping
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from ..diffusion.partition import PartitionedPrior, group_slices
 from ..io import InputValidationError
+from ..metrics.image import ssim_images
 from ..physics.base import Operator
 from .dart import check_prior_fits, physics_callback
 
@@ -62,8 +62,9 @@ def image_ssim(images: Tensor, reference: Tensor) -> Tensor:
     """SSIM of each of ``images`` (N, ..., H, W) against ``reference`` (..., H, W).
 
     Every leading index after ``N`` is one 2D image (a slice); returns (N, ...) float32. The
-    Gaussian window (sigma 1.5) is 11 px, or the largest odd size that fits small images such
-    as a 16 x 16 bright-field scan; the data range is the reference's.
+    score is :func:`paperlib.metrics.image.ssim_images`, the whole-image SSIM of the tables:
+    Gaussian window sigma 1.5 (11 px, or the largest odd size that fits small images such as a
+    16 x 16 bright-field scan), data range of the reference, complex images by magnitude.
 
     >>> ref = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
     >>> image_ssim(torch.stack([ref, 1 - ref]), ref)[:, 0].tolist()[0]
@@ -72,19 +73,7 @@ def image_ssim(images: Tensor, reference: Tensor) -> Tensor:
     if images.shape[1:] != reference.shape or reference.ndim < 2:
         raise InputValidationError(
             f"images: expected (N, *{tuple(reference.shape)}) for a reference of that shape, got {tuple(images.shape)}")
-    h, w = reference.shape[-2:]
-    kernel = min(11, h - (h % 2 == 0), w - (w % 2 == 0))
-    if kernel < 3:
-        raise InputValidationError(f"image_ssim: images of {h}x{w} px are too small for SSIM (need >= 3x3)")
-    ref = reference.real.float() if reference.is_complex() else reference.float()
-    imgs = images.abs().float() if images.is_complex() else images.float()
-    data_range = float(ref.max() - ref.min()) or 1.0
-    n = imgs.shape[0]
-    flat = imgs.reshape(-1, 1, h, w)
-    ref_flat = ref.reshape(1, -1, h, w).expand(n, -1, -1, -1).reshape(-1, 1, h, w)
-    vals = structural_similarity_index_measure(flat, ref_flat, data_range=data_range, kernel_size=kernel,
-                                               sigma=1.5 * kernel / 11, reduction="none")
-    return vals.reshape(imgs.shape[:-2]).float()
+    return ssim_images(images, reference)
 
 
 def _selection_images(operator: Operator, volumes: Tensor, scale: float) -> Tensor:
