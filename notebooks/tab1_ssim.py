@@ -71,7 +71,7 @@ notes = [
     f"MRI mask: {cfg.mri_physics.table1_mask}, acceleration {cfg.mri_physics.acceleration:g}, "
     f"centre fraction {cfg.mri_physics.center_fraction:g}; one independent mask per slice.",
     "SSIM: whole image (the paper's convention) and inside the head mask; data range from the ground truth.",
-    "Mean ± std over test volumes (and seeds, for stochastic methods). Time: wall time per volume on this machine.",
+    tables.INTERVAL_NOTE + " Time: wall time per volume on this machine.",
     f"Baseline weights: {cfg.mri_baselines.tuned_on}",
 ]
 # computed: every pair of methods whose order differs from the paper's
@@ -119,7 +119,7 @@ stem_notes = [
     "mean over slices; SSIM projection: of the phase projection (sum over slices), the quantity the paper reports.",
     "Depth-blind reference: every slice predicted as projection / D from the ground truth; per-slice SSIM "
     "above it means the method resolves depth.",
-    "Mean ± std over test crystals (and seeds, for stochastic methods). Time: wall time per volume on this machine.",
+    tables.INTERVAL_NOTE + " Time: wall time per volume on this machine.",
     f"Baseline hyper-parameters: {cfg.stem_baselines.tuned_on}",
 ]
 stem_notes += tables.depth_notes(stem_summary, METHOD_LABELS)  # computed

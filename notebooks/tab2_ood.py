@@ -77,7 +77,7 @@ notes = [
     f"MRI mask: {cfg.mri_physics.table2_mask}, acceleration {cfg.mri_physics.acceleration:g}; one mask per slice.",
     "The MRI prior was trained on brains only; every method keeps its Table 1 settings (nothing re-tuned on roots).",
     "SSIM: whole image (the paper's convention) and inside the pot; data range from the ground truth.",
-    "Mean ± std over volumes (and seeds, for stochastic methods). Time: wall time per volume on this machine.",
+    tables.INTERVAL_NOTE + " Time: wall time per volume on this machine.",
 ]
 # computed: every pair of methods whose order differs from the paper's
 notes += tables.ordering_notes(summary, PAPER_TABLE2, METHOD_LABELS, column="ssim_whole")
@@ -104,7 +104,7 @@ stem_notes = [
     "The 4D-STEM prior was trained on cubic crystals only.",
     "Scores after one lateral shift and one affine fit per volume; SSIM per slice, SSIM of the phase projection "
     "(the paper's number) and the depth-blind reference (projection / D per slice).",
-    "Mean ± std over crystals (and seeds, for stochastic methods).",
+    tables.INTERVAL_NOTE,
 ]
 stem_notes += tables.depth_notes(stem_summary, METHOD_LABELS)  # computed
 stem_notes += tables.ordering_notes(stem_summary, PAPER_TABLE2, METHOD_LABELS, column="ssim_projected",

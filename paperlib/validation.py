@@ -17,7 +17,7 @@ Outputs, written atomically into ``figures/`` (or ``--out``):
     ``sha256`` of each slice group's weights as its manifests record them (``;``-joined; empty
     for methods without a prior), so a tuning made with another prior is detectable.
 ``validation_<modality>_<profile>_summary.csv``
-    mean and standard deviation over cases and seeds per method and grid point
+    mean, sample standard deviation and 95 % bootstrap interval per method and grid point
     (:func:`paperlib.tables.summarise`), the numbers a ``tuned_on`` text quotes.
 
 Command line::
@@ -40,6 +40,7 @@ from . import paths, tables
 from .config import VALIDATION_TARGETS, ConfigError, Profile, ValidationGrid, load_profile
 from .diffusion.checkpoints import manifest_path
 from .experiments.priors import prior_weights
+from .experiments.runner import MODALITIES, run_cases
 
 logger = logging.getLogger(__name__)
 
@@ -71,29 +72,14 @@ def prior_sha256(checkpoint: str) -> str:
 
 
 def validation_cases(profile: Profile, modality: Modality, n: int) -> list:
-    """The first ``n`` cases of the validation split (``experiments.mri.MRICase`` or ``STEMCase``)."""
-    if modality == "mri":
-        from .experiments.mri import mri_cases
-
-        return mri_cases(profile, split="val", mask_kind=profile.mri_physics.table1_mask, n=n)
-    from .experiments.stem import stem_cases
-
-    return stem_cases(profile, split="val", n=n)
+    """The first ``n`` cases of the validation split (the runner's case builder of ``modality``)."""
+    return MODALITIES[modality].cases(profile, "val", n)
 
 
 def score_cases(profile: Profile, modality: Modality, cases: Sequence, methods: Sequence[str], *,
-              seeds: Sequence[int], progress: bool) -> list[dict]:
-    """Per-case rows of ``methods`` on ``cases`` (the experiments' runners; one call site to switch
-    when they merge into ``paperlib.experiments.runner.run_cases``)."""
-    if modality == "mri":
-        from .experiments.mri import run_methods
-
-        rows, _ = run_methods(profile, cases, methods, seeds=seeds, dataset="brain", progress=progress)
-    else:
-        from .experiments.stem import run_stem_methods
-
-        rows, _ = run_stem_methods(profile, cases, methods, seeds=seeds, dataset="cubic", progress=progress)
-    return rows
+                seeds: Sequence[int], progress: bool) -> list[dict]:
+    """Per-case rows of ``methods`` on ``cases`` (:func:`paperlib.experiments.runner.run_cases`)."""
+    return run_cases(profile, modality, cases, methods, seeds=seeds, progress=progress)[0]
 
 
 def _grid(profile: Profile, modality: Modality) -> ValidationGrid:

@@ -9,7 +9,8 @@ from paperlib import paths, validation
 from paperlib.config import load_profile
 from paperlib.data.brain import load_split
 from paperlib.data.crystals import stem_dataset
-from paperlib.experiments.mri import mri_cases, run_methods
+from paperlib.experiments.mri import mri_cases
+from paperlib.experiments.runner import run_cases
 from paperlib.experiments.priors import prior_weights
 from paperlib.tables import read_cases, read_csv_rows
 
@@ -52,7 +53,7 @@ def test_override_columns_hold_the_values_run(written):
     assert by[("drift", "vacuum_threshold=5.0")]["vacuum_threshold"] == 5.0
     assert by[("three_pie", "alpha=0.25")]["vacuum_threshold"] is None  # not a 3PIE setting
     # the override reached the reconstruction: different alphas give different scores
-    assert by[("three_pie", "alpha=0.25")]["ssim"] != by[("three_pie", "alpha=0.5")]["ssim"]
+    assert by[("three_pie", "alpha=0.25")]["ssim_slice_mean"] != by[("three_pie", "alpha=0.5")]["ssim_slice_mean"]
 
 
 def test_prior_rows_carry_the_manifest_sha256(ci, written):
@@ -72,10 +73,10 @@ def test_a_grid_row_equals_the_runner_on_a_profile_with_that_setting(ci, written
     edited = tmp_path / "ci_tv.yaml"
     edited.write_text(text.replace("tv_weight: 0.002\n", "tv_weight: 0.005\n"))
     profile = load_profile(edited)
-    direct, _ = run_methods(profile, mri_cases(profile, split="val", n=1), ["tv"], progress=False)
+    direct, _ = run_cases(profile, "mri", mri_cases(profile, split="val", n=1), ["tv"], progress=False)
     grid_row = next(r for r in read_cases(written / "validation_mri_ci.csv") if r["overrides"] == "tv_weight=0.005")
-    assert f"{direct[0]['ssim']:.6g}" == f"{grid_row['ssim']:.6g}"
-    assert f"{direct[0]['psnr']:.6g}" == f"{grid_row['psnr']:.6g}"
+    assert f"{direct[0]['ssim_whole']:.6g}" == f"{grid_row['ssim_whole']:.6g}"
+    assert f"{direct[0]['psnr_volume']:.6g}" == f"{grid_row['psnr_volume']:.6g}"
 
 
 def test_summary_has_one_row_per_grid_point(ci, written):
@@ -83,7 +84,8 @@ def test_summary_has_one_row_per_grid_point(ci, written):
         cases = read_cases(written / f"validation_{modality}_ci.csv")
         summary = read_csv_rows(written / f"validation_{modality}_ci_summary.csv")
         assert [(s["method"], s["overrides"] or "") for s in summary] == [(r["method"], r["overrides"]) for r in cases]
-        assert [s["ssim_mean"] for s in summary] == [float(f"{r['ssim']:.6g}") for r in cases]
+        column = "ssim_whole" if modality == "mri" else "ssim_slice_mean"
+        assert [s[f"{column}_mean"] for s in summary] == [float(f"{r[column]:.6g}") for r in cases]
     assert not list(written.glob(".*"))  # no temporary files left by the atomic writes
 
 
