@@ -134,7 +134,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # the L2 loss. With L1 (the paper's) the network learns the posterior *median*, and at pure
     # noise the median of a slice that is vacuum in a third of the crystals (the slices below the
     # thickness) is vacuum: the second group sampled empty slices in 94-100 % of the draws, the
-    # training data hold atoms there in 17-82 % (benchmarks/prior_occupancy.py). L2 targets
+    # training data hold atoms there in 16-79 % (slice mean > 5 V*A); after the L2 fine-tune the
+    # samples are occupied in 12-38 % (benchmarks/results/prior_occupancy.txt). L2 targets
     # the mean. 800 steps of ~2 s on one core per group (~27 min with both groups in parallel).
     # It starts from the prior of preset stem_default (FINE_TUNE_BASES); the caller sets init_from.
     "stem_default_l2": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000),
