@@ -285,15 +285,8 @@ def slice_occupancy(volumes: Tensor, threshold: float) -> Tensor:
     return (volumes.clamp(min=0).mean((-2, -1)) > threshold).double().mean(0)
 
 
-def prior_occupancy(
-    prior: PartitionedPrior,
-    data: Tensor,
-    threshold: float,
-    generator: torch.Generator,
-    *,
-    n_samples: int = 16,
-    num_steps: int = 20,
-) -> list[dict]:
+def prior_occupancy(prior: PartitionedPrior, data: Tensor, threshold: float, generator: torch.Generator, *,
+                    n_samples: int = 16, num_steps: int = 20) -> list[dict]:
     """Occupancy per slice of a prior's unconditional samples against its training data.
 
     A prior trained with the L1 loss learns the posterior *median*: at pure noise the median of
