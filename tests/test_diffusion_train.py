@@ -318,3 +318,35 @@ def test_diffusion_imports_no_data_sets():
             "print(sorted(m for m in sys.modules if m.startswith('paperlib.data')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_training_data_of_the_profiles(one_thread):
+    """paperlib.data.training: the ci profile's MRI train split and its crystals' scaled potentials."""
+    from paperlib.config import load_profile
+    from paperlib.data.training import load_training_data
+
+    ci = load_profile("ci")
+    mri, info = load_training_data("mri", "ci")
+    assert mri.shape == (ci.mri.n_train, *ci.mri.shape) and mri.dtype == torch.float32
+    assert 0.0 <= float(mri.min()) and float(mri.max()) <= 1.0
+    assert (info["modality"], info["profile"], info["profile_digest"]) == ("mri", "ci", ci.digest())
+    stem, info = load_training_data("stem", "ci")
+    p = ci.stem
+    assert stem.shape == (ci.stem_eval.n_train, p.n_slices, p.gpts, p.gpts) and stem.dtype == torch.float32
+    assert float(stem.min()) > -0.01 and 1.0 < float(stem.max()) <= 10.0  # abTEM rings slightly below 0
+    assert info["scale"] == ci.stem_prior.data_scale and info["stem_digest"] == p.digest()
+    with pytest.raises(NotImplementedError, match="modality: expected one of"):
+        load_training_data("ct", "ci")
+
+
+def test_training_from_a_file_needs_no_profile_machinery(tmp_path):
+    """scripts/train_priors_gpu.sh trains from bundles on a machine with torch but maybe no pydantic/yaml."""
+    np.save(tmp_path / "vols.npy", torch.rand(2, 8, 32, 32, generator=torch.Generator().manual_seed(0)).numpy())
+    code = ("import sys; sys.modules['pydantic'] = sys.modules['yaml'] = None\n"
+            "from paperlib.cli import main\n"
+            f"sys.exit(main(['train', '--modality', 'mri', '--profile', 'ci', '--data', {str(tmp_path / 'vols.npy')!r}, "
+            f"'--steps', '1', '--out', {str(tmp_path / 'out')!r}, '--no-progress', '--threads', '1']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out").glob("prior_group*.safetensors")) == [
+        "prior_group0.safetensors", "prior_group1.safetensors"]
