@@ -9,19 +9,29 @@ reconstruct     DART, DRIFT or a baseline on your own data (NIfTI for MRI, .npy/
                 4D-STEM; see ``python -m paperlib reconstruct --help``)
 train           train the partitioned diffusion prior (``train --modality mri --profile NAME``;
                 see ``python -m paperlib train --help``); rerunning after a kill resumes
+
+The ``train`` command is :func:`train_main` here: it loads the profile's data
+(:mod:`paperlib.data.training`) and runs :func:`paperlib.diffusion.train.train_prior` with a
+preset of :mod:`paperlib.diffusion.train_config`. Only ``torch`` (and ``tqdm``, ``safetensors``)
+is needed to train from a ``--data`` file: the profile machinery (pydantic, yaml) is imported only
+where a command uses a profile.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
 
 import torch
 
-from .config import ConfigError, load_profile
+from .paths import repo_root
 
 
 def _cmd_data(args) -> int:
+    from .config import load_profile
     from .data.brain import load_split
 
     cfg = load_profile(args.profile)
@@ -34,6 +44,7 @@ def _cmd_data(args) -> int:
 def _cmd_tune(args) -> int:
     from .experiments import mri as mri_exp
     from .recon import mri_baselines
+    from .config import load_profile
     from .tables import write_cases
 
     cfg = load_profile(args.profile)
@@ -80,11 +91,173 @@ def _cmd_tune(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- train
+def train_preset(modality: str, profile: str, preset: str | None = None) -> str:
+    """The training preset of ``python -m paperlib train``: ``preset``, else one named after the profile.
+
+    Without ``preset`` the profile's name (a YAML path's stem) is used, and a modality-specific
+    preset ``<modality>_<profile>`` wins where one exists (``--modality mri --profile default``
+    trains ``mri_default``).
+
+    Raises
+    ------
+    ValueError : no such preset in :data:`~paperlib.diffusion.train_config.TRAIN_PRESETS`.
+    """
+    from .diffusion.train_config import TRAIN_PRESETS
+
+    name = preset or Path(profile).stem
+    specific = name if name.startswith(f"{modality}_") else f"{modality}_{name}"
+    if preset is None and specific in TRAIN_PRESETS:
+        name = specific
+    if name not in TRAIN_PRESETS:
+        raise ValueError(f"--preset: no training preset {name!r}; expected one of {sorted(TRAIN_PRESETS)}")
+    return name
+
+
+def prior_dir(modality: str, preset: str) -> Path:
+    """Default folder of the prior trained by ``preset``: ``<repo>/checkpoints/<modality>_<preset>``.
+
+    The modality is not repeated when the preset already starts with it (``stem_default_l2`` ->
+    ``checkpoints/stem_default_l2``). The profiles' ``prior.checkpoint`` and
+    ``stem_prior.checkpoint`` name the folders written this way (tested).
+    """
+    name = preset if preset.startswith(f"{modality}_") else f"{modality}_{preset}"
+    return repo_root() / "checkpoints" / name
+
+
+def _repo_relative(path: Path) -> str:
+    """``path`` relative to the repository root where it lies inside it (portable manifests), else absolute."""
+    path = path.resolve()
+    try:
+        return path.relative_to(repo_root().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    from .diffusion.train_config import TRAIN_PRESETS
+
+    p = argparse.ArgumentParser(prog="python -m paperlib train", description="train a partitioned diffusion prior")
+    p.add_argument("--modality", choices=("mri", "stem"), required=True)
+    p.add_argument("--profile", default="default", help="profile name or YAML path (data section)")
+    p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), help="training preset (default: the profile's name)")
+    p.add_argument("--data", type=Path, help="(N, D, H, W) training volumes, .npy or .pt (default: the profile's)")
+    p.add_argument("--data-scale", type=float, default=1.0,
+                   help="divide --data by this (recorded in the manifest; not for bundles, which are scaled)")
+    p.add_argument("--export-data", type=Path, metavar="FILE.pt",
+                   help="write the profile's training data and its provenance to FILE.pt and stop "
+                        "(train elsewhere with --data FILE.pt)")
+    p.add_argument("--groups", nargs="*", type=int, help="group indices (default: all, or this rank's)")
+    p.add_argument("--out", type=Path, help="output folder (default: checkpoints/<modality>_<preset>)")
+    p.add_argument("--init-from", type=Path, metavar="DIR",
+                   help="fine-tuning presets: the prior to start from (default: the folder its base preset "
+                        "trains, checkpoints/<modality>_<base>)")
+    p.add_argument("--steps", type=int, help="override the preset's number of steps")
+    p.add_argument("--max-steps", type=int, help="stop each group after this many steps in this call (resumable)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if a state exists")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _train_config(args: argparse.Namespace):
+    """The preset's :class:`~paperlib.diffusion.train_config.TrainConfig` with the command line's changes."""
+    from .diffusion.train_config import FINE_TUNE_BASES, TRAIN_PRESETS
+
+    preset = train_preset(args.modality, args.profile, args.preset)
+    cfg = TRAIN_PRESETS[preset]
+    if args.steps is not None:
+        cfg = replace(cfg, steps=args.steps)
+    base = FINE_TUNE_BASES.get(preset)
+    if args.init_from is not None or base is not None:
+        cfg = replace(cfg, init_from=_repo_relative(args.init_from or prior_dir(args.modality, base)))
+    return preset, cfg
+
+
+def _train_data(args: argparse.Namespace):
+    """The training tensor and its ``dataset`` record: ``--data`` (a bundle or an array) or the profile's."""
+    from .diffusion.bundles import load_data_file
+
+    if args.data is None:
+        from .data.training import load_training_data
+
+        return load_training_data(args.modality, args.profile)
+    data, info = load_data_file(args.data, with_info=True)
+    if info is None:
+        return data / args.data_scale, {"modality": args.modality, "file": args.data.name, "scale": args.data_scale}
+    if args.data_scale != 1.0:
+        raise ValueError(f"--data-scale {args.data_scale:g}: {args.data} is a bundle, already "
+                         f"scaled (scale {info.get('scale', 1.0)}); leave --data-scale out")
+    if info.get("modality", args.modality) != args.modality:
+        raise ValueError(f"--data {args.data}: a {info['modality']} bundle, but --modality {args.modality}")
+    return data, info
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m paperlib train --modality {mri,stem} --profile NAME [options]``: train a partitioned prior.
+
+    MRI volumes come from the profile's ``mri`` section (train split), 4D-STEM potentials from its
+    ``stem`` section (``stem_eval.n_train`` cubic crystals, divided by ``stem_prior.data_scale``);
+    ``--data FILE`` ((N, D, H, W) ``.npy`` or ``.pt``, divided by ``--data-scale``) replaces either
+    (:func:`paperlib.data.training.load_training_data`). The preset is :func:`train_preset`; the
+    output folder ``--out`` or :func:`prior_dir`; a fine-tuning preset
+    (:data:`~paperlib.diffusion.train_config.FINE_TUNE_BASES`) starts from ``--init-from`` or its
+    base preset's :func:`prior_dir`. The output folder holds, per group, the resumable state, the
+    loss log (JSON lines) and, when the run is complete, the prior (safetensors + manifest);
+    rerunning the same command after a kill resumes exactly. Under ``torchrun`` each rank trains
+    its own groups.
+
+    Returns
+    -------
+    exit status: 0 done, 2 bad input (message on stderr).
+    """
+    from .diffusion.bundles import export_data
+    from .diffusion.distributed import gather_stats, groups_for_rank, init_from_env, shutdown, track
+    from .diffusion.train import train_prior
+
+    args = _train_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not (args.data_scale > 0):
+        print(f"error: --data-scale: expected > 0, got {args.data_scale}", file=sys.stderr)
+        return 2
+    try:
+        preset, cfg = _train_config(args)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or prior_dir(args.modality, preset)
+    ctx = init_from_env()
+    try:
+        data, info = _train_data(args)
+        if args.export_data is not None:
+            export_data(args.export_data, data, info)
+            print(f"wrote {args.export_data}: {tuple(data.shape)} ({info.get('modality')}, "
+                  f"profile {info.get('profile', '-')})")
+            return 0
+        groups = args.groups or groups_for_rank(cfg.num_groups, ctx.rank, ctx.world_size)
+        with track(ctx, groups) as stats:
+            results = train_prior(cfg, data, out, groups=groups, resume=not args.no_resume,
+                                  progress=not args.no_progress and ctx.is_main, max_steps=args.max_steps,
+                                  dataset=info, device=ctx.device)
+        for g, res in zip(groups, results):
+            print(f"[rank {ctx.rank}] group {g}: step {res.step}/{cfg.steps}, last loss {res.last_loss}, "
+                  f"{'prior ' + str(res.prior_path) if res.prior_path else 'state ' + str(res.state_path)}")
+        for s in gather_stats(stats) or []:
+            print(f"rank {s.rank}: groups {s.groups}, {s.wall_time_s:.1f} s, peak RSS {s.peak_rss_bytes / 2**20:.0f} MiB"
+                  + (f", peak CUDA {s.peak_cuda_alloc_bytes / 2**20:.0f} MiB" if s.peak_cuda_alloc_bytes else ""))
+    except (ValueError, FileNotFoundError, NotImplementedError) as exc:  # CheckpointError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:
-        from .diffusion.train import main as train_main
-
         return train_main(argv[1:])
     if argv[:1] == ["reconstruct"]:
         from .reconstruct import main as reconstruct_main
@@ -111,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # paperlib.config.ConfigError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

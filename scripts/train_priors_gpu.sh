@@ -24,7 +24,7 @@ done
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 run() {  # modality group steps outdir tag
-  timeout "${TMO:-1000000}" python3 -m paperlib.diffusion.train --modality "$1" --profile default \
+  timeout "${TMO:-1000000}" python3 -m paperlib train --modality "$1" --profile default \
     --data "$DATA/$1_default_train.pt" --groups "$2" --steps "$3" --out "$4" --no-progress > "$W/log_$5_$1_$2.txt" 2>&1
   echo "$5 $1 group $2: exit $? after $SECONDS s"
 }

@@ -258,3 +258,46 @@ def test_load_split_brats_needs_paperlib_data(monkeypatch):
     monkeypatch.delenv("PAPERLIB_DATA", raising=False)
     with pytest.raises(FileNotFoundError, match=r"\$PAPERLIB_DATA is not set.*BraTS20_Training_XXX"):
         brain.load_split(_cfg(source="brats"), "test")
+
+
+# --------------------------------------------------------------------------------------------
+# the steps of _simulate
+# --------------------------------------------------------------------------------------------
+def test_mass_effect_pushes_tissue_outwards_and_fades():
+    lesion = brain._Lesion(centre=np.array([1.0, 2.0, 3.0]), radius=10.0, core=0.0, oedema=1.5, roughness=0.1,
+                           mass=0.4)
+    offsets = torch.tensor([0.0, 5.0, 13.0, 200.0])  # mm along x from the centre
+    pos = torch.zeros(3, 1, 1, 4)
+    pos[0, 0, 0] = 1.0 + offsets
+    pos[1], pos[2] = 2.0, 3.0
+    moved, distance = brain._mass_effect(pos.clone(), lesion)
+    torch.testing.assert_close(distance[0, 0], offsets)  # before the move
+    expected = offsets * (1 - 0.4 * torch.exp(-offsets**2 / (2 * 13.0**2)))
+    torch.testing.assert_close(moved[0, 0, 0] - 1.0, expected)
+    assert float(moved[0, 0, 0, 3]) == pytest.approx(201.0)  # far away: unchanged
+    torch.testing.assert_close(moved[1:], pos[1:])  # only along the offset
+
+
+def test_brain_voxels_gather_and_box():
+    fraction = torch.zeros(4, 5, 6)
+    fraction[1:3, 2, 1:4] = 0.9
+    fraction[2, 4, 5] = 0.4  # below one half: outside
+    voxels = brain._BrainVoxels.from_fraction(fraction)
+    assert voxels.n == 6
+    torch.testing.assert_close(voxels.gather(fraction), fraction[fraction > 0.5])
+    assert voxels.gather(torch.stack([fraction, 2 * fraction])).shape == (2, 6)
+    assert voxels.bounding_box() == (slice(1, 3), slice(2, 3), slice(1, 4))
+    empty = brain._BrainVoxels.from_fraction(torch.zeros(2, 3, 4))
+    assert empty.n == 0 and empty.bounding_box() == (slice(None),) * 3
+
+
+def test_noisy_normalised_scales_to_the_percentile_and_keeps_the_background():
+    fraction = torch.zeros(2, 4, 4)
+    fraction[:, 1:3, 1:3] = 1.0
+    voxels = brain._BrainVoxels.from_fraction(fraction)
+    values = np.linspace(0.1, 2.0, voxels.n, dtype=np.float32)
+    clean = brain._noisy_normalised(values, np.random.default_rng(0), 0.0, voxels)
+    assert clean.dtype == np.float32 and np.all(clean[~voxels.mask.numpy()] == 0)
+    np.testing.assert_allclose(clean[voxels.mask.numpy()], np.clip(values / np.percentile(values, 99.5), 0, 1))
+    noisy = brain._noisy_normalised(values, np.random.default_rng(0), 0.1, voxels)
+    assert np.all(noisy[~voxels.mask.numpy()] == 0) and not np.array_equal(noisy, clean)

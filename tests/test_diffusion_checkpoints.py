@@ -157,7 +157,7 @@ def test_save_refuses_bad_input(tmp_path):
 
 def test_default_prior_fits_16_mib(tmp_path):
     """All groups of the shipped default prior together, as trained (float16) and even in float32."""
-    from paperlib.diffusion.train import TRAIN_PRESETS
+    from paperlib.diffusion.train_config import TRAIN_PRESETS
 
     cfg = TRAIN_PRESETS["default"]
     model = UNet3D(cfg.model)

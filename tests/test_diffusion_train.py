@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from paperlib import cli
 from paperlib.diffusion import train as train_mod
+from paperlib.diffusion.bundles import load_data_file
 from paperlib.diffusion.checkpoints import CheckpointError, load_partitioned_prior, load_prior
 from paperlib.diffusion.schedules import ScheduleConfig
 from paperlib.diffusion.train import TrainConfig, train, train_prior
@@ -181,48 +183,48 @@ def test_main_trains_stem_from_the_profile_or_a_file(tmp_path, capsys, one_threa
     from paperlib.config import load_profile
 
     profile_out = ["--modality", "stem", "--profile", "ci", "--out", str(tmp_path / "from_profile"), "--no-progress"]
-    assert train_mod.main(profile_out + ["--steps", "1"]) == 0  # the ci crystals / stem_prior.data_scale
+    assert cli.train_main(profile_out + ["--steps", "1"]) == 0  # the ci crystals / stem_prior.data_scale
     _, manifests = load_prior(tmp_path / "from_profile")
     assert manifests[0]["dataset"]["scale"] == load_profile("ci").stem_prior.data_scale
     assert manifests[0]["dataset"]["modality"] == "stem" and manifests[0]["dataset"]["split"] == "train"
     argv = ["--modality", "stem", "--profile", "ci", "--out", str(tmp_path / "prior"), "--no-progress"]
     potentials = 40.0 * torch.rand(2, 8, 32, 32, generator=torch.Generator().manual_seed(0))  # V*Angstrom
     np.save(tmp_path / "pot.npy", potentials.numpy())
-    assert train_mod.main(argv + ["--data", str(tmp_path / "pot.npy"), "--steps", "1"]) == 2
+    assert cli.train_main(argv + ["--data", str(tmp_path / "pot.npy"), "--steps", "1"]) == 2
     assert "divide by a fixed scale" in capsys.readouterr().err  # unscaled potentials are refused
-    assert train_mod.main(argv + ["--data", str(tmp_path / "pot.npy"), "--data-scale", "40", "--steps", "1"]) == 0
+    assert cli.train_main(argv + ["--data", str(tmp_path / "pot.npy"), "--data-scale", "40", "--steps", "1"]) == 0
     _, manifests = load_prior(tmp_path / "prior")
     assert manifests[0]["dataset"]["scale"] == 40.0 and manifests[0]["dataset"]["modality"] == "stem"
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
-    assert train_mod.main(argv + ["--data", str(tmp_path / "bad.npy"), "--no-resume"]) == 2
+    assert cli.train_main(argv + ["--data", str(tmp_path / "bad.npy"), "--no-resume"]) == 2
     assert "bad.npy: unreadable" in capsys.readouterr().err
-    assert train_mod.main(argv + ["--data", str(tmp_path / "missing.npy")]) == 2
+    assert cli.train_main(argv + ["--data", str(tmp_path / "missing.npy")]) == 2
     assert "no such file" in capsys.readouterr().err
 
 
 def test_exported_bundle_trains_the_same_prior_elsewhere(tmp_path, capsys, one_thread):
     """``--export-data`` then ``--data BUNDLE``: the same tensor, fingerprint and dataset block."""
     common = ["--modality", "stem", "--profile", "ci", "--no-progress", "--steps", "1"]
-    assert train_mod.main(common + ["--out", str(tmp_path / "direct")]) == 0
+    assert cli.train_main(common + ["--out", str(tmp_path / "direct")]) == 0
     bundle = tmp_path / "stem_ci.pt"
-    assert train_mod.main(common + ["--export-data", str(bundle)]) == 0
+    assert cli.train_main(common + ["--export-data", str(bundle)]) == 0
     assert sorted(p.name for p in tmp_path.glob("*stem_ci*")) == ["stem_ci.pt"]  # no temporary left
-    data, info = train_mod.load_data_file(bundle, with_info=True)
+    data, info = load_data_file(bundle, with_info=True)
     assert data.ndim == 4 and info["modality"] == "stem" and info["profile"] == "ci"
-    assert train_mod.main(common + ["--data", str(bundle), "--out", str(tmp_path / "bundle")]) == 0
+    assert cli.train_main(common + ["--data", str(bundle), "--out", str(tmp_path / "bundle")]) == 0
     (_, direct), (_, via) = load_prior(tmp_path / "direct"), load_prior(tmp_path / "bundle")
     assert via[0]["dataset"] == direct[0]["dataset"]  # incl. the fingerprint of the training tensor
     capsys.readouterr()
     # a scaled bundle refuses a second scale, and the modality must match
-    assert train_mod.main(common + ["--data", str(bundle), "--data-scale", "2", "--out", str(tmp_path / "x")]) == 2
+    assert cli.train_main(common + ["--data", str(bundle), "--data-scale", "2", "--out", str(tmp_path / "x")]) == 2
     assert "already scaled" in capsys.readouterr().err
     mri = ["--modality", "mri", "--profile", "ci", "--no-progress", "--steps", "1", "--out", str(tmp_path / "y")]
-    assert train_mod.main(mri + ["--data", str(bundle)]) == 2
+    assert cli.train_main(mri + ["--data", str(bundle)]) == 2
     assert "a stem bundle" in capsys.readouterr().err
     torch.save({"weights": torch.zeros(1)}, tmp_path / "dict.pt")
-    assert train_mod.main(common + ["--data", str(tmp_path / "dict.pt"), "--out", str(tmp_path / "z")]) == 2
+    assert cli.train_main(common + ["--data", str(tmp_path / "dict.pt"), "--out", str(tmp_path / "z")]) == 2
     assert "not a paperlib.train_data/1 bundle" in capsys.readouterr().err
-    assert train_mod.main(common + ["--export-data", str(tmp_path / "x.npy")]) == 2
+    assert cli.train_main(common + ["--export-data", str(tmp_path / "x.npy")]) == 2
     assert "expected a .pt file" in capsys.readouterr().err
 
 
@@ -242,10 +244,12 @@ def test_train_prior_trains_each_group_and_resumes(data, tmp_path):
 
 
 def test_main_trains_every_group_of_a_preset(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train_mod, "_load_training_data",
+    import paperlib.data.training
+
+    monkeypatch.setattr(paperlib.data.training, "load_training_data",
                         lambda modality, profile: (torch.rand(2, 8, 32, 32), {"modality": modality}))
     argv = ["--modality", "mri", "--profile", "ci", "--out", str(tmp_path), "--steps", "1", "--no-progress"]
-    assert train_mod.main(argv) == 0
+    assert cli.train_main(argv) == 0
     assert "rank 0: groups [0, 1]" in capsys.readouterr().out
     models, manifests = load_prior(tmp_path)
     assert [m["group"] for m in manifests] == [0, 1] and manifests[0]["dataset"]["modality"] == "mri"
@@ -271,3 +275,78 @@ def test_fine_tuning_starts_from_the_given_prior(data, tmp_path):
         train(replace(cfg, prediction="v"), data, tmp_path / "other", group=GROUP, progress=False)
     with pytest.raises(FileNotFoundError, match="init_from"):
         train(replace(cfg, init_from=str(tmp_path / "missing")), data, tmp_path / "x", group=GROUP, progress=False)
+
+
+@pytest.mark.parametrize("profile", ["ci", "default", "paper"])
+def test_make_train_writes_the_priors_the_profile_uses(profile):
+    """The last stage of ``make train`` per modality writes the folder the profile reads its prior from."""
+    from paperlib.config import load_profile
+    from paperlib.paths import repo_root
+
+    prof = load_profile(profile)
+    stages = {"mri": [None], "stem": [None, "stem_default_l2"] if profile == "default" else [None]}  # as the Makefile
+    for modality, checkpoint in (("mri", prof.prior.checkpoint), ("stem", prof.stem_prior.checkpoint)):
+        preset = cli.train_preset(modality, profile, stages[modality][-1])
+        assert cli.prior_dir(modality, preset) == repo_root() / checkpoint, (modality, preset)
+    assert cli.train_preset("mri", "default") == "mri_default" and cli.train_preset("stem", "ci") == "ci"
+    with pytest.raises(ValueError, match="no training preset 'nope'"):
+        cli.train_preset("mri", "nope")
+
+
+def test_fine_tuning_preset_starts_from_its_base_presets_prior(tmp_path):
+    """``stem_default_l2`` names no file: the command line points it at ``stem_default``'s folder."""
+    from paperlib.diffusion.train_config import FINE_TUNE_BASES, TRAIN_PRESETS
+
+    assert all(cfg.init_from is None for cfg in TRAIN_PRESETS.values())  # presets hard-code no paths
+    args = cli._train_parser().parse_args(["--modality", "stem", "--profile", "default", "--preset", "stem_default_l2"])
+    preset, cfg = cli._train_config(args)
+    assert preset == "stem_default_l2" and FINE_TUNE_BASES[preset] == "stem_default"
+    assert cfg.init_from == "checkpoints/stem_default"  # repository-relative, as the shipped manifest records
+    assert replace(cfg, init_from=None) == TRAIN_PRESETS[preset]
+    args = cli._train_parser().parse_args(["--modality", "stem", "--preset", "stem_default_l2",
+                                           "--init-from", str(tmp_path), "--steps", "3"])
+    _, cfg = cli._train_config(args)
+    assert (cfg.init_from, cfg.steps) == (str(tmp_path.resolve()), 3)
+    args = cli._train_parser().parse_args(["--modality", "mri", "--profile", "ci"])
+    assert cli._train_config(args)[1].init_from is None
+
+
+def test_diffusion_imports_no_data_sets():
+    """The diffusion package takes tensors; loading data sets is paperlib.data's (and the CLI's) business."""
+    code = ("import sys, paperlib.diffusion, paperlib.diffusion.train, paperlib.diffusion.bundles, "
+            "paperlib.diffusion.evaluate, paperlib.diffusion.train_state\n"
+            "print(sorted(m for m in sys.modules if m.startswith('paperlib.data')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_training_data_of_the_profiles(one_thread):
+    """paperlib.data.training: the ci profile's MRI train split and its crystals' scaled potentials."""
+    from paperlib.config import load_profile
+    from paperlib.data.training import load_training_data
+
+    ci = load_profile("ci")
+    mri, info = load_training_data("mri", "ci")
+    assert mri.shape == (ci.mri.n_train, *ci.mri.shape) and mri.dtype == torch.float32
+    assert 0.0 <= float(mri.min()) and float(mri.max()) <= 1.0
+    assert (info["modality"], info["profile"], info["profile_digest"]) == ("mri", "ci", ci.digest())
+    stem, info = load_training_data("stem", "ci")
+    p = ci.stem
+    assert stem.shape == (ci.stem_eval.n_train, p.n_slices, p.gpts, p.gpts) and stem.dtype == torch.float32
+    assert float(stem.min()) > -0.01 and 1.0 < float(stem.max()) <= 10.0  # abTEM rings slightly below 0
+    assert info["scale"] == ci.stem_prior.data_scale and info["stem_digest"] == p.digest()
+    with pytest.raises(NotImplementedError, match="modality: expected one of"):
+        load_training_data("ct", "ci")
+
+
+def test_training_from_a_file_needs_no_profile_machinery(tmp_path):
+    """scripts/train_priors_gpu.sh trains from bundles on a machine with torch but maybe no pydantic/yaml."""
+    np.save(tmp_path / "vols.npy", torch.rand(2, 8, 32, 32, generator=torch.Generator().manual_seed(0)).numpy())
+    code = ("import sys; sys.modules['pydantic'] = sys.modules['yaml'] = None\n"
+            "from paperlib.cli import main\n"
+            f"sys.exit(main(['train', '--modality', 'mri', '--profile', 'ci', '--data', {str(tmp_path / 'vols.npy')!r}, "
+            f"'--steps', '1', '--out', {str(tmp_path / 'out')!r}, '--no-progress', '--threads', '1']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out").glob("prior_group*.safetensors")) == [
+        "prior_group0.safetensors", "prior_group1.safetensors"]

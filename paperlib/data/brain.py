@@ -404,6 +404,192 @@ def _tumour_maps(
     return necrosis, torch.minimum(oedema, 1 - tumour), tumour - necrosis, labels
 
 
+@dataclass(frozen=True)
+class _BrainVoxels:
+    """The voxels inside a subject's brain mask: every step after the geometry works on these only.
+
+    ``mask`` (D, H, W) bool is where the deformed, box-filtered template brain fraction exceeds
+    0.5; ``inside`` (n,) holds the flat indices of its voxels (C order).
+    """
+
+    mask: torch.Tensor
+    inside: torch.Tensor
+
+    @classmethod
+    def from_fraction(cls, fraction: torch.Tensor) -> "_BrainVoxels":
+        mask = fraction > 0.5
+        return cls(mask, torch.nonzero(mask.flatten())[:, 0])
+
+    @property
+    def n(self) -> int:
+        return int(self.inside.numel())
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """(..., D, H, W) -> (..., n): the values at the brain voxels."""
+        return t.reshape(*t.shape[:-3], -1)[..., self.inside]
+
+    def bounding_box(self) -> tuple[slice, slice, slice]:
+        """The smallest box holding the brain (the whole grid when the mask is empty)."""
+        if not self.n:
+            return (slice(None),) * 3  # type: ignore[return-value]
+        where = torch.nonzero(self.mask)
+        return tuple(slice(int(lo), int(hi) + 1) for lo, hi in zip(where.min(0).values, where.max(0).values))
+
+
+def _check_simulation_args(shape: Sequence[int], modalities: Sequence[str], noise_std: float) -> tuple[int, int, int]:
+    shape = _check_shape(shape)
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown:
+        raise ValueError(f"modality: expected one of {MODALITIES}, got {unknown}")
+    if noise_std < 0:
+        raise ValueError(f"noise_std: expected >= 0, got {noise_std}")
+    return shape
+
+
+def _mass_effect(pos: torch.Tensor, lesion: _Lesion) -> tuple[torch.Tensor, torch.Tensor]:
+    """Push the template positions ``pos`` (3, D, H, W) mm away from a tumour's centre.
+
+    A position at distance ``r`` from the centre moves to ``centre + (1 - mass exp(-r^2 / (2 (1.3
+    radius)^2))) (pos - centre)``: the template tissue near the tumour is sampled closer to its
+    centre, so the subject's tissue appears pushed outwards. ``pos`` is overwritten.
+
+    Returns
+    -------
+    pos : (3, D, H, W) the moved positions; distance : (D, H, W) ``r`` in mm, before the move.
+    """
+    centre = torch.from_numpy(lesion.centre.astype(np.float32))[:, None, None, None]
+    offset = pos - centre
+    dist2 = (offset**2).sum(0)
+    squeeze = 1 - lesion.mass * torch.exp(-dist2 / (2 * (1.3 * lesion.radius) ** 2))
+    return offset.mul_(squeeze).add_(centre), dist2.sqrt()
+
+
+def _deformed_anatomy(
+    rng_geom: np.random.Generator, rng_lesion: np.random.Generator, shape: tuple[int, int, int], voxel: np.ndarray
+) -> tuple[torch.Tensor, list[_Lesion], list[torch.Tensor]]:
+    """Step 1, anatomy: the template sampled through the subject's deformation and its tumours' mass effect.
+
+    Returns
+    -------
+    sampled : (3, D, H, W) float32 brain fraction, GM and WM of the subject (partial volumes).
+    lesions : the subject's tumours (:func:`_draw_lesions`, first draws of ``rng_lesion``).
+    distances : per tumour, (D, H, W) mm from its centre in template space.
+    """
+    tpl = _template()
+    pos = _template_positions(rng_geom, shape, tpl.centre)
+    lesions = _draw_lesions(rng_lesion, tpl.lesion_sites)
+    distances = []
+    for lesion in lesions:
+        pos, distance = _mass_effect(pos, lesion)
+        distances.append(distance)
+    return _sample_template(pos, voxel), lesions, distances
+
+
+def _healthy_tissue(
+    rng_tissue: np.random.Generator,
+    sampled: torch.Tensor,
+    voxels: _BrainVoxels,
+    voxel: np.ndarray,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step 2, tissue: sharpen the population-average tissue maps and perturb their boundaries.
+
+    CSF = brain - GM - WM; the log-odds of (CSF, GM, WM) get folding-scale random fields (8 mm,
+    gain :data:`_FOLD_GAIN`) and a softmax at temperature :data:`_SHARPEN` (towards 1 at coarse
+    voxels). The band-limited fields (two at 8 mm, one at 4 mm) are drawn over the brain's
+    bounding box only.
+
+    Returns
+    -------
+    brain : (n,) brain fraction in [0, 1]; prob : (3, n) CSF, GM, WM fractions of the tissue;
+    fold : (n,) the folding field also used as coarse texture; fine : (n,) the 4 mm texture field.
+    """
+    brain = voxels.gather(sampled[0]).clamp(0, 1)
+    gm, wm = voxels.gather(sampled[1]), voxels.gather(sampled[2])
+    prob = torch.stack([(brain - gm - wm).clamp_min(0), gm, wm]) / brain  # CSF, GM, WM
+    shape = tuple(voxels.mask.shape)
+    box = voxels.bounding_box()
+    box_shape = tuple(len(range(*b.indices(n))) for b, n in zip(box, shape))
+    fields = torch.zeros((3, *shape))
+    fields[(slice(None), *box)] = _band_fields(rng_tissue, box_shape, voxel, (8.0, 8.0, 4.0))
+    fold_a, fold_b, fine = voxels.gather(fields)
+    temperature = min(max(_SHARPEN + 0.2 * (float(voxel[1:].mean()) - 1.0), _SHARPEN), 1.0)
+    logits = torch.log(prob + 0.02)
+    logits += _FOLD_GAIN * torch.stack([fold_b, fold_a, -fold_a])
+    return brain, torch.softmax(logits / temperature, dim=0), fold_a, fine
+
+
+def _with_tumours(
+    rng_lesion: np.random.Generator,
+    lesions: Sequence[_Lesion],
+    distances: Sequence[torch.Tensor],
+    brain: torch.Tensor,
+    prob: torch.Tensor,
+    voxels: _BrainVoxels,
+    voxel: np.ndarray,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 3, lesions: the tumours' necrotic core, enhancing rim and oedema replace healthy tissue.
+
+    Tumour boundaries are made irregular by two smooth fields (6 mm) drawn from ``rng_lesion``
+    after the tumours themselves; edges are soft over half a voxel (:func:`_tumour_maps`).
+
+    Returns
+    -------
+    weights : (6, n) partial volumes of :data:`_CLASSES` times the brain fraction.
+    labels : (n,) uint8 BraTS labels.
+    """
+    irregular = voxels.gather(_smooth_fields(rng_lesion, 2, tuple(voxels.mask.shape), correlation_mm=6.0))
+    edge_mm = 0.5 * float(np.exp(np.log(voxel).mean()))  # soft edges half a voxel wide
+    necrosis, oedema, enhancing, labels = _tumour_maps(
+        lesions, [voxels.gather(d) for d in distances], irregular, prob, edge_mm
+    )
+    lesion = necrosis + oedema + enhancing
+    weights = torch.cat([prob * (1 - lesion), torch.stack([necrosis, oedema, enhancing])]) * brain
+    return weights, labels
+
+
+def _contrast_and_bias(
+    rng_contrast: np.random.Generator, voxels: _BrainVoxels
+) -> tuple[np.ndarray, torch.Tensor]:
+    """Step 4, contrast: per-modality class intensities (4 % jitter) and a smooth bias field each.
+
+    Returns
+    -------
+    contrast : (len(MODALITIES), len(_CLASSES)) float64 intensities, :data:`_CONTRAST` jittered.
+    bias : (len(MODALITIES), n) multiplicative bias ``exp(0.12 g)`` (g: 50 mm smooth field), about 12 % rms.
+    """
+    jitter = 1 + 0.04 * rng_contrast.standard_normal((len(MODALITIES), len(_CLASSES)))
+    contrast = np.array([_CONTRAST[m] for m in MODALITIES]) * jitter
+    bias = voxels.gather(_smooth_fields(rng_contrast, len(MODALITIES), tuple(voxels.mask.shape), correlation_mm=50.0))
+    return contrast, torch.exp(0.12 * bias)
+
+
+def _textured(weights: torch.Tensor, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    """Step 5, texture: each class's partial volume (6, n) scaled by ``1 + a_fine fine + a_coarse coarse``."""
+    texture = torch.tensor(_TEXTURE_FINE)[:, None] * fine + torch.tensor(_TEXTURE_COARSE)[:, None] * coarse
+    return weights * (1 + texture)
+
+
+def _noisy_normalised(
+    values: np.ndarray, rng_noise: np.random.Generator, noise_std: float, voxels: _BrainVoxels
+) -> np.ndarray:
+    """Step 6, noise: Rician noise at the brain voxels, division by the 99.5th percentile, clip to [0, 1].
+
+    ``values`` (n,) float32 are the noiseless intensities at the brain voxels; the noise is the
+    magnitude of complex Gaussian noise of std ``noise_std * max(values)``. Returns the (D, H, W)
+    float32 volume, exactly 0 outside the brain.
+    """
+    volume = np.zeros(tuple(voxels.mask.shape), np.float32)
+    if not voxels.n:
+        return volume
+    if noise_std > 0:
+        sigma = np.float32(noise_std * float(values.max()))
+        noise = rng_noise.standard_normal((2, voxels.n), dtype=np.float32) * sigma
+        values = np.hypot(values + noise[0], noise[1])
+    high = max(float(np.percentile(values, 99.5)), 1e-12)
+    volume.flat[voxels.inside.numpy()] = np.clip(values / high, 0.0, 1.0)
+    return volume
+
+
 def _simulate(
     seed: int,
     shape: tuple[int, int, int],
@@ -414,100 +600,37 @@ def _simulate(
 ) -> dict[str, np.ndarray]:
     """One synthetic subject; only the listed modalities are rendered.
 
-    A modality's image does not depend on which other modalities are rendered (every random
-    stream is spawned from ``seed`` in a fixed order). With ``tissues=True`` the result also
-    holds ``"tissues"``: (6, D, H, W) float32 partial volumes of ``_CLASSES`` (for tests).
-    Positions are computed on the whole grid; everything else only at the brain voxels.
+    The steps, each its own function: anatomy (:func:`_deformed_anatomy`), healthy tissue
+    (:func:`_healthy_tissue`), tumours (:func:`_with_tumours`), contrast and bias
+    (:func:`_contrast_and_bias`), texture (:func:`_textured`), noise and normalisation
+    (:func:`_noisy_normalised`). Each draws from its own random stream, all spawned from
+    ``seed`` in a fixed order, so a modality's image does not depend on which other modalities
+    are rendered. With ``tissues=True`` the result also holds ``"tissues"``: (6, D, H, W) float32
+    partial volumes of ``_CLASSES`` (for tests). Positions are computed on the whole grid;
+    everything else only at the brain voxels.
     """
-    shape = _check_shape(shape)
-    unknown = [m for m in modalities if m not in MODALITIES]
-    if unknown:
-        raise ValueError(f"modality: expected one of {MODALITIES}, got {unknown}")
-    if noise_std < 0:
-        raise ValueError(f"noise_std: expected >= 0, got {noise_std}")
-    tpl = _template()
+    shape = _check_simulation_args(shape, modalities, noise_std)
     streams = np.random.SeedSequence(int(seed)).spawn(4 + len(MODALITIES))
     rng_geom, rng_lesion, rng_tissue, rng_contrast = (np.random.default_rng(s) for s in streams[:4])
     voxel = np.asarray(FOV_MM) / np.asarray(shape)
 
-    # -- where each output voxel samples the template; tumours push tissue outwards ----------
-    pos = _template_positions(rng_geom, shape, tpl.centre)
-    lesions = _draw_lesions(rng_lesion, tpl.lesion_sites)
-    distances = []
-    for les in lesions:
-        offset = pos - torch.from_numpy(les.centre.astype(np.float32))[:, None, None, None]
-        dist2 = (offset**2).sum(0)
-        distances.append(dist2.sqrt())
-        squeeze = 1 - les.mass * torch.exp(-dist2 / (2 * (1.3 * les.radius) ** 2))
-        pos = offset.mul_(squeeze).add_(torch.from_numpy(les.centre.astype(np.float32))[:, None, None, None])
-    sampled = _sample_template(pos, voxel)
-    del pos
-    brain_mask = sampled[0] > 0.5
-    inside = torch.nonzero(brain_mask.flatten())[:, 0]  # flat indices of the brain voxels
-    n_inside = int(inside.numel())
-
-    def at_brain(t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(*t.shape[:-3], -1)[..., inside]
-
-    brain = at_brain(sampled[0]).clamp(0, 1)
-    gm, wm = at_brain(sampled[1]), at_brain(sampled[2])
-    prob = torch.stack([(brain - gm - wm).clamp_min(0), gm, wm]) / brain  # CSF, GM, WM
-    del sampled, gm, wm
-
-    # -- healthy tissue: sharpen the population-average maps, perturb their boundaries -------
-    box = [slice(None)] * 3
-    if n_inside:  # band-limited fields over the brain's bounding box only
-        where = torch.nonzero(brain_mask)
-        box = [slice(int(lo), int(hi) + 1) for lo, hi in zip(where.min(0).values, where.max(0).values)]
-    fields = torch.zeros((3, *shape))
-    box_shape = tuple(len(range(*b.indices(n))) for b, n in zip(box, shape))
-    fields[(slice(None), *box)] = _band_fields(rng_tissue, box_shape, voxel, (8.0, 8.0, 4.0))
-    fold_a, fold_b, fine = at_brain(fields)
-    del fields
-    temperature = min(max(_SHARPEN + 0.2 * (float(voxel[1:].mean()) - 1.0), _SHARPEN), 1.0)
-    logits = torch.log(prob + 0.02)
-    logits += _FOLD_GAIN * torch.stack([fold_b, fold_a, -fold_a])
-    prob = torch.softmax(logits / temperature, dim=0)
-    del logits, fold_b
-
-    # -- tumours --------------------------------------------------------------------------------
-    irregular = at_brain(_smooth_fields(rng_lesion, 2, shape, correlation_mm=6.0))
-    edge_mm = 0.5 * float(np.exp(np.log(voxel).mean()))  # soft edges half a voxel wide
-    necrosis, oedema, enhancing, labels = _tumour_maps(
-        lesions, [at_brain(d) for d in distances], irregular, prob, edge_mm
-    )
-    lesion = necrosis + oedema + enhancing
-    weights = torch.cat([prob * (1 - lesion), torch.stack([necrosis, oedema, enhancing])]) * brain
-    del distances, irregular, prob, necrosis, oedema, enhancing, lesion
-
-    # -- intensities, bias, noise, normalisation ---------------------------------------------
-    jitter = 1 + 0.04 * rng_contrast.standard_normal((len(MODALITIES), len(_CLASSES)))
-    contrast = np.array([_CONTRAST[m] for m in MODALITIES]) * jitter
-    bias = at_brain(_smooth_fields(rng_contrast, len(MODALITIES), shape, correlation_mm=50.0))
-    bias = torch.exp(0.12 * bias)  # multiplicative, about 12 % rms
-    texture = torch.tensor(_TEXTURE_FINE)[:, None] * fine + torch.tensor(_TEXTURE_COARSE)[:, None] * fold_a
-    textured = weights * (1 + texture)
-    del fine, fold_a, texture
-    flat = inside.numpy()
+    sampled, lesions, distances = _deformed_anatomy(rng_geom, rng_lesion, shape, voxel)
+    voxels = _BrainVoxels.from_fraction(sampled[0])
+    brain, prob, fold, fine = _healthy_tissue(rng_tissue, sampled, voxels, voxel)
+    del sampled
+    weights, labels = _with_tumours(rng_lesion, lesions, distances, brain, prob, voxels, voxel)
+    del distances, prob
+    contrast, bias = _contrast_and_bias(rng_contrast, voxels)
+    textured = _textured(weights, fine, fold)
     out: dict[str, np.ndarray] = {}
     for m, modality in enumerate(MODALITIES):
-        if modality not in modalities:
-            continue
-        rng_noise = np.random.default_rng(streams[4 + m])
-        mu = torch.from_numpy(contrast[m].astype(np.float32))
-        values = (torch.tensordot(mu, textured, dims=1) * bias[m]).numpy()
-        volume = np.zeros(shape, np.float32)
-        if n_inside:
-            if noise_std > 0:  # Rician: magnitude of complex Gaussian noise, inside the brain
-                sigma = np.float32(noise_std * float(values.max()))
-                noise = rng_noise.standard_normal((2, n_inside), dtype=np.float32) * sigma
-                values = np.hypot(values + noise[0], noise[1])
-            high = max(float(np.percentile(values, 99.5)), 1e-12)
-            volume.flat[flat] = np.clip(values / high, 0.0, 1.0)
-        out[modality] = volume
+        if modality in modalities:
+            values = torch.tensordot(torch.from_numpy(contrast[m].astype(np.float32)), textured, dims=1) * bias[m]
+            out[modality] = _noisy_normalised(values.numpy(), np.random.default_rng(streams[4 + m]), noise_std, voxels)
+    flat = voxels.inside.numpy()
     out["seg"] = np.zeros(shape, np.uint8)
     out["seg"].flat[flat] = labels.numpy()
-    out["brain_mask"] = brain_mask.numpy()
+    out["brain_mask"] = voxels.mask.numpy()
     if tissues:
         out["tissues"] = np.zeros((len(_CLASSES), *shape), np.float32)
         out["tissues"].reshape(len(_CLASSES), -1)[:, flat] = weights.numpy()

@@ -1,7 +1,15 @@
 """Train the slice groups' video-diffusion priors: L1 loss, Adam, gradient accumulation, EMA, exact resume.
 
-Entry points: :func:`train` (one group), :func:`train_prior` (several groups, or this rank's under
-``torch.distributed``) and :func:`main`, the ``python -m paperlib train`` command line.
+Entry points: :func:`train` (one group) and :func:`train_prior` (several groups, or this rank's
+under ``torch.distributed``). The pieces around the loop live next to it:
+
+* :mod:`paperlib.diffusion.train_config`: :class:`TrainConfig` and the presets ``TRAIN_PRESETS``
+  (re-exported here);
+* :mod:`paperlib.diffusion.train_state`: the resumable state and the loss log;
+* :mod:`paperlib.diffusion.bundles`: training bundles and the data fingerprint;
+* :func:`paperlib.cli.train_main`: the ``python -m paperlib train`` command line, which also
+  loads the profile's data (:func:`paperlib.data.training.load_training_data`): nothing in
+  :mod:`paperlib.diffusion` imports :mod:`paperlib.data`.
 
 The paper trains each slice group's model independently "with L1 loss, learning rate 1e-4,
 batch-level gradient accumulation over 2 steps, and other hyperparameters following
@@ -31,158 +39,30 @@ training runs inside ``torch.random.fork_rng`` and leaves the caller's RNG untou
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import hashlib
-import io
-import json
 import logging
 import os
-import pickle
-import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..io import atomic_path, atomic_write_bytes
+from .bundles import data_fingerprint
 from .checkpoints import CheckpointError, save_prior, weights_name
 from .partition import derive_seed, group_slices
-from .schedules import ScheduleConfig, q_sample
-from .unet3d import PRESETS, UNet3D, UNet3DConfig, reject_unknown_keys
+from .schedules import q_sample
+from .train_config import TRAIN_PRESETS, TrainConfig
+from .train_state import append_log, load_state, read_log, save_state, write_log
+from .unet3d import UNet3D
 
 logger = logging.getLogger(__name__)
 
-STATE_FORMAT = "paperlib.train_state/1"
 #: Largest |value| accepted in training data: the unit-variance noise of the schedule needs data of order 1.
 MAX_ABS_DATA = 10.0
-#: Fields that may change between a run and its resumption.
-RESUMABLE_CHANGES = ("steps", "ckpt_every")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training hyper-parameters of one slice group's prior.
-
-    Parameters
-    ----------
-    model : network architecture.
-    schedule : noise schedule.
-    prediction : network target, ``"x0"``, ``"epsilon"`` or ``"v"`` (module docstring).
-    loss : ``"l1"`` (the paper) or ``"l2"``.
-    num_groups : slice groups the volume depth is split into (one model each).
-    lr : Adam learning rate (paper: 1e-4).
-    batch_size : volumes per micro-batch.
-    grad_accum : micro-batches per optimiser step (paper: 2).
-    ema_decay : EMA decay (with warm-up, see module docstring).
-    grad_clip : max gradient norm, or ``None``.
-    steps : optimiser steps of the whole run.
-    ckpt_every : steps between resumable checkpoints.
-    seed : base seed; init, data and dropout streams are derived from it and the group index.
-    hflip : random left-right flips (light augmentation).
-    slice_jitter : the group's slice window is shifted by a random offset in ``[-j, j]``
-        (clamped to the volume), a light augmentation across the group borders.
-    weights_dtype : storage dtype of the exported prior, ``"float16"`` or ``"float32"``.
-    init_from : fine-tuning: a prior folder (relative paths are relative to the repository root)
-        whose group-``g`` weights start the run instead of a random initialisation (model and EMA;
-        the optimiser starts afresh). Its architecture, schedule, prediction and group layout must
-        equal this config's; the exported manifest records it (path, sha256, steps, loss) under
-        ``init``.
-    """
-
-    model: UNet3DConfig = field(default_factory=lambda: PRESETS["default"])
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    prediction: Literal["x0", "epsilon", "v"] = "x0"
-    loss: Literal["l1", "l2"] = "l1"
-    num_groups: int = 2
-    lr: float = 1e-4
-    batch_size: int = 2
-    grad_accum: int = 2
-    ema_decay: float = 0.999
-    grad_clip: float | None = 1.0
-    steps: int = 10_000
-    ckpt_every: int = 500
-    seed: int = 0
-    hflip: bool = False
-    slice_jitter: int = 0
-    weights_dtype: Literal["float16", "float32"] = "float16"
-    init_from: str | None = None
-
-    def __post_init__(self) -> None:
-        checks = {
-            "prediction": self.prediction in ("x0", "epsilon", "v"),
-            "loss": self.loss in ("l1", "l2"),
-            "num_groups": self.num_groups >= 1,
-            "lr": self.lr > 0,
-            "batch_size": self.batch_size >= 1,
-            "grad_accum": self.grad_accum >= 1,
-            "ema_decay": 0.0 <= self.ema_decay < 1.0,
-            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
-            "steps": self.steps >= 1,
-            "ckpt_every": self.ckpt_every >= 1,
-            "slice_jitter": self.slice_jitter >= 0,
-            "weights_dtype": self.weights_dtype in ("float16", "float32"),
-            "init_from": self.init_from is None or (isinstance(self.init_from, str) and bool(self.init_from)),
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"TrainConfig: invalid {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["model"] = self.model.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        reject_unknown_keys(cls, d)
-        d = dict(d)
-        if "model" in d:
-            d["model"] = UNet3DConfig.from_dict(d["model"])
-        if "schedule" in d:
-            d["schedule"] = ScheduleConfig(**d["schedule"])
-        return cls(**d)
-
-
-#: Training presets matching the profiles (``python -m paperlib train --profile NAME`` uses ``NAME``).
-#: ``ci``: 8x32x32 volumes, both groups in under a minute on one core (pipeline checks only).
-#: ``default``: 16x64x64 volumes, 2 groups x 600 steps of ~2 s of one core each (~40 min on one
-#: idle core, less with 2 threads); the learning rate is raised from the paper's 1e-4 to 5e-4 for
-#: the short run. After 150 steps group 0 already beats a tuned Gaussian filter at denoising
-#: (noise 0.02-0.2). Measurements: ``benchmarks/diffusion_train_speed.py``, ``benchmarks/diffusion_prior_quality.py``.
-TRAIN_PRESETS: dict[str, TrainConfig] = {
-    "ci": TrainConfig(model=PRESETS["ci"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
-                      num_groups=2, lr=1e-3, steps=60, ckpt_every=20, ema_decay=0.95),
-    "default": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
-                           num_groups=2, lr=5e-4, steps=1400, ckpt_every=50, ema_decay=0.995),
-    # The shipped default priors (checkpoints/{mri,stem}_default): the same network, trained on a
-    # GPU with 8 volumes per step, random left-right flips and (MRI) +-1 slice jitter, one
-    # process per group on one card (scripts/train_priors_gpu.sh; ~0.06 s per step on an H200).
-    # A step is twice the work of the CPU preset's (~2 s per step on one core), so retraining
-    # them on a CPU is an overnight job; ``--preset default`` is the short CPU recipe.
-    "mri_default": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
-                               num_groups=2, lr=5e-4, batch_size=8, grad_accum=1, steps=9000, ckpt_every=500,
-                               ema_decay=0.999, hflip=True, slice_jitter=1),
-    "stem_default": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
-                                num_groups=2, lr=5e-4, batch_size=8, grad_accum=1, steps=9000, ckpt_every=500,
-                                ema_decay=0.999, hflip=True),
-    # checkpoints/stem_default_l2, the STEM prior the profiles use: stem_default fine-tuned with
-    # the L2 loss. With L1 (the paper's) the network learns the posterior *median*, and at pure
-    # noise the median of a slice that is vacuum in a third of the crystals (the slices below the
-    # thickness) is vacuum: the second group sampled empty slices in 94-100 % of the draws, the
-    # training data hold atoms there in 17-82 % (scripts/prior_occupancy_check.py). L2 targets
-    # the mean. 800 steps of ~2 s on one core per group (~27 min with both groups in parallel).
-    "stem_default_l2": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000),
-                                   prediction="v", loss="l2", num_groups=2, lr=2e-4, batch_size=8, grad_accum=1,
-                                   steps=800, ckpt_every=100, ema_decay=0.99, hflip=True,
-                                   init_from="checkpoints/stem_default"),
-    "paper": TrainConfig(model=PRESETS["paper"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
-                         num_groups=2, steps=100_000, ckpt_every=1000, ema_decay=0.9999, weights_dtype="float32"),
-}
 
 
 @dataclass
@@ -201,13 +81,6 @@ class TrainResult:
     state_path: Path
     log_path: Path
     prior_path: Path | None
-
-
-def data_fingerprint(data: Tensor) -> str:
-    """SHA-256 (16 hex digits) of the training tensor's shape and bytes; resume refuses other data."""
-    h = hashlib.sha256(str(tuple(data.shape)).encode())
-    h.update(data.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _validate(cfg: TrainConfig, data: Tensor, group: int) -> None:
@@ -261,29 +134,6 @@ def _target(prediction: str, x0: Tensor, noise: Tensor, abar_t: Tensor) -> Tenso
 def _paths(out_dir: Path, group: int) -> tuple[Path, Path, Path]:
     return (out_dir / f"train_state_group{group}.pt", out_dir / f"loss_group{group}.jsonl",
             out_dir / weights_name(group))
-
-
-def _read_log(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _write_log(path: Path, records: list[dict]) -> None:
-    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
-
-
-def _append_log(path: Path, records: list[dict]) -> None:
-    if not records:
-        return
-    with open(path, "a") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _comparable(cfg_dict: dict) -> dict:
-    return {k: v for k, v in cfg_dict.items() if k not in RESUMABLE_CHANGES}
 
 
 def train(
@@ -347,11 +197,11 @@ def train(
         step = 0
         init_weights, init = _initial_weights(cfg, group, size) if cfg.init_from else (None, None)
         if resume and state_path.exists():
-            step = _load_state(state_path, cfg, group, fingerprint, model, ema, opt, gen, device)
-            _write_log(log_path, [r for r in _read_log(log_path) if r["step"] <= step])
+            step = load_state(state_path, cfg, group, fingerprint, model, ema, opt, gen, device)
+            write_log(log_path, [r for r in read_log(log_path) if r["step"] <= step])
             logger.info("group %d: resumed at step %d from %s", group, step, state_path)
         else:
-            _write_log(log_path, [])
+            write_log(log_path, [])
             if init_weights is not None:  # fine-tuning: model and EMA start from the given prior
                 model.load_state_dict(init_weights)
                 ema.load_state_dict(init_weights)
@@ -389,14 +239,14 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}")
             if step % cfg.ckpt_every == 0 or step == end:
-                _append_log(log_path, pending)
+                append_log(log_path, pending)
                 pending = []
-                _save_state(state_path, cfg, group, fingerprint, step, model, ema, opt, gen, device)
+                save_state(state_path, cfg, group, fingerprint, step, model, ema, opt, gen, device)
         bar.close()
 
     exported = None
     if step >= cfg.steps:
-        recent = [r["loss"] for r in _read_log(log_path)[-50:]]
+        recent = [r["loss"] for r in read_log(log_path)[-50:]]
         final = sum(recent) / len(recent) if recent else None
         save_prior(prior_path, ema, group_size=size, schedule=cfg.schedule, prediction=cfg.prediction,
                    group=group, num_groups=cfg.num_groups, dataset={**(dataset or {}), "fingerprint": fingerprint,
@@ -479,238 +329,4 @@ def train_prior(
     return results
 
 
-def _save_state(path: Path, cfg: TrainConfig, group: int, fingerprint: str, step: int, model: UNet3D,
-                ema: UNet3D, opt: torch.optim.Optimizer, gen: torch.Generator, device: torch.device) -> None:
-    state = {
-        "format": STATE_FORMAT,
-        "config": json.dumps(cfg.to_dict(), sort_keys=True),
-        "group": group,
-        "data_fingerprint": fingerprint,
-        "step": step,
-        "model": model.state_dict(),
-        "ema": ema.state_dict(),
-        "optimizer": opt.state_dict(),
-        "data_rng": gen.get_state(),
-        "torch_rng": torch.get_rng_state(),
-    }
-    if device.type == "cuda":
-        state["cuda_rng"] = torch.cuda.get_rng_state(device)
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _load_state(path: Path, cfg: TrainConfig, group: int, fingerprint: str, model: UNet3D, ema: UNet3D,
-                opt: torch.optim.Optimizer, gen: torch.Generator, device: torch.device) -> int:
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # torch raises several types for broken files
-        raise CheckpointError(f"{path}: unreadable training state ({type(exc).__name__}: {exc}); "
-                              "delete it or pass resume=False to start afresh") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path}: not a paperlib training state ({STATE_FORMAT})")
-    saved = TrainConfig.from_dict(json.loads(state["config"])).to_dict()  # fields added later: defaults
-    if _comparable(saved) != _comparable(cfg.to_dict()):
-        diff = sorted(k for k in _comparable(cfg.to_dict()) if saved.get(k) != cfg.to_dict()[k])
-        raise CheckpointError(f"{path}: config mismatch: the saved run differs in {diff}; "
-                              "use another out_dir or resume=False")
-    if state["group"] != group:
-        raise CheckpointError(f"{path}: state is for group {state['group']}, asked for group {group}")
-    if state["data_fingerprint"] != fingerprint:
-        raise CheckpointError(f"{path}: the training data differ from the saved run's "
-                              f"(fingerprint {fingerprint} != {state['data_fingerprint']})")
-    model.load_state_dict(state["model"])
-    ema.load_state_dict(state["ema"])
-    opt.load_state_dict(state["optimizer"])
-    gen.set_state(state["data_rng"].cpu())
-    torch.set_rng_state(state["torch_rng"].cpu())
-    if "cuda_rng" in state and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-    return int(state["step"])
-
-
-# ---------------------------------------------------------------------------- command line
-#: Format tag of the bundles written by ``train --export-data``.
-BUNDLE_FORMAT = "paperlib.train_data/1"
-
-
-def export_data(path: str | os.PathLike, data: Tensor, dataset: dict) -> Path:
-    """Write a training bundle (``.pt``): the (N, D, H, W) tensor as trained on and its provenance.
-
-    A bundle carries the profile's training data to a machine that cannot generate it (a GPU
-    box without abTEM, say): ``train --data BUNDLE`` then trains on exactly the same tensor
-    (same fingerprint) and records the same ``dataset`` block in the manifest as training
-    from the profile would. Written atomically (:func:`paperlib.io.atomic_path`).
-    """
-    path = Path(path)
-    if path.suffix != ".pt":
-        raise ValueError(f"--export-data {path}: expected a .pt file")
-    with atomic_path(path) as tmp:  # creates the folder
-        torch.save({"format": BUNDLE_FORMAT, "data": data.detach().to("cpu", torch.float32).contiguous(),
-                    "dataset": json.dumps(dataset, sort_keys=True)}, tmp)
-    return path
-
-
-def load_data_file(path: str | os.PathLike, with_info: bool = False) -> Tensor | tuple[Tensor, dict | None]:
-    """A (N, D, H, W) training tensor from ``.npy`` (no pickles) or ``.pt`` (``weights_only``).
-
-    A ``.pt`` file holds either a tensor or a bundle written by :func:`export_data`; with
-    ``with_info`` the bundle's dataset block (``None`` for plain arrays) is returned too.
-
-    Raises
-    ------
-    FileNotFoundError : no such file.  ValueError : another suffix, unreadable, or not 4-D.
-    """
-    import numpy as np
-
-    path = Path(path)
-    if path.suffix not in (".npy", ".pt"):
-        raise ValueError(f"--data {path}: expected a .npy or .pt file")
-    if not path.is_file():
-        raise FileNotFoundError(f"--data {path}: no such file")
-    try:
-        if path.suffix == ".npy":
-            data = torch.from_numpy(np.load(path, allow_pickle=False))
-        else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, EOFError, ValueError, RuntimeError, pickle.UnpicklingError) as exc:
-        raise ValueError(f"--data {path}: unreadable ({type(exc).__name__}: {exc})") from None
-    info = None
-    if isinstance(data, dict):
-        if data.get("format") != BUNDLE_FORMAT or not isinstance(data.get("dataset"), str):
-            raise ValueError(f"--data {path}: a dict that is not a {BUNDLE_FORMAT} bundle "
-                             f"(keys {sorted(map(str, data))}); expected a tensor or a train --export-data file")
-        try:
-            info = json.loads(data["dataset"])
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--data {path}: the bundle's dataset block is not JSON ({exc})") from None
-        data = data.get("data")
-    if not isinstance(data, Tensor) or data.ndim != 4:
-        raise ValueError(f"--data {path}: expected one (N, D, H, W) array, got "
-                         f"{tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__}")
-    return (data.float(), info) if with_info else data.float()
-
-
-def _load_training_data(modality: str, profile: str) -> tuple[Tensor, dict]:
-    from ..config import load_profile
-
-    prof = load_profile(profile)
-    if modality == "mri":
-        from ..data.brain import load_split
-
-        images = load_split(prof.mri, "train", progress=True).images
-        return torch.as_tensor(images, dtype=torch.float32), {"modality": "mri", "profile": prof.name,
-                                                              "profile_digest": prof.digest(),
-                                                              "mri": prof.mri.model_dump(mode="json")}
-    if modality == "stem":
-        from ..data.crystals import stem_dataset
-
-        # potentials (V*Angstrom) / the profile's fixed scale: data of order 1, as the schedule assumes
-        scale = prof.stem_prior.data_scale
-        samples = stem_dataset(prof.stem, "train", prof.stem_eval.n_train, progress=True)
-        data = torch.stack([s.potential for s in samples]).float() / scale
-        return data, {"modality": "stem", "profile": prof.name, "profile_digest": prof.digest(),
-                      "split": "train", "n": len(samples), "scale": scale, "scale_unit": "V*Angstrom",
-                      "stem_digest": prof.stem.digest(), "stem": prof.stem.model_dump(mode="json")}
-    raise NotImplementedError(f"modality {modality!r}: pass the training volumes with --data FILE.npy "
-                              "(N, D, H, W) and --data-scale")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m paperlib train --modality {mri,stem} --profile NAME [options]``: train a partitioned prior.
-
-    MRI volumes come from the profile's ``mri`` section (train split), 4D-STEM potentials from its
-    ``stem`` section (``stem_eval.n_train`` cubic crystals, divided by ``stem_prior.data_scale``);
-    ``--data FILE`` ((N, D, H, W) ``.npy`` or ``.pt``, divided by ``--data-scale``) replaces either.
-    The preset is :data:`TRAIN_PRESETS` ``[--preset or the profile name]``. The output folder
-    holds, per group, the resumable state, the loss log (JSON lines) and, when the run is
-    complete, the prior (safetensors + manifest); rerunning the same command after a kill
-    resumes exactly. Under ``torchrun`` each rank trains its own groups.
-
-    Returns
-    -------
-    exit status: 0 done, 2 bad input (message on stderr).
-    """
-    from .distributed import gather_stats, groups_for_rank, init_from_env, shutdown, track
-
-    p = argparse.ArgumentParser(prog="paperlib train", description="train a partitioned diffusion prior")
-    p.add_argument("--modality", choices=("mri", "stem"), required=True)
-    p.add_argument("--profile", default="default", help="profile name or YAML path (data section)")
-    p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), help="training preset (default: the profile's name)")
-    p.add_argument("--data", type=Path, help="(N, D, H, W) training volumes, .npy or .pt (default: the profile's)")
-    p.add_argument("--data-scale", type=float, default=1.0,
-                   help="divide --data by this (recorded in the manifest; not for bundles, which are scaled)")
-    p.add_argument("--export-data", type=Path, metavar="FILE.pt",
-                   help="write the profile's training data and its provenance to FILE.pt and stop "
-                        "(train elsewhere with --data FILE.pt)")
-    p.add_argument("--groups", nargs="*", type=int, help="group indices (default: all, or this rank's)")
-    p.add_argument("--out", type=Path, help="output folder (default: checkpoints/<modality>_<preset>)")
-    p.add_argument("--steps", type=int, help="override the preset's number of steps")
-    p.add_argument("--max-steps", type=int, help="stop each group after this many steps in this call (resumable)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads")
-    p.add_argument("--no-resume", action="store_true", help="start afresh even if a state exists")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    preset = args.preset or Path(args.profile).stem
-    out_name = preset if preset.startswith(f"{args.modality}_") else f"{args.modality}_{preset}"
-    if args.preset is None and out_name in TRAIN_PRESETS:
-        preset = out_name  # a modality-specific preset of this profile
-    if preset not in TRAIN_PRESETS:
-        print(f"error: no training preset {preset!r}; pass --preset {sorted(TRAIN_PRESETS)}", file=sys.stderr)
-        return 2
-    if not (args.data_scale > 0):
-        print(f"error: --data-scale: expected > 0, got {args.data_scale}", file=sys.stderr)
-        return 2
-    cfg = TRAIN_PRESETS[preset]
-    try:
-        if args.steps is not None:
-            cfg = replace(cfg, steps=args.steps)
-        if args.threads:
-            torch.set_num_threads(args.threads)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from ..paths import repo_root
-
-    out = args.out or repo_root() / "checkpoints" / out_name
-    ctx = init_from_env()
-    try:
-        if args.data is not None:
-            data, info = load_data_file(args.data, with_info=True)
-            if info is None:
-                data = data / args.data_scale
-                info = {"modality": args.modality, "file": args.data.name, "scale": args.data_scale}
-            elif args.data_scale != 1.0:
-                raise ValueError(f"--data-scale {args.data_scale:g}: {args.data} is a bundle, already "
-                                 f"scaled (scale {info.get('scale', 1.0)}); leave --data-scale out")
-            elif info.get("modality", args.modality) != args.modality:
-                raise ValueError(f"--data {args.data}: a {info['modality']} bundle, but --modality {args.modality}")
-        else:
-            data, info = _load_training_data(args.modality, args.profile)
-        if args.export_data is not None:
-            export_data(args.export_data, data, info)
-            print(f"wrote {args.export_data}: {tuple(data.shape)} ({info.get('modality')}, "
-                  f"profile {info.get('profile', '-')})")
-            return 0
-        groups = args.groups or groups_for_rank(cfg.num_groups, ctx.rank, ctx.world_size)
-        with track(ctx, groups) as stats:
-            results = train_prior(cfg, data, out, groups=groups, resume=not args.no_resume,
-                                  progress=not args.no_progress and ctx.is_main, max_steps=args.max_steps,
-                                  dataset=info, device=ctx.device)
-        for g, res in zip(groups, results):
-            print(f"[rank {ctx.rank}] group {g}: step {res.step}/{cfg.steps}, last loss {res.last_loss}, "
-                  f"{'prior ' + str(res.prior_path) if res.prior_path else 'state ' + str(res.state_path)}")
-        for s in gather_stats(stats) or []:
-            print(f"rank {s.rank}: groups {s.groups}, {s.wall_time_s:.1f} s, peak RSS {s.peak_rss_bytes / 2**20:.0f} MiB"
-                  + (f", peak CUDA {s.peak_cuda_alloc_bytes / 2**20:.0f} MiB" if s.peak_cuda_alloc_bytes else ""))
-    except (ValueError, FileNotFoundError, NotImplementedError) as exc:  # CheckpointError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        shutdown()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["MAX_ABS_DATA", "TRAIN_PRESETS", "TrainConfig", "TrainResult", "train", "train_prior"]

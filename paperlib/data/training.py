@@ -1,0 +1,61 @@
+"""The training data of a profile's diffusion priors, with the provenance their manifests record.
+
+``python -m paperlib train`` calls :func:`load_training_data` unless ``--data FILE`` is given; the
+diffusion package itself (:mod:`paperlib.diffusion`) never loads data sets, it takes a tensor.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+#: Modalities with a training set in the profiles.
+MODALITIES = ("mri", "stem")
+
+
+def load_training_data(modality: str, profile: str) -> tuple[Tensor, dict]:
+    """The (N, D, H, W) float32 training volumes of a profile and their ``dataset`` record.
+
+    Parameters
+    ----------
+    modality : ``"mri"``: the profile's ``mri`` section, ``train`` split
+        (:func:`paperlib.data.brain.load_split`), images in [0, 1]. ``"stem"``: the first
+        ``stem_eval.n_train`` cubic crystals of the ``train`` split
+        (:func:`paperlib.data.crystals.stem_dataset`), their projected potentials per slice
+        (V·Å) divided by ``stem_prior.data_scale`` so that the data are of order 1, as the noise
+        schedule assumes.
+    profile : profile name or YAML path (:func:`paperlib.config.load_profile`).
+
+    Returns
+    -------
+    data : (N, D, H, W) float32 tensor.
+    dataset : JSON-serialisable provenance (modality, profile name and digest, the data section;
+        for 4D-STEM also the split, count and scale), copied into the prior manifest.
+
+    Raises
+    ------
+    NotImplementedError : another modality (pass the volumes with ``train --data FILE``).
+    """
+    from ..config import load_profile
+
+    prof = load_profile(profile)
+    if modality == "mri":
+        from .brain import load_split
+
+        images = load_split(prof.mri, "train", progress=True).images
+        return torch.as_tensor(images, dtype=torch.float32), {"modality": "mri", "profile": prof.name,
+                                                              "profile_digest": prof.digest(),
+                                                              "mri": prof.mri.model_dump(mode="json")}
+    if modality == "stem":
+        from .crystals import stem_dataset
+
+        scale = prof.stem_prior.data_scale
+        samples = stem_dataset(prof.stem, "train", prof.stem_eval.n_train, progress=True)
+        data = torch.stack([s.potential for s in samples]).float() / scale
+        return data, {"modality": "stem", "profile": prof.name, "profile_digest": prof.digest(),
+                      "split": "train", "n": len(samples), "scale": scale, "scale_unit": "V*Angstrom",
+                      "stem_digest": prof.stem.digest(), "stem": prof.stem.model_dump(mode="json")}
+    raise NotImplementedError(f"modality: expected one of {MODALITIES}, got {modality!r}; pass the training "
+                              "volumes with --data FILE.npy (N, D, H, W) and --data-scale")
+
+
+__all__ = ["MODALITIES", "load_training_data"]

@@ -1,0 +1,153 @@
+"""Training hyper-parameters of a slice group's prior (:class:`TrainConfig`) and the named presets.
+
+This module only describes *how* to train; the loop is :mod:`paperlib.diffusion.train`, the data
+bundles :mod:`paperlib.diffusion.bundles` and the command line ``python -m paperlib train``
+(:func:`paperlib.cli.train_main`). Presets name no files: where a prior is written and which
+prior a fine-tuning preset starts from are decided by the caller (the command line derives both
+from the repository's ``checkpoints/`` folder, see :func:`paperlib.cli.prior_dir`, or takes
+``--out`` / ``--init-from``).
+
+>>> cfg = TRAIN_PRESETS["ci"]
+>>> cfg.prediction, cfg.num_groups, cfg.steps
+('v', 2, 60)
+>>> TrainConfig.from_dict(cfg.to_dict()) == cfg
+True
+>>> FINE_TUNE_BASES["stem_default_l2"]
+'stem_default'
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from .schedules import ScheduleConfig
+from .unet3d import PRESETS, UNet3DConfig, reject_unknown_keys
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters of one slice group's prior.
+
+    Parameters
+    ----------
+    model : network architecture.
+    schedule : noise schedule.
+    prediction : network target, ``"x0"``, ``"epsilon"`` or ``"v"`` (module docstring).
+    loss : ``"l1"`` (the paper) or ``"l2"``.
+    num_groups : slice groups the volume depth is split into (one model each).
+    lr : Adam learning rate (paper: 1e-4).
+    batch_size : volumes per micro-batch.
+    grad_accum : micro-batches per optimiser step (paper: 2).
+    ema_decay : EMA decay (with warm-up, see module docstring).
+    grad_clip : max gradient norm, or ``None``.
+    steps : optimiser steps of the whole run.
+    ckpt_every : steps between resumable checkpoints.
+    seed : base seed; init, data and dropout streams are derived from it and the group index.
+    hflip : random left-right flips (light augmentation).
+    slice_jitter : the group's slice window is shifted by a random offset in ``[-j, j]``
+        (clamped to the volume), a light augmentation across the group borders.
+    weights_dtype : storage dtype of the exported prior, ``"float16"`` or ``"float32"``.
+    init_from : fine-tuning: a prior folder (relative paths are relative to the repository root)
+        whose group-``g`` weights start the run instead of a random initialisation (model and EMA;
+        the optimiser starts afresh). Its architecture, schedule, prediction and group layout must
+        equal this config's; the exported manifest records it (path, sha256, steps, loss) under
+        ``init``.
+    """
+
+    model: UNet3DConfig = field(default_factory=lambda: PRESETS["default"])
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    prediction: Literal["x0", "epsilon", "v"] = "x0"
+    loss: Literal["l1", "l2"] = "l1"
+    num_groups: int = 2
+    lr: float = 1e-4
+    batch_size: int = 2
+    grad_accum: int = 2
+    ema_decay: float = 0.999
+    grad_clip: float | None = 1.0
+    steps: int = 10_000
+    ckpt_every: int = 500
+    seed: int = 0
+    hflip: bool = False
+    slice_jitter: int = 0
+    weights_dtype: Literal["float16", "float32"] = "float16"
+    init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        checks = {
+            "prediction": self.prediction in ("x0", "epsilon", "v"),
+            "loss": self.loss in ("l1", "l2"),
+            "num_groups": self.num_groups >= 1,
+            "lr": self.lr > 0,
+            "batch_size": self.batch_size >= 1,
+            "grad_accum": self.grad_accum >= 1,
+            "ema_decay": 0.0 <= self.ema_decay < 1.0,
+            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
+            "steps": self.steps >= 1,
+            "ckpt_every": self.ckpt_every >= 1,
+            "slice_jitter": self.slice_jitter >= 0,
+            "weights_dtype": self.weights_dtype in ("float16", "float32"),
+            "init_from": self.init_from is None or (isinstance(self.init_from, str) and bool(self.init_from)),
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"TrainConfig: invalid {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        reject_unknown_keys(cls, d)
+        d = dict(d)
+        if "model" in d:
+            d["model"] = UNet3DConfig.from_dict(d["model"])
+        if "schedule" in d:
+            d["schedule"] = ScheduleConfig(**d["schedule"])
+        return cls(**d)
+
+
+#: Training presets matching the profiles (``python -m paperlib train --profile NAME`` uses ``NAME``).
+#: ``ci``: 8x32x32 volumes, both groups in under a minute on one core (pipeline checks only).
+#: ``default``: 16x64x64 volumes, 2 groups x 600 steps of ~2 s of one core each (~40 min on one
+#: idle core, less with 2 threads); the learning rate is raised from the paper's 1e-4 to 5e-4 for
+#: the short run. After 150 steps group 0 already beats a tuned Gaussian filter at denoising
+#: (noise 0.02-0.2). Measurements: ``benchmarks/diffusion_train_speed.py``, ``benchmarks/diffusion_prior_quality.py``.
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    "ci": TrainConfig(model=PRESETS["ci"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
+                      num_groups=2, lr=1e-3, steps=60, ckpt_every=20, ema_decay=0.95),
+    "default": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
+                           num_groups=2, lr=5e-4, steps=1400, ckpt_every=50, ema_decay=0.995),
+    # The shipped default priors (checkpoints/{mri,stem}_default): the same network, trained on a
+    # GPU with 8 volumes per step, random left-right flips and (MRI) +-1 slice jitter, one
+    # process per group on one card (scripts/train_priors_gpu.sh; ~0.06 s per step on an H200).
+    # A step is twice the work of the CPU preset's (~2 s per step on one core), so retraining
+    # them on a CPU is an overnight job; ``--preset default`` is the short CPU recipe.
+    "mri_default": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
+                               num_groups=2, lr=5e-4, batch_size=8, grad_accum=1, steps=9000, ckpt_every=500,
+                               ema_decay=0.999, hflip=True, slice_jitter=1),
+    "stem_default": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
+                                num_groups=2, lr=5e-4, batch_size=8, grad_accum=1, steps=9000, ckpt_every=500,
+                                ema_decay=0.999, hflip=True),
+    # checkpoints/stem_default_l2, the STEM prior the profiles use: stem_default fine-tuned with
+    # the L2 loss. With L1 (the paper's) the network learns the posterior *median*, and at pure
+    # noise the median of a slice that is vacuum in a third of the crystals (the slices below the
+    # thickness) is vacuum: the second group sampled empty slices in 94-100 % of the draws, the
+    # training data hold atoms there in 16-79 % (slice mean > 5 V*A); after the L2 fine-tune the
+    # samples are occupied in 12-38 % (benchmarks/results/prior_occupancy.txt). L2 targets
+    # the mean. 800 steps of ~2 s on one core per group (~27 min with both groups in parallel).
+    # It starts from the prior of preset stem_default (FINE_TUNE_BASES); the caller sets init_from.
+    "stem_default_l2": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000),
+                                   prediction="v", loss="l2", num_groups=2, lr=2e-4, batch_size=8, grad_accum=1,
+                                   steps=800, ckpt_every=100, ema_decay=0.99, hflip=True),
+    "paper": TrainConfig(model=PRESETS["paper"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
+                         num_groups=2, steps=100_000, ckpt_every=1000, ema_decay=0.9999, weights_dtype="float32"),
+}
+
+
+#: Fine-tuning presets and the preset whose trained prior they start from. The command line sets
+#: ``init_from`` to that prior's folder (the same modality), unless ``--init-from`` names another.
+FINE_TUNE_BASES: dict[str, str] = {"stem_default_l2": "stem_default"}
+
+__all__ = ["FINE_TUNE_BASES", "TRAIN_PRESETS", "TrainConfig"]
