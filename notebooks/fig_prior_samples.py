@@ -89,16 +89,18 @@ def psnr_table(case_rows, name, title, what):
         by_level.setdefault(s["noise_level"], {})[s["method"]] = s
     for r in stored:
         noisy.setdefault(r["noise_level"], []).append(r["noisy_psnr"])
-    header = ["Noise sigma", "Noisy input PSNR dB", "Gaussian filter PSNR dB", "Prior PSNR dB", "Prior - filter dB"]
+    header = ["Noise sigma", "n volumes", "Noisy input PSNR dB", "Gaussian filter PSNR dB", "Prior PSNR dB",
+              "Prior - filter dB"]
     table_rows = []
     for level, m in sorted(by_level.items()):
         f, p = m["gaussian_filter"], m["prior"]
-        table_rows.append([f"{level:g}", f"{sum(noisy[level]) / len(noisy[level]):.2f}",
+        table_rows.append([f"{level:g}", p["n_volumes"], f"{sum(noisy[level]) / len(noisy[level]):.2f}",
                            f"{f['psnr_mean']:.2f} ± {f['psnr_std']:.2f}", f"{p['psnr_mean']:.2f} ± {p['psnr_std']:.2f}",
                            f"{p['psnr_mean'] - f['psnr_mean']:+.2f}"])
     tables.write_table(out / name, header, table_rows, title=title, provenance=prov, notes=[
         what + "; filter widths chosen per noise level on the validation split; one network call at the "
-        "matching timestep.", "Mean ± std over volumes."])
+        "matching timestep.", "Mean ± sample standard deviation (ddof 1) over the n held-out volumes; PSNR of "
+        "each whole volume (MSE over all voxels, data range of the clean volume)."])
     print((out / f"{name}.md").read_text())
 
 

@@ -91,13 +91,13 @@ def test_fig3_outputs(ci_outputs):
 
 
 @pytest.mark.notebook
-@pytest.mark.xfail(strict=True, reason="ci profile: DART (4 steps from t = 0.5 with the 0.2 MB ci prior) reaches "
-                   "whole-image SSIM 0.284 against the zero-filled image's 0.645 (baseline run of the ci "
-                   "notebooks); needs ci settings or a ci prior under which DART works, as on the default "
-                   "profile (0.971 vs 0.627)")
 def test_dart_beats_zero_filled_on_ci(ci_outputs):
+    """The paper's central claim at the smallest scale: the learned prior beats the zero-filled
+    image (whole image and inside the head). It failed with the 60-step ci prior of earlier
+    versions (0.28 vs 0.65), which is why the ci prior is now trained for 600 steps."""
     rows = tables.read_cases(ci_outputs / "tab1_ssim_cases.csv")
-    assert _mean(rows, "dart", "ssim_whole") > _mean(rows, "zero_filled", "ssim_whole")
+    for column in ("ssim_whole", "ssim_head"):
+        assert _mean(rows, "dart", column) > _mean(rows, "zero_filled", column), column
 
 
 def _check_stem_rows(rows) -> None:

@@ -142,14 +142,3 @@ def test_run_cases_stem_rows_and_table(ci, one_thread, tmp_path):
     paper_col = header.index("SSIM projection reported in paper")
     assert header[paper_col - 1] == "SSIM projection (ours)"
     assert body[0][paper_col] == tables.mean_std(*PAPER_TABLE1[("stem", "three_pie")]) and body[0][1].startswith("3PIE")
-
-
-def test_training_data_of_the_stem_prior(ci, one_thread):
-    from paperlib.diffusion.train import _load_training_data
-
-    data, info = _load_training_data("stem", "ci")
-    p = ci.stem
-    assert data.shape == (ci.stem_eval.n_train, p.n_slices, p.gpts, p.gpts) and data.dtype == torch.float32
-    assert float(data.min()) > -0.01 and 1.0 < float(data.max()) <= 10.0  # abTEM rings slightly below 0
-    assert info["scale"] == ci.stem_prior.data_scale and info["modality"] == "stem"
-    assert info["stem_digest"] == p.digest() and info["n"] == ci.stem_eval.n_train

@@ -740,7 +740,7 @@ def _cache_file(cfg: MRIDataConfig, split: str, seeds: range) -> Path:
     return paths.cache_dir() / "brain" / f"synthetic-{cfg.modality}-{split}-{digest}.npz"
 
 
-def _read_cache(path: Path, expected: tuple[int, ...]) -> BrainVolumes | None:
+def read_cache(path: Path, expected: tuple[int, ...]) -> BrainVolumes | None:
     if not path.is_file():
         return None
     try:
@@ -787,7 +787,7 @@ def load_split(
     seeds = _split_seeds(cfg, split)
     shape = tuple(cfg.shape)
     path = _cache_file(cfg, split, seeds)
-    cached = _read_cache(path, (len(seeds), *shape))
+    cached = read_cache(path, (len(seeds), *shape))
     if cached is not None:
         logger.info("loaded %s split (%d volumes) from %s", split, len(cached), path)
         return cached

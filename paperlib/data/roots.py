@@ -85,7 +85,7 @@ import torch
 
 from .. import paths
 from ..io import InputValidationError, atomic_path
-from .brain import BrainVolumes, _read_cache
+from .brain import BrainVolumes, read_cache
 
 logger = logging.getLogger(__name__)
 
@@ -526,7 +526,7 @@ def load_roots(
         raise InputValidationError(f"noise_std: expected >= 0, got {noise_std!r}")
     n, seed = int(n), int(seed)
     path = _cache_file(shape, n, seed, noise_std, age_days)
-    cached = _read_cache(path, (n, *shape))
+    cached = read_cache(path, (n, *shape))
     if cached is not None:
         logger.info("loaded %d root volumes from %s", len(cached), path)
         return cached

@@ -32,7 +32,7 @@ from scipy.ndimage import gaussian_filter
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..metrics.image import psnr_slices
+from ..metrics.image import psnr_volume
 from .partition import PartitionedPrior
 
 logger = logging.getLogger(__name__)
@@ -100,10 +100,6 @@ def gaussian_filter_volume(volume: Tensor, sigma_z: float, sigma_xy: float) -> T
     return torch.from_numpy(np.ascontiguousarray(out)).to(volume.dtype)
 
 
-def _volume_psnr(pred: Tensor, target: Tensor) -> float:
-    return float(psnr_slices(pred, target).mean())
-
-
 def _check_volumes(name: str, volumes: Tensor) -> Tensor:
     if not isinstance(volumes, Tensor) or volumes.ndim != 4 or volumes.shape[0] < 1:
         raise ValueError(f"{name}: expected a (N, D, H, W) tensor with N >= 1, got "
@@ -147,7 +143,7 @@ def best_filter_sigma(
     best: tuple[tuple[float, float], float] | None = None
     for widths in filter_sigmas:
         sz, sxy = (float(w) for w in widths)
-        score = float(np.mean([_volume_psnr(gaussian_filter_volume(n, sz, sxy), v)
+        score = float(np.mean([psnr_volume(gaussian_filter_volume(n, sz, sxy), v)
                                for n, v in zip(noisy, volumes)]))
         if best is None or score > best[1]:
             best = ((sz, sxy), score)
@@ -233,28 +229,28 @@ def denoising_psnr(
         denoised = _apply(run, noisy, sigma, batch_size)
         t = timestep(sigma) if timestep is not None else None
         for i, (clean, y, xp) in enumerate(zip(volumes, noisy, denoised)):
-            base = {"noise_level": sigma, "volume": i, "noisy_psnr": _volume_psnr(y, clean),
+            base = {"noise_level": sigma, "volume": i, "noisy_psnr": psnr_volume(y, clean),
                     "filter_tuned_on": tuned_on}
-            rows.append({**base, "method": "prior", "psnr": _volume_psnr(xp, clean), "timestep": t,
+            rows.append({**base, "method": "prior", "psnr": psnr_volume(xp, clean), "timestep": t,
                          "filter_sigma_z": None, "filter_sigma_xy": None})
             rows.append({**base, "method": "gaussian_filter",
-                         "psnr": _volume_psnr(gaussian_filter_volume(y, sz, sxy), clean), "timestep": None,
+                         "psnr": psnr_volume(gaussian_filter_volume(y, sz, sxy), clean), "timestep": None,
                          "filter_sigma_z": sz, "filter_sigma_xy": sxy})
     return rows
 
 
 def summarize_psnr(rows: Sequence[dict]) -> list[dict]:
-    """Mean and standard deviation of ``psnr`` over volumes, per (noise level, method).
+    """Mean and sample standard deviation of ``psnr`` over volumes, per (noise level, method).
 
     Returns
     -------
-    list of dicts with ``noise_level``, ``method``, ``psnr_mean``, ``psnr_std`` (ddof 0),
-    ``n_volumes``, sorted by noise level then method.
+    list of dicts with ``noise_level``, ``method``, ``psnr_mean``, ``psnr_std`` (ddof 1, NaN for
+    one volume), ``n_volumes``, sorted by noise level then method.
     """
     groups: dict[tuple[float, str], list[float]] = {}
     for r in rows:
         groups.setdefault((r["noise_level"], r["method"]), []).append(r["psnr"])
-    return [{"noise_level": s, "method": m, "psnr_mean": float(np.mean(v)), "psnr_std": float(np.std(v)),
+    return [{"noise_level": s, "method": m, "psnr_mean": float(np.mean(v)), "psnr_std": float(np.std(v, ddof=1)) if len(v) > 1 else math.nan,
              "n_volumes": len(v)}
             for (s, m), v in sorted(groups.items())]
 

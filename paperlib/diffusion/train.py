@@ -230,8 +230,9 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():  # one fused update of all EMA tensors (not a kernel per parameter)
-                torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
+            with torch.no_grad():  # public per-tensor lerp_ (equal to the private fused _foreach_lerp_ on CPU)
+                for ema_param, param in zip(ema_params, model_params):
+                    ema_param.lerp_(param, 1.0 - decay)
             step += 1
             last_loss = total / cfg.grad_accum
             pending.append({"step": step, "loss": last_loss, "ema_decay": decay,
