@@ -25,25 +25,18 @@ out_dir = "../figures"
 progress = False
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
-import torch
 
 from paperlib import tables
-from paperlib.config import load_profile
 from paperlib.experiments import stem as stem_exp
 from paperlib.experiments.runner import run_cases
 from paperlib.metrics.stem import align, stem_scores
-from paperlib.plotting import image_panel, save_figure, use_paper_style
+from paperlib.plotting import image_panel, notebook_setup, save_figure
 from paperlib.provenance import provenance
 from paperlib.experiments.priors import prior_weights
 from paperlib.reference import METHOD_LABELS
 
-cfg = load_profile(profile)
-torch.set_num_threads(cfg.threads)
-use_paper_style()
-out = Path(out_dir)
+cfg, out = notebook_setup(profile, out_dir)
 
 # %%
 index = cfg.stem_eval.fig4.case

@@ -26,24 +26,18 @@ out_dir = "../figures"
 progress = False
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import torch
 
 from paperlib import tables
-from paperlib.config import load_profile
 from paperlib.data.brain import load_split
 from paperlib.data.crystals import stem_dataset
 from paperlib.diffusion import denoising_psnr, load_partitioned_prior, summarize_psnr
 from paperlib.paths import repo_root
-from paperlib.plotting import image_panel, save_figure, use_paper_style
+from paperlib.plotting import image_panel, notebook_setup, save_figure
 from paperlib.provenance import provenance
 
-cfg = load_profile(profile)
-torch.set_num_threads(cfg.threads)
-use_paper_style()
-out = Path(out_dir)
+cfg, out = notebook_setup(profile, out_dir)
 ckpt = repo_root() / cfg.prior.checkpoint
 if not ckpt.is_dir():
     raise FileNotFoundError(f"prior.checkpoint: no folder {ckpt}; train it with `make train PROFILE={cfg.name}`")

@@ -29,12 +29,9 @@ progress = False
 
 # %%
 import logging
-from pathlib import Path
-
-import torch
 
 from paperlib import tables
-from paperlib.config import load_profile
+from paperlib.plotting import notebook_setup
 from paperlib.experiments import mri as mri_exp
 from paperlib.experiments.runner import run_cases
 from paperlib.provenance import provenance
@@ -42,9 +39,7 @@ from paperlib.experiments.priors import prior_weights
 from paperlib.reference import METHOD_LABELS, PAPER_TABLE1
 
 logging.basicConfig(level=logging.WARNING)
-cfg = load_profile(profile)
-torch.set_num_threads(cfg.threads)
-out = Path(out_dir)
+cfg, out = notebook_setup(profile, out_dir, style=False)
 print(f"profile {cfg.name} ({cfg.digest()}): volumes {cfg.mri.shape}, "
       f"{cfg.tab1.n_volumes} test volumes, methods {cfg.tab1.methods}, seeds {cfg.tab1.seeds}")
 
@@ -62,8 +57,6 @@ tables.write_cases(rows, out / "tab1_ssim_cases.csv")
 # ## Table, derived from the per-case file
 
 # %%
-summary = tables.summarise(tables.read_cases(out / "tab1_ssim_cases.csv"))
-header, table_rows = tables.ssim_table_rows(summary, PAPER_TABLE1, METHOD_LABELS)
 prov = provenance(cfg, "tab1_ssim", checkpoints=prior_weights(cfg.prior.checkpoint))
 notes = [
     f"Profile `{cfg.name}`: {len(cases)} test volumes of shape {tuple(cfg.mri.shape)} (D, H, W)"
@@ -74,11 +67,9 @@ notes = [
     tables.INTERVAL_NOTE + " Time: wall time per volume on this machine.",
     f"Baseline weights: {cfg.mri_baselines.tuned_on}",
 ]
-# computed: every pair of methods whose order differs from the paper's
-notes += tables.ordering_notes(summary, PAPER_TABLE1, METHOD_LABELS, column="ssim_whole")
-tables.write_table(out / "tab1_ssim", header, table_rows,
-                   title="Table 1: SSIM of multi-slice reconstructions", notes=notes, provenance=prov)
-tables.write_json(out / "tab1_ssim.json", {"provenance": prov, "summary": summary})
+# the table and the computed notes (every pair of methods whose order differs from the paper's)
+summary = tables.write_result_table(out, "tab1_ssim", "mri", PAPER_TABLE1, METHOD_LABELS, notes=notes,
+                                    title="Table 1: SSIM of multi-slice reconstructions", provenance=prov)
 print((out / "tab1_ssim.md").read_text())
 
 # %% [markdown]
@@ -104,8 +95,6 @@ stem_rows, _ = run_cases(cfg, "stem", stem_cases, cfg.stem_eval.methods, seeds=c
 tables.write_cases(stem_rows, out / "tab1_ssim_stem_cases.csv")
 
 # %%
-stem_summary = tables.summarise(tables.read_cases(out / "tab1_ssim_stem_cases.csv"))
-stem_header, stem_table = tables.stem_table_rows(stem_summary, PAPER_TABLE1, METHOD_LABELS)
 stem_prov = provenance(cfg, "tab1_ssim", checkpoints=prior_weights(cfg.stem_prior.checkpoint))
 sp = cfg.stem
 stem_notes = [
@@ -122,11 +111,8 @@ stem_notes = [
     tables.INTERVAL_NOTE + " Time: wall time per volume on this machine.",
     f"Baseline hyper-parameters: {cfg.stem_baselines.tuned_on}",
 ]
-stem_notes += tables.depth_notes(stem_summary, METHOD_LABELS)  # computed
-stem_notes += tables.ordering_notes(stem_summary, PAPER_TABLE1, METHOD_LABELS, column="ssim_projected",
-                                    what="projection SSIM")
-tables.write_table(out / "tab1_ssim_stem", stem_header, stem_table,
-                   title="Table 1 (4D-STEM): SSIM of multi-slice potentials, cubic crystals",
-                   notes=stem_notes, provenance=stem_prov)
-tables.write_json(out / "tab1_ssim_stem.json", {"provenance": stem_prov, "summary": stem_summary})
+# the table and the computed notes (which methods beat the depth-blind reference; order vs the paper)
+stem_summary = tables.write_result_table(
+    out, "tab1_ssim_stem", "stem", PAPER_TABLE1, METHOD_LABELS, notes=stem_notes, provenance=stem_prov,
+    title="Table 1 (4D-STEM): SSIM of multi-slice potentials, cubic crystals")
 print((out / "tab1_ssim_stem.md").read_text())

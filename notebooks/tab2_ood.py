@@ -34,12 +34,9 @@ progress = False
 
 # %%
 import logging
-from pathlib import Path
-
-import torch
 
 from paperlib import tables
-from paperlib.config import load_profile
+from paperlib.plotting import notebook_setup
 from paperlib.data.roots import load_roots
 from paperlib.experiments import mri as mri_exp
 from paperlib.experiments import stem as stem_exp
@@ -49,9 +46,7 @@ from paperlib.experiments.priors import prior_weights
 from paperlib.reference import METHOD_LABELS, PAPER_TABLE2
 
 logging.basicConfig(level=logging.WARNING)
-cfg = load_profile(profile)
-torch.set_num_threads(cfg.threads)
-out = Path(out_dir)
+cfg, out = notebook_setup(profile, out_dir, style=False)
 print(f"profile {cfg.name} ({cfg.digest()}): root volumes {cfg.mri.shape} x {cfg.tab2.n_volumes}, "
       f"MRI methods {cfg.tab2.methods}, seeds {cfg.tab2.seeds}; {cfg.stem_eval.n_ood} hexagonal crystals")
 
@@ -68,8 +63,6 @@ rows, _ = run_cases(cfg, "mri", cases, cfg.tab2.methods, seeds=cfg.tab2.seeds, d
 tables.write_cases(rows, out / "tab2_ood_cases.csv")
 
 # %%
-summary = tables.summarise(tables.read_cases(out / "tab2_ood_cases.csv"))
-header, table_rows = tables.ssim_table_rows(summary, PAPER_TABLE2, METHOD_LABELS, inside="pot")
 prov = provenance(cfg, "tab2_ood", checkpoints=prior_weights(cfg.prior.checkpoint, cfg.stem_prior.checkpoint))
 notes = [
     f"Profile `{cfg.name}`: {len(cases)} synthetic root volumes (CPlantBox, `paperlib.data.roots`) of shape "
@@ -79,11 +72,10 @@ notes = [
     "SSIM: whole image (the paper's convention) and inside the pot; data range from the ground truth.",
     tables.INTERVAL_NOTE + " Time: wall time per volume on this machine.",
 ]
-# computed: every pair of methods whose order differs from the paper's
-notes += tables.ordering_notes(summary, PAPER_TABLE2, METHOD_LABELS, column="ssim_whole")
-tables.write_table(out / "tab2_ood", header, table_rows,
-                   title="Table 2 (MRI): SSIM on out-of-distribution plant-root volumes", notes=notes, provenance=prov)
-tables.write_json(out / "tab2_ood.json", {"provenance": prov, "summary": summary})
+# the table and the computed notes (every pair of methods whose order differs from the paper's)
+summary = tables.write_result_table(out, "tab2_ood", "mri", PAPER_TABLE2, METHOD_LABELS, notes=notes,
+                                    inside="pot", provenance=prov,
+                                    title="Table 2 (MRI): SSIM on out-of-distribution plant-root volumes")
 print((out / "tab2_ood.md").read_text())
 
 # %% [markdown]
@@ -96,8 +88,6 @@ stem_rows, _ = run_cases(cfg, "stem", stem_cases, cfg.stem_eval.methods, seeds=c
 tables.write_cases(stem_rows, out / "tab2_ood_stem_cases.csv")
 
 # %%
-stem_summary = tables.summarise(tables.read_cases(out / "tab2_ood_stem_cases.csv"))
-stem_header, stem_table = tables.stem_table_rows(stem_summary, PAPER_TABLE2, METHOD_LABELS)
 stem_notes = [
     f"Profile `{cfg.name}`: {len(stem_cases)} hexagonal WSe2 crystals (zone axes {list(cfg.stem.ood_zone_axes)}), "
     "same optics, grid and scan as the cubic test crystals of Table 1.",
@@ -106,11 +96,8 @@ stem_notes = [
     "(the paper's number) and the depth-blind reference (projection / D per slice).",
     tables.INTERVAL_NOTE,
 ]
-stem_notes += tables.depth_notes(stem_summary, METHOD_LABELS)  # computed
-stem_notes += tables.ordering_notes(stem_summary, PAPER_TABLE2, METHOD_LABELS, column="ssim_projected",
-                                    what="projection SSIM")
-tables.write_table(out / "tab2_ood_stem", stem_header, stem_table,
-                   title="Table 2 (4D-STEM): SSIM on out-of-distribution hexagonal crystals",
-                   notes=stem_notes, provenance=prov)
-tables.write_json(out / "tab2_ood_stem.json", {"provenance": prov, "summary": stem_summary})
+# the table and the computed notes (which methods beat the depth-blind reference; order vs the paper)
+stem_summary = tables.write_result_table(
+    out, "tab2_ood_stem", "stem", PAPER_TABLE2, METHOD_LABELS, notes=stem_notes, provenance=prov,
+    title="Table 2 (4D-STEM): SSIM on out-of-distribution hexagonal crystals")
 print((out / "tab2_ood_stem.md").read_text())

@@ -5,6 +5,8 @@ atomically, so re-running a notebook with the same numbers gives the same files.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 from importlib.resources import files
 from pathlib import Path
@@ -16,6 +18,9 @@ import matplotlib as mpl  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
+
+if TYPE_CHECKING:
+    from .config import Profile
 
 STYLE = files("paperlib") / "styles" / "paper.mplstyle"
 _METADATA = {
@@ -29,6 +34,25 @@ def use_paper_style() -> None:
     """Apply the paper style (fonts, sizes, gray images) to matplotlib's global rcParams."""
     mpl.style.use(str(STYLE))
     mpl.rcParams["svg.hashsalt"] = "paperlib"
+
+
+def notebook_setup(profile: str, out_dir: str | os.PathLike, *, style: bool = True) -> tuple["Profile", Path]:
+    """The first lines of every notebook: load and validate the profile (a name or YAML path),
+    set torch's threads to the profile's, apply the paper style (``style``) and create ``out_dir``.
+
+    Returns ``(profile, out_dir as a Path)``.
+    """
+    import torch
+
+    from .config import load_profile
+
+    cfg = load_profile(profile)
+    torch.set_num_threads(cfg.threads)
+    if style:
+        use_paper_style()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return cfg, out
 
 
 def save_figure(

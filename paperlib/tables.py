@@ -510,3 +510,39 @@ def depth_notes(summary: Sequence[Mapping], labels: Mapping[str, str]) -> list[s
 
     return [f"Per-slice SSIM above the depth-blind reference ({ref:.3f}): {fmt(above) or 'none'}."
             + (f" Not above it: {fmt(below)}." if below else "")]
+
+
+def write_result_table(
+    out: str | os.PathLike,
+    name: str,
+    modality: str,
+    reference: Mapping[tuple[str, str], tuple[float, float]],
+    labels: Mapping[str, str],
+    *,
+    title: str,
+    notes: Sequence[str],
+    provenance: Mapping,
+    inside: str = "head",
+) -> list[dict]:
+    """A notebook's table, derived from its per-case file ``out/<name>_cases.csv``.
+
+    Summarises the file (:func:`summarise`), builds the MRI (:func:`ssim_table_rows`) or 4D-STEM
+    (:func:`stem_table_rows`) rows, appends the computed notes (4D-STEM: :func:`depth_notes`;
+    both: :func:`ordering_notes` on whole-image SSIM for MRI, projection SSIM for 4D-STEM) to
+    ``notes``, and writes ``<name>.md``, ``<name>.csv`` and ``<name>.json`` (provenance and the
+    summary) atomically. Returns the summary.
+    """
+    out = Path(out)
+    summary = summarise(read_cases(out / f"{name}_cases.csv"))
+    if modality == "mri":
+        header, rows = ssim_table_rows(summary, reference, labels, inside=inside)
+        computed = ordering_notes(summary, reference, labels, column="ssim_whole")
+    elif modality == "stem":
+        header, rows = stem_table_rows(summary, reference, labels)
+        computed = depth_notes(summary, labels) + ordering_notes(
+            summary, reference, labels, column="ssim_projected", what="projection SSIM")
+    else:
+        raise ValueError(f"modality: expected 'mri' or 'stem', got {modality!r}")
+    write_table(out / name, header, rows, title=title, notes=[*notes, *computed], provenance=provenance)
+    write_json(out / f"{name}.json", {"provenance": provenance, "summary": summary})
+    return summary

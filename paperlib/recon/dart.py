@@ -120,20 +120,9 @@ def physics_callback(
     return callback
 
 
-def dart(
-    prior: PartitionedPrior,
-    operator: Operator,
-    y: Tensor,
-    *,
-    generator: torch.Generator,
-    num_steps: int = 50,
-    start: float = 1.0,
-    init: Tensor | None = None,
-    physics_steps: int = 1,
-    step_kwargs: Mapping[str, Any] | None = None,
-    scale: float = 1.0,
-    progress: bool = False,
-) -> Tensor:
+def dart(prior: PartitionedPrior, operator: Operator, y: Tensor, *, generator: torch.Generator,
+         num_steps: int = 50, start: float = 1.0, init: Tensor | None = None, physics_steps: int = 1,
+         step_kwargs: Mapping[str, Any] | None = None, scale: float = 1.0, progress: bool = False) -> Tensor:
     """Reconstruct a volume by alternating denoising and physics steps (DART).
 
     Parameters

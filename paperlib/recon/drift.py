@@ -168,21 +168,10 @@ def select_per_group(
     return volume, choice, whole[:, None]
 
 
-def drift(
-    prior: PartitionedPrior,
-    operator: Operator,
-    y: Tensor,
-    *,
-    generator: torch.Generator,
-    n_candidates: int = 8,
-    num_steps: int = 50,
-    physics_steps: int = 10,
-    step_kwargs: Mapping[str, Any] | None = None,
-    scale: float = 1.0,
-    translate: bool = False,
-    vacuum_threshold: float | None = None,
-    progress: bool = False,
-) -> DriftResult:
+def drift(prior: PartitionedPrior, operator: Operator, y: Tensor, *, generator: torch.Generator,
+          n_candidates: int = 8, num_steps: int = 50, physics_steps: int = 10,
+          step_kwargs: Mapping[str, Any] | None = None, scale: float = 1.0, translate: bool = False,
+          vacuum_threshold: float | None = None, progress: bool = False) -> DriftResult:
     """Reconstruct by selecting prior samples per slice group and refining them (DRIFT).
 
     Parameters

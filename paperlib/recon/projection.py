@@ -31,17 +31,9 @@ from .dart import check_prior_fits, start_point
 __all__ = ["projection_sampling"]
 
 
-def projection_sampling(
-    prior: PartitionedPrior,
-    operator: Operator,
-    y: Tensor,
-    *,
-    generator: torch.Generator,
-    num_steps: int = 50,
-    start: float = 1.0,
-    init: Tensor | None = None,
-    progress: bool = False,
-) -> Tensor:
+def projection_sampling(prior: PartitionedPrior, operator: Operator, y: Tensor, *,
+                        generator: torch.Generator, num_steps: int = 50, start: float = 1.0,
+                        init: Tensor | None = None, progress: bool = False) -> Tensor:
     """Reconstruct an MRI volume by projecting every noisy iterate onto the noised measurement.
 
     Parameters

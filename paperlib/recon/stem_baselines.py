@@ -107,19 +107,9 @@ def _batches(n: int, batch_size: int | None, generator: torch.Generator | None) 
     return list(torch.split(order, size))
 
 
-def three_pie(
-    op: MultisliceOperator,
-    intensities,
-    *,
-    n_iter: int = 20,
-    alpha: float = 0.5,
-    beta: float = 1.0,
-    batch_size: int | None = 64,
-    nonnegative: bool = True,
-    init=None,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
+def three_pie(op: MultisliceOperator, intensities, *, n_iter: int = 20, alpha: float = 0.5,
+              beta: float = 1.0, batch_size: int | None = 64, nonnegative: bool = True, init=None,
+              generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
     """Multislice ePIE (3PIE) for a phase object with a known probe (see module docstring).
 
     Parameters
@@ -171,18 +161,9 @@ def three_pie(
     return V.float()
 
 
-def torchslice(
-    op: MultisliceOperator,
-    intensities,
-    *,
-    n_iter: int = 100,
-    lr: float = 30.0,
-    batch_size: int | None = None,
-    nonnegative: bool = True,
-    init=None,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
+def torchslice(op: MultisliceOperator, intensities, *, n_iter: int = 100, lr: float = 30.0,
+               batch_size: int | None = None, nonnegative: bool = True, init=None,
+               generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
     """Torchslice-style reconstruction: autograd through the multislice model, Adam on ``V``.
 
     Parameters
