@@ -16,7 +16,7 @@ an :class:`~paperlib.physics.mri.MRIOperator` (paper Eq. 3):
 
 By default ``x`` is a **real** image (``real=True``): the images here are real magnitude
 images and the DART/DRIFT physics step keeps real images too; the normal operator restricted
-to real images is exact with real FFTs and a symmetrised mask (:func:`_hermitian_half`), half
+to real images is exact with real FFTs and a symmetrised mask (:func:`paperlib.physics.mri.hermitian_half`), half
 the work of the complex problem. ``real=False`` solves over complex images, as sigpy's apps
 do. The result is the magnitude, float32.
 
@@ -84,25 +84,6 @@ def zero_filled(op: MRIOperator, y: Tensor) -> Tensor:
     return op.zero_filled(y).abs().float()
 
 
-def _uncentred_mask(op: MRIOperator, like: Tensor) -> Tensor:
-    """The mask in the uncentred FFT frame, ``ifftshift(M)``, as a real tensor of the precision
-    of ``like`` (:meth:`~paperlib.physics.mri.MRIOperator.uncentred_weight`)."""
-    return op.uncentred_weight(like.dtype, like.device)
-
-
-def _hermitian_half(mask: Tensor) -> Tensor:
-    """``(M(k) + M(-k)) / 2`` on the rfft half-plane: :func:`paperlib.physics.mri.hermitian_half`."""
-    return hermitian_half(mask)
-
-
-def _normal_operator(op: MRIOperator, like: Tensor, real: bool) -> Callable[[Tensor], Tensor]:
-    """``v -> A^H A v`` (or its real part for real ``v``): :meth:`MRIOperator.normal
-    <paperlib.physics.mri.MRIOperator.normal>` with ``real`` fixed. ``like`` (an image of the
-    problem) is validated against the mask."""
-    op.check_shape(like, "like")
-    return functools.partial(op.normal, real=real)
-
-
 def cs_wavelet(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 300, levels: int = 4, wavelet: str = "db4",
                real: bool = True, progress: bool = False) -> Tensor:
     """CS-MRI: L1-wavelet regularised least squares by FISTA, batched over slices.
@@ -125,7 +106,7 @@ def cs_wavelet(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 300, l
     levels : wavelet levels.
     wavelet : a key of :data:`paperlib.recon.wavelets.WAVELETS` (default ``"db4"``, as sigpy).
     real : solve over real images (default: the images here are real magnitude images, as in
-        the DART/DRIFT physics step; half the work, see :func:`_hermitian_half`); ``False``
+        the DART/DRIFT physics step; half the work, see :func:`paperlib.physics.mri.hermitian_half`); ``False``
         solves over complex images as sigpy's ``L1WaveletRecon`` does.
     progress : show a tqdm bar over iterations.
 
@@ -140,7 +121,7 @@ def cs_wavelet(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 300, l
         raise ValueError(f"levels: expected an integer >= 1, got {levels!r}")
     zf = op.zero_filled(y)
     lam = absolute_weight(zf, weight)
-    normal = _normal_operator(op, zf, real)
+    normal = functools.partial(op.normal, real=real)  # v -> A^H A v (its real part for real v)
     if real:
         zf = zf.real.contiguous()
     height, width = zf.shape[-2:]
@@ -193,7 +174,7 @@ def total_variation(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 3
     ``σ = 1 / (step_ratio L)`` with ``L = sqrt(8) >= ||∇||`` (so ``τ σ L^2 = 1``), over-relaxation
     ``θ = 1``. The data term's proximal map is exact:
     ``F_c^H[(F_c v + τ M y) / (1 + τ M)] = F^H[F v / (1 + τ M')] + τ / (1 + τ) x_zf`` with
-    ``M'`` the uncentred mask (see :func:`_normal_operator`); the dual's is the projection
+    ``M'`` the uncentred mask (see :meth:`paperlib.physics.mri.MRIOperator.normal`); the dual's is the projection
     :func:`~paperlib.recon.solvers.project_tv_dual_ball`, and the iteration is
     :func:`~paperlib.recon.solvers.primal_dual` with ``K = ∇``.
 
@@ -204,7 +185,7 @@ def total_variation(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 3
     iters : primal-dual iterations.
     step_ratio : ``sqrt(τ / σ) L``; larger moves the image faster relative to the dual.
     real : solve over real images (default; the data prox then uses the symmetrised mask of
-        :func:`_hermitian_half` and real FFTs); ``False`` solves over complex images, as sigpy's
+        :func:`paperlib.physics.mri.hermitian_half` and real FFTs); ``False`` solves over complex images, as sigpy's
         ``TotalVariationRecon`` does.
     progress : tqdm bar over iterations.
 
@@ -219,10 +200,10 @@ def total_variation(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 3
     lam = absolute_weight(zf, weight)
     lip = math.sqrt(8.0)
     tau, sigma = step_ratio / lip, 1.0 / (step_ratio * lip)
-    mask = _uncentred_mask(op, zf)
+    mask = op.uncentred_weight(zf.dtype, zf.device)  # ifftshift(M): no fftshift in the loop
     if real:
         # x is real: prox = irfft2((rfft2(v) + τ rfft2(Re x_zf)) / (1 + τ M_sym))
-        half = _hermitian_half(mask)
+        half = hermitian_half(mask)
         damping = 1.0 / (1.0 + tau * half)
         zr = zf.real.contiguous()
         offset = torch.fft.irfft2(tau * torch.fft.rfft2(zr, norm="ortho") * damping, s=zr.shape[-2:], norm="ortho")
