@@ -23,9 +23,8 @@ Our choices (the original codes are not reproduced line by line):
   Delta_n`` (its exact adjoint for ``beta = 1``) and its change back-propagated with the adjoint
   Fresnel propagator to give ``Delta_{n-1}``. The first slice's incident wave (the probe) is
   not updated. (An earlier version divided by ``|t_n|^2`` and ``max |t_n|^2`` and skipped
-  ``B``'s adjoint, i.e. ePIE's update for an object without band limit; on the validation
-  crystals the exact adjoint raised the per-slice / projected SSIM from 0.509 / 0.945 to
-  0.518 / 0.970.) With ``nonnegative`` (default) the potential is projected onto ``V >= 0`` after
+  ``B``'s adjoint, i.e. ePIE's update for an object without band limit; the exact adjoint scored
+  higher on the validation crystals, see ``benchmarks/results/stem_peers.txt``.) With ``nonnegative`` (default) the potential is projected onto ``V >= 0`` after
   each epoch, the positivity constraint of multislice ptychography codes (py4DSTEM's
   ``object_positivity``): projected potentials of atoms are non-negative.
 * :func:`torchslice` — the Torchslice approach (Diederichs, Herdegen et al. 2024, "exact
@@ -47,30 +46,12 @@ Our choices (the original codes are not reproduced line by line):
   depth the data carry once one structural assumption (a slab from the entrance surface) is
   made, the yardstick for what a learned prior adds.
 
-Hyper-parameters are chosen on the validation split with :func:`tune_stem` (grid search,
-highest mean projection SSIM). The defaults below come from such a search on the ``val``
-split of the default :class:`~paperlib.data.crystals.STEMDataParams` (64 x 64 grid of 0.2 Å,
-8 slices of 2 Å, 16 x 16 scan, 48 x 48 detector, 30 Å defocus, noiseless), one thread:
-
-=============  ==========================================  ===========================================
-method         grid (fixed)                                 mean projection / per-slice SSIM
-=============  ==========================================  ===========================================
-3PIE           alpha {0.25, 0.5, 1}, batch {16, 64}         alpha 0.25, batch 64: 0.922 / 0.474
-               (20 epochs; 4 cases, one per material)       (alpha 1, batch 16: 0.813 / 0.451)
-               then V >= 0 after each epoch, alpha          alpha 0.25: 0.945 / 0.509
-               {0.25, 0.5} (batch 64, same 4 cases)         (alpha 0.5: 0.944 / 0.508)
-               then the exact adjoint (above), alpha        alpha 0.5: 0.970 / 0.518 (alpha 0.25:
-               {0.25, 0.5}, batch 64, same 4 cases          0.964 / 0.517); 40 epochs at alpha
-                                                            0.5: 0.974 / 0.516 (not adopted: 2x
-                                                            the time, and 20 = the py4DSTEM run's)
-Torchslice     lr {3, 10, 30} at 60 its, {10, 30} at 100    lr 30: 0.840 / 0.342 (lr 10: 0.813 / 0.382)
-               (100 its, full batch; 2 cases)
-Sparse         threshold {0, 0.05, 0.2, 0.5} V·Å            0.05: 0.960 / 0.483 (0: 0.957 / 0.426,
-               (100 its, step_scale 1; 2 cases)             0.5: 0.908 / 0.454)
-=============  ==========================================  ===========================================
-
-The 2-case searches (GaAs [011], SrTiO3 [111]) were limited by CPU time; rerun
-:func:`tune_stem` on more cases when the data parameters change.
+Hyper-parameters are chosen on the validation split, never the test split: the grids of the
+profile's ``validation.stem`` section run through ``python -m paperlib.validation`` (every grid
+point's per-case scores, with the profile digest, in ``figures/validation_stem_<profile>.csv``;
+means and intervals in ``..._summary.csv``), or :func:`tune_stem` for an ad-hoc grid. The
+profile's ``stem_baselines.tuned_on`` text quotes the scores it rests on from those files (a
+test checks every number it quotes).
 """
 from __future__ import annotations
 
@@ -270,9 +251,8 @@ def thickness_search(op: MultisliceOperator, intensities, V, *, steps: int = 20,
     steps, final_steps : physics steps per hypothesis, and after the choice.
     threshold, nonnegative : the soft threshold (V·Å) and ``V >= 0`` of each physics step.
 
-    Validation (4 cubic crystals of the default profile, from 3PIE): the loss was lowest at the
-    true thickness in 3 of 4 cases at ``steps=20`` (GaAs, SrTiO3, CoPt3; Tb3InC, 7 of 8 slices
-    occupied, chose 8), 2 of 4 at ``steps=10``; mean per-slice SSIM 0.518 -> 0.647.
+    Its validation scores (method ``three_pie_thickness``) are in
+    ``figures/validation_stem_<profile>_summary.csv``.
     """
     V = op.check_potential(V).detach().clone()
     intensities = op.check_intensities(intensities)
