@@ -18,7 +18,7 @@ from paperlib.physics.multislice import (
     wavelength,
 )
 
-abtem = pytest.importorskip("abtem")
+import abtem  # noqa: E402  (a required dependency: a broken install must fail, not skip)
 
 
 @pytest.fixture(scope="module")

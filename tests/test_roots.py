@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("plantbox", reason="cplantbox is installed by make setup (paperlib[data])")
+import plantbox  # noqa: E402,F401  (cplantbox, pulled by the test extra: a broken install must fail, not skip)
 
 from paperlib.data import roots  # noqa: E402
 from paperlib.data.brain import BrainVolumes  # noqa: E402
