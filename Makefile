@@ -22,7 +22,7 @@ PYTEST_ARGS ?=
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: all setup figures test lab bench train clean distclean help
+.PHONY: all setup figures test lab bench train validate clean distclean help
 
 all: figures
 
@@ -32,6 +32,8 @@ help:
 	@echo "make lab                                 JupyterLab on notebooks/ (jupytext pairing)"
 	@echo "make bench                               peer benchmarks (sigpy), ratios printed"
 	@echo "make train [PROFILE=...]                 train the MRI and 4D-STEM priors (resumable)"
+	@echo "make validate [PROFILE=...]              the profile's validation grids -> $(FIGURES)/validation_*.csv,"
+	@echo "                                         and the MRI baseline weight search -> tune_baselines_*.csv"
 
 setup: $(VENV)/.installed
 
@@ -76,6 +78,13 @@ train: $(VENV)/.installed
 ifeq ($(PROFILE),default)
 	$(PY) -m paperlib train --modality stem --profile default --preset stem_default_l2 --threads $(THREADS)
 endif
+
+# Tuning on the validation split (never the test split): what every tuned_on text cites.
+TUNE_GRID := 0.0002 0.0005 0.001 0.002 0.005 0.01 0.02
+validate: $(VENV)/.installed
+	$(PY) -m paperlib tune-baselines --profile $(PROFILE) --grid $(TUNE_GRID) --wavelets haar db4 \
+		--out $(FIGURES)/tune_baselines_$(PROFILE).csv
+	$(PY) -m paperlib.validation --profile $(PROFILE) --out $(FIGURES)
 
 bench: $(VENV)/.installed | .venv-py4dstem/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[bench]"

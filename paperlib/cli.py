@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="default")
     p.add_argument("--grid", nargs="+", default=["0.002", "0.005", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5"])
     p.add_argument("--wavelets", nargs="+", default=["haar", "db2", "db4"], help="CS-MRI wavelets to try")
-    p.add_argument("--criterion", choices=["ssim_head", "ssim"], default="ssim_head",
+    p.add_argument("--criterion", choices=["ssim_head", "ssim_whole"], default="ssim_head",
                    help="mean SSIM inside the head (default; whole-image SSIM rewards over-smoothing) or whole image")
     p.add_argument("--threads", type=int, help="torch threads (default: the profile's)")
     p.add_argument("--synthetic-proxy", nargs=2, type=int, metavar=("DEPTH", "N"),
