@@ -105,7 +105,7 @@ def train_preset(modality: str, profile: str, preset: str | None = None) -> str:
     from .diffusion.train_config import TRAIN_PRESETS
 
     name = preset or Path(profile).stem
-    specific = name if name.startswith(f"{modality}_") else f"{modality}_{name}"
+    specific = _with_modality(modality, name)
     if preset is None and specific in TRAIN_PRESETS:
         name = specific
     if name not in TRAIN_PRESETS:
@@ -120,8 +120,12 @@ def prior_dir(modality: str, preset: str) -> Path:
     ``checkpoints/stem_default_l2``). The profiles' ``prior.checkpoint`` and
     ``stem_prior.checkpoint`` name the folders written this way (tested).
     """
-    name = preset if preset.startswith(f"{modality}_") else f"{modality}_{preset}"
-    return repo_root() / "checkpoints" / name
+    return repo_root() / "checkpoints" / _with_modality(modality, preset)
+
+
+def _with_modality(modality: str, name: str) -> str:
+    """``name`` prefixed with ``<modality>_`` unless it already starts with it."""
+    return name if name.startswith(f"{modality}_") else f"{modality}_{name}"
 
 
 def _repo_relative(path: Path) -> str:

@@ -62,11 +62,9 @@ def _check_inputs(op: MRIOperator, y: Tensor, weight: float | None = None, iters
     if not (isinstance(op, Operator) and op.is_linear and op.slice_local):
         raise InputValidationError(
             f"op: expected a linear, slice-local operator with an adjoint (an MRIOperator), got {type(op).__name__}")
-    op.check_shape(y, "y")
+    op.check(y, "y")  # shape, floating dtype, finite: the operator's own check
     if not y.is_complex():
         raise InputValidationError(f"y: expected complex k-space, got dtype {y.dtype}")
-    if not bool(torch.isfinite(torch.view_as_real(y)).all()):
-        raise InputValidationError("y: k-space contains NaN or infinite values")
     if weight is not None and (not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0):
         raise ValueError(f"weight: expected a finite number >= 0, got {weight!r}")
     if iters is not None and (not isinstance(iters, int) or iters < 1):
