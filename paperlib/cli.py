@@ -177,14 +177,15 @@ def _train_config(args: argparse.Namespace):
     return preset, cfg
 
 
-def _train_data(args: argparse.Namespace):
-    """The training tensor and its ``dataset`` record: ``--data`` (a bundle or an array) or the profile's."""
+def _train_data(args: argparse.Namespace, preset: str | None = None):
+    """The training tensor and its ``dataset`` record: ``--data`` (a bundle or an array) or the
+    profile's (for ``preset``: :data:`paperlib.data.training.PRESET_DATA`)."""
     from .diffusion.bundles import load_data_file
 
     if args.data is None:
         from .data.training import load_training_data
 
-        return load_training_data(args.modality, args.profile)
+        return load_training_data(args.modality, args.profile, preset=preset)
     data, info = load_data_file(args.data, with_info=True)
     if info is None:
         return data / args.data_scale, {"modality": args.modality, "file": args.data.name, "scale": args.data_scale}
@@ -233,7 +234,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     out = args.out or prior_dir(args.modality, preset)
     ctx = init_from_env()
     try:
-        data, info = _train_data(args)
+        data, info = _train_data(args, preset)
         if args.export_data is not None:
             export_data(args.export_data, data, info)
             print(f"wrote {args.export_data}: {tuple(data.shape)} ({info.get('modality')}, "

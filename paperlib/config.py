@@ -301,6 +301,16 @@ class ValidationConfig(_Section):
     stem: ValidationGrid | None = None
 
 
+class RealMRIConfig(_Section):
+    """Optional ``real_mri:`` section: the general (domain-randomised) MRI prior and the real-scan
+    evaluation (notebooks/tab_real_mri.py, ``python -m paperlib reconstruct --modality mri``)."""
+
+    n_slabs: int = Field(ge=1, description="domain-randomised training slabs (paperlib.data.randomized)")
+    slab: tuple[int, int, int] = Field((8, 64, 64), description="(D, H, W) of a training slab")
+    slab_seed: int = Field(0, description="slab i is randomized_slab(slab_seed + i)")
+    checkpoint: str = Field(description="folder of the general prior, relative to the repo")
+
+
 class Profile(_Section):
     """A whole profile file."""
 
@@ -321,6 +331,7 @@ class Profile(_Section):
     stem_prior: STEMPriorConfig
     stem_diffusion: DiffusionReconConfig
     validation: ValidationConfig | None = None
+    real_mri: RealMRIConfig | None = None
 
     @model_validator(mode="after")
     def _validation_grid_fits(self) -> "Profile":

@@ -671,6 +671,26 @@ def synthetic_subject(
     return _simulate(seed, shape, noise_std, MODALITIES)
 
 
+def synthetic_tissues(seed: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The partial-volume tissue maps of synthetic subject ``seed`` on a ``shape`` grid (no contrast).
+
+    The anatomy, tissue and tumour steps of :func:`synthetic_subject` without its fixed contrasts:
+    the label maps from which :mod:`paperlib.data.randomized` draws images of any contrast.
+
+    Returns
+    -------
+    tissues : (6, D, H, W) float32 partial volumes of CSF, GM, WM, necrosis, oedema, enhancing
+        tumour (their sum is the brain fraction, 0 outside the brain).
+    voxel_mm : (3,) float64 voxel size ``FOV_MM / shape``.
+
+    >>> t, v = synthetic_tissues(0, (8, 32, 32))
+    >>> t.shape, bool(t.sum(0).max() <= 1 + 1e-5), v.tolist()
+    ((6, 8, 32, 32), True, [19.375, 7.5, 7.5])
+    """
+    out = _simulate(seed, shape, 0.0, ("t1",), tissues=True)
+    return out["tissues"], np.asarray(FOV_MM) / np.asarray(_check_shape(shape))
+
+
 # --------------------------------------------------------------------------------------------
 # volumes, splits and caching
 # --------------------------------------------------------------------------------------------

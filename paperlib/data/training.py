@@ -12,7 +12,11 @@ from torch import Tensor
 MODALITIES = ("mri", "stem")
 
 
-def load_training_data(modality: str, profile: str) -> tuple[Tensor, dict]:
+#: Training presets whose data are not the profile's ``mri`` split: the preset -> the data's name.
+PRESET_DATA = {"mri_general": "randomized"}
+
+
+def load_training_data(modality: str, profile: str, *, preset: str | None = None) -> tuple[Tensor, dict]:
     """The (N, D, H, W) float32 training volumes of a profile and their ``dataset`` record.
 
     Parameters
@@ -38,6 +42,17 @@ def load_training_data(modality: str, profile: str) -> tuple[Tensor, dict]:
     from ..config import load_profile
 
     prof = load_profile(profile)
+    if modality == "mri" and PRESET_DATA.get(preset or "") == "randomized":
+        from .randomized import GENERATOR_VERSION, randomized_set
+
+        section = prof.real_mri
+        if section is None:
+            raise ValueError(f"profile {prof.name}: preset {preset} trains on the real_mri section's "
+                             "randomised slabs, but the profile has no real_mri section")
+        data = randomized_set(section.n_slabs, section.slab, seed=section.slab_seed)
+        return data, {"modality": "mri", "profile": prof.name, "source": "randomized",
+                      "generator_version": GENERATOR_VERSION, "n": section.n_slabs, "slab": list(section.slab),
+                      "slab_seed": section.slab_seed, "shape": list(data.shape)}
     if modality == "mri":
         from .brain import load_split
 

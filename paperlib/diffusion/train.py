@@ -270,8 +270,9 @@ def _initial_weights(cfg: TrainConfig, group: int, size: int) -> tuple[dict, dic
         raise FileNotFoundError(f"init_from: {cfg.init_from!r} is not a prior folder (looked at {path})")
     models, manifests = load_prior(path, groups=[group], expected_config=cfg.model)
     m = manifests[0]
-    want = {"schedule": cfg.schedule.to_dict(), "prediction": cfg.prediction, "num_groups": cfg.num_groups,
-            "group_size": size}  # as save_prior writes them
+    # as save_prior writes them; the number of groups may differ (a one-model prior can start
+    # from one group of a partitioned one), the slices per group may not
+    want = {"schedule": cfg.schedule.to_dict(), "prediction": cfg.prediction, "group_size": size}
     mismatch = [k for k in want if m[k] != want[k]]
     if mismatch:
         raise CheckpointError(f"init_from {cfg.init_from}: group {group} was trained with "

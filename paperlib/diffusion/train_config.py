@@ -143,6 +143,13 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "stem_default_l2": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000),
                                    prediction="v", loss="l2", num_groups=2, lr=2e-4, batch_size=8, grad_accum=1,
                                    steps=800, ckpt_every=100, ema_decay=0.99, hflip=True),
+    # checkpoints/mri_general, the prior of real scans and of the reconstruct command: one model
+    # (slabs of 8 slices from random depths, so one network serves every window of a volume of any
+    # depth, paperlib.diffusion.tiling), fine-tuned from group 0 of mri_default on the
+    # domain-randomised slabs of the profile's real_mri section (paperlib.data.randomized).
+    "mri_general": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
+                               num_groups=1, lr=2e-4, batch_size=8, grad_accum=1, steps=1500, ckpt_every=100,
+                               ema_decay=0.995, hflip=True),
     "paper": TrainConfig(model=PRESETS["paper"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
                          num_groups=2, steps=100_000, ckpt_every=1000, ema_decay=0.9999, weights_dtype="float32"),
 }
@@ -150,6 +157,6 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 
 #: Fine-tuning presets and the preset whose trained prior they start from. The command line sets
 #: ``init_from`` to that prior's folder (the same modality), unless ``--init-from`` names another.
-FINE_TUNE_BASES: dict[str, str] = {"stem_default_l2": "stem_default"}
+FINE_TUNE_BASES: dict[str, str] = {"stem_default_l2": "stem_default", "mri_general": "mri_default"}
 
 __all__ = ["FINE_TUNE_BASES", "TRAIN_PRESETS", "TrainConfig"]
