@@ -234,6 +234,14 @@ VALIDATION_TARGETS: dict[str, dict[str, tuple[str, ...] | None]] = {
         "cs_mri": ("mri_baselines",),
         "tv": ("mri_baselines",),
     },
+    "real_mri": {
+        "dart": ("real_mri", "diffusion", "dart"),
+        "drift": ("real_mri", "diffusion", "drift"),
+        "projection": ("real_mri", "diffusion", "projection"),
+        "zero_filled": None,
+        "cs_mri": ("real_mri", "baselines"),
+        "tv": ("real_mri", "baselines"),
+    },
     "stem": {
         "dart": ("stem_diffusion", "dart"),
         "drift": ("stem_diffusion", "drift"),
@@ -299,6 +307,8 @@ class ValidationConfig(_Section):
 
     mri: ValidationGrid | None = None
     stem: ValidationGrid | None = None
+    #: the tuning scans of the real-scan evaluation (never the held-out ones), real_mri's settings
+    real_mri: ValidationGrid | None = None
 
 
 class RealMRIConfig(_Section):
@@ -309,6 +319,15 @@ class RealMRIConfig(_Section):
     slab: tuple[int, int, int] = Field((8, 64, 64), description="(D, H, W) of a training slab")
     slab_seed: int = Field(0, description="slab i is randomized_slab(slab_seed + i)")
     checkpoint: str = Field(description="folder of the general prior, relative to the repo")
+    overlap: int = Field(4, ge=0, description="slices shared by neighbouring windows of the tiled prior")
+    accelerations: tuple[float, ...] = Field((4.0, 8.0), description="undersampling factors evaluated")
+    center_fraction: float = Field(0.08, gt=0.0, lt=1.0)
+    mask_kind: Literal["uniform1d", "gaussian2d"] = "uniform1d"
+    mask_seed: int = Field(0, description="scan i at acceleration a gets masks seeded mask_seed + 100 i")
+    seeds: tuple[int, ...] = Field((0,), description="seeds of the stochastic methods")
+    methods: tuple[str, ...] = ("dart", "drift", "projection", "zero_filled", "cs_mri", "tv")
+    baselines: MRIBaselinesConfig
+    diffusion: DiffusionReconConfig
 
 
 class Profile(_Section):
@@ -339,13 +358,14 @@ class Profile(_Section):
         validates there, and the validation split holds ``n_volumes``."""
         if self.validation is None:
             return self
-        available = {"mri": self.mri.n_val, "stem": self.stem_eval.n_val}
-        for modality in ("mri", "stem"):
+        # real_mri: the tuning scans x accelerations (their count lives in paperlib.data.real_mri)
+        available = {"mri": self.mri.n_val, "stem": self.stem_eval.n_val, "real_mri": None}
+        for modality in ("mri", "stem", "real_mri"):
             grid = getattr(self.validation, modality)
             if grid is None:
                 continue
             where = f"validation.{modality}"
-            if grid.n_volumes > available[modality]:
+            if available[modality] is not None and grid.n_volumes > available[modality]:
                 split = "mri.n_val" if modality == "mri" else "stem_eval.n_val"
                 raise ValueError(f"{where}.n_volumes: expected <= {split} = {available[modality]}, "
                                  f"got {grid.n_volumes}")

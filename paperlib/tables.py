@@ -252,6 +252,45 @@ def summarise(
     return out
 
 
+def paired_differences(
+    rows: Iterable[Mapping],
+    method: str,
+    baseline: str,
+    columns: Sequence[str],
+    by: Sequence[str] = ("modality", "dataset"),
+) -> list[dict]:
+    """``method`` minus ``baseline`` per case, summarised per group (:func:`summarise`).
+
+    Per case the rows of each method are averaged over their seeds first (a deterministic
+    baseline has one), then differenced; the differences are summarised like scores (mean,
+    sample std, 95 % bootstrap interval over the cases, ``n`` = cases). A case that only one of
+    the two methods has is an error naming it.
+
+    >>> rows = [{"case": c, "method": m, "seed": s, "ssim_whole": v} for c, m, s, v in
+    ...         [("a", "dart", 0, 0.9), ("a", "dart", 1, 0.8), ("a", "tv", 0, 0.8), ("b", "dart", 0, 0.7),
+    ...          ("b", "tv", 0, 0.6)]]
+    >>> d, = paired_differences(rows, "dart", "tv", ["ssim_whole"], by=())
+    >>> d["n"], round(d["ssim_whole_mean"], 3), d["method"]
+    (2, 0.075, 'dart - tv')
+    """
+    per: dict[tuple, dict[str, list[Mapping]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row["method"] in (method, baseline):
+            per[tuple(row[k] for k in by) + (row["case"],)][row["method"]].append(row)
+    diffs = []
+    for key, methods in per.items():
+        missing = [m for m in (method, baseline) if m not in methods]
+        if missing:
+            raise ValueError(f"paired_differences: case {key[-1]!r} has no rows of {missing}")
+        diff = {k: v for k, v in zip(by, key)}
+        diff.update(case=key[-1], method=f"{method} - {baseline}")
+        for col in columns:
+            means = [float(np.mean([_as_float(r[col]) for r in methods[m]])) for m in (method, baseline)]
+            diff[col] = means[0] - means[1]
+        diffs.append(diff)
+    return summarise(diffs, by=(*by, "method"))
+
+
 def mean_std(mean: float, std: float, digits: int = 3) -> str:
     """``0.804 ± 0.025``; ``–`` for a NaN mean, ``0.804 ± –`` for a NaN std."""
     if not np.isfinite(mean):

@@ -4,7 +4,9 @@ A profile's optional ``validation:`` section (:class:`paperlib.config.Validation
 modality) lists methods and, per method, grids of setting overrides. :func:`run_validation`
 reconstructs the first ``n_volumes`` validation volumes (MRI) or crystals (4D-STEM) once per
 grid point (and per seed for the stochastic methods) with the profile's settings updated by
-that point, and scores them as the tables do. The test split is never touched.
+that point, and scores them as the tables do. The test split is never touched. For
+``real_mri`` the cases are the *tuning* real scans (:data:`paperlib.data.real_mri.REAL_SCANS`)
+at every acceleration of the ``real_mri`` section; the held-out scans are never touched.
 
 Outputs, written atomically into ``figures/`` (or ``--out``):
 
@@ -22,7 +24,7 @@ Outputs, written atomically into ``figures/`` (or ``--out``):
 
 Command line::
 
-    python -m paperlib.validation --profile default [--modality mri|stem] [--out figures/]
+    python -m paperlib.validation --profile default [--modality mri|stem|real_mri] [--out figures/]
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from .experiments.runner import MODALITIES, run_cases
 
 logger = logging.getLogger(__name__)
 
-Modality = Literal["mri", "stem"]
+Modality = Literal["mri", "stem", "real_mri"]
 
 #: methods that sample the diffusion prior (their rows carry its checkpoint hashes)
 PRIOR_METHODS = frozenset({"dart", "drift", "projection"})
@@ -57,6 +59,8 @@ def csv_path(out_dir: str | os.PathLike, modality: Modality, profile: str, *, su
 
 def prior_checkpoint(profile: Profile, modality: Modality) -> str:
     """The profile's prior folder of ``modality`` (relative to the repository)."""
+    if modality == "real_mri":
+        return profile.real_mri.checkpoint
     return profile.prior.checkpoint if modality == "mri" else profile.stem_prior.checkpoint
 
 
@@ -72,14 +76,23 @@ def prior_sha256(checkpoint: str) -> str:
 
 
 def validation_cases(profile: Profile, modality: Modality, n: int) -> list:
-    """The first ``n`` cases of the validation split (the runner's case builder of ``modality``)."""
-    return MODALITIES[modality].cases(profile, "val", n)
+    """The first ``n`` cases of the validation split (the runner's case builder of ``modality``);
+    for ``real_mri`` the tuning scans at every acceleration (never the held-out ones)."""
+    return _modality(modality).cases(profile, "tuning" if modality == "real_mri" else "val", n)
+
+
+def _modality(modality: Modality):
+    if modality == "real_mri":
+        from .experiments.real_mri import REAL_MRI
+
+        return REAL_MRI
+    return MODALITIES[modality]
 
 
 def score_cases(profile: Profile, modality: Modality, cases: Sequence, methods: Sequence[str], *,
                 seeds: Sequence[int], progress: bool) -> list[dict]:
     """Per-case rows of ``methods`` on ``cases`` (:func:`paperlib.experiments.runner.run_cases`)."""
-    return run_cases(profile, modality, cases, methods, seeds=seeds, progress=progress)[0]
+    return run_cases(profile, _modality(modality), cases, methods, seeds=seeds, progress=progress)[0]
 
 
 def _grid(profile: Profile, modality: Modality) -> ValidationGrid:

@@ -1,0 +1,186 @@
+"""Real brain scans: cases, the methods with the general prior, and the ``real_mri`` modality.
+
+The evaluation of issue 15 (notebooks/tab_real_mri.py): real magnitude scans that ship inside pip
+packages (:mod:`paperlib.data.real_mri`), each at its own shape and voxel size, undersampled
+retrospectively slice by slice (paper Eq. 3) at every acceleration of the profile's ``real_mri``
+section. The scans' roles are fixed there: *tuning* scans may inform choices (generator design,
+weights, steps); *held-out* scans are reported apart and must not.
+
+Methods (:data:`REAL_MRI_METHODS`, ``(operator, kspace, profile, generator) -> (D, H, W)`` in the
+scan's units):
+
+* ``zero_filled``, ``cs_mri``, ``tv``: :mod:`paperlib.recon.mri_baselines` with the section's
+  ``baselines`` weights (relative to the zero-filled maximum, so unit-free);
+* ``dart``, ``drift``, ``projection``: the general prior (``real_mri.checkpoint``), tiled over the
+  volume's depth and padded in-plane (:class:`paperlib.diffusion.tiling.TiledPrior`). The
+  measurement is divided by the :func:`~paperlib.data.intensity.intensity_scale` of its
+  zero-filled magnitude (a statistic of the data, not of the unknown image), the method runs in
+  those units, and the result is multiplied back and made a valid magnitude image
+  (:func:`valid_magnitude`: no negative voxel).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..config import Profile
+from ..data.intensity import PRIOR_MAX, intensity_scale
+from ..metrics.image import volume_scores
+from ..physics.mri import MRIOperator
+from ..recon import mri_baselines
+from ..recon.dart import dart
+from ..recon.drift import drift
+from ..recon.projection import projection_sampling
+from .mri import slice_masks
+from .priors import guided_prior
+from .registry import Registry
+
+__all__ = ["REAL_MRI_METHODS", "RealMRICase", "real_cases", "general_prior", "valid_magnitude", "REAL_MRI"]
+
+#: The reconstructions of real scans under their table names.
+REAL_MRI_METHODS = Registry("real MRI")
+
+
+def _section(profile: Profile):
+    if profile.real_mri is None:
+        raise ValueError(f"profile {profile.name}: no real_mri section (the general prior and its settings)")
+    return profile.real_mri
+
+
+def general_prior(profile: Profile):
+    """The general prior of ``profile.real_mri`` with its sampler, tiled for volumes of any shape."""
+    from ..diffusion.tiling import TiledPrior
+
+    section = _section(profile)
+    return _tiled(guided_prior(section.diffusion, section.checkpoint), section.overlap, TiledPrior)
+
+
+@functools.lru_cache(maxsize=4)
+def _tiled(prior, overlap: int, cls):
+    return cls(prior, overlap=overlap)
+
+
+def valid_magnitude(x: Tensor, scale: float) -> Tensor:
+    """``x`` (prior units) back in the scan's units as a magnitude image: ``clamp(x, 0, PRIOR_MAX) * scale``.
+
+    Negative voxels (the real part after a data-consistency step can dip below 0) are set to 0,
+    the projection onto the magnitude images; the top is the sampler's own clip.
+    """
+    return (x.float().clamp(0.0, PRIOR_MAX) * scale).float()
+
+
+def _scaled(op: MRIOperator, y: Tensor) -> tuple[Tensor, float]:
+    """The measurement in prior units and the factor back: ``y / s`` with ``s`` the intensity
+    scale of the zero-filled magnitude."""
+    s = intensity_scale(op.zero_filled(y).abs(), name="zero-filled image")
+    return y / s, s
+
+
+@REAL_MRI_METHODS.register("zero_filled")
+def _zero_filled(op, y, profile, generator):
+    return mri_baselines.zero_filled(op, y)
+
+
+@REAL_MRI_METHODS.register("cs_mri")
+def _cs_mri(op, y, profile, generator):
+    b = _section(profile).baselines
+    return mri_baselines.cs_wavelet(op, y, weight=b.cs_weight, iters=b.cs_iters, levels=b.cs_levels,
+                                    wavelet=b.cs_wavelet).clamp_min(0)
+
+
+@REAL_MRI_METHODS.register("tv")
+def _tv(op, y, profile, generator):
+    b = _section(profile).baselines
+    return mri_baselines.total_variation(op, y, weight=b.tv_weight, iters=b.tv_iters).clamp_min(0)
+
+
+@REAL_MRI_METHODS.register("dart", stochastic=True)
+def _dart(op, y, profile, generator):
+    d = _section(profile).diffusion.dart
+    ys, s = _scaled(op, y)
+    x = dart(general_prior(profile), op, ys, generator=generator, num_steps=d.steps, start=d.start,
+             init=op.zero_filled(ys).real, physics_steps=d.physics_steps, step_kwargs=d.step_kwargs())
+    return valid_magnitude(x, s)
+
+
+@REAL_MRI_METHODS.register("drift", stochastic=True)
+def _drift(op, y, profile, generator):
+    d = _section(profile).diffusion.drift
+    ys, s = _scaled(op, y)
+    x = drift(general_prior(profile), op, ys, generator=generator, n_candidates=d.candidates, num_steps=d.steps,
+              physics_steps=d.physics_steps, step_kwargs=d.step_kwargs()).volume
+    return valid_magnitude(x, s)
+
+
+@REAL_MRI_METHODS.register("projection", stochastic=True)
+def _projection(op, y, profile, generator):
+    p = _section(profile).diffusion.projection
+    if p is None:
+        raise ValueError(f"profile {profile.name}: real_mri.diffusion.projection is not configured")
+    ys, s = _scaled(op, y)
+    x = projection_sampling(general_prior(profile), op, ys, generator=generator, num_steps=p.steps, start=p.start,
+                            init=op.zero_filled(ys).real)
+    return valid_magnitude(x, s)
+
+
+@dataclass(frozen=True)
+class RealMRICase:
+    """One real scan at one acceleration (:class:`~paperlib.experiments.runner.Case`)."""
+
+    case_id: str
+    scan: str
+    role: str
+    acceleration: float
+    image: Tensor  # (D, H, W) float32, the scan's units
+    head_mask: Tensor  # (D, H, W) bool
+    operator: MRIOperator
+    kspace: Tensor  # (D, H, W) complex64
+
+    truth = property(lambda self: self.image)
+    measurement = property(lambda self: self.kspace)
+
+
+def real_cases(profile: Profile, role: str | None = None, n: int | None = None, progress: bool = False
+               ) -> list[RealMRICase]:
+    """Every registered scan of ``role`` (``"tuning"``, ``"held_out"``, ``None`` = all) at every
+    acceleration of ``profile.real_mri``; scan ``i`` of the registry at acceleration ``a`` gets
+    per-slice masks seeded ``mask_seed + 100 i`` (the same masks for every method)."""
+    from ..data.real_mri import REAL_SCANS, load_real_scan
+
+    section = _section(profile)
+    cases = []
+    for i, entry in enumerate(REAL_SCANS):
+        if role is not None and entry.role != role:
+            continue
+        scan = load_real_scan(entry.name)
+        for acc in section.accelerations:
+            masks = slice_masks(section.mask_kind, tuple(scan.image.shape), acc, section.center_fraction,
+                                section.mask_seed + 100 * i)
+            op = MRIOperator(masks)
+            cases.append(RealMRICase(f"{entry.name}@{acc:g}x", entry.name, entry.role, float(acc), scan.image,
+                                     scan.head_mask, op, op.forward(scan.image)))
+    return cases[:n] if n is not None else cases
+
+
+def _score(recon: Tensor, case: RealMRICase) -> dict:
+    s = volume_scores(recon, case.image, head_mask=case.head_mask)
+    return {"ssim_whole": s["ssim"], "ssim_head": s["ssim_head"], "psnr_volume": s["psnr"],
+            "scan": case.scan, "role": case.role, "acceleration": case.acceleration,
+            "negative_fraction": float((recon < 0).float().mean()),
+            "max_ratio": float(recon.max() / case.image.max())}
+
+
+def _modality():
+    from .runner import Modality
+
+    return Modality("real_mri", "real MRI", REAL_MRI_METHODS, real_cases, _score,
+                    ("ssim_whole", "ssim_head", "psnr_volume"),
+                    descriptors=("scan", "role", "acceleration", "negative_fraction", "max_ratio"),
+                    dataset="real")
+
+
+#: The real-scan modality for :func:`paperlib.experiments.runner.run_cases`.
+REAL_MRI = _modality()

@@ -1,0 +1,80 @@
+"""Domain-randomised MRI slabs (paperlib.data.randomized) and the shared intensity scale."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from paperlib.data import randomized
+from paperlib.data.intensity import intensity_scale
+from paperlib.io import InputValidationError
+
+SHAPE = (4, 32, 32)
+
+
+def test_slab_is_a_function_of_its_seed_and_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a, head_a = randomized.randomized_slab(5, SHAPE)
+    assert torch.equal(torch.get_rng_state(), before)
+    b, head_b = randomized.randomized_slab(5, SHAPE)
+    c, _ = randomized.randomized_slab(6, SHAPE)
+    assert torch.equal(a, b) and torch.equal(head_a, head_b)
+    assert not torch.equal(a, c)
+
+
+def test_slab_is_a_normalised_magnitude_image():
+    image, head = randomized.randomized_slab(2, SHAPE)
+    assert image.shape == SHAPE and image.dtype == torch.float32 and head.shape == SHAPE
+    assert bool(torch.isfinite(image).all()) and float(image.min()) >= 0.0
+    assert intensity_scale(image) == pytest.approx(1.0, rel=1e-5)  # divided by its own scale, not clipped
+
+
+def test_labels_are_a_partition_of_unity_with_layers_outside_the_brain():
+    rng = np.random.default_rng(0)
+    tissues = np.zeros((6, 6, 20, 20), np.float32)
+    tissues[2, 1:5, 6:14, 6:14] = 1.0  # a block of grey matter
+    for _ in range(4):  # skull or not, both must partition
+        labels = randomized._head_labels(rng, tissues, np.array([4.0, 2.0, 2.0]))
+        assert labels.shape == (len(randomized.LABELS), 6, 20, 20)
+        assert torch.allclose(labels.sum(0), torch.ones(6, 20, 20), atol=1e-5)
+        assert float(labels[7:, 1:5, 6:14, 6:14].abs().max()) == 0.0  # no skull inside the brain
+
+
+def test_contrasts_vary_across_slabs():
+    """The point of the generator: the same tissue is bright in one slab and dark in another."""
+    ratios = []
+    for seed in range(8):
+        image, head = randomized.randomized_slab(seed, SHAPE)
+        inside = image[head]
+        ratios.append(float(inside.std() / inside.mean()))
+    assert max(ratios) > 1.5 * min(ratios)
+
+
+def test_set_is_cached_and_stacks_the_seeds(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    data = randomized.randomized_set(2, SHAPE, seed=7, progress=False)
+    assert data.shape == (2, *SHAPE)
+    assert torch.equal(data[1], randomized.randomized_slab(8, SHAPE)[0])
+    assert list(tmp_path.glob("randomized_*.pt"))
+    assert torch.equal(randomized.randomized_set(2, SHAPE, seed=7, progress=False), data)
+
+
+def test_intensity_scale_ignores_background_and_units():
+    v = torch.zeros(4, 32, 32)
+    v[:, 8:24, 8:24] = torch.linspace(100, 200, 16 * 16).reshape(16, 16)
+    s = intensity_scale(v)
+    assert 190 < s < 201
+    padded = torch.zeros(4, 64, 64)
+    padded[:, :32, :32] = v
+    assert intensity_scale(padded) == pytest.approx(s, rel=1e-3)  # more background, same scale
+    noisy = v + 0.5 * torch.rand(v.shape, generator=torch.Generator().manual_seed(0))  # background noise
+    assert intensity_scale(noisy) == pytest.approx(s, rel=1e-2)
+    assert intensity_scale(7.0 * v) == pytest.approx(7.0 * s, rel=1e-6)
+
+
+@pytest.mark.parametrize("bad, match", [(torch.zeros(2, 8, 8), "all zeros"),
+                                        (torch.full((2, 8, 8), float("nan")), "finite")])
+def test_intensity_scale_rejects_bad_volumes(bad, match):
+    with pytest.raises(InputValidationError, match=match):
+        intensity_scale(bad, name="scan.nii")
