@@ -123,6 +123,13 @@ def test_windows_cover_every_slice_and_weights_sum_to_one(depth, size, overlap):
     assert torch.allclose(total, torch.ones(depth, dtype=torch.float64), atol=1e-12)
 
 
+def test_blend_weights_are_a_triangle_largest_in_the_middle():
+    weights = blend_weights(8, 4, [0, 2, 4])  # raw triangle (1, 3, 3, 1) / 4
+    assert weights.tolist() == [[1.0, 1.0, 0.75, 0.25], [0.25, 0.75, 0.75, 0.25], [0.25, 0.75, 1.0, 1.0]]
+    with pytest.raises(ValueError, match="uncovered"):
+        blend_weights(9, 4, [0, 4])
+
+
 def test_blending_identical_windows_is_the_identity():
     prior = TiledPrior(PartitionedPrior([_Identity(), _Identity()], Sampler(ScheduleConfig("cosine", 50)), S))
     x = torch.randn(2, 11, 9, 13, generator=_gen(3))

@@ -26,8 +26,8 @@ and ``overlap = 0`` the windows are exactly the groups and :class:`TiledPrior` r
 partitioned prior bit for bit (denoiser, samples, guided samples).
 
 **Blending.** The ``x0`` predictions of overlapping windows are averaged slice by slice with the
-triangle weight ``w(z) = max(1 - |2 (z + 1/2) / s - 1|, 1/s)``, ``z = 0 .. s-1`` (largest in the
-middle of a window, ``1/s`` at its ends, where a window sees least context), normalised so that
+triangle weight ``w(z) = 1 - |2 (z + 1/2) / s - 1|``, ``z = 0 .. s-1`` (largest in the middle
+of a window, ``1/s`` at its ends, where a window sees least context, never zero), normalised so that
 the weights of the windows covering a slice sum to one (:func:`blend_weights`). A slice covered
 by a single window takes its prediction unchanged (weight exactly 1).
 
@@ -119,9 +119,9 @@ def window_starts(depth: int, group_size: int, overlap: int) -> list[int]:
 def blend_weights(depth: int, group_size: int, starts: Sequence[int]) -> Tensor:
     """Per-window, per-slice blending weights, normalised to sum to one on every slice.
 
-    The raw weight of slice ``z`` of a window is the floored triangle
-    ``max(1 - |2 (z + 1/2) / s - 1|, 1/s)``; each slice's weights are divided by their sum over
-    the windows that cover it, so a slice covered once gets exactly 1.
+    The raw weight of slice ``z`` of a window is the triangle ``1 - |2 (z + 1/2) / s - 1|``,
+    at least ``1/s`` (at ``z = 0`` and ``s - 1``); each slice's weights are divided by their sum
+    over the windows that cover it, so a slice covered once gets exactly 1.
 
     Returns
     -------
@@ -133,7 +133,7 @@ def blend_weights(depth: int, group_size: int, starts: Sequence[int]) -> Tensor:
     """
     s = group_size
     z = torch.arange(s, dtype=torch.float64)
-    tri = (1.0 - (2.0 * (z + 0.5) / s - 1.0).abs()).clamp(min=1.0 / s)
+    tri = 1.0 - (2.0 * (z + 0.5) / s - 1.0).abs()
     total = torch.zeros(depth, dtype=torch.float64)
     for start in starts:
         total[start:start + s] += tri
