@@ -14,7 +14,7 @@ from paperlib.diffusion.unet3d import UNet3D, UNet3DConfig
 from paperlib.io import InputValidationError
 from paperlib.physics.mri import MRIOperator
 from paperlib.recon.dart import check_prior_fits, dart
-from paperlib.recon.drift import drift
+from paperlib.recon.drift import drift, select_per_group, selection_groups
 from paperlib.recon.projection import projection_sampling
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -199,9 +199,38 @@ def test_dart_projection_and_drift_run_on_an_odd_mri_volume():
 
     x = dart(prior, op, y, generator=_gen(0), num_steps=3, step_kwargs={"step_size": 1.0})
     assert_consistent(x)
+    assert_consistent(dart(prior, op, y, generator=_gen(0), num_steps=3, start=0.5, init=op.zero_filled(y).real))
     assert torch.equal(x, dart(prior, op, y, generator=_gen(0), num_steps=3, step_kwargs={"step_size": 1.0}))
     assert_consistent(projection_sampling(prior, op, y, generator=_gen(1), num_steps=3))
     result = drift(prior, op, y, generator=_gen(2), n_candidates=3, num_steps=2, physics_steps=1,
                    step_kwargs={"step_size": 1.0})
     assert_consistent(result.volume)
     assert tuple(result.choice.shape) == (2,) and tuple(result.scores.shape) == (3, 2)  # ceil(5 / 4) chunks
+
+
+class _SliceSum:
+    """A slice-coupling toy operator (the measurement is the sum over slices), for DRIFT's
+    whole-object selection path."""
+
+    slice_local = False
+    supports_support = False
+    is_linear = False
+
+    def forward(self, x):
+        return x.sum(dim=-3)
+
+    def measurement_image(self, y):
+        return y
+
+
+@pytest.mark.parametrize("operator", [MRIOperator(torch.ones(5, 16, 16, dtype=torch.bool)), _SliceSum()])
+def test_drift_selects_per_chunk_of_a_tiled_prior(operator):
+    groups = selection_groups(TiledPrior(_prior()), 5)  # ceil(5 / 4) = 2 chunks: slices 0-2 and 3-4
+    assert [g.tolist() for g in groups] == [[0, 1, 2], [3, 4]]
+    g = _gen(11)
+    truth = torch.rand(5, 16, 16, generator=g)
+    candidates = torch.rand(3, 5, 16, 16, generator=g)
+    candidates[2, :3], candidates[0, 3:] = truth[:3], truth[3:]
+    volume, choice, _ = select_per_group(operator, operator.forward(truth), candidates, groups)
+    assert choice.tolist() == [2, 0]
+    assert torch.equal(volume, truth)

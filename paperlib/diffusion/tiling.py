@@ -275,10 +275,13 @@ class TiledPrior(nn.Module):
 
     # ------------------------------------------------------------------ sampling
     def sample(self, shape: Sequence[int], *, num_steps: int, generator: torch.Generator,
-               callback: Callback | None = None, x_T: Tensor | None = None, t_start: int | None = None,
-               post_step: Callback | None = None,
+               callback: Callback | None = None, post_step: Callback | None = None,
+               x_T: Tensor | None = None, t_start: int | None = None,
                device: torch.device | str | None = None, progress: bool = False) -> Tensor:
         """Draw a volume of any ``shape`` from the tiled prior (DDPM or DDIM per ``self.sampler``).
+
+        The keyword arguments are those of :meth:`PartitionedPrior.sample
+        <paperlib.diffusion.partition.PartitionedPrior.sample>`; here they mean:
 
         Parameters
         ----------
