@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from ..diffusion.partition import PartitionedPrior
+from ..diffusion.tiling import TiledPrior
 from ..io import InputValidationError
 from ..physics.base import Operator
 
@@ -47,14 +48,20 @@ logger = logging.getLogger(__name__)
 __all__ = ["dart", "physics_callback", "start_point", "check_prior_fits"]
 
 
-def check_prior_fits(prior: PartitionedPrior, shape: tuple[int, int, int]) -> None:
-    """Raise :class:`~paperlib.io.InputValidationError` unless ``prior`` covers ``shape``'s depth.
+def check_prior_fits(prior: PartitionedPrior | TiledPrior, shape: tuple[int, int, int]) -> None:
+    """Raise :class:`~paperlib.io.InputValidationError` unless ``prior`` covers ``shape``.
 
-    The networks are convolutional, so any ``H, W`` divisible by the U-Net's downsampling
-    factor works; the depth must equal groups x slices per group (one model per group).
+    A :class:`~paperlib.diffusion.tiling.TiledPrior` takes any depth ``D >= 1`` and ``H, W >= 8``
+    (:meth:`~paperlib.diffusion.tiling.TiledPrior.check_fits`). For a
+    :class:`~paperlib.diffusion.partition.PartitionedPrior` the networks are convolutional, so any
+    ``H, W`` divisible by the U-Net's downsampling factor works; the depth must equal groups x
+    slices per group (one model per group).
     """
+    if isinstance(prior, TiledPrior):
+        prior.check_fits(shape)
+        return
     if not isinstance(prior, PartitionedPrior):
-        raise TypeError(f"prior: expected a PartitionedPrior, got {type(prior).__name__}")
+        raise TypeError(f"prior: expected a PartitionedPrior or a TiledPrior, got {type(prior).__name__}")
     if shape[0] != prior.depth:
         raise InputValidationError(
             f"volume depth {shape[0]} does not match the prior: {len(prior.models)} slice groups x "
@@ -63,7 +70,7 @@ def check_prior_fits(prior: PartitionedPrior, shape: tuple[int, int, int]) -> No
 
 
 def start_point(
-    prior: PartitionedPrior,
+    prior: PartitionedPrior | TiledPrior,
     shape: tuple[int, int, int],
     start: float,
     init: Tensor | None,
@@ -120,14 +127,16 @@ def physics_callback(
     return callback
 
 
-def dart(prior: PartitionedPrior, operator: Operator, y: Tensor, *, generator: torch.Generator,
+def dart(prior: PartitionedPrior | TiledPrior, operator: Operator, y: Tensor, *, generator: torch.Generator,
          num_steps: int = 50, start: float = 1.0, init: Tensor | None = None, physics_steps: int = 1,
          step_kwargs: Mapping[str, Any] | None = None, scale: float = 1.0, progress: bool = False) -> Tensor:
     """Reconstruct a volume by alternating denoising and physics steps (DART).
 
     Parameters
     ----------
-    prior : the partitioned prior (one model per slice group), with its sampler (DDIM or DDPM).
+    prior : the partitioned prior (one model per slice group), with its sampler (DDIM or DDPM),
+        or a :class:`~paperlib.diffusion.tiling.TiledPrior` for volumes of any shape (the physics
+        step then acts on the native grid).
     operator, y : the measurement model and the measurement.
     generator : seeds the starting noise and every stochastic sampler step.
     num_steps : diffusion steps (network evaluations per slice group).

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from ..diffusion.partition import PartitionedPrior, group_slices
+from ..diffusion.tiling import TiledPrior
 from ..io import InputValidationError
 from ..metrics.image import ssim_images
 from ..physics.base import Operator
@@ -36,7 +37,7 @@ from .dart import check_prior_fits, physics_callback
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DriftResult", "align_translations", "drift", "image_ssim", "select_per_group"]
+__all__ = ["DriftResult", "align_translations", "drift", "image_ssim", "select_per_group", "selection_groups"]
 
 
 @dataclass(frozen=True)
@@ -124,11 +125,13 @@ def align_translations(operator: Operator, y: Tensor, candidates: Tensor, *,
 
 
 def select_per_group(
-    operator: Operator, y: Tensor, candidates: Tensor, num_groups: int, *, scale: float = 1.0,
-    images: Tensor | None = None,
+    operator: Operator, y: Tensor, candidates: Tensor, num_groups: int | Sequence[Tensor], *,
+    scale: float = 1.0, images: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Assemble one volume from ``candidates`` (N, D, H, W), choosing per slice group.
 
+    ``num_groups``: the number G of equal contiguous slice groups, or the groups themselves as
+    int64 index tensors along D (:func:`selection_groups`, for a tiled prior).
     ``images``: the candidates' measurement images when already computed (e.g. by
     :func:`align_translations`); simulated here otherwise.
 
@@ -140,7 +143,7 @@ def select_per_group(
     """
     if candidates.ndim != 4:
         raise InputValidationError(f"candidates: expected (N, D, H, W), got {tuple(candidates.shape)}")
-    groups = group_slices(candidates.shape[1], num_groups)
+    groups = group_slices(candidates.shape[1], num_groups) if isinstance(num_groups, int) else list(num_groups)
     reference = operator.measurement_image(y)
     if images is None:
         images = _selection_images(operator, candidates, scale)
@@ -153,7 +156,7 @@ def select_per_group(
     whole = image_ssim(images, reference)  # (N,) one 2D measurement image per candidate
     whole = whole.reshape(whole.shape[0], -1).mean(dim=1)
     best = int(whole.argmax())
-    choice = torch.full((num_groups,), best, dtype=torch.int64)
+    choice = torch.full((len(groups),), best, dtype=torch.int64)
     volume = candidates[best].clone()
     current = float(whole[best])
     for g, s in enumerate(groups):
@@ -168,7 +171,26 @@ def select_per_group(
     return volume, choice, whole[:, None]
 
 
-def drift(prior: PartitionedPrior, operator: Operator, y: Tensor, *, generator: torch.Generator,
+def selection_groups(prior: PartitionedPrior | TiledPrior, depth: int) -> int | list[Tensor]:
+    """DRIFT's slice groups for ``prior`` on ``depth`` slices (the ``num_groups`` of :func:`select_per_group`).
+
+    A partitioned prior: its ``G`` groups. A tiled prior: ``ceil(D / group_size)`` contiguous chunks
+    of about ``group_size`` slices (``torch.arange(D).tensor_split(...)``), the granularity at
+    which its windows see a coherent slab.
+
+    >>> from paperlib.diffusion.partition import PartitionedPrior
+    >>> from paperlib.diffusion.sampler import Sampler
+    >>> from paperlib.diffusion.schedules import ScheduleConfig
+    >>> p = PartitionedPrior([torch.nn.Identity()] * 2, Sampler(ScheduleConfig("cosine", 10)), 4)
+    >>> [g.tolist() for g in selection_groups(TiledPrior(p), 6)], selection_groups(p, 8)
+    ([[0, 1, 2], [3, 4, 5]], 2)
+    """
+    if isinstance(prior, TiledPrior):
+        return list(torch.arange(depth).tensor_split(-(-depth // prior.group_size)))
+    return len(prior.models)
+
+
+def drift(prior: PartitionedPrior | TiledPrior, operator: Operator, y: Tensor, *, generator: torch.Generator,
           n_candidates: int = 8, num_steps: int = 50, physics_steps: int = 10,
           step_kwargs: Mapping[str, Any] | None = None, scale: float = 1.0, translate: bool = False,
           vacuum_threshold: float | None = None, progress: bool = False) -> DriftResult:
@@ -176,7 +198,9 @@ def drift(prior: PartitionedPrior, operator: Operator, y: Tensor, *, generator: 
 
     Parameters
     ----------
-    prior : the partitioned prior; candidates are drawn with its sampler.
+    prior : the partitioned prior; candidates are drawn with its sampler. A
+        :class:`~paperlib.diffusion.tiling.TiledPrior` takes volumes of any shape; the selection
+        is then per chunk of about ``group_size`` slices (:func:`selection_groups`).
     operator, y : the measurement model and the measurement.
     generator : seeds the candidates.
     n_candidates : N, prior samples drawn (one batch through each group's network).
@@ -203,8 +227,8 @@ def drift(prior: PartitionedPrior, operator: Operator, y: Tensor, *, generator: 
         candidates, _, images = align_translations(operator, y, candidates, scale=scale)
     else:
         images = None
-    initial, choice, scores = select_per_group(operator, y, candidates, len(prior.models), scale=scale,
-                                               images=images)
+    initial, choice, scores = select_per_group(operator, y, candidates, selection_groups(prior, shape[0]),
+                                               scale=scale, images=images)
     logger.info("DRIFT: candidates per group %s (scores %s)", choice.tolist(), scores.max(dim=0).values.tolist())
     step_kwargs = dict(step_kwargs or {})
     if vacuum_threshold is not None:

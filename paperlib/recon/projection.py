@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..diffusion.partition import PartitionedPrior
+from ..diffusion.tiling import TiledPrior
 from ..io import InputValidationError
 from ..physics.base import Operator
 from .dart import check_prior_fits, start_point
@@ -31,14 +32,16 @@ from .dart import check_prior_fits, start_point
 __all__ = ["projection_sampling"]
 
 
-def projection_sampling(prior: PartitionedPrior, operator: Operator, y: Tensor, *,
+def projection_sampling(prior: PartitionedPrior | TiledPrior, operator: Operator, y: Tensor, *,
                         generator: torch.Generator, num_steps: int = 50, start: float = 1.0,
                         init: Tensor | None = None, progress: bool = False) -> Tensor:
     """Reconstruct an MRI volume by projecting every noisy iterate onto the noised measurement.
 
     Parameters
     ----------
-    prior : partitioned prior trained on images in [0, 1] (scale 1).
+    prior : partitioned prior trained on images in [0, 1] (scale 1), or a
+        :class:`~paperlib.diffusion.tiling.TiledPrior` of one for volumes of any shape (the
+        projection then acts on the native grid).
     operator, y : a linear operator (``is_linear``, e.g. :class:`~paperlib.physics.mri.MRIOperator`)
         and its measurement (MRI: k-space (D, H, W)).
     generator : seeds the start, the sampler's noise and the measurement noise.
