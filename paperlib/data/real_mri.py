@@ -60,9 +60,9 @@ the background; real-scan metrics are also reported inside it. Derivation, per v
    0.02-0.26 and >= 99.9 % on the other scans), whose head mask is therefore all voxels and whose
    in-mask metrics equal the whole-image ones;
 4. close with an ellipsoid of :data:`CLOSING_RADIUS_MM` (in voxels ``round(4 mm / voxel size)``,
-   at least 1 in-plane; 0 through-plane for slices of 8 mm or thicker), with the volume padded so
-   that the closing does not erode a mask that touches the border: dark gaps inside the head (sulci,
-   signal voids) are bridged;
+   at least 1 in-plane; 0 through-plane for slices of 8 mm or thicker), on the volume padded by
+   replicating its border (a mask that touches the border is not eroded there): dark gaps inside
+   the head (sulci, signal voids) are bridged;
 5. fill holes slice by slice (:func:`scipy.ndimage.binary_fill_holes` per ``(H, W)`` slice): dark
    CSF or ventricles enclosed by tissue join the mask;
 6. keep the largest 3D connected component (face connectivity): isolated noise and ghosts go.
@@ -323,9 +323,11 @@ def _foreground(volume: np.ndarray, voxel_mm: tuple[float, ...]) -> np.ndarray:
     radius = [radius[0] if volume.shape[0] > 1 else 0, max(radius[1], 1), max(radius[2], 1)]
     grid = np.meshgrid(*[np.arange(-r, r + 1) / max(r, 1) for r in radius], indexing="ij")
     ball = sum(axis**2 for axis in grid) <= 1.0
-    padded = np.pad(mask, [(r, r) for r in radius])
+    # replicate the border (2 radii: the dilation reads r beyond, the erosion r more) so that a mask
+    # touching the border is closed as if it went on, not eroded against zeros
+    padded = np.pad(mask, [(2 * r, 2 * r) for r in radius], mode="edge")
     closed = ndimage.binary_closing(padded, structure=ball)
-    mask = closed[tuple(slice(r, r + n) for r, n in zip(radius, mask.shape))]
+    mask = closed[tuple(slice(2 * r, 2 * r + n) for r, n in zip(radius, mask.shape))]
     mask = np.stack([ndimage.binary_fill_holes(plane) for plane in mask])
     labels, count = ndimage.label(mask)
     if count > 1:
