@@ -1,0 +1,352 @@
+"""Real brain MRI scans that ship inside installed Python wheels (dipy, nibabel), and head masks.
+
+These scans were made by others, on scanners, and never shaped by this project: they are the
+real-scan evaluation of issue 15 (notebook ``tab_real_mri.py``). They are read offline from the
+installed packages, found with :func:`importlib.util.find_spec` (the packages are not imported:
+importing dipy takes seconds).
+
+Registry and roles
+------------------
+:data:`REAL_SCANS` lists the scans in a fixed order. Each has a role, fixed here once and for all:
+
+* ``"tuning"`` (``dipy_aniso``, ``dipy_s0``): may be looked at and used for choices (design of the
+  training-data generator, data-consistency weights, last step, normalisation, ...).
+* ``"held_out"`` (``nib_example4d``, ``nib_anatomical``, ``dipy_piesno``): must not be used for any
+  choice, neither generator design nor tuning; they are only reconstructed and scored, and reported
+  as held out. Changing a role after results on a held-out scan have been seen defeats its purpose:
+  add a new scan instead.
+
+The scans, as read from their headers (array shapes are the files' ``(i, j, k)``; the loaded image is
+``(D, H, W) = (k, j, i)``):
+
+========================  ==================  ==================  ==========================================
+name                      file shape          voxel (i, j, k) mm  contrast
+========================  ==================  ==================  ==========================================
+``dipy_aniso``            58 x 58 x 24        4 x 4 x 5           T2/b0-like EPI, CSF bright, 0..2149
+``dipy_s0``               128 x 128 x 10 x 1  2 x 2 x 53.14       b0 EPI (DWI series), 0..4095
+``nib_example4d``         128 x 96 x 24 x 2   2 x 2 x 2.2         fMRI gradient-echo EPI, volume 0, 0..1162
+``nib_anatomical``        33 x 41 x 25        2 x 2 x 2           T1, cropped to the brain, big-endian int16
+``dipy_piesno``           96 x 96 x 14        1 x 1 x 1           DWI of one slice, noisy background, 0..2.13
+========================  ==================  ==================  ==========================================
+
+Oddities, reported as read rather than corrected:
+
+* ``dipy_s0``: the header's third voxel size is 53.14 mm (the affine's third column is (30, 30, 32)
+  mm, an oblique, implausible slice step); the anatomy changes between neighbouring slices as in
+  2-3 mm slices. ``voxel_mm`` gives the header's value.
+* ``dipy_piesno``: the 14 "slices" are one axial slice imaged 14 times (k = 0, 1: b0, about 2.5x
+  brighter; k = 2..13: diffusion-weighted), so its third axis is not space
+  (``slices_are_spatial=False``) and its header voxel sizes are nibabel's default 1 mm. Its head mask
+  is computed per slice. Neighbouring "slices" share the anatomy exactly, which favours methods that
+  pool information across slices: report it apart or say so.
+* ``nib_anatomical``: cropped to the brain, so there is no background and its head mask is the
+  whole volume (step 3 below); it has 26 negative voxels (down to -610), clamped to 0.
+
+Head mask
+---------
+:func:`head_mask` separates the head (or brain, where the scan is skull-stripped or cropped) from
+the background; real-scan metrics are also reported inside it. Derivation, per volume:
+
+1. smooth with a Gaussian of 1 voxel in-plane (``sigma = (0, 1, 1)`` on ``(D, H, W)``; not across
+   slices, which are often thick), which lowers the background noise's spread before thresholding;
+2. threshold at Otsu's value of the smoothed volume (the threshold that maximises the
+   between-class variance of the two classes, Otsu 1979): background (air, with its noise floor)
+   against everything brighter;
+3. no background: if the dark class's mean is above :data:`NO_BACKGROUND_MEAN_RATIO` of the
+   bright class's (air holds only the noise floor, far below any tissue) *and* less than half of
+   the in-plane border (the first and last row and column of every slice) is dark, the field of
+   view lies inside the head and the dark class is tissue (CSF, grey matter): the mask is the
+   whole volume. This is the case of ``nib_anatomical`` (ratio 0.65, 45 % of the border dark;
+   0.02-0.26 and >= 99.9 % on the other scans), whose head mask is therefore all voxels and whose
+   in-mask metrics equal the whole-image ones;
+4. close with an ellipsoid of :data:`CLOSING_RADIUS_MM` (in voxels ``round(4 mm / voxel size)``,
+   at least 1 in-plane; 0 through-plane for slices of 8 mm or thicker), on the volume padded by
+   replicating its border (a mask that touches the border is not eroded there): dark gaps inside
+   the head (sulci, signal voids) are bridged;
+5. fill holes slice by slice (:func:`scipy.ndimage.binary_fill_holes` per ``(H, W)`` slice): dark
+   CSF or ventricles enclosed by tissue join the mask;
+6. keep the largest 3D connected component (face connectivity): isolated noise and ghosts go.
+
+``per_slice=True`` runs the same steps on each ``(H, W)`` slice alone (2D closing, largest 2D
+component), for stacks whose slices are separate images (``dipy_piesno``); a volume-wide threshold
+there falls between the b0 and the diffusion-weighted images and leaves the latter empty.
+
+>>> scan = load_real_scan("dipy_aniso")
+>>> tuple(scan.image.shape), scan.voxel_mm, scan.role
+((24, 58, 58), (5.0, 4.0, 4.0), 'tuning')
+>>> 0.05 < float(scan.head_mask.float().mean()) < 1.0
+True
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..io import InputValidationError, load_nifti
+from ..reconstruct import _to_dhw
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["tuning", "held_out"]
+
+#: The roles a scan can have.
+ROLES: tuple[str, ...] = ("tuning", "held_out")
+
+#: Radius of the closing in :func:`head_mask`, mm (bridges sulci and small signal voids).
+CLOSING_RADIUS_MM = 4.0
+
+#: Mean of Otsu's dark class over the bright class's above which the dark class is tissue, not air
+#: (measured: 0.02-0.26 on the four registered scans with background, per slice for
+#: ``dipy_piesno``; 0.65 on the cropped T1).
+NO_BACKGROUND_MEAN_RATIO = 0.4
+
+#: pip command per package that ships scans.
+_INSTALL = {
+    "dipy": "pip install dipy==1.12.1  (or: pip install 'paperlib[data]')",
+    "nibabel": "pip install nibabel  (a dependency of paperlib: reinstall paperlib)",
+}
+
+
+@dataclass(frozen=True)
+class RealScanSource:
+    """Where a real scan ships and how it is used.
+
+    Attributes
+    ----------
+    name : registry key, ``<package>_<short name>``.
+    package : importable name of the package whose installed folder holds the file.
+    relative_path : path of the NIfTI file inside that folder.
+    volume : index along the fourth axis for 4D files, ``None`` for 3D files.
+    contrast : what the image shows (sequence, weighting, intensity range as read).
+    role : ``"tuning"`` (may inform choices) or ``"held_out"`` (no choice may use it).
+    slices_are_spatial : ``False`` when the third voxel axis is not space (several images of one
+        slice); the head mask is then computed per slice.
+    """
+
+    name: str
+    package: str
+    relative_path: str
+    volume: int | None
+    contrast: str
+    role: Role
+    slices_are_spatial: bool = True
+
+
+#: The registered scans, in a fixed order; the roles are fixed here (see the module docstring).
+REAL_SCANS: dict[str, RealScanSource] = {
+    source.name: source
+    for source in (
+        RealScanSource(
+            "dipy_aniso", "dipy", "data/files/aniso_vox.nii.gz", None,
+            "T2/b0-like EPI, CSF bright, anisotropic 4 x 4 x 5 mm voxels, int16 0..2149", "tuning",
+        ),
+        RealScanSource(
+            "dipy_s0", "dipy", "data/files/S0_10slices.nii.gz", 0,
+            "b0 EPI of a DWI series, 10 slices, uint16 0..4095 (header slice step 53.14 mm)",
+            "tuning",
+        ),
+        RealScanSource(
+            "nib_example4d", "nibabel", "tests/data/example4d.nii.gz", 0,
+            "fMRI gradient-echo EPI (first of 2 volumes), 2 x 2 x 2.2 mm, int16 0..1162",
+            "held_out",
+        ),
+        RealScanSource(
+            "nib_anatomical", "nibabel", "tests/data/anatomical.nii", None,
+            "T1-weighted, 2 mm, cropped tightly to the brain (no background), big-endian int16",
+            "held_out",
+        ),
+        RealScanSource(
+            "dipy_piesno", "dipy", "data/files/test_piesno.nii.gz", None,
+            "DWI of one axial slice: 2 b0 + 12 diffusion-weighted images stacked on the third "
+            "axis, Rician noise in the background, float 0..2.13",
+            "held_out", slices_are_spatial=False,
+        ),
+    )
+}
+
+
+@dataclass(frozen=True, eq=False)
+class RealScan:
+    """One loaded real scan.
+
+    Attributes
+    ----------
+    name, role, contrast : as in :data:`REAL_SCANS`.
+    image : (D, H, W) float32 tensor in the file's own intensity units (not normalised);
+        negative voxels are clamped to 0. ``(D, H, W) = (k, j, i)`` of the file's voxel array.
+    voxel_mm : (D, H, W) voxel sizes in mm, from the header's zooms.
+    affine : (4, 4) float64 voxel-to-world matrix of the file (voxel order ``(i, j, k)``).
+    head_mask : (D, H, W) bool tensor, :func:`head_mask` of ``image``.
+    path : the file read.
+    """
+
+    name: str
+    image: torch.Tensor
+    voxel_mm: tuple[float, float, float]
+    affine: np.ndarray
+    head_mask: torch.Tensor
+    role: Role
+    contrast: str
+    path: Path
+
+
+def real_scan_path(name: str) -> Path:
+    """Path of the registered scan ``name`` inside its installed package.
+
+    Raises
+    ------
+    InputValidationError
+        ``name`` is not registered; its package is not installed (the message gives the pip
+        command); or the package lacks the file.
+    """
+    source = _source(name)
+    spec = importlib.util.find_spec(source.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputValidationError(
+            f"real scan {name!r} ships inside the {source.package!r} package, which is not "
+            f"installed: {_INSTALL[source.package]}"
+        )
+    folders = [Path(location) for location in spec.submodule_search_locations]
+    for folder in folders:
+        if (folder / source.relative_path).is_file():
+            return folder / source.relative_path
+    raise InputValidationError(
+        f"real scan {name!r}: {source.package!r} is installed at {folders[0]} but lacks "
+        f"{source.relative_path}; reinstall it: {_INSTALL[source.package]}"
+    )
+
+
+def load_real_scan(name: str) -> RealScan:
+    """Load the registered real scan ``name`` with its head mask.
+
+    Parameters
+    ----------
+    name : a key of :data:`REAL_SCANS`.
+
+    Returns
+    -------
+    RealScan : image ``(D, H, W)`` float32 in the file's units, voxel sizes ``(D, H, W)`` in mm,
+        the file's affine, the head mask, role, contrast and path.
+
+    Raises
+    ------
+    InputValidationError
+        Unknown name, package not installed (with the pip command), file missing or unreadable.
+    """
+    source = _source(name)
+    path = real_scan_path(name)
+    data, affine, zooms = load_nifti(path, expected_ndim=3 if source.volume is None else 4)
+    if source.volume is not None:
+        data = data[..., source.volume]
+    negative = int((data < 0).sum())
+    if negative:
+        logger.info("%s: %d negative voxels (min %g) clamped to 0", name, negative, float(data.min()))
+        data = np.maximum(data, 0)
+    image = torch.from_numpy(_to_dhw(data)).float()
+    voxel_mm = (float(zooms[2]), float(zooms[1]), float(zooms[0]))
+    mask = head_mask(image, voxel_mm, per_slice=not source.slices_are_spatial)
+    return RealScan(
+        name=name, image=image, voxel_mm=voxel_mm, affine=affine, head_mask=mask,
+        role=source.role, contrast=source.contrast, path=path,
+    )
+
+
+def load_real_scans(role: str | None = None) -> list[RealScan]:
+    """All registered scans (``role=None``) or those of one role, in registry order."""
+    if role is not None and role not in ROLES:
+        raise InputValidationError(f"role: expected one of {ROLES} or None, got {role!r}")
+    return [load_real_scan(name) for name, source in REAL_SCANS.items() if role in (None, source.role)]
+
+
+def head_mask(
+    image: torch.Tensor | np.ndarray,
+    voxel_mm: tuple[float, float, float],
+    *,
+    per_slice: bool = False,
+) -> torch.Tensor:
+    """Head (foreground) mask of a magnitude volume: Otsu, closing, hole filling, largest component.
+
+    The steps and their reasons are in the module docstring.
+
+    Parameters
+    ----------
+    image : (D, H, W) real magnitude volume, any non-negative units.
+    voxel_mm : (D, H, W) voxel sizes in mm (they set the closing's radius in voxels).
+    per_slice : threshold, close and keep the largest component of each ``(H, W)`` slice on its
+        own, for stacks whose slices are separate images.
+
+    Returns
+    -------
+    (D, H, W) bool tensor. A constant volume (or, with ``per_slice``, slice) has no foreground to
+    find: its mask is empty.
+    """
+    volume = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if volume.ndim != 3 or 0 in volume.shape:
+        raise InputValidationError(f"image: expected a non-empty (D, H, W) volume, got shape {volume.shape}")
+    if not np.isrealobj(volume) or not np.isfinite(volume).all():
+        raise InputValidationError("image: expected real, finite intensities")
+    voxel = tuple(float(v) for v in voxel_mm)
+    if len(voxel) != 3 or not all(np.isfinite(v) and v > 0 for v in voxel):
+        raise InputValidationError(f"voxel_mm: expected 3 positive sizes (D, H, W) in mm, got {voxel_mm}")
+    volume = volume.astype(np.float64)
+    if per_slice:
+        mask = np.concatenate([_foreground(volume[d : d + 1], voxel) for d in range(volume.shape[0])])
+    else:
+        mask = _foreground(volume, voxel)
+    return torch.from_numpy(mask)
+
+
+def _foreground(volume: np.ndarray, voxel_mm: tuple[float, ...]) -> np.ndarray:
+    """Steps 1-6 of the head mask on a float64 (D, H, W) volume -> (D, H, W) bool."""
+    from scipy import ndimage
+
+    try:
+        from skimage.filters import threshold_otsu
+    except ImportError as exc:
+        raise ImportError(
+            "head_mask needs scikit-image (Otsu's threshold): pip install scikit-image"
+        ) from exc
+
+    smooth = ndimage.gaussian_filter(volume, sigma=(0.0, 1.0, 1.0))
+    if smooth.max() <= smooth.min():
+        return np.zeros(volume.shape, dtype=bool)
+    mask = smooth > threshold_otsu(smooth)
+    if _no_background(smooth, mask):
+        return np.ones(volume.shape, dtype=bool)
+    radius = [int(round(CLOSING_RADIUS_MM / v)) for v in voxel_mm]
+    radius = [radius[0] if volume.shape[0] > 1 else 0, max(radius[1], 1), max(radius[2], 1)]
+    grid = np.meshgrid(*[np.arange(-r, r + 1) / max(r, 1) for r in radius], indexing="ij")
+    ball = sum(axis**2 for axis in grid) <= 1.0
+    # replicate the border (2 radii: the dilation reads r beyond, the erosion r more) so that a mask
+    # touching the border is closed as if it went on, not eroded against zeros
+    padded = np.pad(mask, [(2 * r, 2 * r) for r in radius], mode="edge")
+    closed = ndimage.binary_closing(padded, structure=ball)
+    mask = closed[tuple(slice(2 * r, 2 * r + n) for r, n in zip(radius, mask.shape))]
+    mask = np.stack([ndimage.binary_fill_holes(plane) for plane in mask])
+    labels, count = ndimage.label(mask)
+    if count > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        mask = labels == 1 + int(np.argmax(sizes))
+    return mask
+
+
+def _no_background(smooth: np.ndarray, foreground: np.ndarray) -> bool:
+    """Whether Otsu's dark class is tissue rather than air (step 3 of the module docstring)."""
+    edges = np.zeros(smooth.shape, dtype=bool)
+    edges[:, [0, -1], :] = True
+    edges[:, :, [0, -1]] = True
+    dark_edges = float((~foreground[edges]).mean())
+    ratio = float(smooth[~foreground].mean() / smooth[foreground].mean())
+    return ratio > NO_BACKGROUND_MEAN_RATIO and dark_edges < 0.5
+
+
+def _source(name: str) -> RealScanSource:
+    if name not in REAL_SCANS:
+        raise InputValidationError(f"name: unknown real scan {name!r}; registered: {list(REAL_SCANS)}")
+    return REAL_SCANS[name]

@@ -1,0 +1,200 @@
+"""Real brain scans shipped in dipy and nibabel: registry, loading, orientation, head masks."""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from paperlib.data import real_mri
+from paperlib.data.real_mri import REAL_SCANS, ROLES, head_mask, load_real_scan, load_real_scans
+from paperlib.io import InputValidationError
+
+#: Documented (D, H, W) shapes and voxel sizes (mm), as in the module docstring.
+DOCUMENTED = {
+    "dipy_aniso": ((24, 58, 58), (5.0, 4.0, 4.0)),
+    "dipy_s0": ((10, 128, 128), (53.1413, 2.0, 2.0)),
+    "nib_example4d": ((24, 96, 128), (2.2, 2.0, 2.0)),
+    "nib_anatomical": ((25, 41, 33), (2.0, 2.0, 2.0)),
+    "dipy_piesno": ((14, 96, 96), (1.0, 1.0, 1.0)),
+}
+
+
+@pytest.fixture(scope="module")
+def scans():
+    return {scan.name: scan for scan in load_real_scans()}
+
+
+def _header_read(name: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """The scan read with nibabel alone, located without paperlib: (i, j, k) data, affine, zooms."""
+    source = REAL_SCANS[name]
+    folder = Path(importlib.util.find_spec(source.package).submodule_search_locations[0])
+    img = nib.load(folder / source.relative_path)
+    data = np.asanyarray(img.dataobj).astype(np.float64)
+    if data.ndim == 4:
+        data = data[..., source.volume]
+    return data, img.affine, tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+def test_registry_documents_every_scan():
+    assert list(REAL_SCANS) == list(DOCUMENTED)
+
+
+@pytest.mark.parametrize("name", list(DOCUMENTED))
+def test_scan_loads_as_its_header_says(scans, name):
+    scan = scans[name]
+    data, affine, zooms = _header_read(name)
+    shape, voxel_mm = DOCUMENTED[name]
+    assert tuple(scan.image.shape) == shape == data.shape[::-1]
+    assert scan.voxel_mm == pytest.approx(voxel_mm, abs=1e-4)
+    assert scan.voxel_mm == pytest.approx(zooms[::-1], abs=1e-6)
+    assert scan.image.dtype == torch.float32 and scan.head_mask.dtype == torch.bool
+    assert scan.head_mask.shape == scan.image.shape
+    np.testing.assert_array_equal(scan.affine, affine)
+    assert scan.affine.dtype == np.float64
+    # (D, H, W)[d, h, w] is the file's voxel (i, j, k) = (w, h, d), in the file's units
+    expected = np.maximum(data, 0).transpose(2, 1, 0)
+    np.testing.assert_allclose(scan.image.numpy(), expected, rtol=1e-6)
+    assert scan.role == REAL_SCANS[name].role and scan.contrast == REAL_SCANS[name].contrast
+    assert scan.path.is_file()
+
+
+@pytest.mark.parametrize("name", list(DOCUMENTED))
+def test_head_mask_is_sensible(scans, name):
+    scan = scans[name]
+    mask = scan.head_mask.numpy()
+    assert 0.05 <= mask.mean() <= 1.0
+    image = scan.image.numpy()
+    brightest = image >= np.percentile(image, 99)
+    assert mask[brightest].mean() >= 0.95, "the brightest 1 % of voxels lie outside the head mask"
+
+
+def test_head_masks_leave_out_the_background_except_for_the_cropped_t1(scans):
+    fractions = {name: float(scan.head_mask.float().mean()) for name, scan in scans.items()}
+    assert fractions["nib_anatomical"] == 1.0  # cropped to the brain: no background to remove
+    for name in ("dipy_aniso", "dipy_s0", "nib_example4d", "dipy_piesno"):
+        assert 0.15 < fractions[name] < 0.45, (name, fractions[name])
+    piesno = scans["dipy_piesno"]
+    # every image of the single-slice DWI stack gets a brain-sized mask, not just the bright b0s
+    per_image = piesno.head_mask.float().mean(dim=(1, 2))
+    assert per_image.min() > 0.2 and per_image.max() < 0.4
+
+
+def test_roles_partition_the_registry():
+    roles = {name: source.role for name, source in REAL_SCANS.items()}
+    assert set(roles.values()) <= set(ROLES)
+    tuning = [name for name, role in roles.items() if role == "tuning"]
+    held_out = [name for name, role in roles.items() if role == "held_out"]
+    assert sorted(tuning + held_out) == sorted(REAL_SCANS)
+    assert tuning == ["dipy_aniso", "dipy_s0"]
+    assert held_out == ["nib_example4d", "nib_anatomical", "dipy_piesno"]
+    assert [scan.name for scan in load_real_scans("held_out")] == held_out
+    assert all(scan.role == "held_out" for scan in load_real_scans("held_out"))
+    with pytest.raises(InputValidationError, match="role"):
+        load_real_scans("validation")
+
+
+def test_missing_package_names_it_and_the_pip_command(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+
+    def without_dipy(name, *args):
+        return None if name == "dipy" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(real_mri.importlib.util, "find_spec", without_dipy)
+    with pytest.raises(InputValidationError, match=r"'dipy' package, which is not installed: pip install dipy"):
+        load_real_scan("dipy_aniso")
+    assert load_real_scan("nib_anatomical").image.shape == (25, 41, 33)
+
+
+def test_unknown_scan_lists_the_registered_ones():
+    with pytest.raises(InputValidationError, match="unknown real scan 'brats'.*dipy_aniso"):
+        load_real_scan("brats")
+
+
+def test_negative_voxels_are_clamped_and_counted(caplog):
+    with caplog.at_level(logging.INFO, logger="paperlib.data.real_mri"):
+        scan = load_real_scan("nib_anatomical")
+    assert float(scan.image.min()) == 0.0
+    assert "nib_anatomical: 26 negative voxels" in caplog.text
+
+
+def _rician(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    real = clean + sigma * rng.standard_normal(clean.shape)
+    imag = sigma * rng.standard_normal(clean.shape)
+    return np.hypot(real, imag)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+def test_head_mask_recovers_a_sphere_in_rician_noise():
+    d, h, w = np.meshgrid(np.arange(20), np.arange(48), np.arange(48), indexing="ij")
+    voxel_mm = (3.0, 2.0, 2.0)
+    radius_mm = np.sqrt(((d - 9.5) * voxel_mm[0]) ** 2 + ((h - 23.5) * 2.0) ** 2 + ((w - 23.5) * 2.0) ** 2)
+    sphere = radius_mm < 26.0
+    # a dark core (like the ventricles), wider than the closing bridges: hole filling must add it
+    clean = np.where(sphere, 1.0, 0.0) * np.where(radius_mm < 12.0, 0.1, 1.0)
+    image = _rician(clean, sigma=0.25, seed=0)
+    mask = head_mask(torch.from_numpy(image).float(), voxel_mm).numpy()
+    assert _dice(mask, sphere) > 0.9
+    assert mask[radius_mm < 12.0].mean() > 0.99
+    assert mask[radius_mm > 32.0].sum() == 0  # no noise far from the object
+
+
+def test_head_mask_keeps_an_object_that_touches_the_volume_border():
+    """The closing must not erode the first and last slices of a head that fills the depth."""
+    h, w = np.meshgrid(np.arange(40), np.arange(40), indexing="ij")
+    disc = np.hypot(h - 19.5, w - 19.5) < 14
+    truth = np.broadcast_to(disc, (12, 40, 40))
+    image = _rician(1.0 * truth, sigma=0.2, seed=3)
+    mask = head_mask(image, (2.0, 2.0, 2.0)).numpy()
+    assert _dice(mask[[0, -1]], truth[[0, -1]]) > 0.9
+
+
+def test_per_slice_mask_for_stacks_of_images_of_unequal_brightness():
+    """A stack of separate images (like a DWI series): one threshold for all would lose the dim ones."""
+    h, w = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    disc = np.hypot(h - 31.5, w - 31.5) < 20
+    brightness = np.array([3.0, 3.0, 1.0, 1.0, 1.0, 1.0])
+    truth = np.broadcast_to(disc, (6, 64, 64))
+    image = _rician(brightness[:, None, None] * disc, sigma=0.2, seed=1)
+    mask = head_mask(image, (1.0, 1.0, 1.0), per_slice=True).numpy()
+    assert _dice(mask, truth) > 0.9
+    assert mask[2:].sum() > 0.8 * truth[2:].sum()
+
+
+def test_head_mask_of_a_volume_without_background_is_everything():
+    """Two tissues filling the field of view (a scan cropped inside the head): nothing is air."""
+    rng = np.random.default_rng(2)
+    tissue = np.where(rng.random((8, 32, 32)) < 0.5, 0.6, 1.0)
+    image = tissue + 0.02 * rng.standard_normal(tissue.shape)
+    assert head_mask(image, (2.0, 2.0, 2.0)).all()
+
+
+def test_head_mask_rejects_bad_input():
+    with pytest.raises(InputValidationError, match=r"image: expected a non-empty \(D, H, W\)"):
+        head_mask(np.ones((4, 4)), (1.0, 1.0, 1.0))
+    with pytest.raises(InputValidationError, match="image: expected real, finite"):
+        head_mask(np.full((2, 4, 4), np.nan), (1.0, 1.0, 1.0))
+    with pytest.raises(InputValidationError, match="voxel_mm"):
+        head_mask(np.ones((2, 4, 4)), (1.0, 0.0, 1.0))
+    assert not head_mask(np.ones((2, 4, 4)), (1.0, 1.0, 1.0)).any()  # constant: nothing to find
+
+
+def test_head_mask_bridges_dark_clefts_open_to_the_outside():
+    """A sulcus-like dark slit from the surface inwards (2 voxels = 4 mm wide) is closed over."""
+    h, w = np.meshgrid(np.arange(48), np.arange(48), indexing="ij")
+    disc = np.hypot(h - 23.5, w - 23.5) < 18
+    slit = disc & (np.abs(w - 23.5) < 1.0) & (h < 20)
+    truth = np.broadcast_to(disc, (6, 48, 48))
+    image = _rician(1.0 * (disc & ~slit)[None].repeat(6, axis=0), sigma=0.1, seed=4)
+    mask = head_mask(image, (4.0, 2.0, 2.0)).numpy()
+    deep = slit & (h >= 11)  # more than 5 voxels in from the surface; at the mouth a closing cannot tell
+    assert mask[:, deep].all()
+    assert _dice(mask, truth) > 0.95
