@@ -54,7 +54,7 @@ section = cfg.real_mri
 print(f"profile {cfg.name} ({cfg.digest()}): accelerations {list(section.accelerations)}, "
       f"mask {section.mask_kind} (centre {section.center_fraction:g}), methods {list(section.methods)}, "
       f"seeds {list(section.seeds)}, prior {section.checkpoint}")
-for entry in REAL_SCANS:
+for entry in REAL_SCANS.values():
     scan = load_real_scan(entry.name)
     print(f"  {entry.name:16s} {entry.role:9s} {tuple(scan.image.shape)} (D, H, W), voxels "
           f"{tuple(round(float(v), 2) for v in scan.voxel_mm)} mm, {entry.contrast}; head mask "
@@ -116,7 +116,7 @@ print(f"largest fraction of negative voxels in any output: {worst_negative:.3g};
 prov = provenance(cfg, "tab_real_mri", checkpoints=prior_weights(section.checkpoint))
 notes = [
     f"Profile `{cfg.name}`: {len(REAL_SCANS)} real scans "
-    f"({sum(e.role == 'held_out' for e in REAL_SCANS)} held out), each at its own shape and voxel size; "
+    f"({sum(e.role == "held_out" for e in REAL_SCANS.values())} held out), each at its own shape and voxel size; "
     f"uniform 1D masks, centre fraction {section.center_fraction:g}, one mask per slice.",
     "Prior methods: the general prior (checkpoints/mri_general), tiled over the depth "
     f"(windows of 8 slices, overlap {section.overlap}); intensities divided by the zero-filled image's "

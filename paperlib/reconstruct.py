@@ -42,11 +42,13 @@ logger = logging.getLogger(__name__)
 NORMALISATION_PERCENTILE = 99.5
 
 
-def _to_dhw(array: np.ndarray) -> np.ndarray:
+def to_dhw(array: np.ndarray) -> np.ndarray:
+    """NIfTI voxel array ``(i, j, k)`` -> volume ``(D, H, W) = (k, j, i)`` (slices along the third axis)."""
     return np.ascontiguousarray(np.asarray(array).transpose(2, 1, 0))
 
 
-def _from_dhw(volume: np.ndarray) -> np.ndarray:
+def from_dhw(volume: np.ndarray) -> np.ndarray:
+    """Volume ``(D, H, W)`` -> NIfTI voxel array ``(i, j, k)``: the inverse of :func:`to_dhw`."""
     return np.ascontiguousarray(np.asarray(volume).transpose(2, 1, 0))
 
 
@@ -87,7 +89,7 @@ def load_mask(path: str | Path, image_shape: tuple[int, int, int]) -> torch.Tens
             f"(expected {tuple(image_shape)} or {tuple(image_shape[:2])}, in the image's voxel order)")
     if not np.isin(data, (0, 1)).all():
         raise InputValidationError(f"{path}: expected mask values in {{0, 1}}, got e.g. {data[~np.isin(data, (0, 1))][0]}")
-    mask = torch.from_numpy(_to_dhw(data != 0))
+    mask = torch.from_numpy(to_dhw(data != 0))
     return mask[0] if mask.shape[0] == 1 else mask
 
 
@@ -112,7 +114,7 @@ def reconstruct_mri(
     from .physics.mri import MRIOperator
 
     run = registered_method("mri", method)
-    volume = torch.from_numpy(_to_dhw(image)).float()
+    volume = torch.from_numpy(to_dhw(image)).float()
     positive = volume[volume > 0]
     if positive.numel() == 0:
         raise InputValidationError("image: no positive voxels; expected a magnitude MR volume")
@@ -131,7 +133,7 @@ def reconstruct_mri(
     recon = run.fn(op, y, profile, torch.Generator().manual_seed(seed)).float()
     info = {"method": method, "seed": seed, "sampled_fraction": op.sampled_fraction, "scale": scale,
             "shape_dhw": list(x.shape)}
-    return _from_dhw((recon * scale).numpy()), info
+    return from_dhw((recon * scale).numpy()), info
 
 
 def _load_intensities(path: Path, dataset: str | None) -> np.ndarray:

@@ -89,7 +89,7 @@ import numpy as np
 import torch
 
 from ..io import InputValidationError, load_nifti
-from ..reconstruct import _to_dhw
+from ..reconstruct import to_dhw
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def load_real_scan(name: str) -> RealScan:
     if negative:
         logger.info("%s: %d negative voxels (min %g) clamped to 0", name, negative, float(data.min()))
         data = np.maximum(data, 0)
-    image = torch.from_numpy(_to_dhw(data)).float()
+    image = torch.from_numpy(to_dhw(data)).float()
     voxel_mm = (float(zooms[2]), float(zooms[1]), float(zooms[0]))
     mask = head_mask(image, voxel_mm, per_slice=not source.slices_are_spatial)
     return RealScan(

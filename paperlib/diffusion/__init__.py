@@ -21,6 +21,7 @@ from .evaluate import denoising_psnr, prior_denoiser, summarize_psnr
 from .partition import PartitionedPrior, derive_seed, group_slices, merge_groups, split_groups
 from .sampler import Sampler
 from .schedules import ScheduleConfig, alphas_cumprod, cosine_betas, linear_betas, q_sample
+from .tiling import TiledPrior, tiled
 from .train import TRAIN_PRESETS, TrainConfig, TrainResult, train_prior
 from .unet3d import PRESETS, UNet3D, UNet3DConfig, count_parameters
 
@@ -28,6 +29,7 @@ __all__ = [
     "CheckpointError", "load_partitioned_prior", "load_prior", "save_prior",
     "denoising_psnr", "prior_denoiser", "summarize_psnr",
     "PartitionedPrior", "derive_seed", "group_slices", "merge_groups", "split_groups",
+    "TiledPrior", "tiled",
     "Sampler", "ScheduleConfig", "alphas_cumprod", "cosine_betas", "linear_betas", "q_sample",
     "TRAIN_PRESETS", "TrainConfig", "TrainResult", "train_prior",
     "PRESETS", "UNet3D", "UNet3DConfig", "count_parameters",

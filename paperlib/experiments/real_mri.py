@@ -152,7 +152,7 @@ def real_cases(profile: Profile, role: str | None = None, n: int | None = None, 
 
     section = _section(profile)
     cases = []
-    for i, entry in enumerate(REAL_SCANS):
+    for i, entry in enumerate(REAL_SCANS.values()):
         if role is not None and entry.role != role:
             continue
         scan = load_real_scan(entry.name)
