@@ -116,10 +116,16 @@ def _data_parser() -> CommandParser:
 
 def data_main(argv: Sequence[str] | None = None) -> int:
     """``python -m paperlib data --profile NAME``; 0 done, 2 bad input (message on stderr)."""
-    args = _data_parser().parse_args(argv)
+    return _run_command(_data_parser(), _cmd_data, argv)
+
+
+def _run_command(parser: argparse.ArgumentParser, command: Callable[[argparse.Namespace], int],
+                 argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run ``command``; a ``ValueError``/``FileNotFoundError`` is one line on stderr, status 2."""
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return _cmd_data(args)
+        return command(args)
     except (FileNotFoundError, ValueError) as exc:  # paperlib.config.ConfigError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -380,13 +386,7 @@ def _tune_parser() -> CommandParser:
 
 def tune_main(argv: Sequence[str] | None = None) -> int:
     """``python -m paperlib tune-baselines --profile NAME [options]``; 0 done, 2 bad input (message on stderr)."""
-    args = _tune_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return _cmd_tune(args)
-    except (FileNotFoundError, ValueError) as exc:  # paperlib.config.ConfigError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return _run_command(_tune_parser(), _cmd_tune, argv)
 
 
 def reconstruct_main(argv: Sequence[str] | None = None) -> int:

@@ -292,8 +292,8 @@ def sampling_profile(args: argparse.Namespace, cfg: Profile, image_shape: tuple[
 
     The settings (``--acceleration``, ``--center-fraction``, ``--mask-kind``, ``--mask-seed``, else
     the profile's ``mri_physics`` values) are checked by the rules the masks are made with
-    (:func:`paperlib.physics.mri.make_mask`'s argument check), on the image's slices ``(H, W) =
-    (j, i)``, and the acceleration is at most what the slices allow: one sampled line of the
+    (one slice's mask is made with :func:`paperlib.physics.mri.make_mask`, whose argument check
+    raises), on the image's slices ``(H, W) = (j, i)``, and the acceleration is at most what the slices allow: one sampled line of the
     ``W`` phase-encoding lines (``uniform1d``), one point of ``H W`` (``gaussian2d``). An error
     names the flag, or the profile and key where the value comes from the profile, e.g.
     ``profile default: mri_physics.center_fraction 0.08 with --acceleration 100: expected 0 <
@@ -304,7 +304,7 @@ def sampling_profile(args: argparse.Namespace, cfg: Profile, image_shape: tuple[
     ------
     InputValidationError : one line naming the flag (or profile key), what was expected and what was got.
     """
-    from .physics.mri import MASK_KINDS, _check_mask_args
+    from .physics.mri import MASK_KINDS, make_mask
 
     given = {key: getattr(args, key if key != "table1_mask" else "mask_kind") for key in SAMPLING_FLAGS}
     given = {key: value for key, value in given.items() if value is not None}
@@ -333,7 +333,7 @@ def sampling_profile(args: argparse.Namespace, cfg: Profile, image_shape: tuple[
         raise InputValidationError(f"{where('acceleration')}: expected a number in (1, {most}] for a {kind} mask "
                                    f"(at least one of {units} sampled), got {acceleration:g}")
     try:
-        _check_mask_args((height, width), acceleration, center_fraction, torch.Generator())
+        make_mask(kind, (height, width), acceleration, center_fraction, generator=torch.Generator().manual_seed(0))
     except ValueError as exc:
         name, _, detail = str(exc).partition(": ")
         if name == "shape":
