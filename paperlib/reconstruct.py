@@ -21,6 +21,13 @@ MRI (``--modality mri``)
 Methods are the registered ones of the modality (:data:`paperlib.experiments.runner.MODALITIES`:
 ``MODALITIES["mri"].methods``, ``MODALITIES["stem"].methods``), run with the settings of ``--profile``; ``--prior`` points to another checkpoint
 folder (e.g. one trained on your own data with ``python -m paperlib train``).
+
+Every flag is checked before any reconstruction starts, and a bad one is reported as one line
+``error: --flag VALUE: expected ..., got ...`` (exit status 2); a sampling setting taken from the
+profile is named as ``profile NAME: mri_physics.KEY VALUE`` (:func:`sampling_profile`). ``--out``
+is never one of the inputs (``--image``, ``--mask``, ``--data``, ``--acquisition``, the profile's
+YAML; links included) and replaces an existing file only with ``--overwrite``, keeping its mode;
+a new file gets the user's umask (:func:`paperlib.io.output_file_mode`).
 """
 from __future__ import annotations
 
@@ -351,7 +358,7 @@ def sampling_profile(args: argparse.Namespace, cfg: Profile, image_shape: tuple[
 def _main_mri(args, cfg: Profile) -> int:
     image, affine, _ = load_image(args.image)
     cfg = sampling_profile(args, cfg, image.shape)
-    mask = _load_mask_flag(args.mask, image.shape) if args.mask is not None else None
+    mask = _with_flag("--mask", load_mask, args.mask, image.shape) if args.mask is not None else None
     recon, info = reconstruct_mri(image, cfg, args.method, mask=mask, seed=args.seed, prior=args.prior)
     save_nifti(args.out, recon, affine)
     print(f"{args.method}: {args.image} -> {args.out} (volume {info['shape_dhw']} slices first, "
@@ -359,15 +366,12 @@ def _main_mri(args, cfg: Profile) -> int:
     return 0
 
 
-def _load_mask_flag(path: Path, image_shape: tuple[int, int, int]) -> torch.Tensor:
-    """``--mask``: :func:`load_mask` with the flag in its errors."""
+def _with_flag(flag: str, load, *args):
+    """``load(*args)`` with ``flag`` in front of its errors (which start with the file's path)."""
     try:
-        return load_mask(path, image_shape)
-    except FileNotFoundError:
-        raise InputValidationError(f"--mask {path}: expected a mask file (.nii, .nii.gz, .npy), got no such mask file") \
-            from None
-    except InputValidationError as exc:
-        raise InputValidationError(f"--mask {exc}") from None
+        return load(*args)
+    except (FileNotFoundError, InputValidationError) as exc:
+        raise InputValidationError(f"{flag} {exc}") from None
 
 
 def _main_stem(args, cfg: Profile) -> int:
@@ -377,13 +381,14 @@ def _main_stem(args, cfg: Profile) -> int:
 
     run = registered_method("stem", args.method)
     try:
-        params = STEMDataParams.model_validate(_load_acquisition(args.acquisition))
+        params = STEMDataParams.model_validate(_with_flag("--acquisition", _load_acquisition, args.acquisition))
     except ValidationError as exc:
         problems = "; ".join(f"key {'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']} (got {e.get('input')!r})"
                              for e in exc.errors())
         raise InputValidationError(f"--acquisition {args.acquisition}: expected the keys of STEMDataParams, "
                                    f"{problems}") from None
-    intensities = torch.from_numpy(np.asarray(_load_intensities(args.data, args.dataset), dtype=np.float32))
+    intensities = _with_flag("--data", _load_intensities, args.data, args.dataset)
+    intensities = torch.from_numpy(np.asarray(intensities, dtype=np.float32))
     op = params.operator()
     op.bright_field(intensities)  # validates shape, sign and finiteness with a clear message
     if args.prior is not None:

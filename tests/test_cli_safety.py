@@ -242,7 +242,8 @@ BAD_FLAGS = [
     (["--center-fraction", "x"], "--center-fraction x with profile ci: mri_physics.acceleration 4.0: expected"),
     (["--mask-kind", "radial"], "--mask-kind radial: expected one of uniform1d, gaussian2d, got 'radial'"),
     (["--mask", "mask.npy", "--acceleration", "4"], "--mask mask.npy: give either a mask file or acceleration"),
-    (["--mask", "missing.npy"], "--mask missing.npy: expected a mask file"),
+    (["--mask", "missing.npy"], "--mask missing.npy: no such mask file"),
+    (["--mask", "notes.txt"], "--mask notes.txt: expected a mask as .nii, .nii.gz or .npy"),
     (["--method", "nope"], "--method nope: expected a registered mri method (cs_mri, dart,"),
     (["--profile", "nope"], "--profile nope: no file"),
     (["--profile", "missing.yaml"], "--profile missing.yaml: no file missing.yaml"),
@@ -278,3 +279,19 @@ def test_acceleration_is_blamed_whatever_the_profile(files, capsys, no_reconstru
                                "--mask-kind", kind, "--center-fraction", "0.0005")
         assert rc == 2 and err[0].startswith("error: --acceleration 1000: expected a number in (1, "), err
         assert ("(1, 32]" if kind == "uniform1d" else "(1, 768]") in err[0], err
+
+
+def test_stem_inputs_are_named_too(files, capsys, no_reconstruction):
+    Path("acq.yaml").write_text("energy: -5\n")
+    stem = ["reconstruct", "--modality", "stem", "--profile", "ci", "--threads", "1", "--out", "pot.npy"]
+    for extra, message in [
+        (["--data", "scan.npy", "--acquisition", "missing.yaml"], "--acquisition missing.yaml: no such"),
+        (["--data", "scan.npy", "--acquisition", "acq.yaml"], "--acquisition acq.yaml: expected the keys of "
+                                                             "STEMDataParams, key energy:"),
+        (["--acquisition", "acq.yaml"], "--data and --acquisition: a 4D-STEM reconstruction needs both"),
+        (["--data", "scan.npy", "--acquisition", "acq.yaml", "--method", "tv"], "--method tv: expected a "
+                                                                                "registered stem method"),
+    ]:
+        rc, err = _run(capsys, *stem, *extra)
+        assert rc == 2 and len(err) == 1 and err[0].startswith(f"error: {message}"), err
+        assert "pydantic" not in err[0] and "http" not in err[0], err
