@@ -1,6 +1,7 @@
-"""Command line: ``python -m paperlib COMMAND``.
+"""Command line: ``python -m paperlib COMMAND`` (or ``paperlib COMMAND``).
 
-Commands
+Commands (:data:`COMMANDS`; ``python -m paperlib --help`` lists them, ``python -m paperlib
+COMMAND --help`` shows a command's options)
 --------
 data            generate (or load) and cache the MRI splits of a profile
 tune-baselines  choose the CS-MRI and TV weights on the *validation* split of a profile and
@@ -9,6 +10,13 @@ reconstruct     DART, DRIFT or a baseline on your own data (NIfTI for MRI, .npy/
                 4D-STEM; see ``python -m paperlib reconstruct --help``)
 train           train the partitioned diffusion prior (``train --modality mri --profile NAME``;
                 see ``python -m paperlib train --help``); rerunning after a kill resumes
+
+Every command validates its arguments before it starts any work and reports bad input as one
+line ``error: --flag VALUE: ...`` on stderr with exit status 2 (:class:`CommandParser`). A
+command never overwrites one of its inputs, and replaces an existing output file only with
+``--overwrite`` (:func:`check_output_path`); ``train --out`` is a folder, resumed when it holds
+a training state, and refused only when it is an existing file. Outputs are created with the
+user's umask (:func:`paperlib.io.output_file_mode`).
 
 The ``train`` command is :func:`train_main` here: it loads the profile's data
 (:mod:`paperlib.data.training`) and runs :func:`paperlib.diffusion.train.train_prior` with a
@@ -20,14 +28,107 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
+from .io import InputValidationError
 from .paths import repo_root
+
+PROG = "python -m paperlib"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose errors are one line on stderr, exit status 2.
+
+    ``error: --flag: MESSAGE (see `PROG --help`)`` instead of argparse's usage block and
+    ``argument --flag:`` prefix.
+    """
+
+    def error(self, message: str):
+        message = re.sub(r"^argument ([^:]+): ", r"\1: ", message)
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def check_output_path(
+    flag: str,
+    path: str | os.PathLike | None,
+    inputs: Mapping[str, str | os.PathLike | None] = {},
+    *,
+    overwrite: bool = False,
+    folder: bool = False,
+) -> None:
+    """Refuse an output path that would destroy data; called before a command starts any work.
+
+    Parameters
+    ----------
+    flag : the option that names the output (``"--out"``), quoted in the message.
+    path : the output path (``None``: nothing is written, nothing to check).
+    inputs : ``{flag: path}`` of the command's input files (``None`` for options not given).
+        An output that is the same file as an existing input (:func:`os.path.samefile`: symbolic
+        and hard links included) is refused even with ``overwrite``.
+    overwrite : replace an existing output file (``--overwrite``); without it any existing path
+        (a dangling symbolic link included) is refused.
+    folder : the output is a folder (``train --out``): an existing folder is fine (training
+        resumes in it), an existing file or other non-folder is refused.
+
+    Raises
+    ------
+    InputValidationError : one line ``FLAG PATH: why``.
+    """
+    if path is None:
+        return
+    path = Path(path)
+    if folder:
+        if os.path.lexists(path) and not path.is_dir():
+            raise InputValidationError(f"{flag} {path}: expected a folder (new, or one to resume training in), "
+                                       "got an existing file")
+        return
+    if path.is_dir():
+        raise InputValidationError(f"{flag} {path}: expected a file path, got an existing folder")
+    for name, source in inputs.items():
+        if source is not None and path.exists() and os.path.exists(source) and os.path.samefile(path, source):
+            raise InputValidationError(f"{flag} {path}: is the input {name} {source}; refusing to overwrite an "
+                                       "input (--overwrite does not apply), choose another path")
+    if os.path.lexists(path) and not overwrite:
+        raise InputValidationError(f"{flag} {path}: the file exists; refusing to overwrite it "
+                                   "(pass --overwrite to replace it)")
+
+
+def _exit_status(exc: SystemExit) -> int:
+    """The exit status carried by a :class:`SystemExit` (argparse's ``--help`` and errors)."""
+    if exc.code is None:
+        return 0
+    return exc.code if isinstance(exc.code, int) else 1
+
+
+# ---------------------------------------------------------------------------- data, tune-baselines
+def _data_parser() -> CommandParser:
+    p = CommandParser(prog=f"{PROG} data", description=COMMANDS["data"].description)
+    p.add_argument("--profile", default="default", help="profile name or YAML path (its mri section)")
+    return p
+
+
+def data_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m paperlib data --profile NAME``; 0 done, 2 bad input (message on stderr)."""
+    return _run_command(_data_parser(), _cmd_data, argv)
+
+
+def _run_command(parser: argparse.ArgumentParser, command: Callable[[argparse.Namespace], int],
+                 argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run ``command``; a ``ValueError``/``FileNotFoundError`` is one line on stderr, status 2."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return command(args)
+    except (FileNotFoundError, ValueError) as exc:  # paperlib.config.ConfigError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _cmd_data(args) -> int:
@@ -44,9 +145,10 @@ def _cmd_data(args) -> int:
 def _cmd_tune(args) -> int:
     from .experiments import mri as mri_exp
     from .recon import mri_baselines
-    from .config import load_profile
+    from .config import load_profile, profile_path
     from .tables import write_csv_rows
 
+    check_output_path("--out", args.out, {"--profile": profile_path(args.profile)}, overwrite=args.overwrite)
     cfg = load_profile(args.profile)
     torch.set_num_threads(args.threads or cfg.threads)
     source = f"validation split ({cfg.mri.source})"
@@ -63,7 +165,7 @@ def _cmd_tune(args) -> int:
     targets = [c.image for c in cases]
     head_masks = [c.head_mask for c in cases] if args.criterion == "ssim_head" else None
     b = cfg.mri_baselines
-    grid = [float(g) for g in args.grid]
+    grid = list(args.grid)
     runs = [("tv", None, mri_baselines.total_variation, {"iters": b.tv_iters})] + [
         ("cs_mri", wavelet, mri_baselines.cs_wavelet, {"iters": b.cs_iters, "levels": b.cs_levels, "wavelet": wavelet})
         for wavelet in args.wavelets
@@ -137,10 +239,10 @@ def _repo_relative(path: Path) -> str:
         return str(path)
 
 
-def _train_parser() -> argparse.ArgumentParser:
+def _train_parser() -> CommandParser:
     from .diffusion.train_config import TRAIN_PRESETS
 
-    p = argparse.ArgumentParser(prog="python -m paperlib train", description="train a partitioned diffusion prior")
+    p = CommandParser(prog=f"{PROG} train", description=COMMANDS["train"].description)
     p.add_argument("--modality", choices=("mri", "stem"), required=True)
     p.add_argument("--profile", default="default", help="profile name or YAML path (data section)")
     p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), help="training preset (default: the profile's name)")
@@ -149,9 +251,11 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="divide --data by this (recorded in the manifest; not for bundles, which are scaled)")
     p.add_argument("--export-data", type=Path, metavar="FILE.pt",
                    help="write the profile's training data and its provenance to FILE.pt and stop "
-                        "(train elsewhere with --data FILE.pt)")
+                        "(train elsewhere with --data FILE.pt); a new file, or --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --export-data file")
     p.add_argument("--groups", nargs="*", type=int, help="group indices (default: all, or this rank's)")
-    p.add_argument("--out", type=Path, help="output folder (default: checkpoints/<modality>_<preset>)")
+    p.add_argument("--out", type=Path, help="output folder (default: checkpoints/<modality>_<preset>); "
+                                           "an existing folder is resumed, an existing file refused")
     p.add_argument("--init-from", type=Path, metavar="DIR",
                    help="fine-tuning presets: the prior to start from (default: the folder its base preset "
                         "trains, checkpoints/<modality>_<base>)")
@@ -209,7 +313,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     base preset's :func:`prior_dir`. The output folder holds, per group, the resumable state, the
     loss log (JSON lines) and, when the run is complete, the prior (safetensors + manifest);
     rerunning the same command after a kill resumes exactly. Under ``torchrun`` each rank trains
-    its own groups.
+    its own groups. Before any data is loaded, an ``--out`` that is an existing file is refused,
+    and so is an ``--export-data`` file that is ``--data`` (always) or exists (unless
+    ``--overwrite``): :func:`check_output_path`.
 
     Returns
     -------
@@ -226,12 +332,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         preset, cfg = _train_config(args)
+        out = args.out or prior_dir(args.modality, preset)
+        check_output_path("--out", out, folder=True)
+        check_output_path("--export-data", args.export_data, {"--data": args.data, "--profile": args.profile},
+                          overwrite=args.overwrite)
         if args.threads:
             torch.set_num_threads(args.threads)
-    except ValueError as exc:
+    except ValueError as exc:  # InputValidationError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or prior_dir(args.modality, preset)
     ctx = init_from_env()
     try:
         data, info = _train_data(args, preset)
@@ -259,22 +368,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"]:
-        return train_main(argv[1:])
-    if argv[:1] == ["reconstruct"]:
-        from .reconstruct import main as reconstruct_main
-
-        return reconstruct_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m paperlib", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("data", help="generate and cache the MRI splits of a profile")
-    p.add_argument("--profile", default="default")
-    p.set_defaults(func=_cmd_data)
-    p = sub.add_parser("tune-baselines", help="choose CS-MRI/TV weights on the validation split")
-    p.add_argument("--profile", default="default")
-    p.add_argument("--grid", nargs="+", default=["0.002", "0.005", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5"])
+def _tune_parser() -> CommandParser:
+    p = CommandParser(prog=f"{PROG} tune-baselines", description=COMMANDS["tune-baselines"].description)
+    p.add_argument("--profile", default="default", help="profile name or YAML path")
+    p.add_argument("--grid", nargs="+", type=float, default=[0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
+                   help="weights to try (relative to max |zero-filled image|)")
     p.add_argument("--wavelets", nargs="+", default=["haar", "db2", "db4"], help="CS-MRI wavelets to try")
     p.add_argument("--criterion", choices=["ssim_head", "ssim_whole"], default="ssim_head",
                    help="mean SSIM inside the head (default; whole-image SSIM rewards over-smoothing) or whole image")
@@ -282,15 +380,82 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synthetic-proxy", nargs=2, type=int, metavar=("DEPTH", "N"),
                    help="tune on N synthetic validation volumes of DEPTH slices at the profile's "
                         "in-plane size (for profiles whose real data is not available)")
-    p.add_argument("--out", help="optional CSV with the grid scores")
-    p.set_defaults(func=_cmd_tune)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:  # paperlib.config.ConfigError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
+    p.add_argument("--out", type=Path, help="optional CSV with the grid scores (a new file, or --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    return p
+
+
+def tune_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m paperlib tune-baselines --profile NAME [options]``; 0 done, 2 bad input (message on stderr)."""
+    return _run_command(_tune_parser(), _cmd_tune, argv)
+
+
+def reconstruct_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m paperlib reconstruct ...``: :func:`paperlib.reconstruct.main` (imported when used)."""
+    from .reconstruct import main as run
+
+    return run(argv)
+
+
+# ---------------------------------------------------------------------------- dispatcher
+@dataclass(frozen=True)
+class Command:
+    """A subcommand of ``python -m paperlib``.
+
+    Attributes
+    ----------
+    description : one line, shown by ``python -m paperlib --help`` and atop the command's own help.
+    main : entry point, called with the arguments after the command's name; returns the exit status.
+    """
+
+    description: str
+    main: Callable[[Sequence[str] | None], int]
+
+
+#: Every subcommand, by name: what ``python -m paperlib --help`` lists and :func:`main` dispatches.
+COMMANDS: dict[str, Command] = {
+    "data": Command("generate (or load) and cache the MRI splits of a profile", data_main),
+    "tune-baselines": Command("choose the CS-MRI and TV weights on the validation split of a profile",
+                              tune_main),
+    "train": Command("train a partitioned diffusion prior (rerunning after a kill resumes)", train_main),
+    "reconstruct": Command("run DART, DRIFT or a baseline on your own data (NIfTI MRI, 4D-STEM .npy/HDF5)",
+                           reconstruct_main),
+}
+
+
+def _command_list() -> str:
+    """One line per command of :data:`COMMANDS`: its name and its description."""
+    width = max(map(len, COMMANDS)) + 2
+    return "\n".join(f"  {name:<{width}}{command.description}" for name, command in COMMANDS.items())
+
+
+def _top_parser() -> CommandParser:
+    """The parser of ``python -m paperlib --help``: every command of :data:`COMMANDS` with its description."""
+    return CommandParser(
+        prog=PROG, usage=f"{PROG} COMMAND [options]",
+        description="paperlib: physics-guided diffusion priors (DART, DRIFT) for multi-slice MRI and 4D-STEM.",
+        epilog=f"commands:\n{_command_list()}\n\n`{PROG} COMMAND --help` shows the options of a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m paperlib COMMAND [options]``: run the command (:data:`COMMANDS`); its exit status.
+
+    ``--help`` (or ``-h``) alone lists the commands and returns 0; no command or an unknown one
+    prints the list on stderr and returns 2.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        _top_parser().print_help()
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        got = f"unknown command {argv[0]!r}" if argv else "no command given"
+        print(f"error: {got}; expected one of:\n{_command_list()}\n(see `{PROG} --help`)", file=sys.stderr)
         return 2
+    try:
+        return COMMANDS[argv[0]].main(argv[1:])
+    except SystemExit as exc:  # argparse: a command's --help, or a usage error (already printed)
+        return _exit_status(exc)
 
 
 if __name__ == "__main__":

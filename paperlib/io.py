@@ -2,13 +2,16 @@
 
 Every file paperlib writes goes through :func:`atomic_write_bytes` or :func:`atomic_path`:
 the content is written to a temporary file in the destination folder and moved into place
-with :func:`os.replace`, so a crash never leaves a half-written output.
+with :func:`os.replace`, so a crash never leaves a half-written output. The file gets the mode
+:func:`open` would give it: ``0o666`` less the user's umask for a new file, the old file's mode
+when one is replaced (:func:`output_file_mode`).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -35,13 +38,50 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask (e.g. ``0o022``), read without changing it where possible.
+
+    Linux (>= 4.7) reports it in ``/proc/self/status`` (line ``Umask:``, octal). Elsewhere it is
+    read with ``os.umask(0)`` and put back at once: between the two calls a file created by
+    another thread of this process would get mode ``0o666``; the command line writes from one
+    thread, so this is only a caveat for multi-threaded callers on other systems.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8) & 0o777
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o077)
+    os.umask(old)
+    return old
+
+
+def output_file_mode(path: str | os.PathLike) -> int:
+    """Permission bits a file written to ``path`` gets, as :func:`open` would give them.
+
+    ``path`` exists (followed through a symbolic link): its current permission bits, so replacing
+    a file keeps its mode. Otherwise ``0o666 & ~umask`` (:func:`current_umask`): ``0o644`` with the
+    usual umask ``022``, ``0o600`` with ``077``.
+
+    >>> output_file_mode("/nonexistent/new.txt") == 0o666 & ~current_umask()
+    True
+    """
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` when the block succeeds.
 
     The temporary name keeps the destination's suffixes (``.nii.gz``, ``.png``) so writers that
-    choose a format by extension behave as for the final name. On any exception the temporary
-    file is removed and ``path`` is left untouched.
+    choose a format by extension behave as for the final name. Before the move the file gets
+    :func:`output_file_mode` (the temporary file of :func:`tempfile.mkstemp` is private, ``0o600``).
+    On any exception the temporary file is removed and ``path`` is left untouched.
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -58,6 +98,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, output_file_mode(path))
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

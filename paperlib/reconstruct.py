@@ -21,6 +21,13 @@ MRI (``--modality mri``)
 Methods are the registered ones of the modality (:data:`paperlib.experiments.runner.MODALITIES`:
 ``MODALITIES["mri"].methods``, ``MODALITIES["stem"].methods``), run with the settings of ``--profile``; ``--prior`` points to another checkpoint
 folder (e.g. one trained on your own data with ``python -m paperlib train``).
+
+Every flag is checked before any reconstruction starts, and a bad one is reported as one line
+``error: --flag VALUE: expected ..., got ...`` (exit status 2); a sampling setting taken from the
+profile is named as ``profile NAME: mri_physics.KEY VALUE`` (:func:`sampling_profile`). ``--out``
+is never one of the inputs (``--image``, ``--mask``, ``--data``, ``--acquisition``, the profile's
+YAML; links included) and replaces an existing file only with ``--overwrite``, keeping its mode;
+a new file gets the user's umask (:func:`paperlib.io.output_file_mode`).
 """
 from __future__ import annotations
 
@@ -58,7 +65,8 @@ def registered_method(modality: str, name: str):
 
     methods = modality_of(modality).methods
     if name not in methods:
-        raise InputValidationError(f"method: unknown {name!r}; registered: {sorted(methods)}")
+        raise InputValidationError(f"--method {name}: expected a registered {modality} method "
+                                   f"({', '.join(sorted(methods))}), got unknown {name!r}")
     return methods[name]
 
 
@@ -165,36 +173,53 @@ def _load_acquisition(path: Path) -> dict:
     return params
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m paperlib reconstruct``; 0 done, 2 bad input (message on stderr)."""
-    p = argparse.ArgumentParser(prog="python -m paperlib reconstruct", description=__doc__.splitlines()[0])
+#: The command line's names of the sampling settings in the profile's ``mri_physics`` section.
+SAMPLING_FLAGS = {"acceleration": "--acceleration", "center_fraction": "--center-fraction",
+                  "table1_mask": "--mask-kind", "mask_seed": "--mask-seed"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .cli import COMMANDS, PROG, CommandParser
+
+    p = CommandParser(prog=f"{PROG} reconstruct", description=COMMANDS["reconstruct"].description)
     p.add_argument("--modality", choices=("mri", "stem"), default="mri")
     p.add_argument("--method", default="dart", help="registered method (dart, drift, projection, cs_mri, tv, ...)")
-    p.add_argument("--profile", default="default", help="settings of the methods (and the prior)")
+    p.add_argument("--profile", default="default", help="settings of the methods (and the prior): name or YAML path")
     p.add_argument("--prior", help="checkpoint folder to use instead of the profile's")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--out", type=Path, required=True, help="output .nii/.nii.gz (MRI) or .npy (4D-STEM)")
+    p.add_argument("--threads", type=int, help="torch threads, >= 1 (default: the profile's)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output .nii/.nii.gz (MRI) or .npy (4D-STEM); a new file, or --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file (never one of the inputs)")
     mri = p.add_argument_group("MRI")
-    mri.add_argument("--image", type=Path, help="NIfTI magnitude volume")
+    mri.add_argument("--image", type=Path, help="NIfTI magnitude volume (3D)")
     mri.add_argument("--mask", type=Path, help="sampling mask (.nii/.nii.gz/.npy) in the image's voxel order")
-    mri.add_argument("--acceleration", type=float, help="default: the profile's")
-    mri.add_argument("--center-fraction", type=float, help="default: the profile's")
-    mri.add_argument("--mask-kind", choices=("uniform1d", "gaussian2d"), help="default: the profile's Table 1 mask")
+    mri.add_argument("--acceleration", metavar="FLOAT",
+                     help="> 1, at most the number of sampled lines (uniform1d: W) or points (gaussian2d: H W); "
+                          "default: the profile's")
+    mri.add_argument("--center-fraction", metavar="FLOAT",
+                     help="fully sampled centre, 0 < f <= 1/acceleration; default: the profile's")
+    mri.add_argument("--mask-kind", metavar="{uniform1d,gaussian2d}", help="default: the profile's Table 1 mask")
     mri.add_argument("--mask-seed", type=int)
     stem = p.add_argument_group("4D-STEM")
     stem.add_argument("--data", type=Path, help="intensities (Sy, Sx, Ky, Kx), .npy or HDF5")
     stem.add_argument("--dataset", help="HDF5 dataset name")
     stem.add_argument("--acquisition", type=Path, help="YAML/JSON acquisition parameters")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m paperlib reconstruct``; 0 done, 2 bad input (one line on stderr).
+
+    Every flag is checked (:func:`check_arguments`, then the input files are read and checked)
+    before any reconstruction starts.
+    """
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_profile(args.profile)
+        cfg = check_arguments(args)
         torch.set_num_threads(args.threads or cfg.threads)
-        if args.prior is not None:  # relative to the working directory, not to the repository
-            if not Path(args.prior).is_dir():
-                raise FileNotFoundError(f"--prior: no checkpoint folder {args.prior}")
-            args.prior = str(Path(args.prior).resolve())
         if args.modality == "mri":
             return _main_mri(args, cfg)
         return _main_stem(args, cfg)
@@ -203,20 +228,139 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def check_arguments(args: argparse.Namespace) -> Profile:
+    """Check the flags that need no input file read; the profile named by ``--profile``.
+
+    Checks ``--profile`` (loads), ``--threads``, ``--method`` (registered for ``--modality``),
+    ``--prior`` (an existing folder; made absolute in ``args``), the inputs the modality needs, and
+    ``--out``: its suffix, and :func:`paperlib.cli.check_output_path` (never an input, an existing
+    file only with ``--overwrite``).
+
+    Raises
+    ------
+    InputValidationError : one line ``--flag VALUE: expected ..., got ...``.
+    """
+    from .cli import check_output_path
+    from .config import profile_path
+
+    try:
+        cfg = load_profile(args.profile)
+    except ConfigError as exc:  # "profile 'NAME': no file ..." or "PATH: invalid profile: ..."
+        detail = str(exc).removeprefix(f"profile {args.profile!r}: ")
+        raise InputValidationError(f"--profile {args.profile}: {detail}") from None
+    if args.threads is not None and args.threads < 1:
+        raise InputValidationError(f"--threads {args.threads}: expected an integer >= 1, got {args.threads}")
+    registered_method(args.modality, args.method)
+    if args.prior is not None:  # relative to the working directory, not to the repository
+        if not Path(args.prior).is_dir():
+            raise InputValidationError(f"--prior {args.prior}: expected a checkpoint folder, got no such folder")
+        args.prior = str(Path(args.prior).resolve())
+    if args.modality == "mri":
+        if args.image is None:
+            raise InputValidationError("--image: an MRI reconstruction needs a NIfTI volume")
+        if not args.out.name.endswith((".nii", ".nii.gz")):
+            raise InputValidationError(f"--out {args.out}: expected a .nii or .nii.gz path for MRI")
+    else:
+        if args.data is None or args.acquisition is None:
+            raise InputValidationError("--data and --acquisition: a 4D-STEM reconstruction needs both")
+        if args.out.suffix != ".npy":
+            raise InputValidationError(f"--out {args.out}: expected a .npy path for the 4D-STEM potential")
+    inputs = {"--image": args.image, "--mask": args.mask, "--data": args.data, "--acquisition": args.acquisition,
+              "--profile": profile_path(args.profile)}
+    check_output_path("--out", args.out, inputs, overwrite=args.overwrite)
+    return cfg
+
+
+def load_image(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """``--image``: :func:`paperlib.io.load_nifti` with the flag in its errors, and at least one positive voxel.
+
+    Returns the voxel array ``(i, j, k)`` (float32), the (4, 4) affine and the voxel sizes in mm.
+    """
+    try:
+        image, affine, zooms = load_nifti(path)
+    except FileNotFoundError:
+        raise InputValidationError(f"--image {path}: expected a NIfTI file (.nii, .nii.gz), got no such file") from None
+    except InputValidationError as exc:
+        raise InputValidationError(f"--image {exc}") from None
+    if not (image > 0).any():
+        got = "all voxels zero" if not image.any() else "no positive voxel"
+        raise InputValidationError(f"--image {path}: expected a magnitude volume with positive voxels, got {got}")
+    return image, affine, zooms
+
+
+def _number(text: str) -> float | str:
+    """``text`` as a float, or unchanged where it is not a number (the mask checker then names it)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def sampling_profile(args: argparse.Namespace, cfg: Profile, image_shape: tuple[int, int, int]) -> Profile:
+    """``cfg`` with the command line's sampling settings, checked for an image of ``image_shape``.
+
+    The settings (``--acceleration``, ``--center-fraction``, ``--mask-kind``, ``--mask-seed``, else
+    the profile's ``mri_physics`` values) are checked by the rules the masks are made with
+    (one slice's mask is made with :func:`paperlib.physics.mri.make_mask`, whose argument check
+    raises), on the image's slices ``(H, W) = (j, i)``, and the acceleration is at most what the slices allow: one sampled line of the
+    ``W`` phase-encoding lines (``uniform1d``), one point of ``H W`` (``gaussian2d``). An error
+    names the flag, or the profile and key where the value comes from the profile, e.g.
+    ``profile default: mri_physics.center_fraction 0.08 with --acceleration 100: expected 0 <
+    center_fraction <= 1/acceleration = 0.01, got 0.08``. With ``--mask`` the settings must not
+    be given (the file decides).
+
+    Raises
+    ------
+    InputValidationError : one line naming the flag (or profile key), what was expected and what was got.
+    """
+    from .physics.mri import MASK_KINDS, make_mask
+
+    given = {key: getattr(args, key if key != "table1_mask" else "mask_kind") for key in SAMPLING_FLAGS}
+    given = {key: value for key, value in given.items() if value is not None}
+    if args.mask is not None:
+        if given:
+            raise InputValidationError(f"--mask {args.mask}: give either a mask file or acceleration settings "
+                                       f"({', '.join(SAMPLING_FLAGS[k] for k in given)}), not both")
+        return cfg
+    phys = cfg.mri_physics
+
+    def where(key: str) -> str:
+        if key in given:
+            return f"{SAMPLING_FLAGS[key]} {given[key]}"
+        return f"profile {cfg.name}: mri_physics.{key} {getattr(phys, key)}"
+
+    kind = given.get("table1_mask", phys.table1_mask)
+    if kind not in MASK_KINDS:
+        raise InputValidationError(f"{where('table1_mask')}: expected one of {', '.join(MASK_KINDS)}, got {kind!r}")
+    acceleration = _number(given["acceleration"]) if "acceleration" in given else phys.acceleration
+    center_fraction = _number(given["center_fraction"]) if "center_fraction" in given else phys.center_fraction
+    height, width = int(image_shape[1]), int(image_shape[0])  # voxel axes (j, i) of each slice
+    most = width if kind == "uniform1d" else height * width
+    if isinstance(acceleration, float) and acceleration > most:
+        units = f"the {width} phase-encoding lines along W (voxel axis i)" if kind == "uniform1d" else \
+            f"the {height}x{width} k-space points of a slice"
+        raise InputValidationError(f"{where('acceleration')}: expected a number in (1, {most}] for a {kind} mask "
+                                   f"(at least one of {units} sampled), got {acceleration:g}")
+    try:
+        make_mask(kind, (height, width), acceleration, center_fraction, generator=torch.Generator().manual_seed(0))
+    except ValueError as exc:
+        name, _, detail = str(exc).partition(": ")
+        if name == "shape":
+            raise InputValidationError(f"--image {args.image}: slices (H, W) = voxel axes (j, i): {detail}") from None
+        if name == "center_fraction":
+            hint = ("; pass a --center-fraction in that range or a lower --acceleration"
+                    if "center_fraction" not in given else "")
+            raise InputValidationError(f"{where('center_fraction')} with {where('acceleration')}: {detail}{hint}") \
+                from None
+        raise InputValidationError(f"{where(name)}: {detail}") from None
+    update = {**given, "acceleration": acceleration, "center_fraction": center_fraction}
+    return cfg.model_copy(update={"mri_physics": phys.model_copy(update=update)})
+
+
 def _main_mri(args, cfg: Profile) -> int:
-    if args.image is None:
-        raise InputValidationError("--image: an MRI reconstruction needs a NIfTI volume")
-    if not args.out.name.endswith((".nii", ".nii.gz")):
-        raise InputValidationError(f"--out: expected a .nii or .nii.gz path for MRI, got {args.out}")
-    image, affine, _ = load_nifti(args.image)
-    update = {k: v for k, v in {"acceleration": args.acceleration, "center_fraction": args.center_fraction,
-                                "table1_mask": args.mask_kind, "mask_seed": args.mask_seed}.items() if v is not None}
-    if update:
-        if args.mask is not None:
-            raise InputValidationError("--mask: give either a mask file or acceleration settings, not both")
-        cfg = cfg.model_copy(update={"mri_physics": type(cfg.mri_physics).model_validate(
-            {**cfg.mri_physics.model_dump(), **update})})
-    mask = load_mask(args.mask, image.shape) if args.mask is not None else None
+    image, affine, _ = load_image(args.image)
+    cfg = sampling_profile(args, cfg, image.shape)
+    mask = _with_flag("--mask", load_mask, args.mask, image.shape) if args.mask is not None else None
     recon, info = reconstruct_mri(image, cfg, args.method, mask=mask, seed=args.seed, prior=args.prior)
     save_nifti(args.out, recon, affine)
     print(f"{args.method}: {args.image} -> {args.out} (volume {info['shape_dhw']} slices first, "
@@ -224,15 +368,29 @@ def _main_mri(args, cfg: Profile) -> int:
     return 0
 
 
+def _with_flag(flag: str, load, *args):
+    """``load(*args)`` with ``flag`` in front of its errors (which start with the file's path)."""
+    try:
+        return load(*args)
+    except (FileNotFoundError, InputValidationError) as exc:
+        raise InputValidationError(f"{flag} {exc}") from None
+
+
 def _main_stem(args, cfg: Profile) -> int:
+    from pydantic import ValidationError
+
     from .data.crystals import STEMDataParams
-    if args.data is None or args.acquisition is None:
-        raise InputValidationError("--data and --acquisition: a 4D-STEM reconstruction needs both")
-    if args.out.suffix != ".npy":
-        raise InputValidationError(f"--out: expected a .npy path for the 4D-STEM potential, got {args.out}")
+
     run = registered_method("stem", args.method)
-    params = STEMDataParams.model_validate(_load_acquisition(args.acquisition))
-    intensities = torch.from_numpy(np.asarray(_load_intensities(args.data, args.dataset), dtype=np.float32))
+    try:
+        params = STEMDataParams.model_validate(_with_flag("--acquisition", _load_acquisition, args.acquisition))
+    except ValidationError as exc:
+        problems = "; ".join(f"key {'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']} (got {e.get('input')!r})"
+                             for e in exc.errors())
+        raise InputValidationError(f"--acquisition {args.acquisition}: expected the keys of STEMDataParams, "
+                                   f"{problems}") from None
+    intensities = _with_flag("--data", _load_intensities, args.data, args.dataset)
+    intensities = torch.from_numpy(np.asarray(intensities, dtype=np.float32))
     op = params.operator()
     op.bright_field(intensities)  # validates shape, sign and finiteness with a clear message
     if args.prior is not None:
