@@ -83,7 +83,7 @@ endif
 TUNE_GRID := 0.0002 0.0005 0.001 0.002 0.005 0.01 0.02
 validate: $(VENV)/.installed
 	$(PY) -m paperlib tune-baselines --profile $(PROFILE) --grid $(TUNE_GRID) --wavelets haar db4 \
-		--out $(FIGURES)/tune_baselines_$(PROFILE).csv
+		--out $(FIGURES)/tune_baselines_$(PROFILE).csv --overwrite
 	$(PY) -m paperlib.validation --profile $(PROFILE) --out $(FIGURES)
 
 bench: $(VENV)/.installed | .venv-py4dstem/.installed
