@@ -33,7 +33,7 @@ from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.diffusion.partition import group_slices
 from paperlib.experiments.mri import MRI_GUIDED, mri_cases
-from paperlib.metrics.image import ssim_slices
+from paperlib.metrics.image import data_range_of, ssim_slices
 from paperlib.recon.dart import physics_callback
 
 
@@ -42,16 +42,25 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def _per_slice(volumes: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """(N, D) SSIM of every slice of every (N, D, H, W) volume against the (D, H, W) reference
+    (data range of the reference, as the tables)."""
+    n, d = volumes.shape[:2]
+    flat = volumes.reshape(n * d, *volumes.shape[2:])
+    return ssim_slices(flat, reference.repeat(n, 1, 1), data_range=data_range_of(reference)).reshape(n, d)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="default")
     p.add_argument("--volumes", type=int, default=4, help="validation volumes")
     p.add_argument("--candidates", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch threads (default: the profile's)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "drift_limits.csv")
     args = p.parse_args(argv)
     cfg = load_profile(args.profile)
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(args.threads or cfg.threads)
     d = cfg.mri_diffusion.drift
     prior = MRI_GUIDED.load(cfg)
     n_max = max(args.candidates)
@@ -62,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         gen = torch.Generator().manual_seed(args.seed)
         cands = prior.sample((n_max, *shape), num_steps=d.steps, generator=gen)
         reference = op.measurement_image(y)
-        score = ssim_slices(op.measurement_image(op.forward(cands)), reference[None].expand_as(cands))  # (N, D)
+        score = _per_slice(op.measurement_image(op.forward(cands)), reference)  # (N, D)
         refine = physics_callback(op, y, steps=d.physics_steps, step_kwargs=d.step_kwargs())
         refined = torch.stack([refine(c, 0) for c in cands]).clamp_min(0)
-        true = ssim_slices(refined, truth[None].expand_as(refined))  # (N, D)
+        true = _per_slice(refined, truth)  # (N, D)
         corr.append(_spearman(score.flatten().numpy(), true.flatten().numpy()))
         groups = group_slices(shape[0], len(prior.models))
         for n in args.candidates:

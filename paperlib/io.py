@@ -186,8 +186,14 @@ def load_nifti(
     return data, np.asarray(img.affine, dtype=np.float64), zooms
 
 
-def save_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
-    """Write ``data`` as a float32 NIfTI file atomically (``affine`` defaults to identity)."""
+def save_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray | None = None, *,
+               like: str | os.PathLike | None = None) -> Path:
+    """Write ``data`` as a float32 NIfTI file atomically (``affine`` defaults to identity).
+
+    ``like``: a NIfTI file whose header this one follows: its qform and sform codes (how the
+    scanner or atlas space is labelled), spatial/temporal units and voxel sizes; ``data`` must
+    have its spatial shape.
+    """
     import nibabel as nib
 
     data = np.asarray(data, dtype=np.float32)
@@ -195,6 +201,14 @@ def save_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray | N
     if affine.shape != (4, 4):
         raise InputValidationError(f"affine: expected a (4, 4) matrix, got shape {affine.shape}")
     img = nib.Nifti1Image(data, affine)
+    if like is not None:
+        ref = nib.load(str(like)).header
+        if tuple(ref.get_data_shape()[:data.ndim]) != data.shape:
+            raise InputValidationError(f"like: {like} has shape {ref.get_data_shape()}, the data {data.shape}")
+        img.header.set_xyzt_units(*ref.get_xyzt_units())
+        img.header.set_zooms(tuple(ref.get_zooms()[:data.ndim]))
+        img.header.set_qform(affine, int(ref["qform_code"]))
+        img.header.set_sform(affine, int(ref["sform_code"]))
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return Path(path)

@@ -7,9 +7,14 @@ MRI (``--modality mri``)
     ``--mask`` file (NIfTI on the same voxel grid, or ``.npy`` in the same ``(i, j, k)`` order;
     non-zero = sampled; ``(i, j)`` masks are shared by all slices) or the profile's / given
     acceleration settings (``--acceleration``, ``--center-fraction``, ``--mask-kind``,
-    ``--mask-seed``). Intensities are divided by the 99.5th percentile of the positive voxels
-    (the prior's training normalisation) and multiplied back afterwards. Output: a float32
-    NIfTI with the input's affine, written atomically.
+    ``--mask-seed``). Any shape (D >= 1 slices, H, W >= 8, odd sizes) and any voxel size is
+    reconstructed as it is: DART, DRIFT and the projection method use the general prior of the
+    profile's ``real_mri`` section, tiled over the depth and padded in-plane inside
+    (:class:`paperlib.diffusion.tiling.TiledPrior`), with the measurement divided by the
+    intensity scale of its zero-filled image (:mod:`paperlib.data.intensity`) and multiplied back;
+    voxel sizes outside the prior's training ranges are reported (:func:`voxel_note`). Output: a
+    float32 NIfTI, never negative and never above the input's maximum, with the input's affine,
+    qform/sform codes and units (:func:`paperlib.io.save_nifti` with ``like=``), written atomically.
 
 4D-STEM (``--modality stem``)
     Input: intensities ``(Sy, Sx, Ky, Kx)`` in ``.npy`` or HDF5 (``--dataset`` names the array)
@@ -18,9 +23,11 @@ MRI (``--modality mri``)
     semi-angle, defocus, scan and detector). Output: the ``(D, H, W)`` potential in V·Å as
     ``.npy``.
 
-Methods are the registered ones of the modality (:data:`paperlib.experiments.runner.MODALITIES`:
-``MODALITIES["mri"].methods``, ``MODALITIES["stem"].methods``), run with the settings of ``--profile``; ``--prior`` points to another checkpoint
-folder (e.g. one trained on your own data with ``python -m paperlib train``).
+Methods are the registered ones of the modality (MRI:
+:data:`paperlib.experiments.real_mri.REAL_MRI_METHODS`; 4D-STEM:
+``paperlib.experiments.runner.MODALITIES["stem"].methods``), run with the settings of
+``--profile``; ``--prior`` points to another checkpoint folder (e.g. one trained on your own data
+with ``python -m paperlib train``).
 
 Every flag is checked before any reconstruction starts, and a bad one is reported as one line
 ``error: --flag VALUE: expected ..., got ...`` (exit status 2); a sampling setting taken from the
@@ -45,8 +52,6 @@ from .io import InputValidationError, atomic_path, load_nifti, save_nifti
 
 logger = logging.getLogger(__name__)
 
-#: Percentile of the positive voxels mapped to 1 (as the training volumes are normalised).
-NORMALISATION_PERCENTILE = 99.5
 
 
 def to_dhw(array: np.ndarray) -> np.ndarray:
@@ -109,39 +114,82 @@ def reconstruct_mri(
     mask: torch.Tensor | None = None,
     seed: int = 0,
     prior: str | None = None,
+    voxel_mm: tuple[float, float, float] | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, dict]:
-    """Undersample ``image`` (NIfTI voxel order) and reconstruct it with ``method``.
+    """Undersample ``image`` (NIfTI voxel order) and reconstruct it with ``method``, at its own shape.
+
+    The methods are those of real scans (:data:`paperlib.experiments.real_mri.REAL_MRI_METHODS`):
+    DART, DRIFT and the projection method use the general prior of ``profile.real_mri`` (or
+    ``prior``), tiled over any depth and padded to any in-plane size inside, on the measurement
+    divided by the intensity scale of its zero-filled image (no percentile clipping); the
+    result is multiplied back. Every output is a magnitude image within the input's range:
+    clamped to ``[0, max(image)]``.
+
+    Parameters
+    ----------
+    image : (i, j, k) float array, any size with k >= 1 slices and i, j >= 8.
+    profile : settings (``mri_physics`` for the default mask, ``real_mri`` for the methods).
+    mask : (D, H, W) or (H, W) bool sampling mask; default: the profile's mask per slice.
+    voxel_mm : the NIfTI zooms (i, j, k); a voxel size outside the general prior's training
+        range (:data:`paperlib.data.randomized.INPLANE_MM`, :data:`~paperlib.data.randomized.THICKNESS_MM`)
+        is reported in ``info["voxel_note"]`` and logged.
 
     Returns
     -------
     recon : float32 array in the input's voxel order and intensity units.
-    info : the sampled fraction, the normalisation scale, the SSIM of the zero-filled image.
+    info : method, seed, sampled fraction, shape, the voxel-size note.
     """
     from .experiments import mri as mri_exp
+    from .experiments.real_mri import REAL_MRI_METHODS
     from .physics.mri import MRIOperator
 
-    run = registered_method("mri", method)
-    volume = torch.from_numpy(to_dhw(image)).float()
-    positive = volume[volume > 0]
-    if positive.numel() == 0:
-        raise InputValidationError("image: no positive voxels; expected a magnitude MR volume")
-    scale = float(torch.quantile(positive[:: max(1, positive.numel() // 1_000_000)],
-                                 NORMALISATION_PERCENTILE / 100))
-    x = volume / scale
+    if profile.real_mri is None:
+        raise InputValidationError(f"--profile {profile.name}: has no real_mri section (the general prior "
+                                   "and the settings of reconstructions of your own scans)")
+    if method not in REAL_MRI_METHODS:
+        raise InputValidationError(f"--method {method}: expected one of {sorted(REAL_MRI_METHODS)}")
+    run = REAL_MRI_METHODS[method]
+    volume = torch.from_numpy(to_dhw(image)).float().clamp_min(0)
     if mask is None:
         phys = profile.mri_physics
-        mask = mri_exp.slice_masks(phys.table1_mask, tuple(x.shape), phys.acceleration, phys.center_fraction,
+        mask = mri_exp.slice_masks(phys.table1_mask, tuple(volume.shape), phys.acceleration, phys.center_fraction,
                                    phys.mask_seed)
     op = MRIOperator(mask)
-    op.check_shape(x, "image")
-    y = op.forward(x)
+    op.check_shape(volume, "image")
     if prior is not None:
-        profile = profile.model_copy(update={"prior": profile.prior.model_copy(update={"checkpoint": prior})})
-    recon = run.fn(op, y, profile, torch.Generator().manual_seed(seed)).float()
-    info = {"method": method, "seed": seed, "sampled_fraction": op.sampled_fraction, "scale": scale,
-            "shape_dhw": list(x.shape)}
-    return from_dhw((recon * scale).numpy()), info
+        profile = profile.model_copy(update={"real_mri": profile.real_mri.model_copy(update={"checkpoint": prior})})
+    note = voxel_note(voxel_mm) if voxel_mm is not None else ""
+    if note:
+        logger.warning("%s", note)
+    y = op.forward(volume)
+    recon = run.fn(op, y, profile, torch.Generator().manual_seed(seed), progress=progress).float()
+    recon = recon.clamp(0.0, float(volume.max()))
+    info = {"method": method, "seed": seed, "sampled_fraction": op.sampled_fraction,
+            "shape_dhw": list(volume.shape), "voxel_note": note}
+    return from_dhw(recon.numpy()), info
+
+
+def voxel_note(voxel_mm: tuple[float, float, float]) -> str:
+    """Empty when the NIfTI zooms ``(i, j, k)`` lie in the general prior's training ranges, else
+    a sentence naming the sizes and the ranges (the prior was trained across voxel sizes, so
+    nothing is resampled; outside the ranges it extrapolates).
+
+    >>> voxel_note((2.0, 2.0, 3.0))
+    ''
+    >>> voxel_note((0.5, 0.5, 1.0)).split(';')[0]
+    'voxel size 0.5 x 0.5 x 1 mm (in-plane x in-plane x slice) is outside the general prior\'s training ranges'
+    """
+    from .data.randomized import INPLANE_MM, THICKNESS_MM
+
+    inplane, thickness = (float(voxel_mm[0]), float(voxel_mm[1])), float(voxel_mm[2])
+    outside = any(not INPLANE_MM[0] <= v <= INPLANE_MM[1] for v in inplane) or not (
+        THICKNESS_MM[0] <= thickness <= THICKNESS_MM[1])
+    if not outside:
+        return ""
+    return (f"voxel size {inplane[0]:g} x {inplane[1]:g} x {thickness:g} mm (in-plane x in-plane x slice) is outside "
+            f"the general prior's training ranges; in-plane {INPLANE_MM[0]:g}-{INPLANE_MM[1]:g} mm, slices "
+            f"{THICKNESS_MM[0]:g}-{THICKNESS_MM[1]:g} mm: the prior extrapolates (compare with --method tv)")
 
 
 def _load_intensities(path: Path, dataset: str | None) -> np.ndarray:
@@ -358,11 +406,12 @@ def sampling_profile(args: argparse.Namespace, cfg: Profile, image_shape: tuple[
 
 
 def _main_mri(args, cfg: Profile) -> int:
-    image, affine, _ = load_image(args.image)
+    image, affine, zooms = load_image(args.image)
     cfg = sampling_profile(args, cfg, image.shape)
     mask = _with_flag("--mask", load_mask, args.mask, image.shape) if args.mask is not None else None
-    recon, info = reconstruct_mri(image, cfg, args.method, mask=mask, seed=args.seed, prior=args.prior)
-    save_nifti(args.out, recon, affine)
+    recon, info = reconstruct_mri(image, cfg, args.method, mask=mask, seed=args.seed, prior=args.prior,
+                                  voxel_mm=tuple(float(z) for z in zooms[:3]), progress=True)
+    save_nifti(args.out, recon, affine, like=args.image)
     print(f"{args.method}: {args.image} -> {args.out} (volume {info['shape_dhw']} slices first, "
           f"sampled fraction {info['sampled_fraction']:.3f})")
     return 0

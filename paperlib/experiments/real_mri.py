@@ -6,8 +6,8 @@ retrospectively slice by slice (paper Eq. 3) at every acceleration of the profil
 section. The scans' roles are fixed there: *tuning* scans may inform choices (generator design,
 weights, steps); *held-out* scans are reported apart and must not.
 
-Methods (:data:`REAL_MRI_METHODS`, ``(operator, kspace, profile, generator) -> (D, H, W)`` in the
-scan's units):
+Methods (:data:`REAL_MRI_METHODS`, ``(operator, kspace, profile, generator, progress=False) ->
+(D, H, W)`` in the scan's units; ``progress`` shows the sampler's progress bar):
 
 * ``zero_filled``, ``cs_mri``, ``tv``: :mod:`paperlib.recon.mri_baselines` with the section's
   ``baselines`` weights (relative to the zero-filled maximum, so unit-free);
@@ -20,7 +20,6 @@ scan's units):
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -52,15 +51,10 @@ def _section(profile: Profile):
 
 def general_prior(profile: Profile):
     """The general prior of ``profile.real_mri`` with its sampler, tiled for volumes of any shape."""
-    from ..diffusion.tiling import TiledPrior
+    from ..diffusion.tiling import tiled
 
     section = _section(profile)
-    return _tiled(guided_prior(section.diffusion, section.checkpoint), section.overlap, TiledPrior)
-
-
-@functools.lru_cache(maxsize=4)
-def _tiled(prior, overlap: int, cls):
-    return cls(prior, overlap=overlap)
+    return tiled(guided_prior(section.diffusion, section.checkpoint), overlap=section.overlap)
 
 
 def valid_magnitude(x: Tensor, scale: float) -> Tensor:
@@ -80,49 +74,49 @@ def _scaled(op: MRIOperator, y: Tensor) -> tuple[Tensor, float]:
 
 
 @REAL_MRI_METHODS.register("zero_filled")
-def _zero_filled(op, y, profile, generator):
+def _zero_filled(op, y, profile, generator, progress=False):
     return mri_baselines.zero_filled(op, y)
 
 
 @REAL_MRI_METHODS.register("cs_mri")
-def _cs_mri(op, y, profile, generator):
+def _cs_mri(op, y, profile, generator, progress=False):
     b = _section(profile).baselines
     return mri_baselines.cs_wavelet(op, y, weight=b.cs_weight, iters=b.cs_iters, levels=b.cs_levels,
                                     wavelet=b.cs_wavelet).clamp_min(0)
 
 
 @REAL_MRI_METHODS.register("tv")
-def _tv(op, y, profile, generator):
+def _tv(op, y, profile, generator, progress=False):
     b = _section(profile).baselines
     return mri_baselines.total_variation(op, y, weight=b.tv_weight, iters=b.tv_iters).clamp_min(0)
 
 
 @REAL_MRI_METHODS.register("dart", stochastic=True)
-def _dart(op, y, profile, generator):
+def _dart(op, y, profile, generator, progress=False):
     d = _section(profile).diffusion.dart
     ys, s = _scaled(op, y)
     x = dart(general_prior(profile), op, ys, generator=generator, num_steps=d.steps, start=d.start,
-             init=op.zero_filled(ys).real, physics_steps=d.physics_steps, step_kwargs=d.step_kwargs())
+             init=op.zero_filled(ys).real, physics_steps=d.physics_steps, step_kwargs=d.step_kwargs(), progress=progress)
     return valid_magnitude(x, s)
 
 
 @REAL_MRI_METHODS.register("drift", stochastic=True)
-def _drift(op, y, profile, generator):
+def _drift(op, y, profile, generator, progress=False):
     d = _section(profile).diffusion.drift
     ys, s = _scaled(op, y)
     x = drift(general_prior(profile), op, ys, generator=generator, n_candidates=d.candidates, num_steps=d.steps,
-              physics_steps=d.physics_steps, step_kwargs=d.step_kwargs()).volume
+              physics_steps=d.physics_steps, step_kwargs=d.step_kwargs(), progress=progress).volume
     return valid_magnitude(x, s)
 
 
 @REAL_MRI_METHODS.register("projection", stochastic=True)
-def _projection(op, y, profile, generator):
+def _projection(op, y, profile, generator, progress=False):
     p = _section(profile).diffusion.projection
     if p is None:
         raise ValueError(f"profile {profile.name}: real_mri.diffusion.projection is not configured")
     ys, s = _scaled(op, y)
     x = projection_sampling(general_prior(profile), op, ys, generator=generator, num_steps=p.steps, start=p.start,
-                            init=op.zero_filled(ys).real)
+                            init=op.zero_filled(ys).real, progress=progress)
     return valid_magnitude(x, s)
 
 
