@@ -86,9 +86,9 @@ def cells(s):
 
 
 header = ["Role", "Scan", "Acceleration", "Method", "n", "SSIM whole image", "SSIM in head", "PSNR dB"]
-scan_rows = [[s["role"], s["scan"], f"{s['acceleration']:g}x", METHOD_LABELS.get(s["method"], s["method"]),
+scan_rows = [[s["role"], s["scan"], f"{float(s['acceleration']):g}x", METHOD_LABELS.get(s["method"], s["method"]),
               str(s["n"]), *cells(s)] for s in per_scan]
-role_rows = [[s["role"], f"{s['n_cases']} scans", f"{s['acceleration']:g}x",
+role_rows = [[s["role"], f"{s['n_cases']} scans", f"{float(s['acceleration']):g}x",
               METHOD_LABELS.get(s["method"], s["method"]), str(s["n"]), *cells(s)] for s in per_role]
 
 # %% [markdown]
@@ -102,9 +102,9 @@ margins = tables.paired_differences(rows, "dart", "tv", ("ssim_whole", "ssim_hea
 margin_rows = []
 for m in margins:
     verdict = ["yes" if m[f"{c}_mean"] >= 0.02 else "NO" for c in ("ssim_whole", "ssim_head")]
-    margin_rows.append([m["role"], f"{m['acceleration']:g}x", str(m["n"]), tables.mean_std_ci(m, "ssim_whole"),
+    margin_rows.append([m["role"], f"{float(m['acceleration']):g}x", str(m["n"]), tables.mean_std_ci(m, "ssim_whole"),
                         verdict[0], tables.mean_std_ci(m, "ssim_head"), verdict[1]])
-    print(f"{m['role']:9s} {m['acceleration']:g}x: DART - TV whole {m['ssim_whole_mean']:+.3f}, "
+    print(f"{m['role']:9s} {float(m['acceleration']):g}x: DART - TV whole {m['ssim_whole_mean']:+.3f}, "
           f"head {m['ssim_head_mean']:+.3f} over {m['n']} scans")
 valid = [(r["method"], float(r["negative_fraction"]), float(r["max_ratio"])) for r in rows]
 worst_negative = max(v[1] for v in valid)
@@ -116,7 +116,7 @@ print(f"largest fraction of negative voxels in any output: {worst_negative:.3g};
 prov = provenance(cfg, "tab_real_mri", checkpoints=prior_weights(section.checkpoint))
 notes = [
     f"Profile `{cfg.name}`: {len(REAL_SCANS)} real scans "
-    f"({sum(e.role == "held_out" for e in REAL_SCANS.values())} held out), each at its own shape and voxel size; "
+    f"({sum(e.role == 'held_out' for e in REAL_SCANS.values())} held out), each at its own shape and voxel size; "
     f"uniform 1D masks, centre fraction {section.center_fraction:g}, one mask per slice.",
     "Prior methods: the general prior (checkpoints/mri_general), tiled over the depth "
     f"(windows of 8 slices, overlap {section.overlap}); intensities divided by the zero-filled image's "

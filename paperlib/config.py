@@ -117,6 +117,7 @@ class GuidedStepsConfig(_Section):
     steps: int = Field(20, ge=1, description="diffusion steps (network evaluations per slice group)")
     start: float = Field(1.0, gt=0.0, le=1.0, description="fraction of the schedule to start at (1 = pure noise)")
     candidates: int = Field(1, ge=1, description="DRIFT: prior samples drawn per reconstruction")
+    samples: int = Field(1, ge=1, description="DART: mean of this many samples (1 = the paper's single sample)")
     physics_steps: int = Field(1, ge=0, description="physics steps per diffusion step (DART) or after selection (DRIFT)")
     step_size: float | None = Field(1.0, gt=0.0, description="MRI: Eq. 4 lambda; 4D-STEM: Eq. 5 mu (None = operator default)")
     threshold: float | None = Field(None, ge=0.0, description="4D-STEM: Eq. 5 soft threshold, V*Angstrom")

@@ -114,7 +114,7 @@ def register_guided(registry, setup: GuidedSetup) -> None:
         d = setup.settings(profile).dart
         return dart(setup.load(profile), operator, y, generator=generator, num_steps=d.steps, start=d.start,
                     init=setup.initial(operator, y), physics_steps=d.physics_steps,
-                    step_kwargs=d.step_kwargs(), scale=setup.scale(profile))
+                    step_kwargs=d.step_kwargs(), scale=setup.scale(profile), samples=d.samples)
 
     @registry.register("drift", stochastic=True)
     def _drift(operator, y, profile, generator):
