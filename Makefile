@@ -77,6 +77,7 @@ train: $(VENV)/.installed
 	$(PY) -m paperlib train --modality stem --profile $(PROFILE) --threads $(THREADS)
 ifeq ($(PROFILE),default)
 	$(PY) -m paperlib train --modality stem --profile default --preset stem_default_l2 --threads $(THREADS)
+	$(PY) -m paperlib train --modality mri --profile default --preset mri_general --threads $(THREADS)
 endif
 
 # Tuning on the validation split (never the test split): what every tuned_on text cites.

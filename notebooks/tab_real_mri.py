@@ -130,8 +130,8 @@ notes = [
 tables.write_table(out / "tab_real_mri", header, role_rows + scan_rows, notes=notes, provenance=prov,
                    title="Real brain scans: SSIM and PSNR per role and per scan (4x and 8x)")
 tables.write_table(out / "tab_real_mri_margin",
-                   ["Role", "Acceleration", "n scans", "DART - TV, whole image", ">= 0.02", "DART - TV, head",
-                    ">= 0.02"], margin_rows, provenance=prov,
+                   ["Role", "Acceleration", "n scans", "DART - TV, whole image", "whole >= +0.02", "DART - TV, head",
+                    "head >= +0.02"], margin_rows, provenance=prov,
                    title="DART minus TV on real scans (paired per scan)",
                    notes=["Mean difference ± sample std [95 % bootstrap interval over the scans]; "
                           "'NO' where the mean misses the +0.02 target."])

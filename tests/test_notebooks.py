@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from paperlib import tables
+from paperlib.config import load_profile
 from paperlib.reference import PAPER_TABLE1
 from paperlib._run_notebook import NotebookExecutionError, run
 from paperlib.paths import repo_root
@@ -223,3 +224,35 @@ def _check_denoising(rows) -> None:
     at = {(r["volume"], r["method"]): r["psnr"] for r in rows if r["noise_level"] == lowest}
     for volume in {v for v, _ in at}:
         assert at[(volume, "prior")] > at[(volume, "gaussian_filter")] + 0.5, volume
+
+
+@pytest.mark.notebook
+def test_real_mri_outputs(ci_outputs):
+    """The real-scan notebook: every scan x acceleration x method has a row; the zero-filled row
+    re-scored independently; no output negative; the margin table is the paired DART - TV of the
+    rows, per role (held-out apart) and acceleration."""
+    from paperlib.experiments.real_mri import real_cases
+    from paperlib.metrics.image import volume_scores
+    from paperlib.recon.mri_baselines import zero_filled
+
+    profile = load_profile("ci")
+    rows = tables.read_cases(ci_outputs / "tab_real_mri_cases.csv")
+    cases = real_cases(profile)
+    by_case = _by_case(rows)
+    assert sorted(by_case) == sorted(c.case_id for c in cases)
+    for case in cases:
+        assert set(by_case[case.case_id]) == set(profile.real_mri.methods)
+        s = volume_scores(zero_filled(case.operator, case.kspace), case.image, head_mask=case.head_mask)
+        assert float(by_case[case.case_id]["zero_filled"]["ssim_whole"]) == pytest.approx(s["ssim"], rel=1e-5)
+    assert all(float(r["negative_fraction"]) == 0.0 for r in rows)
+    margins = tables.read_csv_rows(ci_outputs / "tab_real_mri_margin.csv")
+    assert {m["Role"] for m in margins} == {"tuning", "held_out"}
+    for m in margins:
+        role, acc = m["Role"], float(m["Acceleration"].rstrip("x"))
+        diffs = []
+        for case in (c for c in cases if c.role == role and c.acceleration == acc):
+            got = by_case[case.case_id]
+            diffs.append(float(got["dart"]["ssim_whole"]) - float(got["tv"]["ssim_whole"]))
+        assert m["DART - TV, whole image"].startswith(f"{sum(diffs) / len(diffs):.3f}")
+        assert m["whole >= +0.02"] == ("yes" if sum(diffs) / len(diffs) >= 0.02 else "NO")
+    assert (ci_outputs / "fig_real_mri.png").stat().st_size > 0

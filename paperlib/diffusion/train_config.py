@@ -148,7 +148,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # depth, paperlib.diffusion.tiling), fine-tuned from group 0 of mri_default on the
     # domain-randomised slabs of the profile's real_mri section (paperlib.data.randomized).
     "mri_general": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
-                               num_groups=1, lr=2e-4, batch_size=8, grad_accum=1, steps=1500, ckpt_every=100,
+                               num_groups=1, lr=2e-4, batch_size=8, grad_accum=1, steps=1100, ckpt_every=100,
                                ema_decay=0.995, hflip=True),
     "paper": TrainConfig(model=PRESETS["paper"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
                          num_groups=2, steps=100_000, ckpt_every=1000, ema_decay=0.9999, weights_dtype="float32"),
