@@ -15,7 +15,8 @@ the **validation** split (never the test split), with the profile's prior and DR
 
 Hard data consistency is idempotent: after it a candidate keeps its own unmeasured k-space, which
 belongs to another (synthetic) brain, so even the oracle is bounded by how close the nearest of N
-prior samples is to the subject. Writes ``benchmarks/results/drift_limits.csv`` and prints a table.
+prior samples is to the subject. Writes ``benchmarks/results/drift_limits.csv`` (the summary) and
+``drift_limits.txt`` (the printed report).
 
     python benchmarks/drift_limits.py --profile default --volumes 4 --candidates 1 2 4 8 16
 """
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 
 from paperlib import tables
 from paperlib.config import load_profile
+from paperlib.io import atomic_write_text
 from paperlib.diffusion.partition import group_slices
 from paperlib.experiments.mri import MRI_GUIDED, mri_cases
 from paperlib.metrics.image import data_range_of, ssim_slices
@@ -92,11 +94,12 @@ def main(argv: list[str] | None = None) -> int:
                              "ssim_whole": float(np.mean(per_group))})
     summary = tables.summarise(rows)
     out = tables.write_csv_rows(summary, args.out)
-    print(f"rank correlation of selection score and true SSIM (per slice, per volume): "
-          f"{', '.join(f'{c:.3f}' for c in corr)}")
-    for s in summary:
-        print(f"{s['method']:22s} n={s['n']:2d} whole-image SSIM {tables.mean_std_ci(s, 'ssim_whole')}")
-    print(f"wrote {out}")
+    lines = [f"rank correlation of selection score and true SSIM (per slice, per volume): "
+             f"{', '.join(f'{c:.3f}' for c in corr)}"]
+    lines += [f"{s['method']:22s} n={s['n']:2d} whole-image SSIM {tables.mean_std_ci(s, 'ssim_whole')}" for s in summary]
+    report = atomic_write_text(args.out.with_suffix(".txt"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {out} and {report}")
     return 0
 
 

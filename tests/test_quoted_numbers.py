@@ -21,7 +21,7 @@ from paperlib.config import load_profile
 
 CSV_NAME = re.compile(r"figures/[A-Za-z0-9_.\-]+\.csv")
 DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
-VALIDATION_CSV = re.compile(r"figures/validation_(?P<modality>mri|stem)_(?P<profile>[A-Za-z0-9\-]+)(?:_summary)?\.csv")
+VALIDATION_CSV = re.compile(r"figures/validation_(?P<modality>mri|stem|real_mri)_(?P<profile>[A-Za-z0-9\-]+)(?:_summary)?\.csv")
 PARAMS = sorted(paths.params_dir().glob("*.yaml"))
 
 
