@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from ..config import Profile
@@ -96,8 +95,8 @@ def _dart(op, y, profile, generator, progress=False):
     d = _section(profile).diffusion.dart
     ys, s = _scaled(op, y)
     x = dart(general_prior(profile), op, ys, generator=generator, num_steps=d.steps, start=d.start,
-             init=op.zero_filled(ys).real, physics_steps=d.physics_steps, step_kwargs=d.step_kwargs(), samples=d.samples,
-             progress=progress)
+             init=op.zero_filled(ys).real, physics_steps=d.physics_steps, step_kwargs=d.step_kwargs(),
+             samples=d.samples, progress=progress)
     return valid_magnitude(x, s)
 
 
