@@ -144,7 +144,9 @@ print((out / "tab_real_mri.md").read_text())
 # ## Images: the middle slice of every scan, 4x
 
 # %%
-shown = [m for m in ("zero_filled", "tv", "cs_mri", "dart", "drift", "projection") if m in section.methods]
+SHORT = {"zero_filled": "Zero-filled", "tv": "TV", "cs_mri": "CS-MRI", "dart": "DART", "drift": "DRIFT",
+         "projection": "Projection"}
+shown = [m for m in SHORT if m in section.methods]
 acc = section.accelerations[0]
 scans = [c for c in cases if c.acceleration == acc]
 fig, axes = plt.subplots(len(scans), len(shown) + 1, figsize=(1.6 * (len(shown) + 1), 1.7 * len(scans)),
@@ -153,12 +155,12 @@ for r, case in enumerate(scans):
     d = case.image.shape[0] // 2
     vmax = float(case.image.max())
     panels = [("ground truth", case.image)] + [
-        (METHOD_LABELS.get(m, m), recons[(case.case_id, m, section.seeds[0])]) for m in shown]
+        (SHORT[m], recons[(case.case_id, m, section.seeds[0])]) for m in shown]
     for ax, (title, volume) in zip(axes[r], panels):
         ax.imshow(volume[d].numpy(), cmap="gray", vmin=0, vmax=vmax)
         ax.set_xticks([]), ax.set_yticks([])
         if r == 0:
             ax.set_title(title, fontsize=7)
     axes[r, 0].set_ylabel(f"{case.scan}\n({case.role})", fontsize=6)
-fig.suptitle(f"Real scans at {acc:g}x (uniform 1D), slice D/2", fontsize=8)
+fig.suptitle(f"Real scans at {acc:g}x (uniform 1D), slice D/2; grey scale 0 to the scan's maximum", fontsize=8)
 save_figure(fig, "fig_real_mri", out)

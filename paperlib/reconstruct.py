@@ -178,7 +178,7 @@ def voxel_note(voxel_mm: tuple[float, float, float]) -> str:
     >>> voxel_note((2.0, 2.0, 3.0))
     ''
     >>> voxel_note((0.5, 0.5, 1.0)).split(';')[0]
-    'voxel size 0.5 x 0.5 x 1 mm (in-plane x in-plane x slice) is outside the general prior\'s training ranges'
+    "voxel size 0.5 x 0.5 x 1 mm (in-plane x in-plane x slice) is outside the general prior's training ranges"
     """
     from .data.randomized import INPLANE_MM, THICKNESS_MM
 

@@ -247,7 +247,7 @@ def test_main_trains_every_group_of_a_preset(tmp_path, monkeypatch, capsys):
     import paperlib.data.training
 
     monkeypatch.setattr(paperlib.data.training, "load_training_data",
-                        lambda modality, profile: (torch.rand(2, 8, 32, 32), {"modality": modality}))
+                        lambda modality, profile, **kw: (torch.rand(2, 8, 32, 32), {"modality": modality}))
     argv = ["--modality", "mri", "--profile", "ci", "--out", str(tmp_path), "--steps", "1", "--no-progress"]
     assert cli.train_main(argv) == 0
     assert "rank 0: groups [0, 1]" in capsys.readouterr().out

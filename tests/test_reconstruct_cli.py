@@ -42,6 +42,8 @@ def test_reconstruct_dart_writes_nifti_with_the_input_affine(nifti, tmp_path, ca
 
 
 def test_reconstruct_with_a_mask_file_matches_the_mask(nifti, tmp_path, capsys):
+    """The mask file is the one used: the zero-filled output equals |F^-1 (M F x)| computed here
+    with numpy's FFTs (centred, orthonormal), clamped to the input's range as the CLI does."""
     path, data, _ = nifti
     mask = np.zeros(data.shape[:2], dtype=np.uint8)  # (i, j): shared by all slices
     mask[:, 12:21] = 1  # phase-encoding lines (axis j = H) symmetric about the centre row 16
@@ -49,18 +51,21 @@ def test_reconstruct_with_a_mask_file_matches_the_mask(nifti, tmp_path, capsys):
     np.save(mpath, mask)
     loaded = load_mask(mpath, data.shape)
     assert loaded.shape == (data.shape[1], data.shape[0])  # (H, W)
-    out = tmp_path / "dart.nii"
-    assert main(["reconstruct", "--profile", "ci", "--method", "dart", "--image", str(path),
+    out = tmp_path / "zf.nii"
+    assert main(["reconstruct", "--profile", "ci", "--method", "zero_filled", "--image", str(path),
                  "--mask", str(mpath), "--out", str(out), "--threads", "1"]) == 0
     recon, _, _ = load_nifti(out)
-    k_in = np.fft.fft2(data.transpose(2, 1, 0))
-    k_out = np.fft.fft2(recon.transpose(2, 1, 0))
-    sampled = np.fft.ifftshift(loaded.numpy())  # masks are centred (zero frequency at H//2, W//2)
-    # DART ends with Eq. 4 (lambda = 1): the sampled k-space is the measurement's (the band is
-    # Hermitian-symmetric, so the real part keeps it), and the rest is filled in
-    scale = np.abs(k_in).max()
-    assert np.abs(k_out - k_in)[:, sampled].max() < 1e-4 * scale
-    assert np.abs(k_out - k_in)[:, ~sampled].max() > 1e-3 * scale
+    x = data.transpose(2, 1, 0).astype(np.float64)  # (D, H, W)
+    ax = (-2, -1)
+    k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=ax), norm="ortho"), axes=ax) * loaded.numpy()
+    expected = np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=ax), norm="ortho"), axes=ax))
+    expected = np.clip(expected, 0, x.max())
+    assert np.allclose(recon.transpose(2, 1, 0), expected, rtol=1e-4, atol=1e-4 * x.max())
+    full = tmp_path / "full.npy"
+    np.save(full, np.ones_like(mask))
+    assert main(["reconstruct", "--profile", "ci", "--method", "zero_filled", "--image", str(path),
+                 "--mask", str(full), "--out", str(tmp_path / "full.nii"), "--threads", "1"]) == 0
+    assert not np.allclose(load_nifti(tmp_path / "full.nii")[0], recon, atol=1e-3 * x.max())  # the mask matters
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -89,7 +94,7 @@ def test_reconstruct_rejects_bad_arguments(nifti, tmp_path, capsys):
     assert "unknown 'nope'" in capsys.readouterr().err
     assert main(["reconstruct", "--profile", "ci", "--out", str(tmp_path / "x.nii")]) == 2
     assert "--image" in capsys.readouterr().err
-    # a prior for another depth: the error names the depth and the prior's groups
+    # a prior folder that does not exist: the error names the flag
     assert main(["reconstruct", "--profile", "ci", "--method", "dart", "--image", str(path),
-                 "--prior", "checkpoints/mri_default", "--out", str(tmp_path / "x.nii")]) == 2
-    assert "does not match the prior" in capsys.readouterr().err
+                 "--prior", str(tmp_path / "no_such_prior"), "--out", str(tmp_path / "x.nii")]) == 2
+    assert "--prior" in capsys.readouterr().err

@@ -69,9 +69,10 @@ def test_prior_rows_carry_the_manifest_sha256(ci, written):
 def test_a_grid_row_equals_the_runner_on_a_profile_with_that_setting(ci, written, tmp_path):
     """TV at weight 0.005 through the grid == the runner on a profile file that says 0.005."""
     text = (paths.params_dir() / "ci.yaml").read_text()
-    assert text.count("tv_weight: 0.002\n") == 1
+    first = text.index("tv_weight: 0.002\n")  # mri_baselines' (real_mri.baselines has its own, later)
+    assert text.index("\nmri_baselines:") < first < text.index("\nreal_mri:")
     edited = tmp_path / "ci_tv.yaml"
-    edited.write_text(text.replace("tv_weight: 0.002\n", "tv_weight: 0.005\n"))
+    edited.write_text(text.replace("tv_weight: 0.002\n", "tv_weight: 0.005\n", 1))
     profile = load_profile(edited)
     direct, _ = run_cases(profile, "mri", mri_cases(profile, split="val", n=1), ["tv"], progress=False)
     grid_row = next(r for r in read_cases(written / "validation_mri_ci.csv") if r["overrides"] == "tv_weight=0.005")
