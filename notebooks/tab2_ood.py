@@ -37,7 +37,6 @@ import logging
 
 from paperlib import tables
 from paperlib.plotting import notebook_setup
-from paperlib.data.roots import load_roots
 from paperlib.experiments import mri as mri_exp
 from paperlib.experiments import stem as stem_exp
 from paperlib.experiments.runner import run_cases
@@ -54,10 +53,7 @@ print(f"profile {cfg.name} ({cfg.digest()}): root volumes {cfg.mri.shape} x {cfg
 # ## MRI: plant roots, Gaussian 2D masks
 
 # %%
-roots = load_roots(tuple(cfg.mri.shape), cfg.tab2.n_volumes, seed=cfg.tab2.roots_seed,
-                   noise_std=cfg.tab2.noise_std, progress=progress)
-cases = mri_exp.cases_from_volumes(cfg, roots.images, roots.head_masks, roots.ids,
-                                   mask_kind=cfg.mri_physics.table2_mask, seed=cfg.mri_physics.mask_seed + 3000)
+cases = mri_exp.root_cases(cfg, progress=progress)
 rows, _ = run_cases(cfg, "mri", cases, cfg.tab2.methods, seeds=cfg.tab2.seeds, dataset="roots",
                     progress=progress)
 tables.write_cases(rows, out / "tab2_ood_cases.csv")

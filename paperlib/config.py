@@ -84,6 +84,14 @@ class Table1Config(_Section):
     methods: tuple[str, ...] = ("dart", "drift", "projection", "zero_filled", "cs_mri", "tv")
 
 
+class OODExamplesConfig(_Section):
+    """Figure 4 (``fig4_ood_examples``): which Table 2 cases it shows."""
+
+    root_volume: int = Field(0, ge=0, description="index of the root volume (Table 2, MRI half)")
+    root_slice: int = Field(8, ge=0, description="slice of that volume shown")
+    stem_case: int = Field(0, ge=0, description="index of the hexagonal WSe2 crystal (Table 2, 4D-STEM half)")
+
+
 class Table2Config(_Section):
     """Table 2, MRI half: out-of-distribution plant-root volumes (``paperlib.data.roots``)."""
 
@@ -92,6 +100,25 @@ class Table2Config(_Section):
     methods: tuple[str, ...] = ("dart", "drift", "projection", "zero_filled", "cs_mri", "tv")
     roots_seed: int = Field(30_000, description="volume i is root system seed roots_seed + i")
     noise_std: float = Field(0.015, ge=0.0, description="Rician-like noise of the root volumes")
+    fig4: OODExamplesConfig = OODExamplesConfig()
+
+
+class Table3Config(_Section):
+    """Table 3 (``tab3_generation``): generated volumes of the whole-depth network against the
+    partitioned stack (``paperlib.experiments.generation``)."""
+
+    n_generated: int = Field(16, ge=2, description="volumes generated per prior and draw (and training volumes "
+                             "in the sanity row)")
+    n_reference: int = Field(24, ge=2, description="held-out test-split volumes every set is compared with")
+    draws: int = Field(2, ge=1, description="independent generations per prior (mean and spread over them)")
+    steps: int = Field(20, ge=1, description="DDIM steps per generated volume")
+    batch: int = Field(8, ge=1, description="volumes sampled together")
+    seed: int = 0
+    extractors: tuple[str, ...] = Field(("project",), description="feature extractors: 'project' (the project's "
+                                        "encoder of the modality), 'i3d', 'videomae', 'vjepa' or paths")
+    weights_dir: str | None = Field(None, description="folder of the extractors' weight files (else "
+                                    "$PAPERLIB_WEIGHTS; paperlib.metrics.video.load_extractor)")
+    modalities: tuple[Literal["mri", "stem"], ...] = ("mri", "stem")
 
 
 class Fig3Config(_Section):
@@ -104,6 +131,8 @@ class PriorConfig(_Section):
     """The shipped (or user-trained) MRI diffusion prior and how ``fig_prior_samples`` uses it."""
 
     checkpoint: str = Field(description="folder of prior_group*.safetensors + manifests, relative to the repo")
+    single_checkpoint: str | None = Field(None, description="the whole-depth prior (ONE network over all slices, "
+                                          "the paper's vanilla video diffusion; Figure 5, Table 3), relative to the repo")
     sampling_steps: int = Field(50, ge=1, description="DDIM steps per unconditional sample")
     n_samples: int = Field(2, ge=1)
     noise_levels: tuple[float, ...] = Field((0.02, 0.05, 0.1, 0.2), description="denoising test, [0, 1] units")
@@ -213,6 +242,8 @@ class STEMPriorConfig(_Section):
     """The 4D-STEM diffusion prior: where it lives and the fixed scale of its training data."""
 
     checkpoint: str = Field(description="folder of prior_group*.safetensors + manifests, relative to the repo")
+    single_checkpoint: str | None = Field(None, description="the whole-depth prior (one network over all slices; "
+                                          "Table 3), relative to the repo")
     data_scale: float = Field(gt=0.0, description="V*Angstrom; potentials / data_scale are the prior's data (~[0, 1])")
     sampling_steps: int = Field(50, ge=1, description="DDIM steps per sample")
     n_samples: int = Field(2, ge=1, description="unconditional samples shown by fig_prior_samples")
@@ -352,6 +383,7 @@ class Profile(_Section):
     stem_diffusion: DiffusionReconConfig
     validation: ValidationConfig | None = None
     real_mri: RealMRIConfig | None = None
+    tab3: Table3Config = Table3Config()
 
     @model_validator(mode="after")
     def _validation_grid_fits(self) -> "Profile":

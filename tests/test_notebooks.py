@@ -138,6 +138,20 @@ def test_fig4_outputs(ci_outputs):
     _check_same_as_table(rows, tables.read_cases(ci_outputs / "tab1_ssim_stem_cases.csv"), "ssim_slice_mean")
 
 
+@pytest.mark.notebook
+def test_fig4_ood_outputs(ci_outputs):
+    """Figure 4 shows Table 2's own reconstructions: one root case and one WSe2 crystal, every
+    Table 2 method, the same scores as Table 2's rows of that case and seed."""
+    for ext in ("png", "pdf"):
+        assert (ci_outputs / f"fig4_ood_examples.{ext}").stat().st_size > 1000
+    rows = tables.read_cases(ci_outputs / "fig4_ood_examples_cases.csv")
+    mri = [r for r in rows if r["modality"] == "mri"]
+    stem = [r for r in rows if r["modality"] == "stem"]
+    assert mri and stem and len(mri) + len(stem) == len(rows)
+    _check_same_as_table(mri, tables.read_cases(ci_outputs / "tab2_ood_cases.csv"), "ssim_whole")
+    _check_same_as_table(stem, tables.read_cases(ci_outputs / "tab2_ood_stem_cases.csv"), "ssim_projected")
+
+
 def _check_same_as_table(figure_rows, table_rows, column: str) -> None:
     """A figure's case is reconstructed as in the table: same methods, seed and scores."""
     key = {(r["case"], r["seed"]) for r in figure_rows}

@@ -270,15 +270,18 @@ def _initial_weights(cfg: TrainConfig, group: int, size: int) -> tuple[dict, dic
         raise FileNotFoundError(f"init_from: {cfg.init_from!r} is not a prior folder (looked at {path})")
     models, manifests = load_prior(path, groups=[group], expected_config=cfg.model)
     m = manifests[0]
-    # as save_prior writes them; the number of groups may differ (a one-model prior can start
-    # from one group of a partitioned one), the slices per group may not
-    want = {"schedule": cfg.schedule.to_dict(), "prediction": cfg.prediction, "group_size": size}
+    # as save_prior writes them; the number of groups and the slices per group may differ (a
+    # one-model prior over the whole depth can start from one group of a partitioned one: the
+    # network is convolutional in depth and its slice attention uses relative positions); the
+    # record keeps the base's group size
+    want = {"schedule": cfg.schedule.to_dict(), "prediction": cfg.prediction}
     mismatch = [k for k in want if m[k] != want[k]]
     if mismatch:
         raise CheckpointError(f"init_from {cfg.init_from}: group {group} was trained with "
                               + ", ".join(f"{k}={m[k]!r} (this config: {want[k]!r})" for k in mismatch))
     record = {"path": str(cfg.init_from), "sha256": m["sha256"], "steps": m.get("steps"),
-              "loss": (m.get("train_config") or {}).get("loss"), "final_loss": m.get("final_loss")}
+              "loss": (m.get("train_config") or {}).get("loss"), "final_loss": m.get("final_loss"),
+              "group_size": m["group_size"]}
     return {k: v.float() for k, v in models[0].state_dict().items()}, record
 
 

@@ -9,7 +9,7 @@ themselves the same way, so they join Table 1 and Figure 3 as further rows, not 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Sequence
 
 import torch
@@ -19,7 +19,7 @@ from ..data.brain import load_split
 from ..physics.mri import MRIOperator, make_mask
 from ..recon import mri_baselines
 from ..recon.projection import projection_sampling
-from .priors import GuidedSetup, register_guided
+from .priors import GuidedSetup, register_guided, run_dart
 from .registry import Registry
 
 #: The MRI reconstructions under their table names (``(operator, kspace, profile, generator) -> image``).
@@ -49,6 +49,14 @@ def _tv(op, y, profile, generator):
 #: ``prior.checkpoint`` in [0, 1] image units, started from the zero-filled image.
 MRI_GUIDED = GuidedSetup("mri_diffusion", "prior", init=lambda op, y: op.zero_filled(y).real)
 register_guided(MRI_METHODS, MRI_GUIDED)
+#: The paper's "vanilla video diffusion" (Figure 5): DART's loop and settings with ONE network over
+#: the whole depth (``prior.single_checkpoint``) instead of the partitioned stack.
+MRI_WHOLE_DEPTH = replace(MRI_GUIDED, checkpoint="single_checkpoint")
+
+
+@register_mri_method("video_diffusion", stochastic=True)
+def _video_diffusion(op, y, profile, generator):
+    return run_dart(MRI_WHOLE_DEPTH, op, y, profile, generator)
 
 
 @register_mri_method("projection", stochastic=True)
@@ -105,6 +113,23 @@ def mri_cases(
     offset = {"train": 2000, "val": 1000, "test": 0}[split]
     return cases_from_volumes(profile, vols.images[:count], vols.head_masks[:count], vols.ids[:count],
                               mask_kind=mask_kind or phys.table1_mask, seed=phys.mask_seed + offset)
+
+
+def root_cases(profile: Profile, n: int | None = None, *, progress: bool = False) -> list[MRICase]:
+    """The out-of-distribution plant-root cases of Table 2 (and Figure 4): the first ``n`` (default
+    ``tab2.n_volumes``) root volumes of :func:`paperlib.data.roots.load_roots` with the profile's
+    Table 2 mask, volume ``i`` masked with seed ``mri_physics.mask_seed + 3000 + i``."""
+    from ..data.roots import load_roots
+
+    tab2, phys = profile.tab2, profile.mri_physics
+    count = tab2.n_volumes if n is None else n
+    if not 1 <= count <= tab2.n_volumes:
+        raise ValueError(f"n: expected 1..tab2.n_volumes = {tab2.n_volumes}, got {count}")
+    # all tab2.n_volumes are loaded (one cached stack), so case i is the same whatever n is
+    roots = load_roots(tuple(profile.mri.shape), tab2.n_volumes, seed=tab2.roots_seed, noise_std=tab2.noise_std,
+                       progress=progress)
+    return cases_from_volumes(profile, roots.images[:count], roots.head_masks[:count], roots.ids[:count],
+                              mask_kind=phys.table2_mask, seed=phys.mask_seed + 3000)
 
 
 def cases_from_volumes(

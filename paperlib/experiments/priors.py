@@ -66,6 +66,8 @@ class GuidedSetup:
         V·Å for 4D-STEM potentials); else the prior works in physical units (scale 1).
     init : ``(operator, measurement) -> (D, H, W)`` starting image for methods that start part
         way into the schedule (MRI: the zero-filled image), or ``None``.
+    checkpoint : the field of the prior section naming the folder (``"checkpoint"``: the
+        partitioned prior; ``"single_checkpoint"``: the whole-depth one).
 
     >>> from paperlib.config import load_profile
     >>> setup = GuidedSetup("stem_diffusion", "stem_prior", scaled=True)
@@ -80,6 +82,7 @@ class GuidedSetup:
     prior: str
     scaled: bool = False
     init: Callable[[Any, Tensor], Tensor] | None = None
+    checkpoint: str = "checkpoint"
 
     def settings(self, profile: Profile) -> DiffusionReconConfig:
         """The profile's section of the guided methods."""
@@ -92,12 +95,25 @@ class GuidedSetup:
     def load(self, profile: Profile) -> PartitionedPrior:
         """The profile's prior with its sampler (the scale checked against the manifests when scaled)."""
         section = getattr(profile, self.prior)
-        return guided_prior(self.settings(profile), section.checkpoint,
-                            data_scale=section.data_scale if self.scaled else None)
+        folder = getattr(section, self.checkpoint)
+        if folder is None:
+            raise ValueError(f"profile {profile.name}: {self.prior}.{self.checkpoint} is not set (a prior folder, "
+                             "relative to the repository, is expected)")
+        return guided_prior(self.settings(profile), folder, data_scale=section.data_scale if self.scaled else None)
 
     def initial(self, operator, y: Tensor) -> Tensor | None:
         """The starting image of ``y``, or ``None`` where the modality has none."""
         return None if self.init is None else self.init(operator, y)
+
+
+def run_dart(setup: GuidedSetup, operator, y: Tensor, profile: Profile, generator) -> Tensor:
+    """DART (paper Sec. 3) with the prior ``setup`` loads and the settings of its ``dart`` section:
+    ``steps`` diffusion steps from ``start``, ``physics_steps`` physics steps (Eq. 4 / Eq. 5)
+    after each."""
+    d = setup.settings(profile).dart
+    return dart(setup.load(profile), operator, y, generator=generator, num_steps=d.steps, start=d.start,
+                init=setup.initial(operator, y), physics_steps=d.physics_steps,
+                step_kwargs=d.step_kwargs(), scale=setup.scale(profile), samples=d.samples)
 
 
 def register_guided(registry, setup: GuidedSetup) -> None:
@@ -111,10 +127,7 @@ def register_guided(registry, setup: GuidedSetup) -> None:
 
     @registry.register("dart", stochastic=True)
     def _dart(operator, y, profile, generator):
-        d = setup.settings(profile).dart
-        return dart(setup.load(profile), operator, y, generator=generator, num_steps=d.steps, start=d.start,
-                    init=setup.initial(operator, y), physics_steps=d.physics_steps,
-                    step_kwargs=d.step_kwargs(), scale=setup.scale(profile), samples=d.samples)
+        return run_dart(setup, operator, y, profile, generator)
 
     @registry.register("drift", stochastic=True)
     def _drift(operator, y, profile, generator):
