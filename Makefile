@@ -79,6 +79,15 @@ ifeq ($(PROFILE),default)
 	$(PY) -m paperlib train --modality stem --profile default --preset stem_default_l2 --threads $(THREADS)
 	$(PY) -m paperlib train --modality mri --profile default --preset mri_general --threads $(THREADS)
 endif
+# the whole-depth priors of Figure 5 and Table 3 (one network over all slices; fine-tuned from group 0
+# of the prior above in the default and ci profiles, from scratch in the paper profile)
+ifeq ($(PROFILE),default)
+	$(PY) -m paperlib train --modality mri --profile default --preset mri_single --threads $(THREADS)
+	$(PY) -m paperlib train --modality stem --profile default --preset stem_single --threads $(THREADS)
+else
+	$(PY) -m paperlib train --modality mri --profile $(PROFILE) --preset mri_single_$(PROFILE) --threads $(THREADS)
+	$(PY) -m paperlib train --modality stem --profile $(PROFILE) --preset stem_single_$(PROFILE) --threads $(THREADS)
+endif
 
 # Tuning on the validation split (never the test split): what every tuned_on text cites.
 TUNE_GRID := 0.0002 0.0005 0.001 0.002 0.005 0.01 0.02

@@ -288,6 +288,10 @@ def test_make_train_writes_the_priors_the_profile_uses(profile):
     for modality, checkpoint in (("mri", prof.prior.checkpoint), ("stem", prof.stem_prior.checkpoint)):
         preset = cli.train_preset(modality, profile, stages[modality][-1])
         assert cli.prior_dir(modality, preset) == repo_root() / checkpoint, (modality, preset)
+    # the whole-depth priors (Figure 5, Table 3): make train's presets <modality>_single[_<profile>]
+    for modality, single in (("mri", prof.prior.single_checkpoint), ("stem", prof.stem_prior.single_checkpoint)):
+        preset = f"{modality}_single" + ("" if profile == "default" else f"_{profile}")
+        assert cli.prior_dir(modality, cli.train_preset(modality, profile, preset)) == repo_root() / single
     assert cli.train_preset("mri", "default") == "mri_default" and cli.train_preset("stem", "ci") == "ci"
     with pytest.raises(ValueError, match="no training preset 'nope'"):
         cli.train_preset("mri", "nope")
