@@ -1,6 +1,7 @@
 """FVD's Frechet distance and JEDi against closed forms, scipy and torchmetrics; the video extractors' loaders."""
 from __future__ import annotations
 
+import shutil
 import warnings
 
 import numpy as np
@@ -9,8 +10,9 @@ import scipy.linalg
 import torch
 
 from paperlib.io import InputValidationError
-from paperlib.metrics.video import (FewSamplesWarning, frechet_distance, frechet_distance_from_statistics,
-                                    gaussian_statistics, jedi, polynomial_mmd2)
+from paperlib.metrics.video import (EXTRACTOR_FILES, FewSamplesWarning, frame_indices, frechet_distance,
+                                    frechet_distance_from_statistics, gaussian_statistics, jedi, load_extractor,
+                                    polynomial_mmd2, volume_features, volumes_to_frames)
 
 A = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
 B = [[7, 6, 5], [4, 3, 2], [1, 1, 8], [0, 2, 5]]
@@ -148,3 +150,139 @@ def test_gaussian_statistics_and_mmd_validation():
         polynomial_mmd2(A, B, degree=0)
     with pytest.raises(InputValidationError, match="same feature dimension"):
         jedi(A, [[1.0, 2.0]])
+
+
+# ---------------------------------------------------------------------------------------------
+# extractors: tiny randomly initialised networks saved in the real formats
+# ---------------------------------------------------------------------------------------------
+
+class TinyI3D(torch.nn.Module):
+    """Stands in for i3d_torchscript.pt: same call signature, and it checks the FVD call convention."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, rescale: bool = True, resize: bool = True,
+                return_features: bool = False) -> torch.Tensor:
+        if rescale or resize or not return_features:
+            raise RuntimeError("expected rescale=False, resize=False, return_features=True")
+        if x.shape[1] != 3 or x.shape[3] != 224 or x.shape[4] != 224:
+            raise RuntimeError("expected (B, 3, T, 224, 224)")
+        if bool(x.min() < -1.0) or bool(x.max() > 1.0):
+            raise RuntimeError("expected values in [-1, 1]")
+        h = self.conv(x).mean(dim=(2, 3, 4))
+        frames = torch.full_like(h[:, :1], float(x.shape[2]))
+        return torch.cat([h, x.mean(dim=(1, 2, 3, 4)).unsqueeze(1), frames], dim=1)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A weights folder holding a tiny I3D (TorchScript), VideoMAE and V-JEPA 2 (save_pretrained)."""
+    import transformers  # in the `test` extra (pyproject.toml): never skipped
+
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    with warnings.catch_warnings():  # TorchScript is deprecated in torch 2.13, but it is the I3D file's format
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(TinyI3D()), str(folder / "i3d_torchscript.pt"))
+    small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, patch_size=16, tubelet_size=2)
+    transformers.VideoMAEModel(transformers.VideoMAEConfig(
+        image_size=32, num_frames=4, intermediate_size=64, **small)).save_pretrained(folder / "videomae")
+    transformers.VJEPA2Model(transformers.VJEPA2Config(
+        crop_size=32, frames_per_clip=4, pred_hidden_size=32, pred_num_attention_heads=2, pred_num_hidden_layers=1,
+        num_pooler_layers=1, **small)).save_pretrained(folder / "vjepa2")
+    return folder
+
+
+def volumes(n=3, shape=(6, 40, 48), seed=0):
+    return torch.rand((n, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+def test_frames_convention():
+    assert frame_indices(16, 4).tolist() == [0, 5, 10, 15]
+    assert frame_indices(3, 6).tolist() == [0, 0, 1, 1, 2, 2]
+    assert frame_indices(5, None).tolist() == [0, 1, 2, 3, 4]
+    vol = torch.zeros(1, 4, 20, 40)
+    vol[0, 2] = 2.0                 # one slice above the value range: clipped to 1
+    vol[0, 1, :, 6:34] = 0.5        # a centred stripe wider than the crop fills it
+    frames = volumes_to_frames(vol, num_frames=8, size=10, value_range=(0.0, 2.0))
+    assert frames.shape == (1, 8, 3, 10, 10) and frames.dtype == torch.float32
+    assert torch.equal(frames[:, :, 0], frames[:, :, 2])                    # grey -> RGB
+    assert frames.min() >= 0 and frames.max() <= 1
+    np.testing.assert_allclose(frames[0, frame_indices(4, 8) == 2].numpy(), 1.0)
+    np.testing.assert_allclose(frames[0, frame_indices(4, 8) == 1].numpy(), 0.25, atol=1e-6)
+    with pytest.raises(InputValidationError, match="value_range"):
+        volumes_to_frames(vol, num_frames=2, size=8, value_range=(1.0, 1.0))
+
+
+def test_i3d_torchscript_loader_and_call_convention(weights):
+    extractor = load_extractor("i3d", weights_dir=weights)
+    assert extractor.name == "i3d" and len(extractor.sha256) == 64
+    feats = volume_features(volumes(), extractor, batch_size=2)
+    assert feats.shape == (3, 6) and feats.dtype == np.float64
+    np.testing.assert_allclose(feats[:, 5], 16.0)                       # FVD's 16-frame clips
+    const = torch.full((2, 5, 30, 30), 0.25)
+    np.testing.assert_allclose(volume_features(const, extractor)[:, 4], -0.5, atol=1e-6)   # [0, 1] -> [-1, 1]
+    eight = load_extractor(weights / "i3d_torchscript.pt", num_frames=None)
+    np.testing.assert_allclose(volume_features(const, eight)[:, 5], 5.0)  # all slices
+
+
+@pytest.mark.parametrize("name, folder, cls", [("videomae", "videomae", "VideoMAEModel"),
+                                               ("vjepa", "vjepa2", "VJEPA2Model")])
+def test_transformers_loaders(weights, tmp_path, name, folder, cls):
+    extractor = load_extractor(name, weights_dir=weights)
+    assert type(extractor.model).__name__ == cls and extractor.num_frames == 4 and extractor.size == 32
+    vols = volumes(n=5)
+    feats = volume_features(vols, extractor, batch_size=2)
+    assert feats.shape == (5, 32) and np.isfinite(feats).all()
+    # deterministic, independent of the batch, equal to the documented pipeline done by hand
+    np.testing.assert_allclose(volume_features(vols, extractor, batch_size=5), feats, rtol=1e-5, atol=1e-6)
+    frames = volumes_to_frames(vols, num_frames=4, size=32)
+    video = (frames - torch.tensor([0.485, 0.456, 0.406]).view(1, 1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]).view(1, 1, 3, 1, 1)
+    with torch.no_grad():
+        out = (extractor.model(pixel_values=video) if name == "videomae"
+               else extractor.model(pixel_values_videos=video, skip_predictor=True)).last_hidden_state
+    np.testing.assert_allclose(out.mean(dim=1).double().numpy(), feats, rtol=1e-5, atol=1e-6)
+    # the other model's folder under this name is refused
+    swapped = tmp_path / folder
+    shutil.copytree(weights / ("vjepa2" if name == "videomae" else "videomae"), swapped)
+    with pytest.raises(InputValidationError, match="expected model_type"):
+        load_extractor(name, weights_dir=tmp_path)
+
+
+def test_vjepa_classifier_folder_uses_attentive_pooler(tmp_path):
+    import transformers
+
+    torch.manual_seed(1)
+    config = transformers.VJEPA2Config(crop_size=32, frames_per_clip=4, hidden_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, pred_hidden_size=32, pred_num_attention_heads=2,
+                                       pred_num_hidden_layers=1, num_pooler_layers=1, num_labels=3)
+    transformers.VJEPA2ForVideoClassification(config).save_pretrained(tmp_path / "vjepa2")
+    extractor = load_extractor("vjepa", weights_dir=tmp_path)
+    assert "attentive pooler" in extractor.convention
+    feats = volume_features(volumes(n=2), extractor)
+    video = (volumes_to_frames(volumes(n=2), num_frames=4, size=32) - extractor.mean) / extractor.std
+    with torch.no_grad():
+        pooled = extractor.model.pooler(extractor.model.vjepa2(pixel_values_videos=video).last_hidden_state)
+    np.testing.assert_allclose(pooled.double().numpy(), feats, rtol=1e-5, atol=1e-6)
+
+
+def test_load_extractor_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_WEIGHTS", str(tmp_path / "env"))
+    with pytest.raises(InputValidationError, match=r"no i3d_torchscript.pt found; looked in .*given.*env"):
+        load_extractor("i3d", weights_dir=tmp_path / "given")
+    with pytest.raises(InputValidationError, match="expected one of"):
+        load_extractor("inception")
+    bad = tmp_path / "i3d_torchscript.pt"
+    bad.write_bytes(b"not a torchscript archive")
+    with pytest.raises(InputValidationError, match="expected a TorchScript I3D"):
+        load_extractor("i3d", weights_dir=tmp_path)
+    (tmp_path / "videomae").mkdir()
+    (tmp_path / "videomae" / "config.json").write_text('{"model_type": "videomae"}')
+    with pytest.raises(InputValidationError, match="expected model.safetensors"):
+        load_extractor("videomae", weights_dir=tmp_path)
+    with pytest.raises(InputValidationError, match="volumes: expected an"):
+        volume_features(torch.zeros(3, 4, 4), "project-mri")
+    assert set(EXTRACTOR_FILES) == {"project-mri", "project-stem", "i3d", "videomae", "vjepa"}
