@@ -12,7 +12,7 @@ import torch
 from paperlib.io import InputValidationError
 from paperlib.metrics.video import (EXTRACTOR_FILES, FewSamplesWarning, frame_indices, frechet_distance,
                                     frechet_distance_from_statistics, gaussian_statistics, jedi, load_extractor,
-                                    polynomial_mmd2, volume_features, volumes_to_frames)
+                                    polynomial_mmd2, set_distances, volume_features, volumes_to_frames)
 
 A = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
 B = [[7, 6, 5], [4, 3, 2], [1, 1, 8], [0, 2, 5]]
@@ -140,6 +140,16 @@ def test_frechet_singular_covariance_is_finite_and_warns():
 def test_frechet_rejects_bad_input(a, b, match):
     with pytest.raises(InputValidationError, match=match):
         frechet_distance(a, b)
+
+
+def test_set_distances_row():
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal((40, 3)), rng.standard_normal((50, 3)) + 1
+    row = set_distances(a, b, min_samples=10)
+    assert row == {"frechet": frechet_distance(a, b), "jedi": jedi(a, b), "n_a": 40, "n_b": 50, "feature_dim": 3,
+                   "few_samples": False}
+    with pytest.warns(FewSamplesWarning):
+        assert set_distances(a[:3], b)["few_samples"] is True
 
 
 def test_gaussian_statistics_and_mmd_validation():

@@ -248,6 +248,21 @@ def jedi(feats_a, feats_b) -> float:
     return 100.0 * polynomial_mmd2(feats_a, feats_b, degree=2, gamma=None, coef0=0.0)
 
 
+
+def set_distances(feats_a, feats_b, *, min_samples: int = MIN_SAMPLES) -> dict:
+    """Both statistics of two feature sets with what they depend on, for one row of a table.
+
+    Returns
+    -------
+    dict : ``frechet`` (:func:`frechet_distance`), ``jedi`` (:func:`jedi`), ``n_a``, ``n_b``,
+        ``feature_dim``, and ``few_samples`` (True when a set has fewer than ``F + 1`` or
+        ``min_samples`` vectors: the Frechet distance is then biased upwards; it also warned).
+    """
+    a, b = _feature_pair(feats_a, feats_b, min_rows=2)
+    n_min, f = min(a.shape[0], b.shape[0]), a.shape[1]
+    return {"frechet": frechet_distance(a, b, min_samples=min_samples), "jedi": jedi(a, b), "n_a": a.shape[0],
+            "n_b": b.shape[0], "feature_dim": f, "few_samples": bool(n_min < f + 1 or n_min < min_samples)}
+
 # --------------------------------------------------------------------------------------------------
 # Feature extractors: a volume (D, H, W) is fed to a video network as a video of D slices.
 # --------------------------------------------------------------------------------------------------
