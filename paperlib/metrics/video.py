@@ -470,7 +470,8 @@ def _load_path(path: Path, expected: str | None, *, value_range, num_frames) -> 
         from .encoder import load_encoder
 
         encoder, manifest = load_encoder(path)
-        name = expected if expected and expected.startswith("project") else f"project-{manifest['dataset'].get('modality', 'custom')}"
+        modality = manifest["dataset"].get("modality", "custom")
+        name = expected if expected and expected.startswith("project") else f"project-{modality}"
         return ProjectEncoderExtractor(encoder, manifest, str(path), name=name)
     if path.is_dir() and (path / "config.json").is_file():
         return _load_transformers(path, expected, value_range)
@@ -490,7 +491,8 @@ def _load_path(path: Path, expected: str | None, *, value_range, num_frames) -> 
 
 
 def load_extractor(name_or_path: str | os.PathLike, *, weights_dir: str | os.PathLike | None = None,
-                   value_range: tuple[float, float] = (0.0, 1.0), num_frames: int | None = 16) -> VolumeFeatureExtractor:
+                   value_range: tuple[float, float] = (0.0, 1.0),
+                   num_frames: int | None = 16) -> VolumeFeatureExtractor:
     """Load a feature extractor by name or path; nothing is downloaded.
 
     Parameters
@@ -563,7 +565,8 @@ def volume_features(volumes, extractor: VolumeFeatureExtractor | str, *, batch_s
             raise InputValidationError(f"volumes: expected N volumes (D, H, W) of one shape ({exc})") from None
     volumes = torch.as_tensor(volumes)
     if volumes.ndim != 4 or min(volumes.shape) < 1:
-        raise InputValidationError(f"volumes: expected an (N, D, H, W) stack of volumes, got shape {tuple(volumes.shape)}")
+        raise InputValidationError(f"volumes: expected an (N, D, H, W) stack of volumes, "
+                                   f"got shape {tuple(volumes.shape)}")
     if volumes.is_complex() or not bool(torch.isfinite(volumes).all()):
         raise InputValidationError("volumes: expected finite real values")
     if int(batch_size) < 1:
