@@ -30,7 +30,8 @@ def test_shipped_encoder_loads_and_matches_its_manifest(modality):
     assert manifest["size_bytes"] == weights.stat().st_size <= 16 * 2 ** 20
     assert manifest["dataset"]["modality"] == modality and len(manifest["dataset"]["fingerprint"]) == 16
     assert manifest["training"]["steps"] == MODALITY_TRAINING[modality].steps
-    chance = np.log(3 * manifest["training"]["batch_size"] - 1)   # 2B - 1 other views + B degraded negatives
+    # constant features: InfoNCE over 2B - 1 other views + B negatives, classifier at the labels' entropy
+    chance = np.log(3 * manifest["training"]["batch_size"] - 1) + 2 / 3 * np.log(1.5) + np.log(9) / 3
     assert manifest["training"]["chance_loss"] == pytest.approx(chance)
     assert manifest["training"]["final_loss"] < 0.5 * chance
     assert not encoder.training
@@ -111,24 +112,23 @@ def test_info_nce_prefers_matching_views_over_negatives():
 
 
 def test_degrade_makes_noisy_shuffled_or_blurred_copies():
-    from paperlib.metrics.encoder import degrade
+    from paperlib.metrics.encoder import DEGRADATIONS, degrade
 
     volumes = torch.rand(12, 6, 16, 16, generator=torch.Generator().manual_seed(3))
     cfg = EncoderTrainConfig(max_shift=0, intensity=0.0, flip_axes=())
-    out = degrade(volumes, cfg, 0.2, torch.Generator().manual_seed(4))
-    again = degrade(volumes, cfg, 0.2, torch.Generator().manual_seed(4))
-    assert torch.equal(out, again) and out.shape == volumes.shape
-    kinds = set()
-    for original, copy in zip(volumes, out):
-        assert not torch.allclose(original, copy)
-        if torch.equal(torch.sort(original.flatten())[0], torch.sort(copy.flatten())[0]):
-            kinds.add("shuffled")       # same values, other order
-        elif abs(float(copy.std()) - float(original.std())) < 0.2 * float(original.std()) and \
-                float((copy - original).std()) > 0.02:
-            kinds.add("noise" if float(copy.std()) > float(original.std()) else "blur")
-        else:
-            kinds.add("blur")
-    assert kinds == {"shuffled", "noise", "blur"}
+    out, kinds = degrade(volumes, cfg, 0.2, torch.Generator().manual_seed(4))
+    again, same_kinds = degrade(volumes, cfg, 0.2, torch.Generator().manual_seed(4))
+    assert torch.equal(out, again) and torch.equal(kinds, same_kinds) and out.shape == volumes.shape
+    assert {DEGRADATIONS[k] for k in kinds.tolist()} == {"noise", "slice_shuffle", "blur"}
+    for original, copy, kind in zip(volumes, out, kinds.tolist()):
+        residual = float((copy - original).std())
+        if DEGRADATIONS[kind] == "noise":         # sigma = 0.2 x U(0.1, 0.75)
+            assert 0.015 < residual < 0.16
+        elif DEGRADATIONS[kind] == "slice_shuffle":
+            assert torch.equal(torch.sort(original.flatten())[0], torch.sort(copy.flatten())[0])
+            assert residual > 0.1
+        else:                                      # a box blur lowers the spread of the values
+            assert float(copy.std()) < 0.7 * float(original.std())
 
 
 def test_untrained_config_rejects_bad_shapes():
@@ -140,20 +140,30 @@ def test_untrained_config_rejects_bad_shapes():
         torch.zeros(1, 4, 8, 8)).shape == (1, 2)
 
 
-def test_trained_mri_encoder_separates_real_from_degraded_volumes():
+@pytest.mark.parametrize("modality, noise", [("mri", 0.25), ("stem", 0.5)])
+def test_trained_encoder_separates_real_from_degraded_volumes(modality, noise):
+    """Two halves of the training set are closer than one half and the other half degraded: noised (``noise`` x
+    the data's standard deviation), slices shuffled along the depth, or blurred in-plane.
+
+    Measured with the shipped encoders (Frechet distance, halves of 32 / 48 volumes): MRI halves 5.6, noise
+    0.1 / 0.25 std 16 / 376, shuffled 1167, blurred 92; 4D-STEM halves 55, noise 0.25 / 0.5 std 87 / 200,
+    shuffled 254, blurred 171: weaker noise than tested here is not told from sampling variation."""
     from paperlib.data.training import load_training_data
 
-    data, _ = load_training_data("mri", "default")
-    extractor = load_extractor("project-mri")
+    data, _ = load_training_data(modality, "default")
+    extractor = load_extractor(f"project-{modality}")
     generator = torch.Generator().manual_seed(0)
     half_a, half_b = data[0::2], data[1::2]
-    noised = (half_b + 0.05 * torch.randn(half_b.shape, generator=generator)).clamp(0, 1)
-    shuffled = half_b[:, torch.randperm(half_b.shape[1], generator=generator)]
-    feats = {name: volume_features(v, extractor, batch_size=16)
-             for name, v in (("a", half_a), ("b", half_b), ("noised", noised), ("shuffled", shuffled))}
+    degraded = {
+        "noised": half_b + noise * float(data.std()) * torch.randn(half_b.shape, generator=generator),
+        "shuffled": half_b[:, torch.randperm(half_b.shape[1], generator=generator)],
+        "blurred": torch.nn.functional.avg_pool2d(half_b, 3, stride=1, padding=1, count_include_pad=False),
+    }
+    feats_a, feats_b = (volume_features(v, extractor, batch_size=16) for v in (half_a, half_b))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FewSamplesWarning)   # 32 volumes, 16 features: reported, as in Table 3
-        same = frechet_distance(feats["a"], feats["b"])
-        for degraded in ("noised", "shuffled"):
-            assert frechet_distance(feats["a"], feats[degraded]) > 2 * same, degraded
-            assert jedi(feats["a"], feats[degraded]) > jedi(feats["a"], feats["b"]), degraded
+        warnings.simplefilter("ignore", FewSamplesWarning)   # 32 / 48 volumes, 16 features: reported, as in Table 3
+        same = frechet_distance(feats_a, feats_b)
+        for name, volumes in degraded.items():
+            feats = volume_features(volumes, extractor, batch_size=16)
+            assert frechet_distance(feats_a, feats) > 2 * same, name
+            assert jedi(feats_a, feats) > jedi(feats_a, feats_b), name

@@ -31,10 +31,13 @@ projection head and minimises the symmetric InfoNCE loss (NT-Xent, cosine simila
 ``temperature``) that makes the two views of a volume closer than views of the other volumes and
 than a *degraded* copy of each volume in the batch (:func:`degrade`: added noise, slices in random
 order, or an in-plane blur), used as an extra negative only (negative data augmentation, Sinha et
-al. 2021). Plain contrastive training on flips and shifts alone gave features blind to noise
-(Frechet distance to volumes with noise of 0.1 no larger than between two halves of the training
-set); with the degraded negatives a generated volume that is noisy, blurred or incoherent along
-the depth moves away from the training distribution. AdamW with a cosine learning-rate decay to a
+al. 2021), plus the cross-entropy of a linear classifier on the features that names the
+degradation (:data:`DEGRADATIONS`; clean views are class 0). Plain contrastive training on flips
+and shifts gave features blind to noise (Frechet distance to the training volumes with noise of
+0.1 no larger than between two halves of the training set), and so did the degraded negatives
+alone (the copy can be pushed anywhere that is far from its own views); the classifier gives
+each degradation a consistent direction in feature space, so that a set of noisy, blurred or
+depth-incoherent volumes moves away from the training distribution as a whole. AdamW with a cosine learning-rate decay to a
 tenth; parameters initialised and every random choice drawn from ``seed`` (explicit generators;
 the caller's RNG is untouched).
 
@@ -78,6 +81,10 @@ from ..io import InputValidationError, atomic_write_bytes, atomic_write_text
 FORMAT = "paperlib.encoder/1"
 WEIGHTS_NAME = "encoder.safetensors"
 MANIFEST_NAME = "encoder.json"
+
+
+#: What :attr:`VolumeEncoder.degradation_head` tells apart (index = class; :func:`degrade` makes 1-3).
+DEGRADATIONS = ("clean", "noise", "slice_shuffle", "blur")
 
 
 @dataclass(frozen=True)
@@ -129,9 +136,10 @@ class EncoderTrainConfig:
     flip_axes : spatial axes of a ``(D, H, W)`` volume flipped with probability 1/2 each.
     rotate90 : random in-plane rotations by multiples of 90 degrees (crystals; not brains).
     noise_range : noise of the degraded negatives (:func:`degrade`), in units of the data's standard deviation.
+    degradation_weight : weight of the cross-entropy of the linear degradation classifier on the features.
     """
 
-    steps: int = 800
+    steps: int = 600
     batch_size: int = 12
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -142,6 +150,7 @@ class EncoderTrainConfig:
     flip_axes: tuple[int, ...] = (2,)
     rotate90: bool = False
     noise_range: tuple[float, float] = (0.1, 0.75)
+    degradation_weight: float = 1.0
 
     def __post_init__(self):
         object.__setattr__(self, "flip_axes", tuple(int(a) for a in self.flip_axes))
@@ -185,6 +194,7 @@ class VolumeEncoder(nn.Module):
         self.to_features = nn.Linear(2 * cin, cfg.feature_dim)
         self.projection = nn.Sequential(nn.Linear(cfg.feature_dim, cfg.projection_dim), nn.SiLU(),
                                         nn.Linear(cfg.projection_dim, cfg.projection_dim))
+        self.degradation_head = nn.Linear(cfg.feature_dim, len(DEGRADATIONS))
         for module in self.stages.modules():  # He initialisation: without normalisation layers the
             if isinstance(module, nn.Conv3d):  # default init shrinks the signal ~3x per convolution
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
@@ -236,14 +246,16 @@ def info_nce(z1: Tensor, z2: Tensor, temperature: float, negatives: Tensor | Non
     return F.cross_entropy(logits, target)
 
 
-def degrade(volumes: Tensor, cfg: "EncoderTrainConfig", noise_unit: float, generator: torch.Generator) -> Tensor:
-    """A degraded copy of each ``(B, D, H, W)`` volume, a negative for the contrastive loss.
+def degrade(volumes: Tensor, cfg: "EncoderTrainConfig", noise_unit: float,
+            generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A degraded copy of each ``(B, D, H, W)`` volume: a negative for the contrastive loss.
 
-    One of, at random: Gaussian noise of standard deviation ``noise_unit x U(noise_range)``; the
-    slices in a random order; an in-plane 3 x 3 box blur. Then the same kind of view as
-    :func:`augment` makes, so that only the degradation tells it from its volume's views.
+    One of, at random: Gaussian noise of standard deviation ``noise_unit x U(noise_range)``
+    (kind 1); the slices in a random order (kind 2); an in-plane 3 x 3 box blur (kind 3). Then the
+    same kind of view as :func:`augment` makes, so that only the degradation tells it from its
+    volume's views. Returns the copies and their ``(B,)`` kinds (0 is kept for clean views).
     """
-    out = []
+    out, kinds = [], []
     for volume in volumes:
         kind = int(torch.randint(3, (), generator=generator))
         if kind == 0:
@@ -255,7 +267,8 @@ def degrade(volumes: Tensor, cfg: "EncoderTrainConfig", noise_unit: float, gener
         else:
             volume = F.avg_pool2d(volume[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]
         out.append(volume)
-    return augment(torch.stack(out), cfg, generator)
+        kinds.append(kind + 1)
+    return augment(torch.stack(out), cfg, generator), torch.tensor(kinds)
 
 
 def _check_volumes(name: str, volumes) -> Tensor:
@@ -282,8 +295,8 @@ def train_encoder(data: Tensor, cfg: EncoderTrainConfig = EncoderTrainConfig(), 
     Returns
     -------
     encoder : the trained network, in eval mode.
-    record : ``{"steps", "final_loss" (mean of the last 20 steps), "chance_loss" (``log(3B - 1)``,
-        the loss of constant features), "loss_every_50", "time_s", "threads"}``.
+    record : ``{"steps", "final_loss" (mean of the last 20 steps), "chance_loss" (the loss of
+        constant features), "loss_every_50", "time_s", "threads"}``.
     """
     from tqdm.auto import tqdm
 
@@ -307,11 +320,14 @@ def train_encoder(data: Tensor, cfg: EncoderTrainConfig = EncoderTrainConfig(), 
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * step / max(cfg.steps - 1, 1))))
         chosen = data[torch.randperm(data.shape[0], generator=generator)[:batch]]
-        views = torch.cat([augment(chosen, cfg, generator), augment(chosen, cfg, generator),
-                           degrade(chosen, cfg, noise_unit, generator)])
-        projections = encoder.projection(encoder(views))
+        degraded, kinds = degrade(chosen, cfg, noise_unit, generator)
+        views = torch.cat([augment(chosen, cfg, generator), augment(chosen, cfg, generator), degraded])
+        features = encoder(views)
+        projections = encoder.projection(features)
         loss = info_nce(projections[:batch], projections[batch:2 * batch], cfg.temperature,
                         negatives=projections[2 * batch:])
+        labels = torch.cat([torch.zeros(2 * batch, dtype=torch.long), kinds])
+        loss = loss + cfg.degradation_weight * F.cross_entropy(encoder.degradation_head(features), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -319,7 +335,9 @@ def train_encoder(data: Tensor, cfg: EncoderTrainConfig = EncoderTrainConfig(), 
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     encoder.eval()
     tail = losses[-20:]
-    return encoder, {"steps": cfg.steps, "final_loss": sum(tail) / len(tail), "chance_loss": math.log(3 * batch - 1),
+    # constant features: InfoNCE at log(3B - 1), the classifier at the entropy of the labels (2/3 clean, 1/9 each)
+    chance = math.log(3 * batch - 1) + cfg.degradation_weight * (2 / 3 * math.log(3 / 2) + 1 / 3 * math.log(9))
+    return encoder, {"steps": cfg.steps, "final_loss": sum(tail) / len(tail), "chance_loss": chance,
                      "loss_every_50": [round(v, 5) for v in losses[::50]],
                      "time_s": round(time.perf_counter() - start, 1), "threads": torch.get_num_threads()}
 
