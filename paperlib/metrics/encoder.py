@@ -37,9 +37,16 @@ and shifts gave features blind to noise (Frechet distance to the training volume
 0.1 no larger than between two halves of the training set), and so did the degraded negatives
 alone (the copy can be pushed anywhere that is far from its own views); the classifier gives
 each degradation a consistent direction in feature space, so that a set of noisy, blurred or
-depth-incoherent volumes moves away from the training distribution as a whole. AdamW with a cosine learning-rate decay to a
-tenth; parameters initialised and every random choice drawn from ``seed`` (explicit generators;
-the caller's RNG is untouched).
+depth-incoherent volumes moves away from the training distribution as a whole. AdamW with a
+cosine learning-rate decay to a tenth; parameters initialised and every random choice drawn from
+``seed`` (explicit generators; the caller's RNG is untouched).
+
+The shipped encoders (600 steps of 12 volumes, one thread, 692 s for MRI and 519 s for 4D-STEM on
+a shared 2-core CPU; losses in their manifests) give, between the two halves of their training set,
+a Frechet distance of 5.6 (MRI) and 55 (4D-STEM, a more varied set), and between one half and the
+other half noised by 0.25 (MRI) / 0.5 (4D-STEM) of the data's standard deviation 376 / 200, with
+the slices shuffled 1167 / 254, blurred 92 / 171 (``tests/test_encoder.py``). Weaker noise
+(0.1 of the standard deviation: 16 / 60) is hardly told from sampling variation at these N.
 
 Files (one folder per extractor, e.g. ``checkpoints/encoder_mri_default/``)::
 
