@@ -102,7 +102,11 @@ lab: $(LAB_INSTALLED)
 # extra; Playwright's own browser download is never used). The test starts `make lab` on a free
 # port, runs a notebook on the ci profile and checks the figure and a clean `git status`.
 CHROMIUM ?= /usr/bin/chromium-headless-shell
-test-browser: $(LAB_INSTALLED)
+$(VENV)/.browser-installed: $(LAB_INSTALLED)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[lab,browser]"
+	touch $@
+
+test-browser: $(VENV)/.browser-installed
 	@if [ ! -x "$(CHROMIUM)" ]; then \
 	  if [ "$(CHROMIUM)" = /usr/bin/chromium-headless-shell ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "make test-browser: installing Debian's chromium-headless-shell (apt-get)"; \
@@ -113,7 +117,6 @@ test-browser: $(LAB_INSTALLED)
 	    exit 1; \
 	  fi; \
 	fi
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[lab,browser]"
 	@status=0; PAPERLIB_BROWSER_TEST=1 PAPERLIB_CHROMIUM=$(CHROMIUM) $(PY) -m pytest tests/browser || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test-browser: pytest collected no tests" >&2; fi; \
 	exit $$status
