@@ -71,7 +71,7 @@ class Lab:
         self.url = f"http://127.0.0.1:{self.port}"
         self.figures = root / "figures"
         self.log_path = root / "lab.log"
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}  # not the outer make's
         for name in ("runtime", "settings", "workspaces"):
             (root / name).mkdir()
         env.update(JUPYTER_RUNTIME_DIR=str(root / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(root / "settings"),
