@@ -144,9 +144,8 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     checkpoints = NOTEBOOKS / ".ipynb_checkpoints"  # Lab's checkpoints of saved files (git-ignored)
     had_checkpoints = set(checkpoints.iterdir()) if checkpoints.is_dir() else None
+    (root / "paired").mkdir()  # a person's own paired notebooks wait here, and are put back
     paired = {p: root / "paired" / p.name for p in NOTEBOOKS.glob("*.ipynb")}
-    for kept in paired.values():  # a person's own paired notebooks are put back afterwards
-        kept.parent.mkdir(exist_ok=True)
     for original, kept in paired.items():
         shutil.move(original, kept)
     server = Lab(root)
@@ -206,9 +205,9 @@ def _notebook_panel(page, name: str):
     """The open document ``name``.py: a notebook (not the text editor) whose kernel is idle."""
     tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text=f"{name}.py")
     tab.wait_for()
-    panel = page.locator(".jp-NotebookPanel:visible")
-    panel.wait_for()
+    page.locator(".jp-NotebookPanel:visible, .jp-FileEditor:visible").first.wait_for()
     assert page.locator(".jp-FileEditor:visible").count() == 0, f"{name}.py opened in the text editor"
+    panel = page.locator(".jp-NotebookPanel:visible")
     panel.locator(".jp-CodeCell").nth(1).wait_for()  # cells: the parameters cell and the code after it
     page.locator("#jp-main-statusbar", has_text="Python 3 (ipykernel) | Idle").wait_for()
     return panel
