@@ -103,7 +103,8 @@ def _make_lab(*args: str, dry_run: bool = False) -> subprocess.CompletedProcess:
     cmd = ["make", "--no-print-directory", "-o", ".venv/.lab-installed", "-o", ".venv/.installed", "lab", *args]
     if dry_run:
         cmd.insert(1, "-n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    env = {k: v for k, v in os.environ.items()  # neither the outer make's nor a person's settings
+           if not k.startswith(("MAKE", "LAB_")) and k != "PROFILE"}
     return subprocess.run(cmd, cwd=repo_root(), capture_output=True, text=True, env=env, timeout=60)
 
 
