@@ -22,14 +22,18 @@ PYTEST_ARGS ?=
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: all setup figures test lab bench train validate clean distclean help
+.PHONY: all setup figures test test-browser lab bench train validate clean distclean help
 
 all: figures
 
 help:
 	@echo "make figures [PROFILE=ci|default|paper]  execute every notebook, write $(FIGURES)/"
 	@echo "make test                                unit tests + every notebook on the ci profile"
-	@echo "make lab                                 JupyterLab on notebooks/ (jupytext pairing)"
+	@echo "make test-browser                        JupyterLab driven by headless Chromium (installs both)"
+	@echo "make lab [PROFILE=ci] [LAB_PORT=8888] [LAB_TOKEN=...] [LAB_BROWSER=no] [LAB_FIGURES=dir]"
+	@echo "                                         JupyterLab on notebooks/: .py sources open as notebooks,"
+	@echo "                                         figures inline, outputs to LAB_FIGURES (default"
+	@echo "                                         notebooks/_build/lab/PROFILE, git-ignored)"
 	@echo "make bench                               peer benchmarks (sigpy), ratios printed"
 	@echo "make train [PROFILE=...]                 train the MRI and 4D-STEM priors (resumable)"
 	@echo "make validate [PROFILE=...]              the profile's validation grids -> $(FIGURES)/validation_*.csv,"
@@ -64,9 +68,58 @@ test: $(VENV)/.installed
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$status
 
-lab: $(VENV)/.installed
+# JupyterLab on notebooks/. The kernel gets matplotlib's inline backend (MPLBACKEND is unset for
+# Lab only; make figures keeps Agg). The notebooks' parameters cells read PAPERLIB_PROFILE and
+# PAPERLIB_OUT_DIR (from PROFILE and LAB_FIGURES); papermill's parameters override them. The `lab`
+# extra pins JupyterLab and jupytext; paperlib._lab installs the setting that opens .py sources
+# as notebooks (the jupytext viewer) into $(VENV). LAB_PORT is used as given (an error if taken);
+# without LAB_TOKEN Jupyter makes a random token and prints the URL with it.
+LAB_PORT ?= 8888
+LAB_TOKEN ?=
+LAB_BROWSER ?= yes
+LAB_FIGURES ?= notebooks/_build/lab/$(PROFILE)
+LAB_INSTALLED := $(VENV)/.lab-installed
+
+$(LAB_INSTALLED): $(VENV)/.installed pyproject.toml constraints.txt paperlib/_lab.py
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[lab]"
-	cd notebooks && ../$(PY) -m jupyter lab
+	$(PY) -m paperlib._lab install-settings
+	touch $@
+
+lab: $(LAB_INSTALLED)
+	@[[ "$(LAB_PORT)" =~ ^[0-9]+$$ ]] || { echo "make lab: LAB_PORT must be a port number, got '$(LAB_PORT)'" >&2; exit 2; }
+	@[[ "$(LAB_BROWSER)" =~ ^(yes|no)$$ ]] || { echo "make lab: LAB_BROWSER must be yes or no, got '$(LAB_BROWSER)'" >&2; exit 2; }
+	@test -f notebooks/params/$(PROFILE).yaml || { echo "make lab: PROFILE=$(PROFILE): expected one of" \
+		"$(basename $(notdir $(wildcard notebooks/params/*.yaml))) (notebooks/params/NAME.yaml)" >&2; exit 2; }
+	@mkdir -p $(LAB_FIGURES)
+	@echo "JupyterLab on notebooks/, profile $(PROFILE), outputs to $(LAB_FIGURES), port $(LAB_PORT)"
+	@cd notebooks && env -u MPLBACKEND PAPERLIB_PROFILE=$(PROFILE) PAPERLIB_OUT_DIR=$(abspath $(LAB_FIGURES)) \
+		$(if $(LAB_TOKEN),JUPYTER_TOKEN='$(LAB_TOKEN)') ../$(PY) -m jupyter lab \
+		--ServerApp.port=$(LAB_PORT) --ServerApp.port_retries=0 \
+		$(if $(filter no,$(LAB_BROWSER)),--no-browser) $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# JupyterLab in a real browser (tests/browser/): Debian's chromium-headless-shell (apt-get, needs
+# root; or point CHROMIUM at another Chromium) driven by Playwright for Python (the `browser`
+# extra; Playwright's own browser download is never used). The test starts `make lab` on a free
+# port, runs a notebook on the ci profile and checks the figure and a clean `git status`.
+CHROMIUM ?= /usr/bin/chromium-headless-shell
+$(VENV)/.browser-installed: $(LAB_INSTALLED)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[lab,browser]"
+	touch $@
+
+test-browser: $(VENV)/.browser-installed
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$(CHROMIUM)" = /usr/bin/chromium-headless-shell ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "make test-browser: installing Debian's chromium-headless-shell (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell >/dev/null; \
+	  else \
+	    echo "make test-browser: no browser at CHROMIUM=$(CHROMIUM): install Debian's chromium-headless-shell" \
+	      "(as root: apt-get update && apt-get install chromium-headless-shell) or set CHROMIUM=/path/to/chromium" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	@status=0; PAPERLIB_BROWSER_TEST=1 PAPERLIB_CHROMIUM=$(CHROMIUM) $(PY) -m pytest tests/browser || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test-browser: pytest collected no tests" >&2; fi; \
+	exit $$status
 
 # Train the MRI prior, then the 4D-STEM prior, of a profile (each resumes after a kill); for the
 # default profile the 4D-STEM prior is then fine-tuned with the L2 loss (checkpoints/stem_default_l2,

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg", force=False)
+# Headless Agg unless a backend was chosen: a Jupyter kernel sets MPLBACKEND to its inline backend
+# (figures shown in JupyterLab), the Makefile exports Agg for `make figures`.
+if "MPLBACKEND" not in os.environ:
+    matplotlib.use("Agg", force=False)
 import matplotlib as mpl  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
