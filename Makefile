@@ -141,6 +141,9 @@ else
 	$(PY) -m paperlib train --modality mri --profile $(PROFILE) --preset mri_single_$(PROFILE) --threads $(THREADS)
 	$(PY) -m paperlib train --modality stem --profile $(PROFILE) --preset stem_single_$(PROFILE) --threads $(THREADS)
 endif
+# the project's feature encoders of Table 3 (paperlib.metrics.encoder; one thread, as shipped)
+	$(PY) -m paperlib.metrics.encoder train --modality mri --profile default --out checkpoints/encoder_mri_default --threads 1
+	$(PY) -m paperlib.metrics.encoder train --modality stem --profile default --out checkpoints/encoder_stem_default --threads 1
 
 # Tuning on the validation split (never the test split): what every tuned_on text cites.
 TUNE_GRID := 0.0002 0.0005 0.001 0.002 0.005 0.01 0.02

@@ -19,7 +19,8 @@ NOTEBOOKS = sorted((repo_root() / "notebooks").glob("*.py"))
 
 def test_notebooks_exist():
     names = {p.stem for p in NOTEBOOKS}
-    assert {"tab1_ssim", "tab2_ood", "fig3_mri_examples", "fig_prior_samples", "fig4_stem_examples"} <= names
+    assert {"tab1_ssim", "tab2_ood", "fig3_mri_examples", "fig_prior_samples", "fig4_stem_examples",
+            "fig4_ood_examples", "tab3_generation"} <= names
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +150,23 @@ def test_fig4_ood_outputs(ci_outputs):
     assert {r["modality"] for r in mri} == {"mri"} and {r["modality"] for r in stem} == {"stem"}
     _check_same_as_table(mri, tables.read_cases(ci_outputs / "tab2_ood_cases.csv"), "ssim_whole")
     _check_same_as_table(stem, tables.read_cases(ci_outputs / "tab2_ood_stem_cases.csv"), "ssim_projected")
+
+
+@pytest.mark.notebook
+def test_tab3_outputs(ci_outputs):
+    """Table 3: every modality x set x draw row, finite distances, the table and its computed notes."""
+    from paperlib.config import load_profile
+    from paperlib.experiments.generation import MODEL_LABELS, MODELS
+
+    t3 = load_profile("ci").tab3
+    rows = tables.read_csv_rows(ci_outputs / "tab3_generation_cases.csv")
+    assert len(rows) == len(t3.modalities) * len(MODELS) * t3.draws * len(t3.extractors)
+    for r in rows:
+        assert float(r["fvd"]) >= 0 and float(r["jedi"]) == float(r["jedi"])
+    md = (ci_outputs / "tab3_generation.md").read_text()
+    assert all(label in md for label in MODEL_LABELS.values())
+    assert md.count("sanity row") == 2 * len(t3.modalities) * len(t3.extractors)  # FVD and JEDi notes
+    assert "Few volumes" in md and "single_ci" in md
 
 
 def _check_same_as_table(figure_rows, table_rows, column: str) -> None:
