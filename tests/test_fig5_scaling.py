@@ -78,3 +78,25 @@ def test_committed_measurements(name):
             assert {r["volume_source"] for r in sel} == {"extrapolated"}
         else:
             assert {r["equals_dart"] for r in sel} == {"True"}
+
+
+def _own_peak(rank: int, world: int) -> int:
+    from paperlib.diffusion.distributed import peak_rss_bytes
+    return peak_rss_bytes()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and clear_refs are Linux's")
+def test_peak_rss_is_the_process_own_and_resettable():
+    """A spawned rank's peak is its own, not the parent's size at the fork (``ru_maxrss`` is), and
+    :func:`reset_peak_rss` restarts it."""
+    import torch
+
+    from paperlib.diffusion.distributed import peak_rss_bytes, reset_peak_rss, spawn
+
+    big = torch.ones(384 * 2**20 // 4)  # 384 MiB resident in this (parent) process
+    parent = scaling.current_rss_bytes()
+    child = spawn(_own_peak, 1)[0]
+    assert child < parent - 300 * 2**20, (child, parent)
+    del big
+    assert reset_peak_rss()
+    assert peak_rss_bytes() < parent - 300 * 2**20
