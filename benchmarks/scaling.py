@@ -40,7 +40,7 @@ Two kinds of run
     steps, the volume (``extrapolated``). On this CPU one paper-width step of one 5-slice group takes
     about a minute, a whole step at P = 1 half an hour, so whole runs are out of reach. The ranks are
     probed one at a time because P ranks at once do not fit this 24 GiB machine for P >= 4 (the CSV's
-    ``all_ranks_fit_GiB`` column sums the per-rank peaks); the probe process has no gloo group, whose
+    ``all_ranks_peak_GiB`` column sums the per-rank peaks); the probe process has no gloo group, whose
     cost the default rows show to be small. The same probe is run at the default shape, where the
     extrapolated volume time can be compared with the measured one.
 
@@ -358,22 +358,41 @@ def run_setting(setting: Setting, seed: int = 0, ranks: tuple[int, ...] | None =
                 f"MiB, divided {row['divided_mib']:.1f} MiB, workspace {row['workspace_mib']:.0f} MiB, peak "
                 f"{row['peak_rss_mib']:.0f} MiB, step {row['step_s']:.3g} s ({row['step_source']}), volume "
                 f"{row['volume_s']:.4g} s, equals dart: {row['equals_dart']}, load {row['loadavg_1min']}")
-    for world in ranks:
-        sel = [r for r in rows if r["P"] == world]
-        total = sum(r["peak_rss_mib"] for r in sel) if setting.kind == "gloo" else _all_ranks(setting, world, sel)
+    return add_totals(rows, setting)
+
+
+def add_totals(rows: list[dict], setting: Setting) -> list[dict]:
+    """Add ``all_ranks_peak_GiB`` (the P ranks' peaks summed: what one machine needs to run them all
+    at once) and ``all_ranks_fit_machine`` (that sum below this machine's ``MemTotal``) to every row.
+
+    gloo settings sum the measured peaks; probe settings measured the busiest rank only, and the
+    others are scaled from it: its fixed part and workspace plus its divided part per group times the
+    groups of that rank (derived, not measured).
+    """
+    total_gib = machine_memory_gib()
+    for world in sorted({int(r["P"]) for r in rows}):
+        sel = [r for r in rows if int(r["P"]) == world]
+        if setting.kind == "gloo":
+            total = sum(float(r["peak_rss_mib"]) for r in sel)
+        else:
+            r = sel[0]
+            per_group = float(r["divided_mib"]) / float(r["groups_held"])
+            total = sum(float(r["fixed_mib"]) + float(r["workspace_mib"])
+                        + per_group * len(groups_for_rank(setting.num_groups, k, world)) for k in range(world))
         for r in sel:
-            r["all_ranks_fit_GiB"] = round(total / 1024, 2) if total is not None else None
+            r["all_ranks_peak_GiB"] = round(total / 1024, 2)
+            r["machine_memory_GiB"] = round(total_gib, 1)
+            r["all_ranks_fit_machine"] = total / 1024 <= total_gib
     return rows
 
 
-def _all_ranks(setting: Setting, world: int, sel: list[dict]) -> float | None:
-    """Sum over the P ranks of a probe setting, each rank's peak scaled from the busiest rank's."""
-    if not sel:
-        return None
-    r = sel[0]
-    per_group = r["divided_mib"] / r["groups_held"]
-    return sum(r["fixed_mib"] + r["workspace_mib"] + per_group * len(groups_for_rank(setting.num_groups, k, world))
-               for k in range(world))
+def machine_memory_gib() -> float:
+    """``MemTotal`` of ``/proc/meminfo`` in GiB (``MACHINE_GIB`` where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(ln.split()[1]) / 2**20 for ln in f if ln.startswith("MemTotal:"))
+    except (OSError, StopIteration):
+        return MACHINE_GIB
 
 
 def _probe(setting: Setting, world: int, seed: int, shape: tuple, log) -> dict | None:
