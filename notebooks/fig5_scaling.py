@@ -44,6 +44,7 @@ import sys
 import matplotlib.pyplot as plt
 
 from paperlib import tables
+from paperlib.diffusion.distributed import groups_for_rank
 from paperlib.io import sha256_file
 from paperlib.paths import repo_root
 from paperlib.plotting import notebook_setup, save_figure
@@ -66,7 +67,8 @@ if cfg.name == "ci":
 else:
     small_rows = tables.read_csv_rows(committed["default"])
     inputs = committed
-    small_note = "committed measurement " + ", ".join(sorted({f"{r['date_utc']}" for r in small_rows}))
+    stamps = sorted({r["date_utc"] for r in small_rows})
+    small_note = f"committed measurement {stamps[0]} to {stamps[-1]}"
 rows = [dict(r) for r in small_rows] + [dict(r) for r in paper_rows]
 machines = sorted({f"{r['cpu_model']}, {int(float(r['cores']))} cores, torch {r['torch']}" for r in rows})
 print("\n".join(["measured on:"] + machines))
@@ -97,48 +99,74 @@ for x in ratios:
 # %%
 STYLE = {"measured": dict(marker="o", linestyle="-", fillstyle="full"),
          "extrapolated": dict(marker="s", linestyle=":", fillstyle="none")}
+MODEL = dict(color="0.35", linestyle=(0, (5, 3)), linewidth=1)
 PARTS = [("fixed_mib", "fixed (interpreter, torch, gloo)", "0.75"),
          ("workspace_mib", "workspace (one group's network call)", "#9ecae1"),
-         ("divided_mib", "divided (networks + slices of G/P groups)", "#d95f02")]
+         ("divided_mib", "divided (networks + slices of the rank's groups)", "#d95f02")]
 
 
-def memory_panel(ax, setting_rows, title, unit=1.0, unit_name="MiB"):
-    """Stacked bars of the busiest rank's memory split, the 1/P line of the divided part, the model."""
+def model_grid(setting_rows):
+    """The P of the cost-model curve: up to G (every rank needs a group)."""
+    groups = int(float(setting_rows[0]["num_groups"]))
+    return [p for p in (1, 2, 4, 8, 16, 32) if p < groups] + [groups]
+
+
+def memory_panel(ax, setting_rows, title, unit=1.0, unit_name="MiB", extend=()):
+    """Stacked bars of the busiest rank's memory split (measured), the 1/P reference of the divided
+    part, and the fitted model c + k/P, also at the model-only P of ``extend``."""
     top = scaling.busiest(setting_rows)
     ps = [int(r["P"]) for r in top]
-    xs = range(len(ps))
+    xs = list(range(len(ps)))
     bottom = [0.0] * len(ps)
     for key, label, color in PARTS:
         vals = [float(r[key]) / unit for r in top]
         ax.bar(xs, vals, bottom=bottom, color=color, label=label, width=0.6)
         bottom = [b + v for b, v in zip(bottom, vals)]
-    base = [float(r["fixed_mib"]) / unit + float(r["workspace_mib"]) / unit for r in top]
+    base = [(float(r["fixed_mib"]) + float(r["workspace_mib"])) / unit for r in top]
     first = float(top[0]["divided_mib"]) / unit
-    ax.plot(xs, [b + first / p for b, p in zip(base, ps)], "k--", marker="_", markersize=14,
-            label="1/P reference for the divided part")
+    ax.plot(xs, [b + first / p for b, p in zip(base, ps)], "k_", markersize=16, markeredgewidth=2,
+            label="fixed + workspace + divided(P=1)/P")
     c, k = models[top[0]["setting"]]["memory"]
-    ax.plot(xs, [(c + k / p) / unit for p in ps], color="0.4", linestyle=(0, (5, 3)), marker="x",
-            label="model c + k/P (fit)")
-    ax.set_xticks(list(xs), [f"P={p}\n{int(r['groups_held'])} groups" for p, r in zip(ps, top)])
+    all_ps = ps + list(extend)
+    all_xs = list(range(len(all_ps)))
+    ax.plot(all_xs, [(c + k / p) / unit for p in all_ps], marker="x", **MODEL, label="model c + k/P (fit)")
+    ax.set_xticks(all_xs, [f"P={p}\n{int(r['groups_held'])} gr." for p, r in zip(ps, top)]
+                  + [f"P={p}\nmodel" for p in extend])
     ax.set_ylabel(f"peak memory per rank ({unit_name})")
     ax.set_title(title)
 
 
-def time_panel(ax, groups, title, max_p):
-    """Wall time per DART volume against P (measured or extrapolated), the rank's CPU time (the wall
-    time with a core per rank) and the fitted model."""
+def ratio_panel(ax, groups):
+    """The must-show: divided part at P over that at P = 1, against 1/P (+-20 % band)."""
+    ps_all = sorted({x["P"] for _, ratios_of in groups for x in ratios_of})
+    grid = [ps_all[0], ps_all[-1]]
+    ax.fill_between(grid, [0.8 / p for p in grid], [1.2 / p for p in grid], color="0.9", label="1/P +- 20 %")
+    ax.plot(grid, [1 / p for p in grid], "k--", linewidth=1, label="1/P")
+    for (label, ratios_of), color in zip(groups, ("C0", "C2")):
+        ax.plot([x["P"] for x in ratios_of], [x["ratio"] for x in ratios_of], color=color, label=f"{label} (measured)",
+                **STYLE["measured"])
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("ranks P")
+    ax.set_ylabel("divided part / divided part at P = 1")
+    ax.set_title("the part partitioning divides")
+
+
+def time_panel(ax, groups, title):
+    """Time per DART volume against P: the busiest rank's wall time (measured or extrapolated), its
+    CPU time (the wall time with a core per rank) and the model a + b/P fitted to the CPU time."""
     for (label, setting_rows), color in zip(groups, ("C0", "C1", "C2")):
         top = scaling.busiest(setting_rows)
         ps = [int(r["P"]) for r in top]
         source = top[0]["volume_source"]
         ax.plot(ps, [float(r["volume_s"]) for r in top], color=color, label=f"{label}: wall ({source})",
                 **STYLE[source])
-        ax.plot(ps, [float(r["cpu_s"]) for r in top], color=color, label=f"{label}: CPU of the rank ({source})",
+        ax.plot(ps, [float(r["cpu_s"]) for r in top], color=color, label=f"{label}: CPU ({source})",
                 **(STYLE[source] | {"marker": "^", "linewidth": 0.8}))
         a, b = models[top[0]["setting"]]["time"]
-        grid = [p for p in (1, 2, 4, 8, 16, 32) if p <= max_p]
-        ax.plot(grid, [a + b / p for p in grid], color="0.4", linestyle=(0, (5, 3)), linewidth=1)
-    ax.plot([], [], color="0.4", linestyle=(0, (5, 3)), label="model a + b/P (fit to CPU time)")
+        grid = model_grid(setting_rows)
+        ax.plot(grid, [a + b / p for p in grid], **MODEL)
+    ax.plot([], [], **MODEL, label="model a + b/P (fit to CPU)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("ranks P")
@@ -147,21 +175,24 @@ def time_panel(ax, groups, title, max_p):
 
 
 small_name = small_rows[0]["setting"]
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1, 1.3, 1.2]})
-memory_panel(axes[0], by_setting[small_name],
-             f"{small_rows[0]['shape']}, {small_rows[0]['preset']} nets, gloo ranks (measured)")
-memory_panel(axes[1], by_setting["paper"], "155x240x240, paper nets, busiest rank (measured)", unit=1024,
-             unit_name="GiB")
-time_groups = [(f"{small_rows[0]['shape']}", by_setting[small_name])]
+small_label = f"{small_rows[0]['shape']}"
+fig, axes = plt.subplots(1, 4, figsize=(15, 4.2), gridspec_kw={"width_ratios": [0.8, 1.2, 0.9, 1.0]})
+memory_panel(axes[0], by_setting[small_name], f"{small_label}, {small_rows[0]['preset']} nets, gloo ranks")
+memory_panel(axes[1], by_setting["paper"], "155x240x240, paper nets, busiest rank", unit=1024,
+             unit_name="GiB", extend=(16, 31))
+ratio_panel(axes[2], [(small_label, [x for x in ratios if x["setting"] == small_name]),
+                      ("155x240x240", [x for x in ratios if x["setting"] == "paper"])])
+time_groups = [(small_label, by_setting[small_name])]
 if "default_probe" in by_setting:
     time_groups.append(("16x64x64 one-step probe", by_setting["default_probe"]))
 time_groups.append(("155x240x240", by_setting["paper"]))
-time_panel(axes[2], time_groups, "DART wall time per volume", max_p=31)
-axes[0].legend(loc="upper right", fontsize=6)
-axes[2].legend(loc="lower left", fontsize=6)
-fig.text(0.01, -0.04, f"{small_note}; paper shape: committed measurement {paper_rows[0]['date_utc']}. "
-         f"Machine: {'; '.join(machines)}; 2 cores shared with other jobs: times vary with the load "
-         f"(recorded per row), memory does not. Model curves extend to P = G = 31 (one group per rank).",
+time_panel(axes[3], time_groups, "DART time per volume")
+for ax in (axes[0], axes[2], axes[3]):  # the two memory panels share one legend
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=6, frameon=False)
+fig.text(0.01, -0.33, f"{small_note}; paper shape: committed measurement {paper_rows[0]['date_utc']}. "
+         f"Machine: {'; '.join(machines)}; 2 cores shared with other jobs (load average per row in the CSV): "
+         "wall times depend on the load, CPU times and memory hardly. Filled: measured; hollow: extrapolated from "
+         "one measured DART step of one group; dashed gray: fitted model (memory to P = 31 = G).",
          fontsize=6, ha="left", va="top", wrap=True)
 save_figure(fig, "fig5_scaling", out)
 plt.show()
@@ -178,18 +209,18 @@ for x in ratios:
     summary.append([x["setting"], r["shape"], x["P"], int(r["groups_held"]), f"{float(r['fixed_mib']):.0f}",
                     f"{float(r['workspace_mib']):.0f}", f"{x['divided_mib']:.1f}", f"{x['ratio']:.3f}",
                     f"{x['one_over_P']:.3f}", f"{float(r['peak_rss_mib']):.0f}", r["memory_source"],
-                    f"{float(r['volume_s']):.4g}", r["volume_source"]])
-for name, m in models.items():
-    c, k = m["memory"]
-    a, b = m["time"]
-    for p in (16, 31):
-        if name == "paper":
-            summary.append([name, "model", p, "", "", "", "", "", f"{1 / p:.3f}", f"{c + k / p:.0f}", "model",
-                            f"{a + b / p:.4g}", "model"])
+                    f"{float(r['volume_s']):.4g}", f"{float(r['cpu_s']):.4g}", r["volume_source"]])
+c, k = models["paper"]["memory"]
+a, b = models["paper"]["time"]
+for p in (16, 31):
+    busy = len(groups_for_rank(scaling.SETTINGS["paper"].num_groups, 0, p))
+    summary.append(["paper", "model", p, busy, "", "", "", "", f"{1 / p:.3f}", f"{c + k / p:.0f}",
+                    "model", "", f"{a + b / p:.4g}", "model"])
 prov = provenance(cfg, "fig5_scaling")
 tables.write_table(out / "fig5_scaling", ["Setting", "Shape", "P", "Groups (busiest rank)", "Fixed MiB",
                                           "Workspace MiB", "Divided MiB", "Divided / divided at P=1", "1/P",
-                                          "Peak MiB", "Memory", "Wall s per volume", "Time"], summary,
+                                          "Peak MiB", "Memory", "Wall s per volume", "CPU s per volume",
+                                          "Time"], summary,
                    title="Figure 5 (bottom): DART peak memory per rank and wall time per volume against P",
                    provenance=prov, notes=[
                        small_note + "; paper shape: committed measurement " + paper_rows[0]["date_utc"] + ".",
@@ -198,7 +229,8 @@ tables.write_table(out / "fig5_scaling", ["Setting", "Shape", "P", "Groups (busi
                        "benchmarks/scaling.py).",
                        "Paper shape: G = 31 groups of 5 slices (155 = 5 x 31); memory measured with one DART step "
                        "of one group; time per volume extrapolated from it x groups held x DART steps.",
-                       "Model rows: least-squares fit of peak = c + k/P and time = a + b/P over the measured P.",
+                       "Model rows: least-squares fit of peak = c + k/P and of the CPU time = a + b/P over "
+                       "the measured P (CPU time of the busiest rank: its wall time with a core per rank).",
                        "2 CPU cores shared with other jobs: wall times depend on the load average (in the per-case "
                        "CSV); ranks beyond the free cores share them."])
 tables.write_json(out / "fig5_scaling.json", {
