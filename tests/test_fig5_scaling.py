@@ -13,6 +13,7 @@ from paperlib.paths import repo_root
 sys.path.insert(0, str(repo_root()))
 from benchmarks import scaling  # noqa: E402
 
+MiB = 2**20
 COLUMNS = {"setting", "kind", "shape", "P", "rank", "groups_held", "params_held", "fixed_mib", "divided_mib",
            "workspace_mib", "peak_rss_mib", "memory_source", "step_s", "step_source", "volume_s", "volume_source",
            "equals_dart", "cpu_s", "peak_reset", "cores", "cpu_model", "torch", "threads", "date_utc", "loadavg_1min", "all_ranks_peak_GiB",
@@ -39,6 +40,8 @@ def test_ci_measurement_columns_and_split(ci_rows):
     one = [r for r in ci_rows if r["P"] == 1][0]
     two = [r for r in ci_rows if r["P"] == 2]
     assert one["divided_mib"] > 0 and all(0 < r["divided_mib"] < one["divided_mib"] for r in two)
+    assert all(0.25 < r["divided_mib"] / one["divided_mib"] < 0.75 for r in two)  # ~1/2, RSS pages are coarse
+    assert one["divided_mib"] * MiB >= 4 * one["params_held"]  # the float32 networks are in it
     assert one["params_held"] == sum(r["params_held"] for r in two)
 
 
