@@ -31,17 +31,20 @@ Two kinds of run
     at every P is compared with :func:`paperlib.recon.dart.dart` in one process (``equals_dart``; it
     must be bit-identical). Wall time per volume is measured.
 ``probe`` (paper): the busiest rank of each P runs alone in a fresh process (no process group) and
-    holds everything that rank would hold (its networks and measured slices); it then runs ONE DART
-    step of ONE of its groups (network, Eq. 4, DDIM step). Its peak memory is the rank's peak in a whole
+    holds everything that rank would hold (its networks and measured slices); it then runs
+    ``PROBE_STEPS`` = 3 DART steps (network, Eq. 4, DDIM step) of ONE of its groups: the first is cold
+    (one-time set-up, ``group_step_cold_s``), the mean of the others is the group's step
+    (``group_step_s`` wall, ``group_step_cpu_s`` CPU). Its peak memory is the rank's peak in a whole
     run (every step and every group repeats the same work on same-sized tensors, one group at a time),
     except for the sampler's iterates of the rank's slices (``4 x slices x H x W x 4 B``, 0.14 GiB at
-    P = 1), which the probe adds to the workspace analytically (``iterates_added_mib``). Time: the one measured
-    group step times the groups held is the rank's step (``extrapolated``); times the profile's DART
+    P = 1), which the probe adds to the workspace analytically (``iterates_added_mib``). Time: the
+    group's step times the groups held is the rank's step (``extrapolated``); times the profile's DART
     steps, the volume (``extrapolated``). On this CPU one paper-width step of one 5-slice group takes
-    about a minute, a whole step at P = 1 half an hour, so whole runs are out of reach. The ranks are
-    probed one at a time because P ranks at once do not fit this 24 GiB machine for P >= 4 (the CSV's
-    ``all_ranks_peak_GiB`` column sums the per-rank peaks); the probe process has no gloo group, whose
-    cost the default rows show to be small. The same probe is run at the default shape, where the
+    about 35 CPU seconds, a whole step at P = 1 about 18 CPU minutes, so whole runs are out of reach.
+    The ranks are probed one at a time because P ranks at once do not fit this 24 GiB machine for
+    P = 8 (the CSV's ``all_ranks_peak_GiB`` sums the per-rank peaks, ``all_ranks_fit_machine`` compares
+    the sum with the machine's memory); the probe process has no gloo group, whose cost the default
+    rows show to be small. The same probe is run at the default shape (``default_probe``), where the
     extrapolated volume time can be compared with the measured one.
 
 Memory split (per rank, Linux RSS from ``/proc/self/statm``, peak from ``VmHWM``)
@@ -105,6 +108,8 @@ MiB = 2**20
 GiB = 2**30
 RESULTS = Path(__file__).resolve().parent / "results"
 MACHINE_GIB = 24.0
+#: DART steps of one group per probe: the first is cold (one-time set-up), the others are timed.
+PROBE_STEPS = 3
 
 
 @dataclass(frozen=True)
@@ -267,7 +272,8 @@ def gloo_rank(rank: int, world: int, setting: Setting, seed: int) -> dict:
 
 
 def probe_rank(rank: int, world: int, setting: Setting, ranks: int, seed: int) -> dict:
-    """The busiest rank of a ``ranks``-rank run, alone: hold its groups, run one DART step of one group."""
+    """The busiest rank of a ``ranks``-rank run, alone: hold its groups, run ``PROBE_STEPS`` DART steps
+    of one group (the first cold, the others timed)."""
     _warm_up(setting, seed)
     start = _start()
     groups = groups_for_rank(setting.num_groups, 0, ranks)
@@ -282,14 +288,19 @@ def probe_rank(rank: int, world: int, setting: Setting, ranks: int, seed: int) -
     cb = physics_callback(op, y_group, steps=d["physics_steps"], step_kwargs=d["step_kwargs"])
     t_start = sampler.start_timestep(d["start"])
     x_T = torch.randn(tuple(y_group.shape), generator=torch.Generator().manual_seed(seed))
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    one.sample(tuple(y_group.shape), num_steps=1, generator=torch.Generator().manual_seed(seed), callback=cb,
-               x_T=x_T, t_start=t_start)
-    group_step, group_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    walls, cpus = [], []
+    for _ in range(PROBE_STEPS):
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        one.sample(tuple(y_group.shape), num_steps=1, generator=torch.Generator().manual_seed(seed), callback=cb,
+                   x_T=x_T, t_start=t_start)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - cpu0)
+    group_step, group_cpu = float(np.mean(walls[1:])), float(np.mean(cpus[1:]))
     iterates = 4 * y_local.shape[0] * y_local.shape[1] * y_local.shape[2] * 4  # x_t, x0_hat, eps, x_prev (float32)
     return {"groups": groups, "params": sum(count_parameters(m) for m in models), "threads": torch.get_num_threads(),
             **_memory(start, rss1, extra=iterates), "iterates_added_mib": iterates / MiB,
-            "group_step_s": group_step, "cpu_s": group_cpu * len(groups) * d["steps"], "steps": d["steps"]}
+            "group_step_s": group_step, "group_step_cold_s": walls[0], "group_step_cpu_s": group_cpu,
+            "cpu_s": group_cpu * len(groups) * d["steps"], "steps": d["steps"]}
 
 
 # ---------------------------------------------------------------------------- runs
@@ -343,7 +354,8 @@ def run_setting(setting: Setting, seed: int = 0, ranks: tuple[int, ...] | None =
             for rank, r in enumerate(res):
                 wall = stats[rank]["wall_time_s"]
                 rows.append(_row(setting, world, rank, r, env, shape, step_s=wall / r["steps"], step_source="measured",
-                                 volume_s=wall, volume_source="measured", group_step_s=None, equals_dart=same))
+                                 volume_s=wall, volume_source="measured", group_step_s=None, group_step_cold_s=None,
+                                 group_step_cpu_s=None, iterates_added_mib=0.0, equals_dart=same))
         else:
             r = _probe(setting, world, seed, shape, log)
             if r is None:
@@ -352,6 +364,8 @@ def run_setting(setting: Setting, seed: int = 0, ranks: tuple[int, ...] | None =
             step = r["group_step_s"] * len(r["groups"])
             rows.append(_row(setting, world, 0, r, env, shape, step_s=step, step_source="extrapolated",
                              volume_s=step * r["steps"], volume_source="extrapolated", group_step_s=r["group_step_s"],
+                             group_step_cold_s=r["group_step_cold_s"], group_step_cpu_s=r["group_step_cpu_s"],
+                             iterates_added_mib=r["iterates_added_mib"],
                              equals_dart=None))
         for row in rows[-world if setting.kind == "gloo" else -1:]:
             log(f"  {setting.name} P={world} rank {row['rank']}: groups {row['groups_held']}, fixed {row['fixed_mib']:.0f} "
