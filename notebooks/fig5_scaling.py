@@ -23,8 +23,9 @@
 #   processes on this CPU, every number measured (DART runs whole; each reconstruction equals
 #   `paperlib.recon.dart` in one process);
 # * the paper's shape: 155x240x240, paper-width networks, G = 31 groups of 5 slices, P = 1, 2, 4, 8:
-#   peak memory of the busiest rank measured with one DART step of one of its groups; time per step
-#   and per volume **extrapolated** from that step (hollow markers);
+#   peak memory of the busiest rank measured while it holds all its groups and runs three DART steps
+#   of one of them; time per step and per volume **extrapolated** from the warm steps x groups held x
+#   DART steps (hollow markers);
 # * dashed gray: the fitted cost model memory = c + k / P, time = a + b / P, drawn as a model.
 #
 # Measuring the paper's shape takes a quarter of an hour on this CPU, so the default and paper
@@ -192,7 +193,7 @@ for ax in (axes[0], axes[2], axes[3]):  # the two memory panels share one legend
 fig.text(0.01, -0.33, f"{small_note}; paper shape: committed measurement {paper_rows[0]['date_utc']}. "
          f"Machine: {'; '.join(machines)}; 2 cores shared with other jobs (load average per row in the CSV): "
          "wall times depend on the load, CPU times and memory hardly. Filled: measured; hollow: extrapolated from "
-         "one measured DART step of one group; dashed gray: fitted model (memory to P = 31 = G).",
+         "the timed DART steps of one group x groups held x steps; dashed gray: fitted model (memory to P = 31 = G).",
          fontsize=6, ha="left", va="top", wrap=True)
 save_figure(fig, "fig5_scaling", out)
 plt.show()
@@ -227,8 +228,10 @@ tables.write_table(out / "fig5_scaling", ["Setting", "Shape", "P", "Groups (busi
                        "Busiest rank per P. Fixed: RSS before the phase; divided: RSS after the rank built its "
                        "networks and cut its slices, minus fixed; workspace: peak minus both (method in "
                        "benchmarks/scaling.py).",
-                       "Paper shape: G = 31 groups of 5 slices (155 = 5 x 31); memory measured with one DART step "
-                       "of one group; time per volume extrapolated from it x groups held x DART steps.",
+                       "Paper shape: G = 31 groups of 5 slices (155 = 5 x 31, groups spread by groups_for_rank); "
+                       "the busiest rank probed alone, holding all its groups, with three DART steps of one group "
+                       "(the first cold); time per volume extrapolated: mean warm step x groups held x the paper "
+                       "profile's DART steps. Memory is measured.",
                        "Model rows: least-squares fit of peak = c + k/P and of the CPU time = a + b/P over "
                        "the measured P (CPU time of the busiest rank: its wall time with a core per rank).",
                        "2 CPU cores shared with other jobs: wall times depend on the load average (in the per-case "
