@@ -185,7 +185,7 @@ ratio_panel(axes[2], [(small_label, [x for x in ratios if x["setting"] == small_
                       ("155x240x240", [x for x in ratios if x["setting"] == "paper"])])
 time_groups = [(small_label, by_setting[small_name])]
 if "default_probe" in by_setting:
-    time_groups.append(("16x64x64 one-step probe", by_setting["default_probe"]))
+    time_groups.append(("16x64x64 probe", by_setting["default_probe"]))
 time_groups.append(("155x240x240", by_setting["paper"]))
 time_panel(axes[3], time_groups, "DART time per volume")
 for ax in (axes[0], axes[2], axes[3]):  # the two memory panels share one legend
