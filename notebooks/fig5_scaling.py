@@ -1,9 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -35,9 +40,14 @@
 # exercises the code. All rows go to `figures/fig5_scaling_cases.csv`.
 
 # %% tags=["parameters"]
-profile = "default"
-out_dir = "../figures"
+# In JupyterLab the profile and the output folder come from the environment (`make lab PROFILE=ci`
+# sets both); papermill's injected parameters (make figures, the tests) override these lines.
+import os
+
+profile = os.environ.get("PAPERLIB_PROFILE", "default")
+out_dir = os.environ.get("PAPERLIB_OUT_DIR", "../figures")
 progress = False
+
 
 # %%
 import sys
