@@ -22,6 +22,11 @@ The weights are random (seeded per group); time and memory do not depend on thei
 
 On a machine with fewer cores than ranks the processes share cores and the wall time stops
 falling (P = 4 on 2 cores); the table records the core count.
+
+Peak RSS here is process-lifetime and includes the interpreter, torch and gloo; until
+:func:`~paperlib.diffusion.distributed.peak_rss_bytes` read ``VmHWM`` it was ``ru_maxrss``, which in a
+spawned rank also carries the parent's resident size at the fork. ``benchmarks/scaling.py`` (Figure 5)
+splits the peak into the fixed part, the part partitioning divides and the per-call workspace.
 """
 from __future__ import annotations
 

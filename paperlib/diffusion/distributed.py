@@ -17,8 +17,8 @@ Without ``WORLD_SIZE`` in the environment, :func:`init_from_env` returns a singl
 and every collective here is the identity, so library code never needs to branch on it.
 
 Memory: on GPU ``torch.cuda.max_memory_allocated`` over the tracked region (``peak_cuda_alloc_bytes``);
-on CPU the process-lifetime peak RSS, ``ru_maxrss * 1024`` on Linux (``peak_rss_bytes``, it
-includes the interpreter and torch, and cannot be reset). The two are not comparable.
+on CPU the process's peak RSS (``peak_rss_bytes``: ``VmHWM`` on Linux, which includes the interpreter
+and torch; :func:`reset_peak_rss` restarts it). The two are not comparable.
 
 >>> groups_for_rank(4, rank=1, world_size=2)
 [2, 3]
@@ -155,9 +155,34 @@ class RankStats:
 
 
 def peak_rss_bytes() -> int:
-    """Process-lifetime peak resident set size in bytes (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process in bytes.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of this process image (reset by
+    :func:`reset_peak_rss`). Not ``ru_maxrss``: for a process started by :func:`spawn` (fork, then
+    exec) that keeps the parent's resident size at the fork, so a large parent hides the child's own
+    peak. Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def reset_peak_rss() -> bool:
+    """Reset :func:`peak_rss_bytes` to the current resident size (Linux >= 4.0: ``5`` written to
+    ``/proc/self/clear_refs``), so that a later peak belongs to what ran in between. Returns
+    whether it could; where it cannot, the peak stays the process-lifetime one."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -241,6 +266,9 @@ def partitioned_sample(
     seed: int,
     callback: Callback | None = None,
     gather_for_callback: bool = False,
+    x_T: Tensor | None = None,
+    t_start: int | None = None,
+    generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> DistributedSample:
     """Sample a partitioned prior with the slice groups spread over the ranks.
@@ -259,6 +287,11 @@ def partitioned_sample(
         measurement the caller cuts with ``local_part(y, num_groups, groups_for_rank(...))``); with ``True``
         the slices are all-gathered first, the callback gets and returns the whole volume (e.g.
         multislice 4D-STEM), and each rank keeps its own slices of the result.
+    x_T, t_start : optional starting point of the *whole* ``shape`` at timestep ``t_start`` (DART's
+        SDEdit start, :func:`paperlib.recon.dart.start_point`); each rank cuts its own slices.
+    generator : used instead of ``torch.Generator().manual_seed(seed)`` when given, e.g. the
+        generator that :func:`~paperlib.recon.dart.start_point` drew ``x_T`` from, so that the
+        result equals :func:`paperlib.recon.dart.dart` in one process with the same generator.
 
     Returns
     -------
@@ -271,6 +304,8 @@ def partitioned_sample(
     shape = tuple(int(s) for s in shape)
     if shape[-3] != num_groups * group_size:
         raise ValueError(f"shape: depth {shape[-3]} != num_groups {num_groups} x group_size {group_size}")
+    if x_T is not None and tuple(x_T.shape) != shape:
+        raise ValueError(f"x_T: expected the whole volume's shape {shape}, got {tuple(x_T.shape)}")
     local_shape = shape[:-3] + (len(groups) * group_size,) + shape[-2:]
     prior = PartitionedPrior([m.to(ctx.device) for m in models], sampler, group_size, group_indices=groups)
 
@@ -281,8 +316,10 @@ def partitioned_sample(
             return local_part(full, num_groups, groups)
 
     with track(ctx, groups) as stats:
-        local = prior.sample(local_shape, num_steps=num_steps, generator=torch.Generator().manual_seed(seed),
-                             callback=cb, device=ctx.device, progress=progress and ctx.is_main)
+        gen = generator if generator is not None else torch.Generator().manual_seed(seed)
+        start = None if x_T is None else local_part(x_T, num_groups, groups).to(ctx.device)
+        local = prior.sample(local_shape, num_steps=num_steps, generator=gen, callback=cb, x_T=start,
+                             t_start=t_start, device=ctx.device, progress=progress and ctx.is_main)
         volume = all_gather_volume(local) if ctx.world_size > 1 else local
     all_stats = gather_stats(stats)
     return DistributedSample(volume if ctx.is_main else None, all_stats, local, groups)
