@@ -62,6 +62,11 @@ $(BUILD)/%.ipynb: notebooks/%.py notebooks/params/$(PROFILE).yaml $(PKG_SRC) $(P
 	$(PY) -m paperlib._run_notebook $< $@ profile=$(PROFILE) out_dir=$(abspath $(FIGURES)); \
 	echo "   $* took $$(( $$(date +%s) - start )) s"
 
+# Notebooks that read more than the library and the priors: Figure 5 reads the committed scaling
+# measurements (and imports benchmarks/scaling.py), Table 3 the project's feature encoders.
+$(BUILD)/fig5_scaling.ipynb: benchmarks/scaling.py $(wildcard benchmarks/results/scaling_*.csv)
+$(BUILD)/tab3_generation.ipynb: $(wildcard checkpoints/encoder_*/encoder.safetensors)
+
 # pytest exits 5 when it collects no tests: that is a failure here, with a message saying so.
 test: $(VENV)/.installed
 	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \

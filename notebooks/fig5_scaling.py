@@ -98,11 +98,48 @@ for x in ratios:
           f"vs 1/P = {x['one_over_P']:.3f} ({x['relative_error']:+.1%}, within 20 %: {x['within_20pct']})")
 
 # %% [markdown]
-# ## Top panel (issue 17 part 2a, not built here)
+# ## Top panel: vanilla video diffusion against DART and DRIFT
 #
-# The top row of Figure 5 (wall time and SSIM of vanilla video diffusion over the whole depth,
-# DART and DRIFT on the same volumes) belongs here, as `draw_top_panel(axes)` above the bottom
-# row drawn below; no numbers for it are measured or drawn in this notebook yet.
+# The paper's full multi-slice baseline is one video-diffusion network over the whole depth. Here
+# it is the MRI method `video_diffusion`: DART's loop, settings and data consistency with the
+# whole-depth network `prior.single_checkpoint` (group 0 of the shipped prior fine-tuned on whole
+# volumes, a short CPU run: see its manifest) instead of the partitioned stack. All three run in one
+# process on the first `fig5.top_volumes` test volumes of Table 1 (same masks, seed 0; DART's and
+# DRIFT's rows equal Table 1's), and every row records wall time, the process's peak resident
+# memory during the call (`paperlib.measure`, which includes torch and the data) and SSIM
+# (`figures/fig5_scaling_top_cases.csv`). On one device the whole-depth network does the same
+# per-slice work as the stack; the partitioned prior's advantage is that its groups can go to
+# different ranks (bottom panels).
+
+# %%
+from paperlib.experiments import mri as mri_exp
+from paperlib.experiments.runner import run_cases
+from paperlib.reference import METHOD_LABELS
+
+TOP_METHODS = ("video_diffusion", "dart", "drift")
+top_cases = mri_exp.mri_cases(cfg, split="test", n=cfg.fig5.top_volumes, progress=progress)
+top_rows, _ = run_cases(cfg, "mri", top_cases, TOP_METHODS, seeds=(0,), progress=progress)
+tables.write_cases(top_rows, out / "fig5_scaling_top_cases.csv")
+top_summary = {s["method"]: s for s in tables.summarise(top_rows)}
+fig_top, axes_top = plt.subplots(1, 3, figsize=(10, 2.8))
+for ax, (column, label, scale) in zip(axes_top, (("ssim_whole", "SSIM (whole image)", 1.0),
+                                                 ("wall_time_s", "wall time per volume (s)", 1.0),
+                                                 ("peak_rss_bytes", "peak RSS during the call (MiB)", 2**20))):
+    for i, method in enumerate(TOP_METHODS):
+        values = [float(r[column]) / scale for r in top_rows if r["method"] == method]
+        ax.bar(i, sum(values) / len(values), color=f"C{i}", width=0.6)
+        ax.plot([i] * len(values), values, "k.", markersize=4)
+    ax.set_xticks(range(len(TOP_METHODS)), [METHOD_LABELS[m].split(" (")[0].replace("Vanilla ", "Vanilla\n")
+                                            for m in TOP_METHODS], fontsize=7)
+    ax.set_ylabel(label)
+fig_top.suptitle(f"Figure 5 (top): {len(top_cases)} MRI test volumes {tuple(cfg.mri.shape)}, one process, "
+                 f"{cfg.threads} threads; bars: mean, dots: volumes", y=1.02)
+save_figure(fig_top, "fig5_scaling_top", out)
+plt.show()
+for method in TOP_METHODS:
+    s_ = top_summary[method]
+    print(f"{method:16s} SSIM {s_['ssim_whole_mean']:.3f}  wall {s_['wall_time_s_mean']:.1f} s  "
+          f"peak {s_['peak_rss_bytes_mean'] / 2**20:.0f} MiB  (n = {s_['n']})")
 
 # %% [markdown]
 # ## Bottom panels: memory per rank and time per volume against P

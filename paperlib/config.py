@@ -103,6 +103,12 @@ class Table2Config(_Section):
     fig4: OODExamplesConfig = OODExamplesConfig()
 
 
+class Fig5Config(_Section):
+    """Figure 5, top (``fig5_scaling``): vanilla video diffusion against DART and DRIFT."""
+
+    top_volumes: int = Field(2, ge=1, description="first test volumes of Table 1 reconstructed by each method")
+
+
 class Table3Config(_Section):
     """Table 3 (``tab3_generation``): generated volumes of the whole-depth network against the
     partitioned stack (``paperlib.experiments.generation``)."""
@@ -384,6 +390,7 @@ class Profile(_Section):
     validation: ValidationConfig | None = None
     real_mri: RealMRIConfig | None = None
     tab3: Table3Config = Table3Config()
+    fig5: Fig5Config = Fig5Config()
 
     @model_validator(mode="after")
     def _validation_grid_fits(self) -> "Profile":

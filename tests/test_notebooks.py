@@ -169,6 +169,20 @@ def test_tab3_outputs(ci_outputs):
     assert "Few volumes" in md and "single_ci" in md
 
 
+@pytest.mark.notebook
+def test_fig5_top_outputs(ci_outputs):
+    """Figure 5's top: vanilla video diffusion, DART and DRIFT on Table 1's first test volumes;
+    DART and DRIFT score as in Table 1 (same case, mask and seed)."""
+    assert (ci_outputs / "fig5_scaling_top.png").stat().st_size > 1000
+    rows = tables.read_cases(ci_outputs / "fig5_scaling_top_cases.csv")
+    assert [r["method"] for r in rows][:3] == ["video_diffusion", "dart", "drift"]
+    table = {(r["case"], r["method"], r["seed"]): r for r in tables.read_cases(ci_outputs / "tab1_ssim_cases.csv")}
+    for r in rows:
+        assert 0 < float(r["ssim_whole"]) < 1 and float(r["wall_time_s"]) > 0
+        if r["method"] != "video_diffusion":
+            assert r["ssim_whole"] == table[(r["case"], r["method"], r["seed"])]["ssim_whole"]
+
+
 def _check_same_as_table(figure_rows, table_rows, column: str) -> None:
     """A figure's case is reconstructed as in the table: same methods, seed and scores."""
     key = {(r["case"], r["seed"]) for r in figure_rows}
