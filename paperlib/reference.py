@@ -44,5 +44,5 @@ METHOD_LABELS = {
     "three_pie": "3PIE (ours: multislice ePIE after Maiden 2012)",
     "torchslice": "Torchslice (ours: autodiff Adam after Diederichs 2024)",
     "three_pie_thickness": "3PIE + thickness search (ours, not in the paper)",
-    "video_diffusion": "Vanilla video diffusion (one network over the whole depth, DART's loop)",
+    "video_diffusion": "Vanilla video diffusion (ours: one network over the whole depth, DART's loop)",
 }

@@ -165,7 +165,7 @@ def test_tab3_outputs(ci_outputs):
         assert float(r["fvd"]) >= 0 and float(r["jedi"]) == float(r["jedi"])
     md = (ci_outputs / "tab3_generation.md").read_text()
     assert all(label in md for label in MODEL_LABELS.values())
-    assert md.count("sanity row") == 2 * len(t3.modalities) * len(t3.extractors)  # FVD and JEDi notes
+    assert md.count("): sanity row") == 2 * len(t3.modalities) * len(t3.extractors)  # FVD and JEDi notes
     assert "Few volumes" in md and "single_ci" in md
 
 

@@ -25,7 +25,7 @@ from ..config import Profile
 from ..diffusion.checkpoints import load_partitioned_prior
 from ..diffusion.partition import PartitionedPrior, derive_seed
 from ..metrics.video import frechet_distance, jedi, load_extractor, volume_features
-from .priors import _resolve
+from .priors import resolve_checkpoint
 
 Modality = Literal["mri", "stem"]
 #: the rows' ``model`` column: the two priors and the sanity row
@@ -81,8 +81,8 @@ def load_priors(profile: Profile, modality: Modality) -> dict[str, PartitionedPr
     if section.single_checkpoint is None:
         raise ValueError(f"profile {profile.name}: {where}.single_checkpoint is not set; Table 3 needs the "
                          "whole-depth prior (python -m paperlib train --preset <modality>_single)")
-    priors = {"partitioned": load_partitioned_prior(_resolve(section.checkpoint)),
-              "whole_depth": load_partitioned_prior(_resolve(section.single_checkpoint))}
+    priors = {"partitioned": load_partitioned_prior(resolve_checkpoint(section.checkpoint)),
+              "whole_depth": load_partitioned_prior(resolve_checkpoint(section.single_checkpoint))}
     if len(priors["whole_depth"].models) != 1:
         raise ValueError(f"{where}.single_checkpoint: expected one network over the whole depth, got "
                          f"{len(priors['whole_depth'].models)} groups")
@@ -115,7 +115,7 @@ def extractor_for(profile: Profile, modality: Modality, name: str):
     clip = profile.stem_diffusion.clip if modality == "stem" else None
     value_range = (0.0, 1.0) if clip is None else (float(clip[0]), float(clip[1]))
     weights = profile.tab3.weights_dir
-    return load_extractor(name, weights_dir=None if weights is None else _resolve(weights), value_range=value_range)
+    return load_extractor(name, weights_dir=None if weights is None else resolve_checkpoint(weights), value_range=value_range)
 
 
 def generation_rows(profile: Profile, modality: Modality, *, progress: bool = False) -> list[dict]:

@@ -24,7 +24,8 @@ def _cached_prior(path: str, method: str, eta: float, clip: tuple[float, float] 
     return load_partitioned_prior(path, method=method, eta=eta, clip=clip)
 
 
-def _resolve(checkpoint: str) -> Path:
+def resolve_checkpoint(checkpoint: str) -> Path:
+    """A prior folder named relative to the repository (or absolute), resolved."""
     path = Path(checkpoint)
     return (path if path.is_absolute() else repo_root() / path).resolve()
 
@@ -36,7 +37,7 @@ def guided_prior(section: DiffusionReconConfig, checkpoint: str, *, data_scale: 
     the scale the prior was trained with (its manifests record it), else a
     :class:`ValueError` names both — a prior used at the wrong scale fails silently otherwise.
     """
-    path = _resolve(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     if data_scale is not None:
         manifests = sorted(path.glob("prior_group*.json"))
         for m in manifests:
@@ -51,7 +52,7 @@ def guided_prior(section: DiffusionReconConfig, checkpoint: str, *, data_scale: 
 def prior_weights(*checkpoints: str) -> list[Path]:
     """The weight files (``prior_group*.safetensors``) of the prior folders ``checkpoints``
     (relative to the repository), for :func:`paperlib.provenance.provenance` to hash."""
-    return [w for c in checkpoints for w in sorted(_resolve(c).glob("prior_group*.safetensors"))]
+    return [w for c in checkpoints for w in sorted(resolve_checkpoint(c).glob("prior_group*.safetensors"))]
 
 
 @dataclass(frozen=True)

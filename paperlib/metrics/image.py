@@ -35,7 +35,6 @@ Conventions (fixed here, used by every table and by DRIFT's candidate selection)
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from ..io import InputValidationError
 
@@ -117,6 +116,10 @@ def ssim_maps(pred: torch.Tensor, target: torch.Tensor, *, data_range: float | N
     rng = data_range_of(target) if data_range is None else float(data_range)
     flat = pred.reshape(-1, 1, h, w)
     flat_target = target.expand(pred.shape).reshape(-1, 1, h, w)
+    # imported here: torchmetrics imports transformers (and so yaml) when it is installed, and the
+    # training path (no yaml, no pydantic on a bare GPU machine) imports this module
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     _, full = structural_similarity_index_measure(
         flat, flat_target, data_range=rng, kernel_size=window, sigma=1.5 * window / 11,
         reduction="none", return_full_image=True)
