@@ -39,8 +39,8 @@ from pathlib import Path
 
 import torch
 
-from paperlib.diffusion.distributed import (current_context, groups_for_rank, partitioned_sample, peak_rss_bytes,
-                                            spawn, track)
+from paperlib.diffusion.distributed import (current_context, current_rss_bytes, groups_for_rank, partitioned_sample,
+                                            peak_rss_bytes, spawn, track)
 from paperlib.diffusion.partition import derive_seed
 from paperlib.diffusion.sampler import Sampler
 from paperlib.diffusion.schedules import ScheduleConfig, q_sample
@@ -48,15 +48,6 @@ from paperlib.diffusion.unet3d import PRESETS, UNet3D, count_parameters
 from paperlib.io import atomic_write_bytes
 
 MiB = 2**20
-
-
-def current_rss_bytes() -> int:
-    """Resident set size now (Linux ``/proc/self/statm``; elsewhere the peak, an upper bound)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return peak_rss_bytes()
 
 
 def _model(preset: str, group: int) -> UNet3D:

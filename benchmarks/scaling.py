@@ -93,8 +93,8 @@ import numpy as np
 import torch
 
 from paperlib.config import load_profile
-from paperlib.diffusion.distributed import (groups_for_rank, local_part, partitioned_sample, peak_rss_bytes,
-                                            reset_peak_rss, spawn)
+from paperlib.diffusion.distributed import (current_rss_bytes, groups_for_rank, local_part, partitioned_sample,
+                                            peak_rss_bytes, proc_field_bytes, reset_peak_rss, spawn)
 from paperlib.diffusion.partition import PartitionedPrior, derive_seed
 from paperlib.diffusion.sampler import Sampler
 from paperlib.diffusion.schedules import ScheduleConfig
@@ -142,25 +142,9 @@ SETTINGS: dict[str, Setting] = {
 
 
 # ---------------------------------------------------------------------------- per-process helpers
-def current_rss_bytes() -> int:
-    """Resident set size now (Linux ``/proc/self/statm``; elsewhere the peak, an upper bound)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return peak_rss_bytes()
-
-
 def available_bytes() -> int | None:
     """``MemAvailable`` of ``/proc/meminfo`` (None where there is none)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return proc_field_bytes("/proc/meminfo", "MemAvailable:")
 
 
 def machine() -> dict:

@@ -52,6 +52,19 @@ def _hermitian_mask(depth: int, n: int) -> torch.Tensor:
     return cols.expand(depth, n, n).clone()
 
 
+
+def _gaussian_problem(seed: int, s: float, depth: int = 2, n: int = 8):
+    """A linear Gaussian MRI problem: a random mean image ``mu``, a truth drawn around it with
+    std ``s``, its k-space on a Hermitian mask, the isotropic Gaussian prior, and the posterior
+    mean (measured coefficients kept, unmeasured ones from ``mu``)."""
+    g = torch.Generator().manual_seed(seed)
+    mu = 0.5 + 0.2 * torch.rand(depth, n, n, generator=g, dtype=torch.float64)
+    x_true = mu + s * torch.randn(depth, n, n, generator=g, dtype=torch.float64)
+    op = MRIOperator(_hermitian_mask(depth, n))
+    y = op.forward(x_true)
+    expected = ifft2c(y + (~op.mask) * fft2c(mu)).real
+    return op, y, _gaussian_prior(mu, s), expected
+
 def test_dart_mean_matches_the_gaussian_posterior_mean():
     """Linear Gaussian MRI problem, x ~ N(mu, s^2 I), noiseless y = M F x, exact denoiser.
 
@@ -64,14 +77,8 @@ def test_dart_mean_matches_the_gaussian_posterior_mean():
     k-space coefficients, so this holds whether or not DDIM carries the network's noise
     estimate; :func:`test_ddim_step_carries_the_given_noise_estimate` checks that part.)
     """
-    g = torch.Generator().manual_seed(0)
-    depth, n, s, runs = 2, 8, 0.3, 300
-    mu = 0.5 + 0.2 * torch.rand(depth, n, n, generator=g, dtype=torch.float64)
-    x_true = mu + s * torch.randn(depth, n, n, generator=g, dtype=torch.float64)
-    op = MRIOperator(_hermitian_mask(depth, n))
-    y = op.forward(x_true)
-    prior = _gaussian_prior(mu, s)
-    expected = ifft2c(op.forward(x_true) + (~op.mask) * fft2c(mu)).real
+    s, runs = 0.3, 300
+    op, y, prior, expected = _gaussian_problem(0, s)
 
     outs = torch.stack([dart(prior, op, y, generator=torch.Generator().manual_seed(r), num_steps=8)
                         for r in range(runs)]).double()
@@ -88,18 +95,12 @@ def test_dart_samples_returns_the_mean_of_a_batch_of_samples():
     """``samples=K`` is the mean of K DART samples drawn as one batch: on the linear Gaussian
     problem it is the posterior mean up to Monte-Carlo error with K runs (the same bound as
     above), data-consistent, and far closer to it than one sample."""
-    g = torch.Generator().manual_seed(1)
-    depth, n, s, k = 2, 8, 0.3, 200
-    mu = 0.5 + 0.2 * torch.rand(depth, n, n, generator=g, dtype=torch.float64)
-    x_true = mu + s * torch.randn(depth, n, n, generator=g, dtype=torch.float64)
-    op = MRIOperator(_hermitian_mask(depth, n))
-    y = op.forward(x_true)
-    prior = _gaussian_prior(mu, s)
-    expected = ifft2c(op.forward(x_true) + (~op.mask) * fft2c(mu)).real
+    s, k = 0.3, 200
+    op, y, prior, expected = _gaussian_problem(1, s)
     mean = dart(prior, op, y, generator=torch.Generator().manual_seed(0), num_steps=8, samples=k).double()
     single = dart(prior, op, y, generator=torch.Generator().manual_seed(0), num_steps=8).double()
     stderr = s * math.sqrt((1 - op.sampled_fraction) / k)
-    assert mean.shape == (depth, n, n)
+    assert mean.shape == (2, 8, 8)  # _gaussian_problem: depth 2, 8 x 8
     assert float((mean - expected).abs().max()) < 5 * stderr
     assert float((single - expected).pow(2).mean()) > 20 * float((mean - expected).pow(2).mean())
     assert torch.allclose(op.forward(mean), y, atol=1e-5)

@@ -154,6 +154,28 @@ class RankStats:
         return asdict(self)
 
 
+def proc_field_bytes(path: str, key: str) -> int | None:
+    """A ``kB`` field of a Linux ``/proc`` file (e.g. ``VmHWM:`` of ``/proc/self/status``,
+    ``MemAvailable:`` of ``/proc/meminfo``) in bytes; ``None`` where the file or field is missing."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def current_rss_bytes() -> int:
+    """Resident set size now (Linux ``/proc/self/statm``; elsewhere the peak, an upper bound)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return peak_rss_bytes()
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process in bytes.
 
@@ -162,13 +184,9 @@ def peak_rss_bytes() -> int:
     exec) that keeps the parent's resident size at the fork, so a large parent hides the child's own
     peak. Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS).
     """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    peak = proc_field_bytes("/proc/self/status", "VmHWM:")
+    if peak is not None:
+        return peak
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
