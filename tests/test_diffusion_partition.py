@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from paperlib.diffusion import distributed as dd
-from paperlib.diffusion.partition import (PartitionedPrior, group_slices, merge_groups, split_groups)
+from paperlib.diffusion.partition import (PartitionedPrior, group_slices, merge_groups, run_network,
+                                          split_groups)
 from paperlib.diffusion.sampler import Sampler
 from paperlib.diffusion.schedules import ScheduleConfig
 from paperlib.diffusion.unet3d import UNet3D, UNet3DConfig
@@ -59,6 +60,23 @@ def test_denoise_runs_each_group_through_its_own_model(prediction):
     assert torch.allclose(prior.denoise(xb, t)[0], want, atol=1e-6)
     with pytest.raises(ValueError, match="2 groups x 4 slices"):
         prior.denoise(torch.randn(6, H, H), t)
+
+
+def test_bfloat16_precision_is_close_to_float32_and_returns_float32():
+    models = _models()
+    sampler = Sampler(SCHEDULE, prediction="v")
+    x = torch.randn(G * S, H, H)
+    exact = PartitionedPrior(models, sampler, S).denoise(x, 50)
+    fast = PartitionedPrior(models, sampler, S, precision="bfloat16").denoise(x, 50)
+    assert fast.dtype == torch.float32 and fast.shape == exact.shape
+    rel = float((fast - exact).norm() / exact.norm())
+    assert 0 < rel < 0.03  # bfloat16 has 8 significant bits: not identical, but close
+    out = run_network(models[0], x[:S][None], 50, "bfloat16")
+    assert out.dtype == torch.float32 and out.shape == (1, S, H, H)
+    with pytest.raises(ValueError, match="precision: expected one of"):
+        PartitionedPrior(models, sampler, S, precision="float16")
+    with pytest.raises(ValueError, match="precision"):
+        run_network(models[0], x[:S][None], 50, "half")
 
 
 def test_groups_sample_independently_of_their_neighbours():

@@ -99,3 +99,16 @@ def test_presets_and_shipping_size():
         paper = UNet3D(PRESETS["paper"])
     assert PRESETS["paper"].base_width == 64 and PRESETS["paper"].channel_mults == (1, 2, 4, 8)
     assert count_parameters(paper) > 10 * n
+
+
+def test_channels_last_activations_compute_the_same_function():
+    torch.manual_seed(0)
+    net = UNet3D(UNet3DConfig(base_width=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,),
+                              heads=2, head_dim=4)).eval()
+    x, t = torch.randn(2, 1, 3, 16, 16), torch.tensor([10, 500])
+    with torch.no_grad():
+        fast = net(x, t)
+        net.channels_last = False
+        plain = net(x, t)
+    assert fast.shape == plain.shape == (2, 1, 3, 16, 16)
+    assert torch.allclose(fast, plain, atol=1e-5)

@@ -292,12 +292,15 @@ def load_partitioned_prior(
     eta: float = 0.0,
     clip: tuple[float, float] | None = None,
     device: torch.device | str = "cpu",
+    precision: str = "float32",
 ) -> PartitionedPrior:
-    """:func:`load_prior` and wrap the models in a :class:`PartitionedPrior` with a matching sampler."""
+    """:func:`load_prior` and wrap the models in a :class:`PartitionedPrior` with a matching sampler
+    (``precision``: the networks' arithmetic, see :func:`~paperlib.diffusion.partition.run_network`)."""
     models, manifests = load_prior(path, groups=groups, device=device)
     m0 = manifests[0]
     sampler = Sampler(ScheduleConfig(**m0["schedule"]), method=method, eta=eta, prediction=m0["prediction"], clip=clip)
-    return PartitionedPrior(models, sampler, m0["group_size"], group_indices=[m["group"] for m in manifests])
+    return PartitionedPrior(models, sampler, m0["group_size"], group_indices=[m["group"] for m in manifests],
+                            precision=precision)
 
 
 def file_size_ok(path: str | os.PathLike, limit_bytes: int = 16 * 2**20) -> bool:

@@ -288,6 +288,7 @@ def partitioned_sample(
     t_start: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    precision: str = "float32",
 ) -> DistributedSample:
     """Sample a partitioned prior with the slice groups spread over the ranks.
 
@@ -310,6 +311,7 @@ def partitioned_sample(
     generator : used instead of ``torch.Generator().manual_seed(seed)`` when given, e.g. the
         generator that :func:`~paperlib.recon.dart.start_point` drew ``x_T`` from, so that the
         result equals :func:`paperlib.recon.dart.dart` in one process with the same generator.
+    precision : the networks' arithmetic (:func:`paperlib.diffusion.partition.run_network`).
 
     Returns
     -------
@@ -325,7 +327,8 @@ def partitioned_sample(
     if x_T is not None and tuple(x_T.shape) != shape:
         raise ValueError(f"x_T: expected the whole volume's shape {shape}, got {tuple(x_T.shape)}")
     local_shape = shape[:-3] + (len(groups) * group_size,) + shape[-2:]
-    prior = PartitionedPrior([m.to(ctx.device) for m in models], sampler, group_size, group_indices=groups)
+    prior = PartitionedPrior([m.to(ctx.device) for m in models], sampler, group_size, group_indices=groups,
+                             precision=precision)
 
     cb = callback
     if callback is not None and gather_for_callback:

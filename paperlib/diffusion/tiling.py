@@ -63,7 +63,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..io import InputValidationError
-from .partition import Callback, PartitionedPrior, group_generators
+from .partition import Callback, PartitionedPrior, group_generators, run_network
 from .sampler import Sampler
 
 __all__ = ["TiledPrior", "blend_weights", "pad_indices", "tiled", "window_starts", "MIN_SIZE"]
@@ -254,8 +254,7 @@ class TiledPrior(nn.Module):
             if not mine:
                 continue
             windows = torch.cat([x_t[:, starts[w]:starts[w] + s] for w in mine])  # (n_w B, s, H', W')
-            tt = torch.full((windows.shape[0],), int(t), device=x_t.device, dtype=torch.long)
-            out = self.sampler.predict_x0(model(windows[:, None], tt)[:, 0], windows, t)
+            out = self.sampler.predict_x0(run_network(model, windows, t, self.prior.precision), windows, t)
             for pred, w in zip(out.split(x_t.shape[0]), mine):
                 x0[:, starts[w]:starts[w] + s] += weights[w][:, None, None] * pred
         return x0

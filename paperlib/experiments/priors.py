@@ -20,8 +20,9 @@ from ..recon.drift import drift
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_prior(path: str, method: str, eta: float, clip: tuple[float, float] | None) -> PartitionedPrior:
-    return load_partitioned_prior(path, method=method, eta=eta, clip=clip)
+def _cached_prior(path: str, method: str, eta: float, clip: tuple[float, float] | None,
+                  precision: str) -> PartitionedPrior:
+    return load_partitioned_prior(path, method=method, eta=eta, clip=clip, precision=precision)
 
 
 def resolve_checkpoint(checkpoint: str) -> Path:
@@ -46,7 +47,7 @@ def guided_prior(section: DiffusionReconConfig, checkpoint: str, *, data_scale: 
                 raise ValueError(f"{m}: prior trained on data divided by {trained}, but the profile's data_scale "
                                  f"is {data_scale}; retrain the prior or fix the profile")
     clip = None if section.clip is None else (float(section.clip[0]), float(section.clip[1]))
-    return _cached_prior(str(path), section.sampler, float(section.eta), clip)
+    return _cached_prior(str(path), section.sampler, float(section.eta), clip, section.precision)
 
 
 def prior_weights(*checkpoints: str) -> list[Path]:
