@@ -6,20 +6,22 @@ with channels-last activations (:attr:`paperlib.diffusion.unet3d.UNet3D.channels
 settings reconstruct the same cases with the same seeds, alternately case by case (so that a
 change in machine load hits both), on splits that no reported table uses: the MRI validation
 volumes, the 4D-STEM validation crystals and the real-scan tuning scans. Each row is one
-reconstruction (its SSIM and wall time); the summary gives, per method, the mean time of each
-setting, the ratio, and the largest SSIM change over the cases.
+reconstruction (its SSIM, wall time and the seconds spent in the operator's physics step); the
+summary gives, per method, the mean time of each setting, the ratio, the physics step's share of
+the time after, and the largest SSIM change over the cases.
 
     python benchmarks/guided_speed.py --profile default --threads 2 --out benchmarks/results/guided_speed.csv
 
-Results of the committed run: ``benchmarks/results/guided_speed.csv`` and ``guided_speed.txt``.
+Results of the committed run: ``benchmarks/results/guided_speed.csv`` and its summary ``guided_speed.md``
+(a README block copies it).
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -27,6 +29,8 @@ import torch
 from paperlib.config import load_profile
 from paperlib.diffusion.unet3d import UNet3D
 from paperlib.experiments.runner import MODALITIES, run_cases
+from paperlib.io import atomic_write_text
+from paperlib.tables import write_csv_rows
 
 SETTINGS = ("before", "after")
 #: (label, modality, profile section of the guided methods, methods)
@@ -57,6 +61,51 @@ def suite_cases(profile, modality: str, n: int):
     return spec, spec.cases(profile, "val", n)
 
 
+class PhysicsTimer:
+    """Wraps ``operator.physics_step`` (an instance attribute shadowing the method) and adds up the
+    seconds spent in it: the physics share of a reconstruction's wall time."""
+
+    def __init__(self, operator) -> None:
+        self.operator, self.total = operator, 0.0
+        self._step = operator.physics_step
+        operator.physics_step = self
+
+    def __call__(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return self._step(*args, **kwargs)
+        finally:
+            self.total += time.perf_counter() - t0
+
+    def remove(self) -> None:
+        del self.operator.physics_step
+
+
+def summary(rows: list[dict], header: str) -> str:
+    """Markdown: per suite and method, mean wall time before / after, the speed-up, mean SSIM of
+    each setting and the largest SSIM change of one case (rows as written to the CSV)."""
+    lines = ["# DART, DRIFT and the projection method: before / after the sampling speed-up", "",
+             "| Suite | Method | n | Before s | After s | Speed-up | Physics share after | SSIM before | SSIM after | "
+             "max abs SSIM change |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, _, _, methods in SUITES:
+        for method in methods:
+            pair = {s: [r for r in rows if r["suite"] == label and r["method"] == method and r["setting"] == s]
+                    for s in SETTINGS}
+            if not pair["before"]:
+                continue
+            tb, ta = (sum(float(r["wall_time_s"]) for r in pair[s]) / len(pair[s]) for s in SETTINGS)
+            sb, sa = (sum(float(r["ssim"]) for r in pair[s]) / len(pair[s]) for s in SETTINGS)
+            dmax = max(abs(float(a["ssim"]) - float(b["ssim"])) for a, b in zip(pair["after"], pair["before"]))
+            phys = sum(float(r.get("physics_s") or "nan") for r in pair["after"]) / len(pair["after"]) / ta
+            lines.append(f"| {label} | {method} | {len(pair['after'])} | {tb:.2f} | {ta:.2f} | {tb / ta:.2f}x | "
+                         f"{phys:.2f} | {sb:.4f} | {sa:.4f} | {dmax:.4f} |")
+    lines += ["", f"- {header}. Before: float32, contiguous activations; after: the profile's precision "
+              "(bfloat16 autocast) and channels-last activations. SSIM: whole-image (MRI), projection (4D-STEM).",
+              "- MRI suites: validation volumes / tuning scans; 4D-STEM: validation crystals (no test case).", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default")
@@ -64,7 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=2, help="cases per suite")
     ap.add_argument("--suites", nargs="+", default=[s[0] for s in SUITES])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/guided_speed.csv"))
+    ap.add_argument("--summarise", action="store_true", help="only rewrite the .md summary from the CSV")
     args = ap.parse_args(argv)
+    if args.summarise:
+        rows = list(csv.DictReader(open(args.out)))
+        old = args.out.with_suffix(".txt")
+        header = old.read_text().splitlines()[0].lstrip("# ").split(": ", 1)[-1] if old.is_file() else args.profile
+        atomic_write_text(args.out.with_suffix(".md"), summary(rows, header))
+        return 0
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)
     rows = []
@@ -74,43 +130,27 @@ def main(argv: list[str] | None = None) -> int:
         spec, cases = suite_cases(profile, modality, args.n)
         for case in cases:
             for setting in SETTINGS:
-                UNet3D.channels_last = setting == "after"
-                try:
-                    got, _ = run_cases(profile_for(profile, section, setting), spec, [case], list(methods),
-                                       seeds=(0,), progress=False)
-                finally:
-                    UNet3D.channels_last = True
-                for r in got:
+                for method in methods:
+                    timer = PhysicsTimer(case.operator)
+                    UNet3D.channels_last = setting == "after"
+                    try:
+                        (r,), _ = run_cases(profile_for(profile, section, setting), spec, [case], [method],
+                                            seeds=(0,), progress=False)
+                    finally:
+                        UNet3D.channels_last = True
+                        timer.remove()
                     score = r.get("ssim_whole", r.get("ssim_projected"))
                     rows.append({"suite": label, "setting": setting, "case": r["case"], "method": r["method"],
                                  "ssim": score, "ssim_slice_mean": r.get("ssim_slice_mean", ""),
-                                 "wall_time_s": r["wall_time_s"]})
+                                 "wall_time_s": r["wall_time_s"], "physics_s": timer.total})
                     print(f"{label:8s} {setting:6s} {r['case']:24s} {r['method']:10s} ssim {score:.4f} "
-                          f"{r['wall_time_s']:6.2f} s", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, args.out)
-    lines = [f"# guided_speed: {platform.processor() or platform.machine()}, {args.threads} threads, "
-             f"torch {torch.__version__}, profile {args.profile}, {args.n} cases per suite, seed 0",
-             "suite     method      before_s  after_s  speed-up  ssim_before  ssim_after  max|dSSIM|"]
-    for label, _, _, methods in SUITES:
-        for method in methods:
-            pair = {s: [r for r in rows if r["suite"] == label and r["method"] == method and r["setting"] == s]
-                    for s in SETTINGS}
-            if not pair["before"]:
-                continue
-            tb, ta = (sum(r["wall_time_s"] for r in pair[s]) / len(pair[s]) for s in SETTINGS)
-            sb, sa = (sum(r["ssim"] for r in pair[s]) / len(pair[s]) for s in SETTINGS)
-            dmax = max(abs(a["ssim"] - b["ssim"]) for a, b in zip(pair["after"], pair["before"]))
-            lines.append(f"{label:9s} {method:10s} {tb:8.2f} {ta:8.2f} {tb / ta:8.2f}x {sb:11.4f} {sa:11.4f} "
-                         f"{dmax:10.4f}")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.with_suffix(".txt").write_text(text)
+                          f"{r['wall_time_s']:6.2f} s (physics {timer.total:.2f} s)", flush=True)
+    write_csv_rows(rows, args.out)
+    header = (f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}, "
+              f"profile {args.profile}, {args.n} cases per suite, seed 0")
+    md = summary(rows, header)
+    print(md)
+    atomic_write_text(args.out.with_suffix(".md"), md)
     return 0
 
 
