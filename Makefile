@@ -54,13 +54,23 @@ ifeq ($(PROFILE)$(FIGURES),defaultfigures)
 	$(PY) -m paperlib._readme_tables
 endif
 
-# A notebook is re-executed when its source, the profile, any library code or a prior changes.
-$(BUILD)/%.ipynb: notebooks/%.py notebooks/params/$(PROFILE).yaml $(PKG_SRC) $(PRIORS) | $(VENV)/.installed
+# A notebook is re-executed when its source, the profile, a prior or a library file it imports
+# (directly or through other library modules) changes: $(BUILD)/deps.mk, written by
+# paperlib/_deps.py from the import graph, holds one rule per notebook with those files.
+$(BUILD)/%.ipynb: notebooks/%.py notebooks/params/$(PROFILE).yaml $(PRIORS) | $(VENV)/.installed
 	@mkdir -p $(BUILD) $(FIGURES)
 	@echo "== $* ($(PROFILE))"
 	@start=$$(date +%s); \
 	$(PY) -m paperlib._run_notebook $< $@ profile=$(PROFILE) out_dir=$(abspath $(FIGURES)); \
 	echo "   $* took $$(( $$(date +%s) - start )) s"
+
+$(BUILD)/deps.mk: $(NOTEBOOKS) $(PKG_SRC) | $(VENV)/.installed
+	@mkdir -p $(BUILD)
+	$(PY) -m paperlib._deps $@ $(NOTEBOOKS)
+
+ifneq ($(filter all figures $(BUILD)/%,$(or $(MAKECMDGOALS),all)),)
+include $(BUILD)/deps.mk
+endif
 
 # Notebooks that read more than the library and the priors: Figure 5 reads the committed scaling
 # measurements (and imports benchmarks/scaling.py), Table 3 the project's feature encoders.
