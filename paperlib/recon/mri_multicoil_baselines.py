@@ -36,7 +36,7 @@ from ..physics.mri import MulticoilMRIOperator
 from .mri_baselines import absolute_weight
 from .solvers import conjugate_gradient, fista, soft_threshold
 from .variational2d import SlicePrior
-from .wavelets import WAVELETS, dwt2, idwt2
+from .wavelets import check_wavelet, dwt2, idwt2
 
 __all__ = ["cs_wavelet_multicoil", "posterior_sampling", "dds_tv_z", "z_difference", "z_difference_adjoint"]
 
@@ -84,10 +84,7 @@ def cs_wavelet_multicoil(op: MulticoilMRIOperator, y: Tensor, *, weight: float, 
     (D, H, W) complex volume (complex64).
     """
     _check(op, y, weight=weight, iters=iters)
-    if wavelet not in WAVELETS:
-        raise InputValidationError(f"wavelet: expected one of {sorted(WAVELETS)}, got {wavelet!r}")
-    if not isinstance(levels, int) or levels < 1:
-        raise InputValidationError(f"levels: expected an integer >= 1, got {levels!r}")
+    check_wavelet(wavelet, levels)
     zero_filled = op.conjugate_transpose(y)
     lam = absolute_weight(zero_filled, weight)
     height, width = zero_filled.shape[-2:]
