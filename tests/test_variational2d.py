@@ -205,3 +205,42 @@ def test_training_slices_three_orientations_and_voxel_sizes():
         training_slices(volumes, (1.0, 0.0, 1.0), 8)
     with pytest.raises(InputValidationError, match="volumes"):
         training_slices(torch.rand(4, 8, 8), (1.0, 1.0, 1.0), 8)
+
+
+class GaussianDenoiser(torch.nn.Module):
+    """The exact MMSE denoiser of i.i.d. Gaussian pixels N(mean, var), in the network's calling convention
+    ``(B, 1, 1, H, W), t -> x0_hat``: ``E[x0 | x_t] = mean + sqrt(a) var / (a var + 1 - a) (x_t - sqrt(a) mean)``."""
+
+    def __init__(self, mean: float, var: float, abar: torch.Tensor) -> None:
+        super().__init__()
+        self.mean, self.var, self.abar = mean, var, abar
+
+    def forward(self, x, t):
+        a = self.abar[t].float().view(-1, 1, 1, 1, 1)
+        return self.mean + a.sqrt() * self.var / (a * self.var + 1 - a) * (x - a.sqrt() * self.mean)
+
+
+def test_gaussian_oracle_reaches_the_expected_objectives_minimiser():
+    """With the exact Gaussian denoiser, E[s - D(s_t)] = w(t) (s - mean) with w = (1 - a) / (a var + 1 - a):
+    the expected objective is 1/2 ||A x - y||^2 + λ w̄ / 2 ||x - mean||^2 (w̄ averaged over the truncated
+    timesteps), a Tikhonov problem with a closed-form minimiser; the averaged iterates must reach it."""
+    schedule = ScheduleConfig("cosine", 100)
+    abar = schedule.alphas_cumprod()
+    mean, var, lam = 0.5, 0.05, 1.0
+    oracle = SlicePrior(GaussianDenoiser(mean, var, abar), Sampler(schedule, prediction="x0"))
+    g = _gen(0)
+    truth = 0.5 + 0.2 * torch.rand(SHAPE, generator=g)
+    op, y = simulate_multicoil(truth, num_coils=3, acceleration=2, center_fraction=0.2, noise_std=0.05, generator=g)
+    a = abar[: oracle.sampler.start_timestep(0.2) + 1]
+    w_bar = float(((1 - a) / (a * var + 1 - a)).mean())
+    n = int(np.prod(SHAPE))
+    normal = op.normal(torch.eye(n, dtype=torch.float64).reshape(n, *SHAPE)).real.reshape(n, n).numpy().T
+    rhs = op.conjugate_transpose(y).real.double().reshape(-1).numpy()
+    expected = np.linalg.solve(normal + lam * w_bar * np.eye(n), rhs + lam * w_bar * mean)
+    least_squares = np.linalg.lstsq(normal, rhs, rcond=None)[0]
+    iterates = []
+    variational2d(op, y, oracle, weight=lam, iters=1500, optimizer="gd", step_size=0.5, slices_per_iter=8, real=True,
+                  scale=1.0, generator=_gen(1), callback=lambda k, v: iterates.append(v) if k > 500 else None)
+    average = torch.stack(iterates).mean(0).double().reshape(-1).numpy()
+    assert np.linalg.norm(average - expected) < 0.02 * np.linalg.norm(expected - least_squares)
+    assert np.linalg.norm(average - truth.reshape(-1).numpy()) < 0.1 * np.linalg.norm(least_squares - truth.reshape(-1).numpy())

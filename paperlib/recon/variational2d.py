@@ -277,7 +277,7 @@ def variational2d(
         of ``|A^H y|``).
     real : reconstruct a real volume (the regulariser then acts on ``x`` rather than ``|x|``).
     init : starting volume (D, H, W); default ``A^H y`` (its real part when ``real``).
-    callback : ``callback(k, x)`` after iteration ``k = 1 .. iters`` with the detached iterate.
+    callback : ``callback(k, x)`` after iteration ``k = 1 .. iters`` with a copy of the iterate (it may be kept).
     progress : tqdm bar.
 
     Returns
@@ -323,7 +323,7 @@ def variational2d(
         loss.backward()
         opt.step()
         if callback is not None:
-            callback(k + 1, x.detach())
+            callback(k + 1, x.detach().clone())
     return x.detach()
 
 
