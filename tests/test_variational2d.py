@@ -136,6 +136,7 @@ def test_resampling_for_larger_reconstruction_voxels(prior, data):
     (dict(t_max=0.0), "t_max"),
     (dict(axes=(3,)), "axes"),
     (dict(optimizer="lbfgs"), "optimizer"),
+    (dict(weighting="v"), "weighting"),
     (dict(voxel_size=(1.0, 1.0)), "voxel_size"),
     (dict(init=torch.zeros(4, 8, 4)), "x: expected a volume"),
 ])
@@ -220,10 +221,12 @@ class GaussianDenoiser(torch.nn.Module):
         return self.mean + a.sqrt() * self.var / (a * self.var + 1 - a) * (x - a.sqrt() * self.mean)
 
 
-def test_gaussian_oracle_reaches_the_expected_objectives_minimiser():
+@pytest.mark.parametrize("weighting", ["x0", "epsilon"])
+def test_gaussian_oracle_reaches_the_expected_objectives_minimiser(weighting):
     """With the exact Gaussian denoiser, E[s - D(s_t)] = w(t) (s - mean) with w = (1 - a) / (a var + 1 - a):
     the expected objective is 1/2 ||A x - y||^2 + λ w̄ / 2 ||x - mean||^2 (w̄ averaged over the truncated
-    timesteps), a Tikhonov problem with a closed-form minimiser; the averaged iterates must reach it."""
+    timesteps, times abar / sqrt(1 - abar) for the epsilon weighting), a Tikhonov problem with a closed-form
+    minimiser; the averaged iterates must reach it."""
     schedule = ScheduleConfig("cosine", 100)
     abar = schedule.alphas_cumprod()
     mean, var, lam = 0.5, 0.05, 1.0
@@ -232,15 +235,16 @@ def test_gaussian_oracle_reaches_the_expected_objectives_minimiser():
     truth = 0.5 + 0.2 * torch.rand(SHAPE, generator=g)
     op, y = simulate_multicoil(truth, num_coils=3, acceleration=2, center_fraction=0.2, noise_std=0.05, generator=g)
     a = abar[: oracle.sampler.start_timestep(0.2) + 1]
-    w_bar = float(((1 - a) / (a * var + 1 - a)).mean())
+    snr = a / (1 - a).sqrt() if weighting == "epsilon" else torch.ones_like(a)
+    w_bar = float((snr * (1 - a) / (a * var + 1 - a)).mean())
     n = int(np.prod(SHAPE))
     normal = op.normal(torch.eye(n, dtype=torch.float64).reshape(n, *SHAPE)).real.reshape(n, n).numpy().T
     rhs = op.conjugate_transpose(y).real.double().reshape(-1).numpy()
     expected = np.linalg.solve(normal + lam * w_bar * np.eye(n), rhs + lam * w_bar * mean)
     least_squares = np.linalg.lstsq(normal, rhs, rcond=None)[0]
     iterates = []
-    variational2d(op, y, oracle, weight=lam, iters=1500, optimizer="gd", step_size=0.5, slices_per_iter=8, real=True,
+    variational2d(op, y, oracle, weight=lam, iters=1500, weighting=weighting, optimizer="gd", step_size=0.5, slices_per_iter=8, real=True,
                   scale=1.0, generator=_gen(1), callback=lambda k, v: iterates.append(v) if k > 500 else None)
     average = torch.stack(iterates).mean(0).double().reshape(-1).numpy()
     assert np.linalg.norm(average - expected) < 0.02 * np.linalg.norm(expected - least_squares)
-    assert np.linalg.norm(average - truth.reshape(-1).numpy()) < 0.1 * np.linalg.norm(least_squares - truth.reshape(-1).numpy())
+    assert np.linalg.norm(average - truth.reshape(-1).numpy()) < 0.2 * np.linalg.norm(least_squares - truth.reshape(-1).numpy())

@@ -21,6 +21,11 @@ Conventions
 * All operations are batched over the slices (and any further leading dimensions): one FFT
   call per volume, no Python loop over slices.
 
+Multicoil 3D Cartesian MRI (issue 18, the system of paper ``002``) is at the end of the module:
+:func:`fft3c`, simulated coil maps (:func:`coil_sensitivities`), 2D variable-density masks over
+the two phase-encoding directions (:func:`multicoil_mask`) and :class:`MulticoilMRIOperator`,
+``A x = M ⊙ F_3D(S_c x)``; none of the single-coil names above changes.
+
 >>> g = torch.Generator().manual_seed(0)
 >>> mask = make_mask("uniform1d", (32, 32), 4, 0.08, generator=g)
 >>> op = MRIOperator(mask)

@@ -34,7 +34,11 @@ Jacobian is never formed and nothing is back-propagated through the network. Thi
 of the paper's truncated objective with stabilised Jacobian (the formulas were lost from our
 copy): it is the score-distillation / RED-diff gradient (Poole et al. 2023; Mardani et al. 2024),
 ``E[eps_hat - eps]`` in the x0 parametrisation, with the SNR weight dropped, so that ``λ`` is one
-number for all ``t``.
+number for all ``t`` (``weighting="x0"``, the default). ``weighting="epsilon"`` keeps it: the
+gradient is then that of the epsilon-prediction training loss ``1/2 ||eps_hat(s_t, t) - eps||^2``
+with the denoiser's Jacobian dropped, ``sqrt(abar_t) (eps_hat - eps) = abar_t / sqrt(1 - abar_t)
+(s - D(s_t))`` (in prior units): the term is multiplied by ``w_t = abar_t / sqrt(1 - abar_t)``,
+which weights the smallest noise levels most.
 
 Resolution. The prior is trained on slices with a pixel size ``prior.voxel_size`` (mm). When the
 reconstruction voxel ``voxel_size`` is larger along some axis, the volume is trilinearly
@@ -246,6 +250,7 @@ def variational2d(
     slices_per_iter: int = 4,
     t_max: float = 0.2,
     axes: Sequence[int] = AXES,
+    weighting: Literal["x0", "epsilon"] = "x0",
     voxel_size: Sequence[float] | None = None,
     resample: bool = True,
     scale: float | None = None,
@@ -269,6 +274,8 @@ def variational2d(
     slices_per_iter : slices drawn per iteration (all of the axis when it has fewer).
     t_max : the truncation: timesteps are drawn uniformly from ``0 .. t_max (T - 1)``.
     axes : the slicing orientations to draw from (0: axial (H, W); 1: coronal (D, W); 2: sagittal (D, H)).
+    weighting : ``"x0"`` (unweighted ``s - D(s_t)``) or ``"epsilon"`` (times ``abar_t / sqrt(1 - abar_t)``);
+        module docstring.
     voxel_size : (3,) reconstruction voxel (D, H, W) in mm; with ``prior.voxel_size`` and ``resample``
         the volume is trilinearly upsampled by :func:`resampling_factors` before slicing.
     resample : apply that resampling (the paper's fix for reconstruction voxels larger than the
@@ -286,6 +293,8 @@ def variational2d(
     """
     _check_reconstruction_args(op, y, prior, weight, iters, slices_per_iter, t_max, tuple(axes), optimizer,
                                1.0 if step_size is None else step_size)
+    if weighting not in ("x0", "epsilon"):
+        raise InputValidationError(f"weighting: expected 'x0' or 'epsilon', got {weighting!r}")
     if not isinstance(generator, torch.Generator):
         raise InputValidationError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
     axes = tuple(int(a) for a in axes)
@@ -319,7 +328,7 @@ def variational2d(
         loss = op.data_term(x, y)
         if regularised:
             loss = loss + weight * _slice_regulariser(x, prior, fine_shape, cells, axes, slices_per_iter, t_top, c,
-                                                      generator)
+                                                      weighting, generator)
         loss.backward()
         opt.step()
         if callback is not None:
@@ -328,7 +337,7 @@ def variational2d(
 
 
 def _slice_regulariser(x: Tensor, prior: SlicePrior, fine_shape: tuple[int, ...], cells: float,
-                       axes: tuple[int, ...], count: int, t_top: int, scale: float,
+                       axes: tuple[int, ...], count: int, t_top: int, scale: float, weighting: str,
                        generator: torch.Generator) -> Tensor:
     """One draw of ``R(x)`` (module docstring): random axis, slices, timestep and noise; the
     denoiser output enters as a constant (stabilised Jacobian)."""
@@ -341,7 +350,9 @@ def _slice_regulariser(x: Tensor, prior: SlicePrior, fine_shape: tuple[int, ...]
     with torch.no_grad():
         noisy = prior.sampler.noise_to(slices.detach().float() / scale, t, noise)
         target = prior.denoise(noisy, t).to(slices.dtype) * scale
-    return (image.shape[axis] / slices.shape[0]) * 0.5 * (slices - target).pow(2).sum() / cells
+    a = prior.sampler.abar_at(t)
+    w = a / math.sqrt(1.0 - a) if weighting == "epsilon" else 1.0
+    return (w * image.shape[axis] / slices.shape[0]) * 0.5 * (slices - target).pow(2).sum() / cells
 
 
 # --------------------------------------------------------------------------------------------
