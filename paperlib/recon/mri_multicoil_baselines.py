@@ -132,7 +132,7 @@ def posterior_sampling(op: MulticoilMRIOperator, y: Tensor, prior: SlicePrior, *
         raise InputValidationError(f"prior: expected a SlicePrior, got {type(prior).__name__}")
     c = _scale(op, y, scale)
     sampler = prior.sampler
-    x = torch.randn(op.shape, generator=generator, dtype=torch.float32)
+    x = torch.randn(op.shape, generator=generator, dtype=torch.float32, device=generator.device).to(y.device)
     for t, t_prev in tqdm(sampler.pairs(num_steps), desc="DPS", disable=not progress, leave=False):
         x_t = x.detach().requires_grad_(guidance > 0)
         with torch.set_grad_enabled(guidance > 0):
@@ -218,7 +218,7 @@ def dds_tv_z(op: MulticoilMRIOperator, y: Tensor, prior: SlicePrior, *, generato
             u = u + dz - z
         return x
 
-    x = torch.randn(op.shape, generator=generator, dtype=torch.float32)
+    x = torch.randn(op.shape, generator=generator, dtype=torch.float32, device=generator.device).to(y.device)
     with torch.no_grad():
         for t, t_prev in tqdm(sampler.pairs(num_steps), desc="DDS + TV-z", disable=not progress, leave=False):
             x0 = prior.denoise(x, t)

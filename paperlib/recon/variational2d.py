@@ -206,7 +206,7 @@ def random_slices(volume: Tensor, axis: int, count: int, generator: torch.Genera
     positions : (count,) int64 positions along ``axis`` (a uniform draw without replacement).
     """
     n = volume.shape[axis]
-    positions = torch.randperm(n, generator=generator)[: min(int(count), n)]
+    positions = torch.randperm(n, generator=generator, device=generator.device)[: min(int(count), n)]
     return volume.movedim(axis, 0)[positions.to(volume.device)], positions
 
 
@@ -341,12 +341,12 @@ def _slice_regulariser(x: Tensor, prior: SlicePrior, fine_shape: tuple[int, ...]
                        generator: torch.Generator) -> Tensor:
     """One draw of ``R(x)`` (module docstring): random axis, slices, timestep and noise; the
     denoiser output enters as a constant (stabilised Jacobian)."""
-    axis = axes[int(torch.randint(len(axes), (1,), generator=generator))]
-    t = int(torch.randint(t_top + 1, (1,), generator=generator))
+    axis = axes[int(torch.randint(len(axes), (1,), generator=generator, device=generator.device))]
+    t = int(torch.randint(t_top + 1, (1,), generator=generator, device=generator.device))
     image = x.abs() if x.is_complex() else x
     image = resample_volume(image, fine_shape)
     slices, _ = random_slices(image, axis, count, generator)
-    noise = torch.randn(slices.shape, generator=generator, dtype=torch.float32).to(slices.device)
+    noise = torch.randn(slices.shape, generator=generator, dtype=torch.float32, device=generator.device).to(slices.device)
     with torch.no_grad():
         noisy = prior.sampler.noise_to(slices.detach().float() / scale, t, noise)
         target = prior.denoise(noisy, t).to(slices.dtype) * scale
