@@ -126,12 +126,18 @@ class UNet3DConfig:
 #: ``default``: the shipped CPU prior for 16x64x64 MRI volumes (1.13 M parameters: 2.3 MB per
 #: group in float16); ``ci``: tiny (81 k parameters), for tests and the ci profile.
 #: Step times and the reasoning are in ``benchmarks/diffusion_train_speed.py``.
+#: ``slice2d``: a 2D prior for the variational reconstruction of issue 18
+#: (:mod:`paperlib.recon.variational2d`), run on single slices (``D = 1``), so temporal attention is
+#: off; the width of ``ci`` with spatial attention at the coarsest level, small enough to train and
+#: run on a 2-core CPU.
 PRESETS: dict[str, UNet3DConfig] = {
     "paper": UNet3DConfig(),
     "default": UNet3DConfig(base_width=16, channel_mults=(1, 2, 4, 4), num_res_blocks=1,
                             attention_levels=(3,), heads=2, head_dim=16),
     "ci": UNet3DConfig(base_width=8, channel_mults=(1, 2, 2), num_res_blocks=1,
                        attention_levels=(2,), heads=2, head_dim=8, norm_groups=4),
+    "slice2d": UNet3DConfig(base_width=8, channel_mults=(1, 2, 2), num_res_blocks=1, attention_levels=(2,),
+                            temporal_attention=False, heads=2, head_dim=8, norm_groups=4),
 }
 
 

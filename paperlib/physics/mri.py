@@ -21,6 +21,11 @@ Conventions
 * All operations are batched over the slices (and any further leading dimensions): one FFT
   call per volume, no Python loop over slices.
 
+Multicoil 3D Cartesian MRI (issue 18, the system of paper ``002``) is at the end of the module:
+:func:`fft3c`, simulated coil maps (:func:`coil_sensitivities`), 2D variable-density masks over
+the two phase-encoding directions (:func:`multicoil_mask`) and :class:`MulticoilMRIOperator`,
+``A x = M ⊙ F_3D(S_c x)``; none of the single-coil names above changes.
+
 >>> g = torch.Generator().manual_seed(0)
 >>> mask = make_mask("uniform1d", (32, 32), 4, 0.08, generator=g)
 >>> op = MRIOperator(mask)
@@ -51,6 +56,11 @@ __all__ = [
     "hermitian_half",
     "MRIOperator",
     "MASK_KINDS",
+    "fft3c",
+    "ifft3c",
+    "coil_sensitivities",
+    "multicoil_mask",
+    "MulticoilMRIOperator",
 ]
 
 MASK_KINDS = ("uniform1d", "gaussian2d")
@@ -518,3 +528,314 @@ class MRIOperator:
     def physics_step(self, x: Tensor, y: Tensor, step_size: float = 1.0) -> Tensor:
         """The DART/DRIFT physics step: :meth:`data_consistency` (paper Eq. 4)."""
         return self.data_consistency(x, y, step_size)
+
+
+# --------------------------------------------------------------------------------------------
+# multicoil 3D Cartesian MRI (issue 18: the variational 2D-prior reconstruction)
+# --------------------------------------------------------------------------------------------
+_DIMS3 = (-3, -2, -1)
+
+
+def fft3c(x: Tensor) -> Tensor:
+    """Centred orthonormal 3D DFT over the last three dimensions (batched over the others).
+
+    ``fftshift(fftn(ifftshift(x), norm="ortho"))`` over dims ``(-3, -2, -1)``: unitary, zero
+    frequency at ``(D // 2, H // 2, W // 2)``; complex64 for float32/complex64 input, complex128
+    for double precision.
+
+    >>> x = torch.rand(2, 4, 6, 5, dtype=torch.float64)
+    >>> bool(torch.allclose(ifft3c(fft3c(x)).real, x)), bool(torch.isclose(fft3c(x).norm(), x.norm()))
+    (True, True)
+    """
+    return torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(x, dim=_DIMS3), dim=_DIMS3, norm="ortho"),
+                              dim=_DIMS3)
+
+
+def ifft3c(k: Tensor) -> Tensor:
+    """Inverse of :func:`fft3c` (centred orthonormal inverse 3D DFT over the last three dims)."""
+    return torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(k, dim=_DIMS3), dim=_DIMS3, norm="ortho"),
+                              dim=_DIMS3)
+
+
+def _check_volume_shape(shape: Sequence[int], name: str = "shape", minimum: int = 1) -> tuple[int, int, int]:
+    try:
+        dims = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise InputValidationError(f"{name}: expected (D, H, W), three integers, got {shape!r}") from None
+    if len(dims) != 3 or min(dims) < minimum:
+        raise InputValidationError(f"{name}: expected (D, H, W), three integers >= {minimum}, got {shape!r}")
+    return dims  # type: ignore[return-value]
+
+
+def coil_sensitivities(
+    shape: Sequence[int],
+    num_coils: int = 8,
+    *,
+    coil_width: float = 0.7,
+    radius: float = 1.25,
+    phase_slope: float = 1.0,
+    support: Tensor | None = None,
+    dtype: torch.dtype = torch.complex64,
+) -> Tensor:
+    """Smooth simulated receive-coil sensitivity maps ``S_c`` of a (D, H, W) field of view.
+
+    Geometry, in coordinates normalised to the field of view (every axis spans ``(-1, 1)``, so
+    the maps do not depend on the voxel size): coil ``c`` sits at azimuth
+    ``θ_c = 2π c / C`` on a circle of ``radius`` around the ``D`` axis, alternately at
+    ``z = ±0.5`` when ``C > 1`` and ``D > 1`` (two staggered rings, so the coils also encode
+    along ``D``). Its magnitude is the on-axis field of a loop coil (Biot-Savart),
+    ``(1 + d_c^2 / w^2)^(-3/2)`` with ``d_c`` the distance of the voxel from the coil and
+    ``w = coil_width``; its phase ``θ_c + phase_slope * <r, u_c>`` (``u_c`` the unit vector
+    towards the coil) varies smoothly, as receive phases do. The maps are then normalised so that
+    ``sum_c |S_c|^2 = 1`` at every voxel (inside ``support`` when it is given, exactly zero
+    outside it): the coil-combination ``x -> (S_c x)_c`` is then an isometry on the support, and
+    the multicoil operator keeps ``||A|| <= 1``.
+
+    Parameters
+    ----------
+    shape : (D, H, W) of the volume, each >= 1.
+    num_coils : C >= 1 (C = 1 gives a constant-magnitude map of modulus 1 with a smooth phase).
+    coil_width : w > 0, in half fields of view.
+    radius : distance of the coils from the centre, in half fields of view (> 1: outside the FOV).
+    phase_slope : radians of phase per half field of view along ``u_c``.
+    support : optional (D, H, W) bool mask of the object; the maps are zero outside it.
+    dtype : complex64 (default) or complex128.
+
+    Returns
+    -------
+    (C, D, H, W) complex tensor.
+
+    >>> s = coil_sensitivities((4, 16, 16), 4)
+    >>> s.shape, s.dtype, bool(torch.allclose((s.abs() ** 2).sum(0), torch.ones(4, 16, 16)))
+    (torch.Size([4, 4, 16, 16]), torch.complex64, True)
+    """
+    dims = _check_volume_shape(shape)
+    if not isinstance(num_coils, int) or num_coils < 1:
+        raise InputValidationError(f"num_coils: expected an integer >= 1, got {num_coils!r}")
+    for name, value in (("coil_width", coil_width), ("radius", radius)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise InputValidationError(f"{name}: expected a finite number > 0, got {value!r}")
+    if not isinstance(phase_slope, (int, float)) or not math.isfinite(phase_slope):
+        raise InputValidationError(f"phase_slope: expected a finite number, got {phase_slope!r}")
+    if dtype not in (torch.complex64, torch.complex128):
+        raise InputValidationError(f"dtype: expected torch.complex64 or torch.complex128, got {dtype}")
+    if support is not None:
+        if not isinstance(support, Tensor) or tuple(support.shape) != dims:
+            got = tuple(support.shape) if isinstance(support, Tensor) else type(support).__name__
+            raise InputValidationError(f"support: expected a (D, H, W) = {dims} bool tensor, got {got}")
+        support = support.to(torch.bool)
+    axes = [((torch.arange(n, dtype=torch.float64) - (n - 1) / 2) / (n / 2)) for n in dims]
+    z, yy, xx = torch.meshgrid(*axes, indexing="ij")  # (D, H, W) each
+    theta = 2 * math.pi * torch.arange(num_coils, dtype=torch.float64) / num_coils
+    cz = 0.5 * torch.cos(math.pi * torch.arange(num_coils, dtype=torch.float64)) if num_coils > 1 and dims[0] > 1 \
+        else torch.zeros(num_coils, dtype=torch.float64)
+    cy, cx = radius * torch.sin(theta), radius * torch.cos(theta)
+    view = (num_coils, 1, 1, 1)
+    d2 = ((z - cz.view(view)) ** 2 + (yy - cy.view(view)) ** 2 + (xx - cx.view(view)) ** 2)
+    magnitude = (1.0 + d2 / coil_width**2) ** -1.5
+    phase = theta.view(view) + phase_slope * (yy * torch.sin(theta).view(view) + xx * torch.cos(theta).view(view))
+    maps = torch.polar(magnitude, phase)
+    maps = maps / (magnitude**2).sum(0).sqrt()
+    if support is not None:
+        maps = maps * support
+    return maps.to(dtype)
+
+
+def multicoil_mask(
+    shape: Sequence[int],
+    acceleration: float,
+    center_fraction: float,
+    *,
+    generator: torch.Generator,
+    sigma: float = 0.2,
+) -> Tensor:
+    """3D Cartesian sampling mask: 2D variable density over the phase-encoding directions.
+
+    The two phase-encoding directions are ``(D, H)``; the readout runs along ``W`` and is fully
+    sampled (a sampled ``(k_D, k_H)`` line is measured at every ``k_W``). The ``(D, H)`` pattern is
+    :func:`gaussian2d_mask`: a fully sampled central calibration ellipse covering a fraction
+    ``center_fraction`` of the phase-encoding plane plus Gaussian-weighted random lines drawn
+    from ``generator``, ``round(D H / acceleration)`` lines in all.
+
+    Parameters
+    ----------
+    shape : (D, H, W) of k-space; D, H >= 4, W >= 1.
+    acceleration : float > 1 (the undersampling factor of the phase-encoding plane and of k-space).
+    center_fraction : in ``(0, 1/acceleration]``.
+    generator : torch.Generator, the only source of randomness.
+    sigma : width of the sampling density as a fraction of each side (see :func:`gaussian2d_mask`).
+
+    Returns
+    -------
+    (D, H, W) bool tensor, constant along ``W``.
+
+    >>> m = multicoil_mask((8, 16, 6), 4, 0.1, generator=torch.Generator().manual_seed(0))
+    >>> m.shape, int(m[..., 0].sum()), bool((m == m[..., :1]).all()), bool(m[4, 8, 0])
+    (torch.Size([8, 16, 6]), 32, True, True)
+    """
+    depth, height, width = _check_volume_shape(shape)
+    phase_encoding = gaussian2d_mask((depth, height), acceleration, center_fraction, generator=generator, sigma=sigma)
+    return phase_encoding[:, :, None].expand(depth, height, width).clone()
+
+
+class MulticoilMRIOperator:
+    """Multicoil 3D Cartesian MRI: ``A x = M ⊙ F_3D (S_c x)`` for every coil ``c``.
+
+    ``x`` is a complex (or real) volume ``(D, H, W)``; ``S`` the coil sensitivities
+    ``(C, D, H, W)`` (:func:`coil_sensitivities`); ``F_3D`` the centred orthonormal 3D DFT
+    (:func:`fft3c`); ``M`` a (D, H, W) bool mask (:func:`multicoil_mask`, shared by the coils).
+    The measurement is ``y`` ``(C, D, H, W)`` complex, exact zeros outside the mask. The adjoint
+    is ``A^H y = sum_c conj(S_c) F_3D^H (M ⊙ y_c)``. With ``sum_c |S_c|^2 <= 1``, ``||A|| <= 1``.
+    All coils go through one batched FFT call; there is no Python loop over coils or slices.
+    Every method also broadcasts over leading dimensions of ``x`` (``(..., D, H, W)`` volumes give
+    ``(..., C, D, H, W)`` k-space).
+
+    Declared capabilities (the :class:`~paperlib.physics.base.Operator` protocol):
+
+    * ``slice_local = False``: the 3D FFT couples the slices, the physics step needs the whole
+      volume.
+    * ``is_linear = False`` and ``adjoint = None``, although ``A`` is linear: the protocol's
+      ``is_linear`` also promises that ``physics_step(x, y, step_size=1.0)`` is the projection onto
+      ``{x : A x = y}``, which holds for a masked unitary transform but not here (``A A^H`` is not a
+      projection once coils are combined). The adjoint is :meth:`conjugate_transpose`.
+    * ``supports_support = False``; ``periodic_scan_step()`` None.
+
+    :meth:`physics_step` is a gradient step on ``1/2 ||A x - y||^2`` (step 1 is safe as
+    ``||A|| <= 1``); :meth:`measurement_image` the coil-combined zero-filled magnitude
+    ``|A^H y|`` (``(..., D, H, W)``, the volume's shape, not the k-space's).
+
+    Parameters
+    ----------
+    sensitivities : (C, D, H, W) complex tensor.
+    mask : (D, H, W) bool or {0, 1} tensor.
+
+    Examples
+    --------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> op = MulticoilMRIOperator(coil_sensitivities((4, 8, 8), 3), multicoil_mask((4, 8, 8), 2, 0.2, generator=g))
+    >>> x = torch.randn(4, 8, 8, dtype=torch.complex64, generator=g)
+    >>> y = op.forward(x)
+    >>> tuple(y.shape), y.dtype, op.volume_shape(y), op.measurement_image(y).shape
+    ((3, 4, 8, 8), torch.complex64, (4, 8, 8), torch.Size([4, 8, 8]))
+    """
+
+    slice_local: bool = False
+    is_linear: bool = False
+    supports_support: bool = False
+    adjoint = None
+
+    def __init__(self, sensitivities: Tensor, mask: Tensor) -> None:
+        if not isinstance(sensitivities, Tensor) or sensitivities.ndim != 4 or min(sensitivities.shape) < 1:
+            got = tuple(sensitivities.shape) if isinstance(sensitivities, Tensor) else type(sensitivities).__name__
+            raise InputValidationError(f"sensitivities: expected a (C, D, H, W) tensor, got {got}")
+        if not (sensitivities.is_complex() or sensitivities.is_floating_point()):
+            raise InputValidationError(f"sensitivities: expected a complex tensor, got dtype {sensitivities.dtype}")
+        if not bool(torch.isfinite(sensitivities).all()):
+            raise InputValidationError("sensitivities: expected finite values, got NaN/Inf")
+        if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(sensitivities.shape[1:]):
+            got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            raise InputValidationError(
+                f"mask: expected a (D, H, W) = {tuple(sensitivities.shape[1:])} tensor (the sensitivities' volume), "
+                f"got {got}")
+        if mask.is_complex() or (mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any())):
+            raise InputValidationError(f"mask: expected bool or {{0, 1}} values, got dtype {mask.dtype}")
+        self.mask: Tensor = (mask != 0).detach().clone()
+        precision = torch.complex128 if sensitivities.dtype in (torch.complex128, torch.float64) else torch.complex64
+        self.sensitivities: Tensor = sensitivities.detach().to(precision).clone()
+        self._cache: dict = {}
+
+    def __repr__(self) -> str:
+        c, d, h, w = self.sensitivities.shape
+        return (f"MulticoilMRIOperator(coils={c}, volume={(d, h, w)}, "
+                f"sampled={float(self.mask.float().mean()):.3f})")
+
+    @property
+    def num_coils(self) -> int:
+        return int(self.sensitivities.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(D, H, W)`` of the volumes."""
+        return tuple(int(s) for s in self.mask.shape)  # type: ignore[return-value]
+
+    @property
+    def sampled_fraction(self) -> float:
+        return float(self.mask.float().mean())
+
+    def _tensors(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(sensitivities, real mask) in the precision of ``dtype`` (complex64/complex128) on ``device``."""
+        key = (dtype, device)
+        if key not in self._cache:
+            real = torch.float64 if dtype == torch.complex128 else torch.float32
+            self._cache[key] = (self.sensitivities.to(device=device, dtype=dtype),
+                                self.mask.to(device=device, dtype=real))
+        return self._cache[key]
+
+    def check(self, t: Tensor, name: str = "x") -> None:
+        """Raise :class:`~paperlib.io.InputValidationError` naming ``name`` unless ``t`` is a finite
+        floating-point or complex tensor whose trailing dimensions are ``(D, H, W)`` (``name="x"``)
+        or ``(C, D, H, W)`` (k-space)."""
+        if not isinstance(t, Tensor):
+            raise InputValidationError(f"{name}: expected a torch tensor, got {type(t).__name__}")
+        expected = self.shape if name == "x" else tuple(self.sensitivities.shape)
+        if t.ndim < len(expected) or tuple(t.shape[-len(expected):]) != expected:
+            what = "volume (..., D, H, W)" if name == "x" else "k-space (..., C, D, H, W)"
+            raise InputValidationError(
+                f"{name}: expected a {what} with trailing dimensions {expected}, got shape {tuple(t.shape)}")
+        if not (t.is_floating_point() or t.is_complex()):
+            raise InputValidationError(f"{name}: expected a floating-point or complex tensor, got {t.dtype}")
+        if not bool(torch.isfinite(t).all()):
+            raise InputValidationError(
+                f"{name}: {int((~torch.isfinite(t)).sum())} non-finite values (NaN/Inf) of {t.numel()}")
+
+    def volume_shape(self, y: Tensor) -> tuple[int, int, int]:
+        """``(D, H, W)`` of the volumes explaining the k-space ``y`` ``(..., C, D, H, W)``."""
+        self.check(y, "y")
+        return self.shape
+
+    def periodic_scan_step(self) -> None:
+        """None: MRI has no scan."""
+        return None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``y_c = M ⊙ F_3D(S_c x)``: (..., D, H, W) volume -> (..., C, D, H, W) complex k-space
+        (complex64; complex128 for double precision input). Differentiable."""
+        self.check(x, "x")
+        dtype = _complex_dtype(x)
+        sens, mask = self._tensors(dtype, x.device)
+        return fft3c(x.unsqueeze(-4) * sens) * mask
+
+    def conjugate_transpose(self, y: Tensor) -> Tensor:
+        """The adjoint ``A^H y = sum_c conj(S_c) F_3D^H (M ⊙ y_c)``: (..., C, D, H, W) -> (..., D, H, W)
+        complex. Differentiable."""
+        self.check(y, "y")
+        dtype = _complex_dtype(y)
+        sens, mask = self._tensors(dtype, y.device)
+        return (ifft3c(y.to(dtype) * mask) * sens.conj()).sum(-4)
+
+    def normal(self, x: Tensor) -> Tensor:
+        """``A^H A x`` (complex, the shape of ``x``)."""
+        return self.conjugate_transpose(self.forward(x))
+
+    def zero_filled(self, y: Tensor) -> Tensor:
+        """Coil-combined zero-filled image ``A^H y`` (complex)."""
+        return self.conjugate_transpose(y)
+
+    def measurement_image(self, y: Tensor) -> Tensor:
+        """``|A^H y|``, real (float32 for complex64 ``y``), shaped ``(..., D, H, W)``."""
+        return self.conjugate_transpose(y).abs()
+
+    def data_term(self, x: Tensor, y: Tensor) -> Tensor:
+        """``1/2 ||A x - y||^2`` (a real 0-d tensor summed over everything; differentiable)."""
+        return 0.5 * (self.forward(x) - y).abs().pow(2).sum()
+
+    def physics_step(self, x: Tensor, y: Tensor, step_size: float = 1.0) -> Tensor:
+        """A gradient step ``x - step_size A^H (A x - y)`` on ``1/2 ||A x - y||^2`` (paper 002's data
+        term; the multicoil counterpart of Eq. 4, which it is not a projection like). Real ``x``
+        gives the real part (the projection onto real volumes). ``0 < step_size <= 1`` never
+        increases the data term (``||A|| <= 1``)."""
+        if not isinstance(step_size, (int, float)) or not math.isfinite(step_size):
+            raise InputValidationError(f"step_size: expected a finite number, got {step_size!r}")
+        self.check(y, "y")
+        out = x - step_size * self.conjugate_transpose(self.forward(x) - y.to(_complex_dtype(x)))
+        return out if x.is_complex() else out.real

@@ -51,7 +51,7 @@ from ..physics.base import Operator
 from ..physics.mri import MRIOperator, hermitian_half
 from .solvers import fista, primal_dual, project_tv_dual_ball, soft_threshold
 from .tuning import grid_search
-from .wavelets import WAVELETS, dwt2, idwt2
+from .wavelets import check_wavelet, dwt2, idwt2
 
 __all__ = ["zero_filled", "cs_wavelet", "total_variation", "tune_weight", "absolute_weight"]
 
@@ -113,10 +113,7 @@ def cs_wavelet(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 300, l
     (..., D, H, W) float32 magnitude image.
     """
     _check_inputs(op, y, weight, iters)
-    if wavelet not in WAVELETS:
-        raise ValueError(f"wavelet: expected one of {sorted(WAVELETS)}, got {wavelet!r}")
-    if not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"levels: expected an integer >= 1, got {levels!r}")
+    check_wavelet(wavelet, levels)
     zf = op.zero_filled(y)
     lam = absolute_weight(zf, weight)
     normal = functools.partial(op.normal, real=real)  # v -> A^H A v (its real part for real v)

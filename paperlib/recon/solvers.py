@@ -15,6 +15,8 @@ The problems are of the form ``min_x f(x) + g(x)`` (FISTA) or ``min_x f(x) + g(K
   :func:`~paperlib.recon.mri_baselines.total_variation`.
 * :func:`fista` — proximal gradient with Nesterov momentum (Beck & Teboulle 2009).
 * :func:`primal_dual` — the primal-dual algorithm of Chambolle & Pock (2011).
+* :func:`conjugate_gradient` — CG for ``B x = b`` with ``B`` self-adjoint positive (semi)definite
+  (the inner solver of the DDS + TV-z baseline, :mod:`paperlib.recon.mri_multicoil_baselines`).
 
 This module imports only torch (and tqdm), so that :mod:`paperlib.physics` may use it without
 a circular import.
@@ -35,7 +37,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-__all__ = ["soft_threshold", "project_tv_dual_ball", "fista", "primal_dual"]
+__all__ = ["soft_threshold", "project_tv_dual_ball", "fista", "primal_dual", "conjugate_gradient"]
 
 
 def soft_threshold(x: Tensor, threshold: float, *, nonnegative: bool = False) -> Tensor:
@@ -299,4 +301,52 @@ def primal_dual(
         x = x_new
         if callback is not None:
             callback(k + 1, x)
+    return x
+
+
+def conjugate_gradient(apply: Callable[[Tensor], Tensor], b: Tensor, x0: Tensor, *, iters: int,
+                       tol: float = 0.0) -> Tensor:
+    """Conjugate gradients (Hestenes & Stiefel 1952) for ``B x = b``, ``B`` self-adjoint positive
+    (semi)definite on real or complex tensors of any shape (inner product ``Re <u, v>``).
+
+    Parameters
+    ----------
+    apply : ``v -> B v``.
+    b, x0 : right-hand side and starting point (tensors of one shape and dtype).
+    iters : at most this many iterations (fixed count unless ``tol`` stops earlier).
+    tol : stop once ``||r|| <= tol ||b||`` (0: never; runs are then reproducible step counts).
+
+    Returns
+    -------
+    The iterate, a tensor like ``x0``.
+
+    >>> B = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    >>> x = conjugate_gradient(lambda v: B @ v, torch.tensor([1.0, 2.0], dtype=torch.float64),
+    ...                        torch.zeros(2, dtype=torch.float64), iters=2)
+    >>> [round(v, 6) for v in x.tolist()]  # exact in n = 2 steps: B^-1 b = (1, 7) / 11
+    [0.090909, 0.636364]
+    """
+    if not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"iters: expected an integer >= 0, got {iters!r}")
+    if b.shape != x0.shape:
+        raise ValueError(f"b, x0: expected one shape, got {tuple(b.shape)} and {tuple(x0.shape)}")
+
+    def dot(u: Tensor, v: Tensor) -> Tensor:
+        return torch.vdot(u.reshape(-1), v.reshape(-1)).real
+
+    x = x0
+    r = b - apply(x)
+    p = r
+    rr = dot(r, r)
+    stop = (tol * float(torch.linalg.vector_norm(b))) ** 2
+    for _ in range(iters):
+        if float(rr) <= stop or float(rr) == 0.0:
+            break
+        bp = apply(p)
+        alpha = rr / dot(p, bp)
+        x = x + alpha * p
+        r = r - alpha * bp
+        rr_new = dot(r, r)
+        p = r + (rr_new / rr) * p
+        rr = rr_new
     return x

@@ -34,7 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["WAVELETS", "dwt2", "idwt2", "max_levels"]
+from ..io import InputValidationError
+
+__all__ = ["WAVELETS", "dwt2", "idwt2", "max_levels", "check_wavelet"]
 
 # Low-pass analysis filters of the orthonormal Daubechies family (sum sqrt(2), unit norm,
 # orthogonal to their even shifts: checked in tests/test_mri_baselines.py).
@@ -70,6 +72,15 @@ def _kernels(wavelet: str, dtype: torch.dtype, device: torch.device) -> tuple[Te
         synthesis = analysis.transpose(0, 1).flip(-1, -2).contiguous()
         _CACHE[key] = (analysis.to(dtype=dtype, device=device), synthesis.to(dtype=dtype, device=device))
     return _CACHE[key]
+
+
+def check_wavelet(wavelet: str, levels: int) -> None:
+    """Raise :class:`~paperlib.io.InputValidationError` (a ``ValueError``) naming ``wavelet`` unless it is
+    a key of :data:`WAVELETS`, or ``levels`` unless it is an integer >= 1."""
+    if wavelet not in WAVELETS:
+        raise InputValidationError(f"wavelet: expected one of {sorted(WAVELETS)}, got {wavelet!r}")
+    if not isinstance(levels, int) or levels < 1:
+        raise InputValidationError(f"levels: expected an integer >= 1, got {levels!r}")
 
 
 def max_levels(shape: tuple[int, int]) -> int:
