@@ -71,6 +71,7 @@ def mgo(tmp_path_factory):
     data, truth, acquisition, measured = _simulate(tmp, GRID)
     np.save(tmp / "mgo.npy", data)
     measured.to_zarr(str(tmp / "mgo.zarr"))
+    measured.to_zarr(str(tmp / "mgo.zip"))
     mrad = 1e3 * STEMAcquisition(**acquisition).wavelength / (GRID * acquisition["sampling"])
     _write_emd(tmp / "mgo.emd", data, acquisition["scan_step"], mrad)
     (tmp / "acq.yaml").write_text(yaml.safe_dump(acquisition))
@@ -92,7 +93,7 @@ def _loss(acquisition: dict, data: np.ndarray, volume: np.ndarray) -> float:
 # ------------------------------------------------------------------------- the files are read as written
 def test_readers_give_the_simulated_array_and_its_calibrations(mgo):
     d = mgo["dir"]
-    for name, expected in [("mgo.npy", {}), ("mgo.zarr", {"energy_kev": 200.0}),
+    for name, expected in [("mgo.npy", {}), ("mgo.zarr", {"energy_kev": 200.0}), ("mgo.zip", {"energy_kev": 200.0}),
                            ("mgo.emd", {"detector_mrad": (mgo["mrad"],) * 2})]:
         array, info = read_intensities(d / name)
         np.testing.assert_array_equal(array, mgo["data"])
@@ -112,7 +113,8 @@ def test_our_operator_reproduces_abtem_on_the_acquisition_grid(mgo):
 
 
 # ------------------------------------------------------------------------- every method, a 36-px grid
-@pytest.mark.parametrize("method, data", [("three_pie", "mgo.zarr"), ("sparse", "mgo.emd"), ("dart", "mgo.npy"),
+@pytest.mark.parametrize("method, data", [("three_pie", "mgo.zarr"), ("three_pie_thickness", "mgo.zip"),
+                                          ("torchslice", "mgo.npy"), ("sparse", "mgo.emd"), ("dart", "mgo.npy"),
                                           ("drift", "mgo.zarr")])
 def test_an_abtem_crystal_we_do_not_ship_runs_with_every_method(mgo, tmp_path, capsys, method, data):
     out = tmp_path / f"{method}.npy"
@@ -144,7 +146,7 @@ def test_the_command_line_itself_runs_and_refuses(mgo, tmp_path):
     assert not (tmp_path / "q.npy").exists()
 
 
-def test_an_odd_grid_is_abtems_model_too_and_runs(tmp_path, capsys):
+def test_an_odd_grid_is_abtems_model_too_and_runs(tmp_path, capsys, caplog):
     """Odd grids are not refused: abTEM's data on a 35-px grid are our operator's (fftshift puts the
     zero angle at pixel 35 // 2 on both sides), and DART pads the grid inside."""
     data, truth, acquisition, _ = _simulate(tmp_path, 35)
@@ -152,10 +154,14 @@ def test_an_odd_grid_is_abtems_model_too_and_runs(tmp_path, capsys):
     assert np.linalg.norm(op.forward(torch.from_numpy(truth)).numpy() - data) / np.linalg.norm(data) < 1e-4
     np.save(tmp_path / "odd.npy", data)
     (tmp_path / "acq.yaml").write_text(yaml.safe_dump(acquisition))
-    rc, _, err = _run(capsys, "--method", "dart", "--data", tmp_path / "odd.npy", "--acquisition",
-                      tmp_path / "acq.yaml", "--out", tmp_path / "odd_dart.npy")
-    assert rc == 0, err
-    assert np.load(tmp_path / "odd_dart.npy").shape == (4, 35, 35)
+    for method in ("dart", "drift"):
+        caplog.clear()
+        rc, _, err = _run(capsys, "--method", method, "--data", tmp_path / "odd.npy", "--acquisition",
+                          tmp_path / "acq.yaml", "--out", tmp_path / f"odd_{method}.npy")
+        assert rc == 0, err
+        assert np.load(tmp_path / f"odd_{method}.npy").shape == (4, 35, 35)
+        # 6 probe positions cannot step through 35 px in whole pixels: DRIFT says it does not align
+        assert ("not aligned laterally" in caplog.text) == (method == "drift"), caplog.text
 
 
 def test_counts_are_detected_stated_and_normalised(mgo, tmp_path, capsys):
@@ -230,6 +236,8 @@ BAD_INPUTS = {
                                  "--acquisition {acq}: detector_calibration 3.5 mrad/px does not match sampling"),
     "grid smaller than the detector": (dict(gpts=24, sampling=8.42 / 24), None,
                                        "--data {data}: the patterns have 36x36 px but the propagation grid only 24x24"),
+    "scan shape of other data": (dict(scan_shape=[5, 6]), None, "--data {data}: the data's scan is [6, 6] positions, "
+                                                                "the acquisition's scan_shape [5, 6]"),
     "scan outside the field of view": (dict(scan_step=3.0), None, "--data {data}: the scan (6 positions x 3 Å"),
     "EMD calibration disagrees": (dict(), "emd_wrong", "--data {data}: the file states detector calibration"),
     "truncated h5": (dict(), "truncated", "--data {data}: not a readable HDF5 file"),
