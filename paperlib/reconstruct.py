@@ -466,7 +466,8 @@ def stem_method(name: str, operator, profile: Profile, prior: str | None = None)
             "DRIFT: the scan does not tile the field of view in whole-pixel steps (scan_step = k x sampling "
             "with Sy x k = gpts, full grid), so the candidates are not aligned laterally (stem_diffusion.drift."
             "translate is off for this run)")
-        diffusion = profile.stem_diffusion.model_copy(update={"drift": drift_cfg.model_copy(update={"translate": False})})
+        drift_cfg = drift_cfg.model_copy(update={"translate": False})
+        diffusion = profile.stem_diffusion.model_copy(update={"drift": drift_cfg})
         profile = profile.model_copy(update={"stem_diffusion": diffusion})
     return registry[name], profile, notes
 

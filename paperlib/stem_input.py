@@ -327,7 +327,8 @@ def _validation_problems(exc: ValidationError) -> str:
             tail = "" if "got" in message else f" (got {got!r})"
             problems.append(f"key {key}: {message}{tail}" if key != "<file>" else message)
     if unknown:
-        problems.insert(0, f"unknown key{'s' * (len(unknown) > 1)} {', '.join(sorted(unknown))}; valid keys are {valid}")
+        names = ", ".join(sorted(unknown))
+        problems.insert(0, f"unknown key{'s' * (len(unknown) > 1)} {names}; valid keys are {valid}")
     return "; ".join(problems)
 
 
@@ -459,7 +460,8 @@ def _read_hdf5(path: Path, dataset: str | None) -> tuple[np.ndarray, dict]:
             array = np.asarray(data[()])
         except (OSError, ValueError, RuntimeError) as exc:  # truncated files fail only when the data is read
             raise InputValidationError(f"{source}: the data cannot be read (truncated file? {exc})") from None
-        info = {"layout": f"HDF5 {'EMD 1.0 ' + str(node.attrs.get('python_class', 'array')) + ' node' if is_group else 'dataset'} /{name}"}
+        kind = f"EMD 1.0 {node.attrs.get('python_class', 'array')} node" if is_group else "dataset"
+        info = {"layout": f"HDF5 {kind} /{name}"}
         if is_group:
             info.update(_emd_calibration(node))
         return _checked_array(array, source), info
@@ -664,8 +666,8 @@ def normalise_intensities(intensities: np.ndarray, mode: str, vacuum_sum: float,
             f"average; normalised patterns sum to about 1: set intensities to counts or auto")
     tensor = torch.from_numpy(data.astype(np.float32))
     if kind == "normalised":
-        return tensor, (f"intensities: normalised (mean pattern sum {mean_sum:.4g}, {'detected' if mode == 'auto' else 'as stated'}); "
-                        "used as they are")
+        how = "detected" if mode == "auto" else "as stated"
+        return tensor, f"intensities: normalised (mean pattern sum {mean_sum:.4g}, {how}); used as they are"
     if mean_sum <= 0:
         raise InputValidationError(f"{source}: every pattern sums to zero")
     factor = mean_sum / vacuum_sum
