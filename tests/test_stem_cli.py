@@ -104,6 +104,25 @@ def test_readers_give_the_simulated_array_and_its_calibrations(mgo):
             assert check_file_calibration(STEMAcquisition(**mgo["acq"]), info, name, "acq.yaml")
 
 
+def test_abtem_patterns_stored_without_fftshift_are_shifted(mgo, tmp_path):
+    """abTEM marks patterns kept in FFT order with ``fftshift: false`` on the reciprocal axes."""
+    import shutil
+
+    import zarr
+
+    store = tmp_path / "unshifted.zarr"
+    shutil.copytree(mgo["dir"] / "mgo.zarr", store)
+    root = zarr.open(str(store), mode="r+")
+    root["array0"][...] = np.fft.ifftshift(mgo["data"], axes=(-2, -1))
+    metadata = dict(root.attrs["metadata0"])
+    metadata["axes"] = {k: {**a, "fftshift": False} if a.get("type") == "ReciprocalSpaceAxis" else a
+                        for k, a in metadata["axes"].items()}
+    root.attrs["metadata0"] = metadata
+    array, info = read_intensities(store)
+    np.testing.assert_array_equal(array, mgo["data"])
+    assert info["layout"].endswith("patterns fftshifted here")
+
+
 def test_our_operator_reproduces_abtem_on_the_acquisition_grid(mgo):
     """The acquisition file builds the operator that made the data (same model as abTEM), so a
     reconstruction fits the physics of the file, not of our own simulator."""
@@ -241,6 +260,7 @@ BAD_INPUTS = {
                                                                 "the acquisition's scan_shape [5, 6]"),
     "scan outside the field of view": (dict(scan_step=3.0), None, "--data {data}: the scan (6 positions x 3 Å"),
     "EMD calibration disagrees": (dict(), "emd_wrong", "--data {data}: the file states detector calibration"),
+    "abTEM energy disagrees": (dict(energy=300), "zarr", "--data {data}: the file states energy 200 keV, --acquisition"),
     "truncated h5": (dict(), "truncated", "--data {data}: not a readable HDF5 file"),
     "empty npy": (dict(), "empty", "--data {data}: the file is empty (0 bytes)"),
     "npy without values": (dict(), "zero_size", "--data {data}: the array is empty"),
@@ -260,6 +280,8 @@ def test_each_bad_input_is_one_clear_error_and_exit_2(mgo, tmp_path, capsys, no_
     if maker == "counts":
         data = tmp_path / "counts.npy"
         np.save(data, np.round(mgo["data"] * 1e4).astype(np.int32))
+    elif maker == "zarr":
+        data = mgo["dir"] / "mgo.zarr"
     elif maker == "emd_wrong":
         data = tmp_path / "wrong.emd"
         _write_emd(data, mgo["data"], mgo["acq"]["scan_step"], 1.2 * mgo["mrad"])
@@ -321,3 +343,25 @@ def test_help_and_readme_list_every_acquisition_key_with_its_unit(capsys):
     assert "(Sy, Sx, Ky, Kx)" in text
     readme = (repo_root() / "README.md").read_text()
     assert acquisition_keys_table() in readme, "README's acquisition table is stale: paste acquisition_keys_table()"
+
+
+# ------------------------------------------------------------------------- the tables' methods are unchanged
+@pytest.mark.parametrize("method", ["dart", "drift"])
+def test_any_shape_guided_methods_are_the_tables_where_the_volume_fits_the_prior(method):
+    """On the prior's own depth (ci: 2 groups x 2 slices) and a grid divisible by its U-Net's factor,
+    the command line's tiled DART / DRIFT are the registered ones, number for number."""
+    from paperlib.config import load_profile
+    from paperlib.experiments.stem import STEM_METHODS
+    from paperlib.reconstruct import stem_method
+
+    cfg = load_profile("ci")
+    acq = STEMAcquisition(energy=200, semiangle=20, defocus=30, gpts=32, sampling=0.25, scan_step=1.0,
+                          slice_thickness=2, n_slices=4)
+    op = acq.operator((8, 8, 24, 24))
+    potential = 40 * torch.rand(op.shape, generator=torch.Generator().manual_seed(0))
+    y = op.forward(potential)
+    tiled_method, run_cfg, notes = stem_method(method, op, cfg)
+    assert notes == [] and run_cfg == cfg  # the ci prior's own grid, and a scan of whole-pixel steps
+    ours = tiled_method.fn(op, y, run_cfg, torch.Generator().manual_seed(3))
+    tables = STEM_METHODS[method].fn(op, y, cfg, torch.Generator().manual_seed(3))
+    assert torch.equal(ours, tables)
