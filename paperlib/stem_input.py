@@ -106,10 +106,10 @@ class STEMAcquisition(BaseModel):
     agree within 1 %, else the error says which ``sampling`` (or ``gpts``) would match.
 
     Pairs (``gpts``, ``sampling``, ``detector_calibration``, ``scan_step``) are ``[rows,
-    columns]`` or one number for both.
+    columns]`` or one number for both. NaN and infinite numbers are refused.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     energy: float = Field(description="acceleration voltage, 20 to 1000 (200 for a 200 kV microscope)",
                           json_schema_extra=_unit("keV"))

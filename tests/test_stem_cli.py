@@ -246,6 +246,8 @@ BAD_INPUTS = {
     "energy in eV": (dict(energy=200000), None, "--acquisition {acq}: key energy: expected an acceleration voltage "
                                                 "in keV between 20 and 1000"),
     "energy in MeV": (dict(energy=0.3), None, "--acquisition {acq}: key energy: expected"),
+    "non-finite number": (dict(defocus=float("nan")), None, "--acquisition {acq}: key defocus: Input should be a "
+                                                            "finite number"),
     "missing energy": (dict(drop=("energy",)), None, "--acquisition {acq}: key energy: missing, required (keV"),
     "missing gpts": (dict(drop=("gpts",)), None, "--acquisition {acq}: key gpts: missing, required (px"),
     "unknown keys": (dict(vacancy_fraction=0.02, seed=0), None,
