@@ -48,7 +48,7 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -432,7 +432,7 @@ def _any_shape_guided():
     from .experiments.stem import STEM_GUIDED
 
     registry = Registry("4D-STEM (any shape)")
-    setup = TiledGuidedSetup(STEM_GUIDED.diffusion, STEM_GUIDED.prior, scaled=STEM_GUIDED.scaled)
+    setup = TiledGuidedSetup(**{f.name: getattr(STEM_GUIDED, f.name) for f in fields(GuidedSetup)})
     register_guided(registry, setup)
     return registry, setup
 

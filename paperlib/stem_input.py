@@ -549,6 +549,9 @@ def read_intensities(path: str | Path, dataset: str | None = None) -> tuple[np.n
         raise InputValidationError(f"{path}: the file is empty (0 bytes), expected 4D-STEM intensities")
     suffix = path.suffix.lower()
     if suffix == ".npy":
+        if dataset is not None:
+            raise InputValidationError(f"{path}: a .npy file holds one array; --dataset {dataset} applies to HDF5 "
+                                       "and zarr files only")
         return _read_npy(path)
     if suffix in (".h5", ".hdf5", ".emd"):
         return _read_hdf5(path, dataset)

@@ -367,3 +367,8 @@ def test_any_shape_guided_methods_are_the_tables_where_the_volume_fits_the_prior
     ours = tiled_method.fn(op, y, run_cfg, torch.Generator().manual_seed(3))
     tables = STEM_METHODS[method].fn(op, y, cfg, torch.Generator().manual_seed(3))
     assert torch.equal(ours, tables)
+
+
+def test_a_dataset_name_for_an_npy_file_is_refused(mgo):
+    with pytest.raises(ValueError, match="a .npy file holds one array; --dataset scan applies to HDF5"):
+        read_intensities(mgo["dir"] / "mgo.npy", "scan")
