@@ -6,7 +6,7 @@ COMMAND --help`` shows a command's options)
 data            generate (or load) and cache the MRI splits of a profile
 tune-baselines  choose the CS-MRI and TV weights on the *validation* split of a profile and
                 print the values to record in ``notebooks/params/<profile>.yaml``
-reconstruct     DART, DRIFT or a baseline on your own data (NIfTI for MRI, .npy/HDF5 for
+reconstruct     DART, DRIFT or a baseline on your own data (NIfTI for MRI, .npy/HDF5/zarr for
                 4D-STEM; see ``python -m paperlib reconstruct --help``)
 train           train the partitioned diffusion prior (``train --modality mri --profile NAME``;
                 see ``python -m paperlib train --help``); rerunning after a kill resumes
@@ -418,7 +418,7 @@ COMMANDS: dict[str, Command] = {
     "tune-baselines": Command("choose the CS-MRI and TV weights on the validation split of a profile",
                               tune_main),
     "train": Command("train a partitioned diffusion prior (rerunning after a kill resumes)", train_main),
-    "reconstruct": Command("run DART, DRIFT or a baseline on your own data (NIfTI MRI, 4D-STEM .npy/HDF5)",
+    "reconstruct": Command("run DART, DRIFT or a baseline on your own data (NIfTI MRI, 4D-STEM .npy/HDF5/zarr)",
                            reconstruct_main),
 }
 

@@ -17,11 +17,17 @@ MRI (``--modality mri``)
     qform/sform codes and units (:func:`paperlib.io.save_nifti` with ``like=``), written atomically.
 
 4D-STEM (``--modality stem``)
-    Input: intensities ``(Sy, Sx, Ky, Kx)`` in ``.npy`` or HDF5 (``--dataset`` names the array)
-    and the acquisition parameters in a YAML/JSON file (``--acquisition``: the keys of
-    :class:`paperlib.data.crystals.STEMDataParams` — grid, sampling, slices, energy,
-    semi-angle, defocus, scan and detector). Output: the ``(D, H, W)`` potential in V·Å as
-    ``.npy``.
+    Input: a microscope's intensities ``(Sy, Sx, Ky, Kx)`` (``--data``: ``.npy``, HDF5 such as
+    py4DSTEM's EMD 1.0 files, or abTEM's zarr output; ``--dataset`` names the array where a file
+    holds several) and the acquisition in a YAML/JSON file (``--acquisition``: the keys of
+    :class:`paperlib.stem_input.STEMAcquisition` — energy in keV, semi-angle in mrad, defocus, scan
+    step and slice thickness in Å, the grid and its sampling or detector calibration; ``--help``
+    lists them with units and defaults). Counts are detected and normalised to the operator's
+    convention (stated on stdout), calibrations the file states are checked against the
+    acquisition file, and the undiffracted beam must sit at the pattern centre
+    (:mod:`paperlib.stem_input`). Every method takes any grid and scan step: DART and DRIFT tile
+    the prior over the depth and pad the grid inside (:func:`stem_method`). Output: the
+    ``(D, H, W)`` potential in V·Å as ``.npy``, written atomically.
 
 Methods are the registered ones of the modality (MRI:
 :data:`paperlib.experiments.real_mri.REAL_MRI_METHODS`; 4D-STEM:
@@ -42,12 +48,14 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .config import ConfigError, Profile, load_profile
+from .experiments.priors import GuidedSetup, register_guided
 from .io import InputValidationError, atomic_path, load_nifti, save_nifti
 
 logger = logging.getLogger(__name__)
@@ -192,35 +200,6 @@ def voxel_note(voxel_mm: tuple[float, float, float]) -> str:
             f"{THICKNESS_MM[0]:g}-{THICKNESS_MM[1]:g} mm: the prior extrapolates (compare with --method tv)")
 
 
-def _load_intensities(path: Path, dataset: str | None) -> np.ndarray:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such 4D-STEM data file")
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if path.suffix in (".h5", ".hdf5"):
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            if dataset is None or dataset not in f:
-                names = []
-                f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-                raise InputValidationError(f"{path}: pass --dataset, one of {names}")
-            return np.asarray(f[dataset])
-    raise InputValidationError(f"{path}: expected 4D-STEM intensities as .npy, .h5 or .hdf5")
-
-
-def _load_acquisition(path: Path) -> dict:
-    import yaml
-
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such acquisition-parameter file")
-    text = path.read_text()
-    params = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    if not isinstance(params, dict):
-        raise InputValidationError(f"{path}: expected a mapping of acquisition parameters")
-    return params
-
-
 #: The command line's names of the sampling settings in the profile's ``mri_physics`` section.
 SAMPLING_FLAGS = {"acceleration": "--acceleration", "center_fraction": "--center-fraction",
                   "table1_mask": "--mask-kind", "mask_seed": "--mask-seed"}
@@ -229,7 +208,15 @@ SAMPLING_FLAGS = {"acceleration": "--acceleration", "center_fraction": "--center
 def _parser() -> argparse.ArgumentParser:
     from .cli import COMMANDS, PROG, CommandParser
 
-    p = CommandParser(prog=f"{PROG} reconstruct", description=COMMANDS["reconstruct"].description)
+    from .stem_input import acquisition_keys_table
+
+    p = CommandParser(prog=f"{PROG} reconstruct", description=COMMANDS["reconstruct"].description,
+                      formatter_class=argparse.RawDescriptionHelpFormatter,
+                      epilog="4D-STEM acquisition file (--acquisition, YAML or JSON; unknown keys are errors):\n"
+                             f"{acquisition_keys_table('text')}\n\n"
+                             "4D-STEM data (--data): intensities (Sy, Sx, Ky, Kx) = (scan rows, scan columns, detector "
+                             "rows, detector columns),\nthe undiffracted beam at pixel (Ky // 2, Kx // 2); counts or "
+                             "normalised (patterns sum to about 1), detected and stated.")
     p.add_argument("--modality", choices=("mri", "stem"), default="mri")
     p.add_argument("--method", default="dart", help="registered method (dart, drift, projection, cs_mri, tv, ...)")
     p.add_argument("--profile", default="default", help="settings of the methods (and the prior): name or YAML path")
@@ -251,9 +238,10 @@ def _parser() -> argparse.ArgumentParser:
     mri.add_argument("--mask-kind", metavar="{uniform1d,gaussian2d}", help="default: the profile's Table 1 mask")
     mri.add_argument("--mask-seed", type=int)
     stem = p.add_argument_group("4D-STEM")
-    stem.add_argument("--data", type=Path, help="intensities (Sy, Sx, Ky, Kx), .npy or HDF5")
-    stem.add_argument("--dataset", help="HDF5 dataset name")
-    stem.add_argument("--acquisition", type=Path, help="YAML/JSON acquisition parameters")
+    stem.add_argument("--data", type=Path, help="intensities (Sy, Sx, Ky, Kx): .npy, HDF5 (.h5/.hdf5/.emd: py4DSTEM "
+                                                "EMD 1.0 or one 4D dataset) or abTEM zarr (.zarr/.zip)")
+    stem.add_argument("--dataset", help="the HDF5 dataset (or EMD node, zarr array) where the file holds several")
+    stem.add_argument("--acquisition", type=Path, help="YAML/JSON acquisition file (keys below)")
     return p
 
 
@@ -425,28 +413,114 @@ def _with_flag(flag: str, load, *args):
         raise InputValidationError(f"{flag} {exc}") from None
 
 
+@dataclass(frozen=True)
+class TiledGuidedSetup(GuidedSetup):
+    """A :class:`~paperlib.experiments.priors.GuidedSetup` whose prior takes volumes of any shape:
+    the profile's partitioned prior tiled over the depth and padded in-plane inside
+    (:class:`~paperlib.diffusion.tiling.TiledPrior`, windows without overlap). Where the volume
+    has the prior's own depth and a grid divisible by its U-Net's factor, this is the partitioned
+    prior itself (bit for bit), so the tables' DART and DRIFT are unchanged."""
+
+    def load(self, profile: Profile):
+        from .diffusion.tiling import tiled
+
+        return tiled(super().load(profile), overlap=0)
+
+
+def _any_shape_guided():
+    from .experiments.registry import Registry
+    from .experiments.stem import STEM_GUIDED
+
+    registry = Registry("4D-STEM (any shape)")
+    setup = TiledGuidedSetup(**{f.name: getattr(STEM_GUIDED, f.name) for f in fields(GuidedSetup)})
+    register_guided(registry, setup)
+    return registry, setup
+
+
+def stem_method(name: str, operator, profile: Profile, prior: str | None = None):
+    """The 4D-STEM method ``name`` for a user's ``operator``, checked before any work.
+
+    DART and DRIFT run on :class:`TiledGuidedSetup` (any depth, any grid; the prior is loaded
+    here, so a missing or mismatched checkpoint is reported before the reconstruction). DRIFT's
+    lateral alignment (``stem_diffusion.drift.translate``) needs a scan that tiles the field of
+    view in whole pixels (:meth:`~paperlib.physics.multislice.MultisliceOperator.periodic_scan_step`);
+    for any other scan it is switched off for this run and said so. The baselines are the
+    registered ones.
+
+    Returns
+    -------
+    method : the :class:`~paperlib.experiments.registry.Method`.
+    profile : ``profile``, with ``prior`` as the checkpoint and DRIFT's alignment as it will run.
+    notes : sentences for the user (empty when nothing was changed or is out of the prior's range).
+    """
+    if name not in ("dart", "drift"):
+        return registered_method("stem", name), profile, []
+    registry, setup = _any_shape_guided()
+    if prior is not None:
+        profile = profile.model_copy(update={"stem_prior": profile.stem_prior.model_copy(update={"checkpoint": prior})})
+    setup.load(profile)  # a missing checkpoint or a wrong data_scale fails here, before any work
+    notes = prior_notes(profile, operator)
+    drift_cfg = profile.stem_diffusion.drift
+    if name == "drift" and drift_cfg.translate and operator.periodic_scan_step() is None:
+        notes.append(
+            "DRIFT: the scan does not tile the field of view in whole-pixel steps (scan_step = k x sampling "
+            "with Sy x k = gpts, full grid), so the candidates are not aligned laterally (stem_diffusion.drift."
+            "translate is off for this run)")
+        drift_cfg = drift_cfg.model_copy(update={"translate": False})
+        diffusion = profile.stem_diffusion.model_copy(update={"drift": drift_cfg})
+        profile = profile.model_copy(update={"stem_diffusion": diffusion})
+    return registry[name], profile, notes
+
+
+def prior_notes(profile: Profile, operator) -> list[str]:
+    """Where the acquisition lies outside the 4D-STEM prior's training data (its manifest's
+    ``dataset.stem``: sampling, slice thickness, energy; more than 10 % away): one sentence each; the prior then
+    extrapolates (compare with ``--method three_pie``)."""
+    from .experiments.priors import resolve_checkpoint
+
+    manifests = sorted(resolve_checkpoint(profile.stem_prior.checkpoint).glob("prior_group*.json"))
+    trained = json.loads(manifests[0].read_text()).get("dataset", {}).get("stem") if manifests else None
+    if not trained:
+        return []
+    ours = {"sampling": max(operator.sampling), "slice_thickness": max(operator.slice_thickness),
+            "energy": operator.energy}
+    units = {"sampling": "Å/px", "slice_thickness": "Å", "energy": "keV"}
+    return [f"{key} {ours[key]:g} {units[key]} differs from the prior's training data ({trained[key]:g} "
+            f"{units[key]}): the prior extrapolates (compare with --method three_pie)"
+            for key in ours if key in trained and abs(ours[key] - float(trained[key])) > 0.1 * float(trained[key])]
+
+
 def _main_stem(args, cfg: Profile) -> int:
-    from pydantic import ValidationError
+    from .stem_input import (check_beam_centre, check_file_calibration, load_acquisition, normalise_intensities,
+                             read_intensities)
 
-    from .data.crystals import STEMDataParams
-
-    run = registered_method("stem", args.method)
+    acquisition = _with_flag("--acquisition", load_acquisition, args.acquisition)
+    data, info = _with_flag("--data", read_intensities, args.data, args.dataset)
+    source = f"--data {args.data}"
+    acquisition.check_data_shape(data.shape, source)
+    agreed = check_file_calibration(acquisition, info, source, f"--acquisition {args.acquisition}")
+    op = acquisition.operator(data.shape)
     try:
-        params = STEMDataParams.model_validate(_with_flag("--acquisition", _load_acquisition, args.acquisition))
-    except ValidationError as exc:
-        problems = "; ".join(f"key {'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']} (got {e.get('input')!r})"
-                             for e in exc.errors())
-        raise InputValidationError(f"--acquisition {args.acquisition}: expected the keys of STEMDataParams, "
-                                   f"{problems}") from None
-    intensities = _with_flag("--data", _load_intensities, args.data, args.dataset)
-    intensities = torch.from_numpy(np.asarray(intensities, dtype=np.float32))
-    op = params.operator()
-    op.bright_field(intensities)  # validates shape, sign and finiteness with a clear message
-    if args.prior is not None:
-        cfg = cfg.model_copy(update={"stem_prior": cfg.stem_prior.model_copy(update={"checkpoint": args.prior})})
-    recon = run.fn(op, intensities, cfg, torch.Generator().manual_seed(args.seed))
+        op.check_intensities(torch.from_numpy(np.asarray(data, dtype=np.float32)))  # sign and finiteness
+    except InputValidationError as exc:
+        raise InputValidationError(f"{source}: {exc}") from None
+    check_beam_centre(data, source)
+    vacuum = float(op.intensities_at(torch.zeros(op.shape, dtype=op.dtype), torch.tensor([0])).sum())
+    intensities, statement = normalise_intensities(data, acquisition.intensities, vacuum, source)
+    method, cfg, notes = stem_method(args.method, op, cfg, prior=args.prior)
+    print(f"read {args.data}: {info['layout']}, shape {tuple(data.shape)} (Sy, Sx, Ky, Kx)"
+          + (f"; agrees with the acquisition file on {', '.join(agreed)}" if agreed else ""))
+    print(statement)
+    for note in notes:
+        logger.warning("%s", note)
+    recon = method.fn(op, intensities.to(op.dtype), cfg, torch.Generator().manual_seed(args.seed))
     with atomic_path(args.out) as tmp:
         with open(tmp, "wb") as f:
-            np.save(f, recon.detach().float().numpy())
-    print(f"{args.method}: {args.data} -> {args.out} (potential {tuple(recon.shape)}, V*Angstrom)")
+            np.save(f, recon.detach().float().cpu().numpy())
+    print(f"{args.method}: {args.data} -> {args.out} (potential {tuple(recon.shape)} = (D, H, W), V*Angstrom, "
+          f"{acquisition.n_slices} slices of {acquisition.slice_thickness:g} Å, {_pixels(op.sampling)} Å/px)")
     return 0
+
+
+def _pixels(sampling) -> str:
+    return f"{sampling[0]:.4g}" if abs(sampling[0] - sampling[1]) < 1e-12 else f"{sampling[0]:.4g}x{sampling[1]:.4g}"

@@ -286,8 +286,8 @@ def test_stem_inputs_are_named_too(files, capsys, no_reconstruction):
     stem = ["reconstruct", "--modality", "stem", "--profile", "ci", "--threads", "1", "--out", "pot.npy"]
     for extra, message in [
         (["--data", "scan.npy", "--acquisition", "missing.yaml"], "--acquisition missing.yaml: no such"),
-        (["--data", "scan.npy", "--acquisition", "acq.yaml"], "--acquisition acq.yaml: expected the keys of "
-                                                             "STEMDataParams, key energy:"),
+        (["--data", "scan.npy", "--acquisition", "acq.yaml"], "--acquisition acq.yaml: key energy: expected an "
+                                                             "acceleration voltage in keV"),
         (["--acquisition", "acq.yaml"], "--data and --acquisition: a 4D-STEM reconstruction needs both"),
         (["--data", "scan.npy", "--acquisition", "acq.yaml", "--method", "tv"], "--method tv: expected a "
                                                                                 "registered stem method"),
