@@ -47,7 +47,7 @@ the reason and no numbers):
 to check the machinery in about a minute; its numbers are not benchmarks. ``--read SECTION...``
 takes those sections' rows from the previous report's CSV instead of running them.
 
-    python benchmarks/report.py                      # full: default profile, 2 threads (~25 min)
+    python benchmarks/report.py                      # full: default profile, 2 threads (20-40 min)
     python benchmarks/report.py --quick --out-dir /tmp/bench
 """
 from __future__ import annotations
@@ -56,14 +56,13 @@ import argparse
 import contextlib
 import csv
 import io
-import math
 import os
 import platform
 import subprocess
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -130,7 +129,6 @@ class Settings:
     unet_preset: str
     unet_shape: tuple[int, int, int, int, int]
     scaling: tuple[str, ...] = ("default", "paper")
-    extra: dict = field(default_factory=dict)
 
 
 def settings(quick: bool, threads: int, profile: str | None = None) -> Settings:
@@ -257,6 +255,7 @@ def _sigpy_recon(kind: str, case, lam: float, iters: int):
 
 def section_mri_solvers(s: Settings) -> list[Row]:
     import torch
+    from tqdm.auto import tqdm
 
     from paperlib.config import load_profile
     from paperlib.experiments.mri import mri_cases
@@ -306,13 +305,22 @@ def section_mri_solvers(s: Settings) -> list[Row]:
     val = mri_cases(profile, split="val", n=s.n_val)
     test = mri_cases(profile, split="test", n=s.n_test)
     tuned, results = {}, {}
+    bar = tqdm(total=len(labels) * (len(s.grid) + 1), desc="CS-MRI/TV vs sigpy (tune, test)", disable=s.quick)
     for name in labels:  # each solver's weight by its own best validation SSIM
-        tuned[name] = max(s.grid, key=lambda w: mean_ssim(name, val, w))
+
+        def score(w: float) -> float:
+            value = mean_ssim(name, val, w)
+            bar.update()
+            return value
+
+        tuned[name] = max(s.grid, key=score)
         start = time.perf_counter()
         recons = [run(name, c, tuned[name]) for c in test]
         seconds = (time.perf_counter() - start) / len(test)
         ssim = [volume_scores(r, c.image, head_mask=c.head_mask)["ssim_head"] for r, c in zip(recons, test)]
         results[name] = (seconds, sum(ssim) / len(ssim))
+        bar.update()
+    bar.close()
     shape = tuple(test[0].image.shape)
     data = (f"{len(test)} test volume(s) {shape} of profile {s.profile!r}, weights tuned on {len(val)} validation "
             f"volume(s) over {len(s.grid)} weights")
@@ -324,7 +332,8 @@ def section_mri_solvers(s: Settings) -> list[Row]:
         rows.append(Row("mri_solvers", component, labels[ours], labels[peer], data,
                         f"s per volume, {iters} iterations each", t_o, t_p, t_p / t_o,
                         accuracy_metric="test SSIM in head", ours_accuracy=a_o, peer_accuracy=a_p,
-                        note=f"{note}; weight ours {edge(tuned[ours])}, sigpy {edge(tuned[peer])}"))
+                        note=f"{note}; weight ours {edge(tuned[ours])}, sigpy {edge(tuned[peer])}; ours: the "
+                             "volume in one batched call, sigpy: one slice per call (its apps take one slice)"))
     return rows
 
 
@@ -376,7 +385,8 @@ def section_multislice(s: Settings) -> list[Row]:
 
     version = abtem.__version__
     return [
-        Row("multislice", "multislice forward (Eq. 1)", "MultisliceOperator.forward", f"abTEM {version}", data,
+        Row("multislice", "multislice forward (Eq. 1)", f"MultisliceOperator.forward ({op.fft_backend} FFT)",
+            f"abTEM {version}", data,
             f"s per 4D-STEM data set (best of {s.repeats})", t_f, t_a, t_a / t_f,
             accuracy_metric="relative L2 from abTEM", ours_accuracy=err, peer_accuracy=0.0,
             note="abTEM is the reference of the accuracy column"),
@@ -448,6 +458,8 @@ def _guided_speed_rows() -> list[Row]:
                        "benchmarks/guided_speed.py")
     with open(path, newline="") as f:
         got = list(csv.DictReader(f))
+    with open(path.with_suffix(".txt")) as f:
+        machine_line = f.readline().lstrip("# ").removeprefix("guided_speed:").strip()
     when = subprocess.run(["git", "log", "-1", "--format=%cI", "--", str(path)], cwd=REPO, capture_output=True,
                           text=True).stdout.strip() or "uncommitted"
     rows = []
@@ -463,7 +475,8 @@ def _guided_speed_rows() -> list[Row]:
                         "s per volume", t["after"], t["before"], t["before"] / t["after"],
                         direction="before/after time (>1: faster now)", accuracy_metric="SSIM",
                         ours_accuracy=a["after"], peer_accuracy=a["before"], status="read",
-                        note="benchmarks/guided_speed.py (results/guided_speed.csv)", measured_utc=when))
+                        note=f"benchmarks/guided_speed.py (results/guided_speed.csv): {machine_line}",
+                        measured_utc=when))
     return rows
 
 
@@ -539,7 +552,8 @@ def section_denoiser(s: Settings) -> list[Row]:
     flops = _counted_flops(lambda: forward(False, False))
     reference = forward(False, False)
     data = (f"UNet3D preset {s.unet_preset!r}, input {'x'.join(map(str, s.unet_shape))}, t = 500, "
-            f"{flops / 1e9:.3f} GFLOP per forward (FlopCounterMode)")
+            f"{flops / 1e9:.3f} GFLOP per forward (convolutions, matmuls and attention, counted by FlopCounterMode; "
+            "norms and activations not counted)")
     rows = []
     for label, channels_last, bf16, kind in (("fp32, contiguous (before)", False, False, "fp32"),
                                              ("bf16 autocast, channels-last (the profiles)", True, True, "bf16")):
@@ -678,7 +692,8 @@ def to_markdown(rows: list[Row], header: dict[str, str], seconds: float) -> str:
              "ours and the peer on the same data on this machine. Time ratios are **peer time / our time** "
              "(> 1: ours is faster); other ratios state their direction. Each row gives the accuracy of both "
              "sides next to the ratio. `read` rows come from the named results file (their date in the CSV), "
-             "`skipped` rows name what is missing.", "", "## Machine", "",
+             "`skipped` rows name what is missing. `read` rows may come from another machine: their note names it.",
+             "", "## Machine", "",
              "| | |", "|---|---|"]
     lines += [f"| {k} | {cell(v)} |" for k, v in header.items()]
     lines += [f"| report run time | {seconds:.0f} s |", "", "## Results", "",
@@ -719,6 +734,8 @@ def main(argv=None) -> int:
     threads = args.threads or (1 if args.quick else 2)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
+    import torch
+
     from paperlib.io import atomic_write_text
     from paperlib.paths import figures_dir
 
@@ -746,6 +763,7 @@ def main(argv=None) -> int:
             continue
         print(f"== {name}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
+        torch.set_num_threads(threads)  # sections that change it (py4DSTEM's one thread) do not leak it
         try:
             got = SECTION_FUNCTIONS[name](s)
         except Exception as err:  # noqa: BLE001 - recorded in the report, exit status 1
