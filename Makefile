@@ -34,7 +34,7 @@ help:
 	@echo "                                         JupyterLab on notebooks/: .py sources open as notebooks,"
 	@echo "                                         figures inline, outputs to LAB_FIGURES (default"
 	@echo "                                         notebooks/_build/lab/PROFILE, git-ignored)"
-	@echo "make bench                               peer benchmarks (sigpy), ratios printed"
+	@echo "make bench [BENCH_ARGS=--quick]          one report against every peer -> $(FIGURES)/benchmarks.{md,csv}"
 	@echo "make train [PROFILE=...]                 train the MRI and 4D-STEM priors (resumable)"
 	@echo "make validate [PROFILE=...]              the profile's validation grids -> $(FIGURES)/validation_*.csv,"
 	@echo "                                         and the MRI baseline weight search -> tune_baselines_*.csv"
@@ -167,11 +167,12 @@ validate: $(VENV)/.installed
 		--out $(FIGURES)/tune_baselines_$(PROFILE).csv --overwrite
 	$(PY) -m paperlib.validation --profile $(PROFILE) --out $(FIGURES)
 
+# One report against every peer: figures/benchmarks.md + figures/benchmarks.csv (benchmarks/report.py;
+# BENCH_ARGS=--quick checks the machinery on tiny sizes, --read SECTION... reuses the last report's rows).
+BENCH_ARGS ?=
 bench: $(VENV)/.installed | .venv-py4dstem/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[bench]"
-	$(PY) benchmarks/mri_peers.py
-	$(PY) benchmarks/stem_peers.py
-	$(PY) benchmarks/diffusion_ranks.py
+	$(PY) benchmarks/report.py --out-dir $(FIGURES) $(BENCH_ARGS)
 
 # py4DSTEM 0.14.18 pins numpy 1.26 (no CUDA, no torch): its own venv, arrays exchanged through
 # files by benchmarks/stem_peers.py -> benchmarks/py4dstem_peer.py

@@ -161,11 +161,13 @@ def _divergence(p: Tensor) -> Tensor:
 
 
 def total_variation(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 300, step_ratio: float = 4.0,
-                    real: bool = True, progress: bool = False) -> Tensor:
+                    real: bool = True, isotropic: bool = True, progress: bool = False) -> Tensor:
     """Isotropic-TV regularised least squares by Chambolle–Pock primal-dual, batched over slices.
 
     Solves ``min_x 1/2 ||M F x - y||^2 + λ sum_pixels |∇x|`` with ``λ = weight * max |x_zf|``
-    (``|∇x|`` the Euclidean norm of the two complex differences). Steps ``τ = step_ratio / L``,
+    (``|∇x|`` the Euclidean norm of the two complex differences); with ``isotropic=False``,
+    anisotropic TV ``λ sum_pixels (|∇_H x| + |∇_W x|)`` (each complex difference's modulus), the
+    variant of sigpy's ``TotalVariationRecon``. Steps ``τ = step_ratio / L``,
     ``σ = 1 / (step_ratio L)`` with ``L = sqrt(8) >= ||∇||`` (so ``τ σ L^2 = 1``), over-relaxation
     ``θ = 1``. The data term's proximal map is exact:
     ``F_c^H[(F_c v + τ M y) / (1 + τ M)] = F^H[F v / (1 + τ M')] + τ / (1 + τ) x_zf`` with
@@ -182,6 +184,8 @@ def total_variation(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 3
     real : solve over real images (default; the data prox then uses the symmetrised mask of
         :func:`paperlib.physics.mri.hermitian_half` and real FFTs); ``False`` solves over complex images, as sigpy's
         ``TotalVariationRecon`` does.
+    isotropic : isotropic TV (default); ``False`` for anisotropic TV (the dual projection of
+        :func:`~paperlib.recon.solvers.project_tv_dual_ball` with ``per_direction=True``).
     progress : tqdm bar over iterations.
 
     Returns
@@ -238,7 +242,7 @@ def total_variation(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 3
         data_prox,
         forward=gradient if regularised else None,
         adjoint=(lambda p: _divergence(p).neg_()) if regularised else None,
-        prox_dual=(lambda p: project_tv_dual_ball(p, lam)) if regularised else None,
+        prox_dual=(lambda p: project_tv_dual_ball(p, lam, per_direction=not isotropic)) if regularised else None,
         tau=tau,
         sigma=sigma,
         iters=iters,

@@ -83,7 +83,7 @@ def soft_threshold(x: Tensor, threshold: float, *, nonnegative: bool = False) ->
     return torch.view_as_complex(xr * factor.unsqueeze(-1))
 
 
-def project_tv_dual_ball(p: Tensor, radius: float) -> Tensor:
+def project_tv_dual_ball(p: Tensor, radius: float, *, per_direction: bool = False) -> Tensor:
     """Project every pixel's dual vector onto the Euclidean ball of ``radius``, **in place**.
 
     For isotropic TV, ``λ TV(x) = λ sum_i |(∇x)_i|_2``; its convex conjugate is the indicator
@@ -97,6 +97,10 @@ def project_tv_dual_ball(p: Tensor, radius: float) -> Tensor:
         of one difference (``C = 1`` for real images, ``C = 2`` for the real and imaginary parts
         of complex ones). The norm of a pixel is taken over ``N`` and ``C`` together.
     radius : float > 0, ``λ``.
+    per_direction : project each difference direction on its own (norm over ``C`` only): the
+        dual set of **anisotropic** TV, ``λ sum_i sum_n |(∇_n x)_i|`` (sigpy's
+        ``TotalVariationRecon``), whose conjugate is the indicator of ``{p : |p_{n,i}| <= λ}``.
+        The default ``False`` is the isotropic ball above.
 
     Returns
     -------
@@ -105,9 +109,14 @@ def project_tv_dual_ball(p: Tensor, radius: float) -> Tensor:
     >>> p = torch.tensor([[[3.0]], [[4.0]]])  # one pixel, differences (3, 4): norm 5
     >>> project_tv_dual_ball(p, 1.0).flatten().tolist()
     [0.6000000238418579, 0.800000011920929]
+    >>> project_tv_dual_ball(torch.tensor([[[3.0]], [[0.5]]]), 1.0, per_direction=True).flatten().tolist()
+    [1.0, 0.5]
     """
     if not radius > 0:
         raise ValueError(f"radius: expected a number > 0, got {radius!r}")
+    if per_direction:
+        shrink = torch.linalg.vector_norm(p, dim=-1).mul_(1.0 / radius).clamp_(min=1.0).reciprocal_()
+        return p.mul_(shrink.unsqueeze(-1))
     sq = torch.mul(p[0], p[0])
     for component in p[1:]:
         sq.addcmul_(component, component)
