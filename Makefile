@@ -50,6 +50,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # (only for the committed figures/ of the default profile).
 figures: $(RUNS)
 	@echo "figures written to $(FIGURES)/ (executed notebooks in $(BUILD)/)"
+	$(PY) -m paperlib._timings $(BUILD) $(FIGURES)/make_figures_$(PROFILE)
 ifeq ($(PROFILE)$(FIGURES),defaultfigures)
 	$(PY) -m paperlib._readme_tables
 endif
@@ -62,7 +63,8 @@ $(BUILD)/%.ipynb: notebooks/%.py notebooks/params/$(PROFILE).yaml $(PRIORS) | $(
 	@echo "== $* ($(PROFILE))"
 	@start=$$(date +%s); \
 	$(PY) -m paperlib._run_notebook $< $@ profile=$(PROFILE) out_dir=$(abspath $(FIGURES)); \
-	echo "   $* took $$(( $$(date +%s) - start )) s"
+	echo $$(( $$(date +%s) - start )) > $(BUILD)/$*.seconds; \
+	echo "   $* took $$(cat $(BUILD)/$*.seconds) s"
 
 $(BUILD)/deps.mk: $(NOTEBOOKS) $(PKG_SRC) | $(VENV)/.installed
 	@mkdir -p $(BUILD)
