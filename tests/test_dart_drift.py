@@ -158,10 +158,11 @@ class _ProjectionOperator:
     slice_local = False
     supports_support = False
     is_linear = True
+    projects = True
 
     def __init__(self, depth: int = 4, *, linear: bool = True) -> None:
         self.depth = depth
-        self.is_linear = linear
+        self.is_linear = self.projects = linear
         self.adjoint = self._adjoint if linear else None
 
     def forward(self, x):
@@ -195,7 +196,7 @@ def test_projection_sampling_reads_the_linearity_declaration():
     y = op.forward(mu + 0.2 * torch.randn(4, 8, 8, generator=g, dtype=torch.float64))
     x = projection_sampling(_gaussian_prior(mu, 0.3), op, y, generator=torch.Generator().manual_seed(0), num_steps=4)
     assert torch.allclose(op.forward(x.double()), y, atol=1e-4)
-    with pytest.raises(InputValidationError, match="is_linear False"):
+    with pytest.raises(InputValidationError, match="projects False"):
         projection_sampling(_gaussian_prior(mu, 0.3), _ProjectionOperator(4, linear=False), y,
                             generator=torch.Generator().manual_seed(0), num_steps=4)
 

@@ -99,7 +99,7 @@ def test_mask_variable_density_full_readout_seeded():
 def test_declarations_shapes_and_batching():
     op = _op()
     assert isinstance(op, Operator)
-    assert (op.slice_local, op.is_linear, op.supports_support, op.adjoint) == (False, False, False, None)
+    assert (op.slice_local, op.is_linear, op.projects, op.supports_support) == (False, True, False, False)
     assert op.periodic_scan_step() is None
     x = _randn((2, *SHAPE), torch.complex64)
     y = op.forward(x)

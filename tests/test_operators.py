@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from paperlib.physics.base import Operator, adjointness_error, check_gradients
-from paperlib.physics.mri import MRIOperator, make_mask
+from paperlib.physics.mri import MRIOperator, MulticoilMRIOperator, coil_sensitivities, make_mask, multicoil_mask
 from paperlib.physics.multislice import MultisliceOperator, grid_scan
 
 
@@ -50,11 +50,20 @@ def _multislice(window: int | None, dtype: torch.dtype) -> Case:
     return Case(op, x, "V", "intensities", lambda v, y: op.loss(v, y), torch.complex64)
 
 
+def _multicoil(dtype: torch.dtype) -> Case:
+    shape = (4, 8, 10)  # the mask's phase-encoding plane (D, H) needs >= 4 x 4
+    mask = multicoil_mask(shape, 2, 0.2, generator=torch.Generator().manual_seed(1))
+    op = MulticoilMRIOperator(coil_sensitivities(shape, 2), mask)
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    return Case(op, x, "x", "y", lambda v, y: (op.forward(v) - y).abs().pow(2).sum(), torch.int64)
+
+
 CASES = {
     "mri-uniform1d": lambda dtype: _mri("uniform1d", dtype),
     "mri-gaussian2d": lambda dtype: _mri("gaussian2d", dtype),
     "multislice-full": lambda dtype: _multislice(None, dtype),
     "multislice-window": lambda dtype: _multislice(8, dtype),
+    "mri-multicoil": _multicoil,
 }
 
 
@@ -70,6 +79,8 @@ def test_forward_shapes_dtypes_and_volume_shape(make):
     assert torch.isfinite(y).all()
     if isinstance(c.op, MRIOperator):
         assert y.shape == c.x.shape and y.dtype == torch.complex64
+    elif isinstance(c.op, MulticoilMRIOperator):
+        assert y.shape == (c.op.num_coils, *c.x.shape) and y.dtype == torch.complex64
     else:
         assert y.shape == c.op.measurement_shape and y.dtype == torch.float32
     assert c.op.volume_shape(y) == tuple(c.x.shape)
@@ -83,6 +94,7 @@ def test_forward_shapes_dtypes_and_volume_shape(make):
 def test_linearity_declaration_and_adjointness(make):
     c = make(torch.float64)
     assert c.op.is_linear == (c.op.adjoint is not None)
+    assert c.op.is_linear or not c.op.projects  # projects implies linear
     g = torch.Generator().manual_seed(3)
     if not c.op.is_linear:
         # declared nonlinear: the forward model really is (doubling V does not double the data)
@@ -93,12 +105,13 @@ def test_linearity_declaration_and_adjointness(make):
     y = torch.randn(c.op.forward(x).shape, dtype=torch.complex128, generator=g)
     assert adjointness_error(c.op.forward, c.op.adjoint, x, y) < 1e-12
     assert adjointness_error(c.op.forward, c.op.adjoint, c.x, y) < 1e-12  # real domain
-    # is_linear also promises: physics_step(x, y, step_size=1.0) projects onto A x = y
+    # projects: physics_step(x, y, step_size=1.0) is the projection onto A x = y (declared either way)
     y_true = c.op.forward(torch.randn(c.x.shape, dtype=torch.float64, generator=g))
     z = torch.randn(c.x.shape, dtype=torch.complex128, generator=g)
     projected = c.op.physics_step(z, y_true, step_size=1.0)
-    assert torch.allclose(c.op.forward(projected), y_true, atol=1e-12)
-    assert torch.allclose(c.op.physics_step(projected, y_true, step_size=1.0), projected, atol=1e-12)
+    is_projection = (torch.allclose(c.op.forward(projected), y_true, atol=1e-12)
+                     and torch.allclose(c.op.physics_step(projected, y_true, step_size=1.0), projected, atol=1e-12))
+    assert is_projection == c.op.projects
 
 
 def test_slice_local_declaration(make):
@@ -153,6 +166,9 @@ def test_gradients_in_float64(make):
     if isinstance(c.op, MRIOperator):
         op = MRIOperator(c.op.mask[:6, :6])
         assert check_gradients(op.forward, c.x[:2, :6, :6])
+        return
+    if isinstance(c.op, MulticoilMRIOperator):
+        assert check_gradients(c.op.forward, c.x)
         return
     op = MultisliceOperator(gpts=8, sampling=0.25, energy=200.0, semiangle=20.0, slice_thickness=2.0, n_slices=2,
                             scan_positions=grid_scan((0.0, 0.0), (2.0, 2.0), (2, 2)),

@@ -215,6 +215,7 @@ class _SliceSum:
     slice_local = False
     supports_support = False
     is_linear = False
+    projects = False
 
     def forward(self, x):
         return x.sum(dim=-3)

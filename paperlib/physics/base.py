@@ -46,12 +46,14 @@ class Operator(Protocol):
         True when :meth:`physics_step` takes ``support=``, a ``(D,)`` bool tensor of the slices
         that may hold signal (the others are set to 0 after the step).
     is_linear : bool
-        True when :meth:`forward` is linear, :attr:`adjoint` is its adjoint and
-        ``physics_step(x, y, step_size=1.0)`` is the projection onto ``{x : A x = y}`` (``A A^H`` a
-        projection, as for masked unitary transforms); what the projection-based sampler
-        needs.
+        True when :meth:`forward` is linear and :attr:`adjoint` is its adjoint.
     adjoint : callable or None
         ``y -> A^H y``, the adjoint of :meth:`forward`, where ``is_linear``; None otherwise.
+    projects : bool
+        True when ``physics_step(x, y, step_size=1.0)`` is the projection onto ``{x : A x = y}``
+        (``A A^H`` a projection, as for masked unitary transforms: MRI's Eq. 4); what the
+        projection-based sampler needs. Implies ``is_linear``; a linear operator need not project
+        (multicoil MRI: ``A A^H`` is not a projection once coils are combined).
 
     Examples
     --------
@@ -59,8 +61,8 @@ class Operator(Protocol):
 
     >>> from paperlib.physics.mri import MRIOperator
     >>> op = MRIOperator(torch.ones(4, 4, dtype=torch.bool))
-    >>> isinstance(op, Operator), op.slice_local, op.is_linear, op.supports_support
-    (True, True, True, False)
+    >>> isinstance(op, Operator), op.slice_local, op.is_linear, op.projects, op.supports_support
+    (True, True, True, True, False)
     >>> op.volume_shape(torch.zeros(2, 4, 4, dtype=torch.complex64)), op.periodic_scan_step()
     ((2, 4, 4), None)
     """
@@ -69,6 +71,7 @@ class Operator(Protocol):
     supports_support: bool
     is_linear: bool
     adjoint: Callable[[Tensor], Tensor] | None
+    projects: bool
 
     def forward(self, x: Tensor) -> Tensor:
         """Volume ``(D, H, W)`` -> measurement (modality-specific shape and dtype: MRI k-space

@@ -310,7 +310,8 @@ class MRIOperator:
     Declared capabilities (the :class:`~paperlib.physics.base.Operator` protocol):
     ``slice_local = True`` (Eq. 4 acts on every slice independently, and every method
     broadcasts over leading dimensions such as candidates), ``is_linear = True`` with
-    :meth:`adjoint` (and ``physics_step(x, y, step_size=1.0)`` the projection onto ``M F x = y``),
+    :meth:`adjoint`, ``projects = True`` (``physics_step(x, y, step_size=1.0)`` is the projection
+    onto ``M F x = y``),
     ``supports_support = False`` (Eq. 4 takes no slice support),
     ``periodic_scan_step()`` None (no scan); :meth:`volume_shape` reads the k-space shape.
 
@@ -333,6 +334,7 @@ class MRIOperator:
 
     slice_local: bool = True
     is_linear: bool = True
+    projects: bool = True
     supports_support: bool = False
 
     def __init__(self, mask: Tensor | np.ndarray) -> None:
@@ -694,10 +696,10 @@ class MulticoilMRIOperator:
 
     * ``slice_local = False``: the 3D FFT couples the slices, the physics step needs the whole
       volume.
-    * ``is_linear = False`` and ``adjoint = None``, although ``A`` is linear: the protocol's
-      ``is_linear`` also promises that ``physics_step(x, y, step_size=1.0)`` is the projection onto
-      ``{x : A x = y}``, which holds for a masked unitary transform but not here (``A A^H`` is not a
-      projection once coils are combined). The adjoint is :meth:`conjugate_transpose`.
+    * ``is_linear = True``, ``adjoint`` = :meth:`conjugate_transpose`; ``projects = False``:
+      ``physics_step(x, y, step_size=1.0)`` is not the projection onto ``{x : A x = y}``, which
+      holds for a masked unitary transform but not here (``A A^H`` is not a projection once coils
+      are combined), so the projection-based sampler refuses this operator.
     * ``supports_support = False``; ``periodic_scan_step()`` None.
 
     :meth:`physics_step` is a gradient step on ``1/2 ||A x - y||^2`` (step 1 is safe as
@@ -720,9 +722,9 @@ class MulticoilMRIOperator:
     """
 
     slice_local: bool = False
-    is_linear: bool = False
+    is_linear: bool = True
+    projects: bool = False
     supports_support: bool = False
-    adjoint = None
 
     def __init__(self, sensitivities: Tensor, mask: Tensor) -> None:
         if not isinstance(sensitivities, Tensor) or sensitivities.ndim != 4 or min(sensitivities.shape) < 1:
@@ -819,6 +821,10 @@ class MulticoilMRIOperator:
 
     def zero_filled(self, y: Tensor) -> Tensor:
         """Coil-combined zero-filled image ``A^H y`` (complex)."""
+        return self.conjugate_transpose(y)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        """The adjoint of :meth:`forward` (the protocol's name): :meth:`conjugate_transpose`."""
         return self.conjugate_transpose(y)
 
     def measurement_image(self, y: Tensor) -> Tensor:

@@ -349,7 +349,7 @@ class MultisliceOperator:
 
     Declared capabilities (the :class:`~paperlib.physics.base.Operator` protocol):
     ``slice_local = False`` (the exit wave couples all slices), ``supports_support = True``
-    (:meth:`physics_step` takes ``support=``), ``is_linear = False`` and ``adjoint = None``
+    (:meth:`physics_step` takes ``support=``), ``is_linear = False``, ``adjoint = None``, ``projects = False``
     (intensities are quadratic in the wave, the wave exponential in ``V``),
     :meth:`volume_shape` = :attr:`shape`, :meth:`periodic_scan_step` for DRIFT's alignment.
 
@@ -372,6 +372,7 @@ class MultisliceOperator:
     slice_local = False
     supports_support = True
     is_linear = False
+    projects = False
     adjoint = None
     #: probes of all positions are precomputed when they hold at most this many complex
     #: elements (128 MiB in complex64), else built per batch of positions

@@ -13,7 +13,7 @@ and the sampled k-space of ``x_{t_prev}`` is replaced by it (Eq. 4 with λ = 1).
 sampler step; the two share the prior, the sampler and the operator.
 
 It needs a *linear* operator whose ``physics_step(x, y, step_size=1.0)`` is the projection onto the
-measurement (``operator.is_linear``, see :class:`~paperlib.physics.base.Operator`; MRI's Eq. 4
+measurement (``operator.projects``, see :class:`~paperlib.physics.base.Operator`; MRI's Eq. 4
 with λ = 1); multislice 4D-STEM has no such projection.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def projection_sampling(prior: PartitionedPrior | TiledPrior, operator: Operator
     prior : partitioned prior trained on images in [0, 1] (scale 1), or a
         :class:`~paperlib.diffusion.tiling.TiledPrior` of one for volumes of any shape (the
         projection then acts on the native grid).
-    operator, y : a linear operator (``is_linear``, e.g. :class:`~paperlib.physics.mri.MRIOperator`)
+    operator, y : an operator whose unit physics step projects (``projects``, e.g. :class:`~paperlib.physics.mri.MRIOperator`)
         and its measurement (MRI: k-space (D, H, W)).
     generator : seeds the start, the sampler's noise and the measurement noise.
     num_steps, start, init : as in :func:`paperlib.recon.dart.dart`.
@@ -51,11 +51,11 @@ def projection_sampling(prior: PartitionedPrior | TiledPrior, operator: Operator
     -------
     (D, H, W) float32 real image, consistent with ``y`` on the sampled k-space.
     """
-    if not operator.is_linear:
+    if not operator.projects:
         raise InputValidationError(
-            f"operator: the projection-based method needs a linear operator whose physics step with "
-            f"step size 1 projects onto the measurement (is_linear True, e.g. MRIOperator); "
-            f"{type(operator).__name__} declares is_linear False")
+            f"operator: the projection-based method needs an operator whose physics step with step size 1 "
+            f"projects onto the measurement (projects True, e.g. MRIOperator); {type(operator).__name__} "
+            f"declares projects False")
     shape = operator.volume_shape(y)
     check_prior_fits(prior, shape)
     sampler = prior.sampler
