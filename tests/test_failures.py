@@ -62,3 +62,122 @@ def test_guard_reaches_child_python_processes(no_network):
     assert done.returncode == 0, done.stderr
     assert "NetworkAccessBlocked" in done.stdout and "tried 192.0.2.1:80" in done.stdout, done.stdout
     assert os.environ["PYTHONPATH"].split(os.pathsep)[0] == no_network
+
+
+# --------------------------------------------------------------------------- 4. corrupt or wrong inputs
+# (already tested: flipped byte, truncation, config mismatch, another architecture's tensors,
+# manifest not JSON or missing: test_diffusion_checkpoints.py; unknown key, wrong type, missing
+# key, unknown profile: test_config.py)
+
+def _saved_prior(folder):
+    import torch
+
+    from paperlib.diffusion.checkpoints import save_prior
+    from paperlib.diffusion.schedules import ScheduleConfig
+    from paperlib.diffusion.unet3d import UNet3D, UNet3DConfig
+
+    torch.manual_seed(0)
+    cfg = UNet3DConfig(base_width=8, channel_mults=(1,), num_res_blocks=1, attention_levels=())
+    save_prior(folder / "prior_group0.safetensors", UNet3D(cfg), group_size=4, schedule=ScheduleConfig("cosine", 100))
+    return folder / "prior_group0.safetensors", folder / "prior_group0.json"
+
+
+def test_garbage_weights_with_a_matching_manifest_name_the_file(tmp_path):
+    import hashlib
+    import json
+
+    from paperlib.diffusion.checkpoints import CheckpointError, load_prior
+
+    weights, manifest = _saved_prior(tmp_path)
+    meta = json.loads(manifest.read_text())
+    for garbage in (b"", b"\x00" * 7, os.urandom(4096), (10**9).to_bytes(8, "little") + b"{}",
+                    (2).to_bytes(8, "little") + b"[]" + b"\x00" * 64):
+        weights.write_bytes(garbage)
+        meta.update(size_bytes=len(garbage), sha256=hashlib.sha256(garbage).hexdigest())
+        manifest.write_text(json.dumps(meta))
+        with pytest.raises(CheckpointError, match=r"prior_group0\.safetensors: unreadable safetensors file"):
+            load_prior(tmp_path)
+
+
+def test_manifest_with_a_wrong_sha256_names_the_weights_and_manifest(tmp_path):
+    import json
+
+    from paperlib.diffusion.checkpoints import CheckpointError, load_prior
+
+    _, manifest = _saved_prior(tmp_path)
+    meta = json.loads(manifest.read_text())
+    meta["sha256"] = "0" * 64
+    manifest.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"prior_group0\.safetensors: SHA-256 mismatch .* manifest 000000000000"):
+        load_prior(tmp_path)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("weights", 5), ("weights", None), ("weights", "../elsewhere/prior_group0.safetensors"), ("weights", ""),
+    ("sha256", 12), ("size_bytes", "big"), ("size_bytes", -1), ("size_bytes", True), ("dtype", "int8"),
+    ("model_config", "UNet3D"), ("model_config", {"base_width": "wide"}), ("schedule", [1, 2]),
+    ("prediction", "noise"), ("group", "0"), ("group", 3), ("num_groups", 0), ("num_groups", 2.5),
+    ("group_size", 0), ("group_size", "4"),
+])
+def test_manifest_fields_of_the_wrong_type_or_value_name_the_manifest(tmp_path, key, value):
+    import json
+
+    from paperlib.diffusion.checkpoints import CheckpointError, load_partitioned_prior, load_prior
+
+    _, manifest = _saved_prior(tmp_path)
+    meta = json.loads(manifest.read_text())
+    meta[key] = value
+    manifest.write_text(json.dumps(meta))
+    for load in (load_prior, load_partitioned_prior):
+        with pytest.raises(CheckpointError, match=r"prior_group0\.(json|safetensors)"):
+            load(tmp_path)
+        with pytest.raises(CheckpointError, match=r"prior_group0\.(json|safetensors)"):
+            load(manifest)
+
+
+def test_manifest_of_another_format_or_missing_names_the_file(tmp_path):
+    import json
+
+    from paperlib.diffusion.checkpoints import CheckpointError, load_prior
+
+    weights, manifest = _saved_prior(tmp_path)
+    meta = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**meta, "format": "paperlib.encoder/1"}))
+    with pytest.raises(CheckpointError, match=r"prior_group0\.json: not a paperlib prior manifest"):
+        load_prior(manifest)
+    manifest.write_text(json.dumps([meta]))
+    with pytest.raises(CheckpointError, match=r"prior_group0\.json: not a paperlib prior manifest"):
+        load_prior(weights)
+    manifest.write_bytes(os.urandom(512) + b"\xff\xfe")
+    with pytest.raises(CheckpointError, match=r"prior_group0\.json: manifest is not valid JSON"):
+        load_prior(weights)
+    manifest.unlink()
+    with pytest.raises(CheckpointError, match=r"prior_group0\.json: manifest not found"):
+        load_prior(weights)
+
+
+@pytest.mark.parametrize("content", [
+    b"mri: [1, 2\n",                    # unclosed flow sequence
+    b"mri:\n  shape: [8, 8]\n bad indent: 1\n",
+    b"\tmri: 1\n",                      # a tab where YAML wants spaces
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe",  # a binary file
+    b"\xff\xfe\x00m\x00r\x00i",         # not UTF-8
+])
+def test_params_file_that_is_not_yaml_names_the_file(tmp_path, content):
+    from paperlib.config import ConfigError, load_profile
+
+    path = tmp_path / "broken.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML"):
+        load_profile(path)
+
+
+def test_params_file_that_is_empty_or_a_folder_names_it(tmp_path):
+    from paperlib.config import ConfigError, load_profile
+
+    (tmp_path / "empty.yaml").write_text("")
+    with pytest.raises(ConfigError, match=r"empty\.yaml: expected a mapping of sections, got NoneType"):
+        load_profile(tmp_path / "empty.yaml")
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(ConfigError, match=r"folder\.yaml"):
+        load_profile(tmp_path / "folder.yaml")
