@@ -181,3 +181,90 @@ def test_params_file_that_is_empty_or_a_folder_names_it(tmp_path):
     (tmp_path / "folder.yaml").mkdir()
     with pytest.raises(ConfigError, match=r"folder\.yaml"):
         load_profile(tmp_path / "folder.yaml")
+
+
+# --------------------------------------------------------------------------- 2. a killed notebook run
+
+#: the cheapest notebook of the ci profile that writes every kind of output (CSV, JSON, PNG, PDF)
+KILLED_NOTEBOOK = "fig3_mri_examples"
+
+
+def _complete(path) -> bool:
+    """Whether an output file is whole: it parses as what its extension says."""
+    import csv
+    import json
+
+    data = path.read_bytes()
+    if path.suffix == ".png":
+        return data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82")
+    if path.suffix == ".pdf":
+        return data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+    if path.suffix in (".json", ".ipynb"):
+        json.loads(data)
+        return True
+    if path.suffix == ".csv":
+        rows = list(csv.reader(data.decode().splitlines()))
+        return len(rows) >= 2 and data.endswith(b"\n") and len({len(r) for r in rows}) == 1
+    if path.suffix == ".md":
+        return data.endswith(b"\n") and len(data) > 0
+    raise AssertionError(f"{path}: an output of unexpected kind")
+
+
+def _check_folder(folder, out_ipynb, killed: bool) -> list:
+    """Every file in ``folder`` is whole or a recognisable temporary; returns the temporaries."""
+    from paperlib.io import is_partial
+
+    leftovers = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir():
+            continue
+        if is_partial(path):
+            leftovers.append(path)
+        elif path != out_ipynb or not killed:
+            assert _complete(path), f"{path.name}: half-written"
+    if killed:
+        assert not out_ipynb.exists(), "a killed run left its executed notebook, which make would take as up to date"
+    return leftovers
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(900)
+def test_killed_notebook_run_leaves_no_half_written_output_and_reruns(tmp_path):
+    import signal
+    import time
+
+    from paperlib.io import is_partial
+    from paperlib.paths import repo_root
+
+    src = repo_root() / "notebooks" / f"{KILLED_NOTEBOOK}.py"
+    out_dir = tmp_path / "figures"
+    out_dir.mkdir()
+    out = out_dir / "_build" / f"{KILLED_NOTEBOOK}.ipynb"
+    cmd = [sys.executable, "-m", "paperlib._run_notebook", str(src), str(out), "profile=ci", f"out_dir={out_dir}"]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    # its own session: the kill takes the runner and its kernel at once, like `kill -9` of make's job
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 600
+        # kill as soon as the notebook has begun writing its outputs (the first file in out_dir)
+        while not [p for p in out_dir.iterdir() if p.is_file()] and proc.poll() is None:
+            assert time.monotonic() < deadline, "the notebook wrote nothing in 600 s"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    proc.stderr.close()
+    leftovers = _check_folder(out_dir, out, killed=True)
+    assert [p for p in out.parent.iterdir() if is_partial(p)]  # the runner's own temporary, not `out`
+    before = {p.name for p in out_dir.iterdir() if p.is_file()} - {p.name for p in leftovers}
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    after_leftovers = _check_folder(out_dir, out, killed=False)
+    assert after_leftovers == leftovers  # the rerun neither read nor needed the killed run's temporaries
+    assert _complete(out)
+    outputs = {p.name for p in out_dir.iterdir() if p.is_file()} - {p.name for p in after_leftovers}
+    assert before <= outputs
+    assert {f"{KILLED_NOTEBOOK}{ext}" for ext in (".png", ".pdf", ".json", "_cases.csv")} <= outputs
