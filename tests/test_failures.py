@@ -268,3 +268,55 @@ def test_killed_notebook_run_leaves_no_half_written_output_and_reruns(tmp_path):
     outputs = {p.name for p in out_dir.iterdir() if p.is_file()} - {p.name for p in after_leftovers}
     assert before <= outputs
     assert {f"{KILLED_NOTEBOOK}{ext}" for ext in (".png", ".pdf", ".json", "_cases.csv")} <= outputs
+
+
+# --------------------------------------------------------------------------- 3. a rank that dies
+
+def _rank_1_dies(x0, t):
+    """A physics step that kills rank 1 mid-sampling (after the first diffusion step)."""
+    import torch.distributed as dist
+
+    how = os.environ["PAPERLIB_TEST_DEATH"]
+    if dist.get_rank() == 1 and t < 90:
+        if how == "sigkill":
+            os.kill(os.getpid(), 9)
+        elif how == "raise":
+            raise ValueError("rank 1 lost its measurement")
+        os._exit(int(how))  # "0": a library calling os._exit(0) mid-run
+    return x0
+
+
+def _sampling_rank(rank: int, world: int) -> list:
+    import torch
+
+    from paperlib.diffusion import distributed as dd
+    from paperlib.diffusion.sampler import Sampler
+    from paperlib.diffusion.schedules import ScheduleConfig
+    from paperlib.diffusion.unet3d import UNet3D, UNet3DConfig
+
+    torch.manual_seed(rank)
+    model = UNet3D(UNet3DConfig(base_width=8, channel_mults=(1,), num_res_blocks=1, attention_levels=())).eval()
+    result = dd.partitioned_sample([model], Sampler(ScheduleConfig("cosine", 100)), num_groups=2, group_size=2,
+                                   shape=(4, 8, 8), num_steps=4, seed=0, callback=_rank_1_dies,
+                                   gather_for_callback=True)  # rank 0 waits for rank 1 at every step
+    return result.groups
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("how, message", [
+    ("sigkill", r"rank 1 of 2 terminated with signal SIGKILL(; ranks \[0\] failed after it)?; the other ranks were stopped"),
+    ("3", r"rank 1 of 2 terminated with exit code 3"),
+    ("0", r"rank 1 of 2 exited \(code 0\) without returning its result"),
+    ("raise", r"(?s)rank 1 of 2 raised:.*ValueError: rank 1 lost its measurement"),
+])
+def test_a_rank_that_dies_mid_sampling_ends_the_run_with_an_error_naming_it(monkeypatch, how, message):
+    import time
+
+    from paperlib.diffusion import distributed as dd
+
+    monkeypatch.setenv("PAPERLIB_TEST_DEATH", how)
+    start = time.monotonic()
+    with pytest.raises(dd.RankFailedError, match=message) as info:
+        dd.spawn(_sampling_rank, 2)
+    assert time.monotonic() - start < 60 + 30  # 60 s; the rest is two cold torch imports on a busy machine
+    assert (info.value.rank, info.value.world_size) == (1, 2)
