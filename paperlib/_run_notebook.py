@@ -14,7 +14,8 @@ The executed copy is written atomically: papermill saves the notebook after ever
 temporary file beside ``out`` (:func:`paperlib.io.atomic_path`, a hidden name with ``.partial``),
 which replaces ``out`` only when the run ends. A run killed half-way (``kill -9`` of ``make
 figures``) leaves no ``out``, so ``make`` runs the notebook again instead of taking a
-half-executed copy for an up-to-date target; a SIGTERM removes the temporary file as well.
+half-executed copy for an up-to-date target; a SIGTERM removes the temporary file as well, and
+the next run of the notebook removes one that a SIGKILL left.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .io import atomic_path
+from .io import PARTIAL, atomic_path
 
 KERNEL_NAME = "python3"
 START_TIMEOUT_S = 120
@@ -57,6 +58,8 @@ def run(
         raise FileNotFoundError(f"{src}: no such notebook")
     nb = jupytext.read(src)
     nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python 3", "language": "python"}
+    for stale in out.parent.glob(f".{out.name.split('.')[0]}.*{PARTIAL}.ipynb"):
+        stale.unlink(missing_ok=True)  # the executed copy of a killed run of this notebook
     failure: Exception | None = None
     with atomic_path(out) as tmp:
         try:

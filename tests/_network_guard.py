@@ -79,6 +79,11 @@ def install() -> None:
     setattr(cls, _INSTALLED, original)
 
 
+def is_installed() -> bool:
+    """Whether :func:`install` has wrapped the socket methods."""
+    return getattr(socket.socket, _INSTALLED, None) is not None
+
+
 def uninstall() -> None:
     """Put the original socket methods back."""
     cls = socket.socket

@@ -40,8 +40,10 @@ finally:
 '''
 
 
-@pytest.fixture(scope="session", autouse=True)
-def no_network():
+_GUARD: dict = {}
+
+
+def pytest_configure(config):
     """The whole session runs with outbound network refused, in this process and its children.
 
     Connections to anything but loopback or a local socket family raise
@@ -49,24 +51,36 @@ def no_network():
     Child Python processes (notebook kernels, gloo ranks, CLI subprocesses) get the same guard
     from a generated ``sitecustomize.py`` in a temporary folder put first on ``PYTHONPATH``.
     gloo's own C++ sockets are not wrapped; its ranks meet on 127.0.0.1, which is allowed anyway.
+    Installed here, before collection, so that doctests and collection-time imports are covered
+    too; :func:`no_network` hands the folder to the tests.
     """
     folder = tempfile.mkdtemp(prefix="paperlib-no-network-")
     guard = Path(_network_guard.__file__).read_text()
     Path(folder, "sitecustomize.py").write_text(_SITECUSTOMIZE.format(guard=guard, here=folder))
-    old = os.environ.get("PYTHONPATH")
+    _GUARD.update(folder=folder, pythonpath=os.environ.get("PYTHONPATH"))
+    old = _GUARD["pythonpath"]
     os.environ["PYTHONPATH"] = folder if not old else folder + os.pathsep + old
-    os.environ["PAPERLIB_NETWORK_GUARD"] = folder
     _network_guard.install()
-    try:
-        yield folder
-    finally:
-        _network_guard.uninstall()
-        os.environ.pop("PAPERLIB_NETWORK_GUARD", None)
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
-        shutil.rmtree(folder, ignore_errors=True)
+
+
+def pytest_unconfigure(config):
+    if "folder" not in _GUARD:
+        return
+    _network_guard.uninstall()
+    if _GUARD["pythonpath"] is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = _GUARD["pythonpath"]
+    shutil.rmtree(_GUARD.pop("folder"), ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_network():
+    """The folder of the session's generated ``sitecustomize.py`` (see :func:`pytest_configure`);
+    fails the session if the guard is not in place."""
+    assert _network_guard.is_installed(), "network guard missing"
+    assert os.environ["PYTHONPATH"].split(os.pathsep)[0] == _GUARD["folder"], "guard not first on PYTHONPATH"
+    return _GUARD["folder"]
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import numbers
 from typing import Sequence
 
 import numpy as np
@@ -135,6 +136,10 @@ def interaction_constant(energy: float) -> float:
 
 
 # --------------------------------------------------------------------------- grids
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _pair(value, name: str, kind=float) -> tuple:
     if isinstance(value, (int, float, np.integer, np.floating)):
         return (kind(value), kind(value))
@@ -938,11 +943,9 @@ class MultisliceOperator:
         (D, H, W) tensor, detached, same dtype as the operator.
         """
         V = self.check_potential(V).detach()
-        if step_size is not None and not (isinstance(step_size, (int, float)) and not isinstance(step_size, bool)
-                                          and math.isfinite(step_size) and step_size > 0):
+        if step_size is not None and not (_is_number(step_size) and step_size > 0):
             raise InputValidationError(f"step_size: expected None or a finite number > 0, got {step_size!r}")
-        if not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
-                and math.isfinite(threshold) and threshold >= 0):
+        if not (_is_number(threshold) and threshold >= 0):
             raise InputValidationError(f"threshold: expected a finite number >= 0 (V·Å), got {threshold!r}")
         if support is not None:
             support = torch.as_tensor(support)

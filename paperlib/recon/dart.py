@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from typing import Any, Callable, Mapping
 
 import torch
@@ -71,7 +72,11 @@ def check_prior_fits(prior: PartitionedPrior | TiledPrior, shape: tuple[int, int
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_sampling_args(shape: tuple[int, ...], *, generator: Any, num_steps: Any, start: Any = 1.0,
@@ -90,9 +95,9 @@ def check_sampling_args(shape: tuple[int, ...], *, generator: Any, num_steps: An
         raise InputValidationError(f"num_steps: expected an integer >= 1, got {num_steps!r}")
     if not (_is_int(physics_steps) and physics_steps >= 0):
         raise InputValidationError(f"physics_steps: expected an integer >= 0, got {physics_steps!r}")
-    if not (isinstance(start, (int, float)) and not isinstance(start, bool) and 0.0 < start <= 1.0):
+    if not (_is_number(start) and 0.0 < start <= 1.0):
         raise InputValidationError(f"start: expected a fraction of the schedule in (0, 1], got {start!r}")
-    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
+    if not (_is_number(scale) and scale > 0):
         raise InputValidationError(f"scale: expected a finite number > 0, got {scale!r}")
     if init is None:
         return

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -83,7 +84,11 @@ def _init(op: MultisliceOperator, init) -> torch.Tensor:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value: object, least: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
 
 
 def _check_settings(*, counts: Mapping[str, object] = {}, positive: Mapping[str, object] = {},
@@ -92,7 +97,7 @@ def _check_settings(*, counts: Mapping[str, object] = {}, positive: Mapping[str,
     must be integers >= 0 (iterations), ``positive`` finite numbers > 0 (step sizes, rates),
     ``nonnegative`` finite numbers >= 0 (thresholds), ``batch_size`` None or an integer >= 1."""
     for name, value in counts.items():
-        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        if not _is_count(value, 0):
             raise InputValidationError(f"{name}: expected an integer >= 0, got {value!r}")
     for name, value in positive.items():
         if not (_is_number(value) and value > 0):
@@ -100,8 +105,7 @@ def _check_settings(*, counts: Mapping[str, object] = {}, positive: Mapping[str,
     for name, value in nonnegative.items():
         if not (_is_number(value) and value >= 0):
             raise InputValidationError(f"{name}: expected a finite number >= 0, got {value!r}")
-    if batch_size is not None and not (isinstance(batch_size, int) and not isinstance(batch_size, bool)
-                                       and batch_size >= 1):
+    if batch_size is not None and not _is_count(batch_size, 1):
         raise InputValidationError(f"batch_size: expected None or an integer >= 1, got {batch_size!r}")
 
 
