@@ -26,7 +26,7 @@ from paperlib.diffusion.partition import PartitionedPrior
 from paperlib.diffusion.sampler import Sampler
 from paperlib.diffusion.schedules import ScheduleConfig
 from paperlib.diffusion.unet3d import UNet3D, UNet3DConfig
-from paperlib.physics.mri import MRIOperator, make_mask
+from paperlib.physics.mri import MRIOperator, MulticoilMRIOperator, make_mask, multicoil_mask
 from paperlib.physics.multislice import MultisliceOperator, grid_scan
 from paperlib.recon import mri_baselines, stem_baselines
 from paperlib.recon.dart import dart
@@ -217,6 +217,30 @@ def test_multislice_operator(method, data, kw):
             assert out[0].shape == () and out[1].shape == (D, H, W)
     else:
         clean_error_or_finite(lambda: STEM.physics_step(V, intensities, **kw), (D, H, W))
+
+
+MC = (4, H, W)  # the multicoil mask needs D >= 4
+MULTICOIL = MulticoilMRIOperator(
+    torch.randn(2, *MC, dtype=torch.complex64, generator=torch.Generator().manual_seed(3)) / 2,
+    multicoil_mask(MC, 2, 0.25, generator=torch.Generator().manual_seed(4)))
+MC_X = torch.rand(MC, generator=torch.Generator().manual_seed(5))
+MC_Y = MULTICOIL.forward(MC_X)
+
+
+@FUZZ
+@pytest.mark.parametrize("method", ["forward", "adjoint", "physics_step"])
+@given(data=st.data(), kw=one_fault(step_size=[1.0, 0.5]))
+def test_multicoil_mri_operator(method, data, kw):
+    fuzz_volume = method == "forward" or (method == "physics_step" and data.draw(st.booleans(), label="fuzz x"))
+    x = data.draw(arrays(MC), label="x") if fuzz_volume else MC_X
+    y = MC_Y if fuzz_volume else data.draw(arrays(tuple(MC_Y.shape), complex_only=True), label="y")
+    lead = tuple(getattr(x if fuzz_volume else y, "shape", ()))[:-3 if fuzz_volume else -4]  # batch dimensions
+    if method == "forward":
+        clean_error_or_finite(lambda: MULTICOIL.forward(x), (*lead, *MC_Y.shape))
+    elif method == "adjoint":
+        clean_error_or_finite(lambda: MULTICOIL.adjoint(y), (*lead, *MC))
+    else:
+        clean_error_or_finite(lambda: MULTICOIL.physics_step(x, y, **kw), MC)
 
 
 # --------------------------------------------------------------------------- reconstructions

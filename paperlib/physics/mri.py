@@ -806,6 +806,11 @@ class MulticoilMRIOperator:
                 f"{name}: expected a {what} with trailing dimensions {expected}, got shape {tuple(t.shape)}")
         if not (t.is_floating_point() or t.is_complex()):
             raise InputValidationError(f"{name}: expected a floating-point or complex tensor, got {t.dtype}")
+        if t.dtype not in _FFT_DTYPES:
+            raise InputValidationError(f"{name}: expected float32, float64, complex64 or complex128 (what the FFT "
+                                       f"takes), got {t.dtype}; convert with .float()")
+        if t.numel() == 0:
+            raise InputValidationError(f"{name}: empty tensor of shape {tuple(t.shape)}")
         if not bool(torch.isfinite(t).all()):
             raise InputValidationError(
                 f"{name}: {int((~torch.isfinite(t)).sum())} non-finite values (NaN/Inf) of {t.numel()}")
@@ -825,7 +830,7 @@ class MulticoilMRIOperator:
         self.check(x, "x")
         dtype = _complex_dtype(x)
         sens, mask = self._tensors(dtype, x.device)
-        return fft3c(x.unsqueeze(-4) * sens) * mask
+        return finite_result(fft3c(x.unsqueeze(-4) * sens) * mask, "MulticoilMRIOperator.forward(x)")
 
     def conjugate_transpose(self, y: Tensor) -> Tensor:
         """The adjoint ``A^H y = sum_c conj(S_c) F_3D^H (M ⊙ y_c)``: (..., C, D, H, W) -> (..., D, H, W)
@@ -833,7 +838,7 @@ class MulticoilMRIOperator:
         self.check(y, "y")
         dtype = _complex_dtype(y)
         sens, mask = self._tensors(dtype, y.device)
-        return (ifft3c(y.to(dtype) * mask) * sens.conj()).sum(-4)
+        return finite_result((ifft3c(y.to(dtype) * mask) * sens.conj()).sum(-4), "MulticoilMRIOperator.adjoint(y)")
 
     def normal(self, x: Tensor) -> Tensor:
         """``A^H A x`` (complex, the shape of ``x``)."""
@@ -862,6 +867,9 @@ class MulticoilMRIOperator:
         increases the data term (``||A|| <= 1``)."""
         if not isinstance(step_size, (int, float)) or not math.isfinite(step_size):
             raise InputValidationError(f"step_size: expected a finite number, got {step_size!r}")
+        self.check(x, "x")
         self.check(y, "y")
-        out = x - step_size * self.conjugate_transpose(self.forward(x) - y.to(_complex_dtype(x)))
+        y = _cast_finite(y, _complex_dtype(x), "y")
+        out = finite_result(x - step_size * self.conjugate_transpose(self.forward(x) - y),
+                            f"MulticoilMRIOperator.physics_step(x, y, step_size={step_size!r})")
         return out if x.is_complex() else out.real
