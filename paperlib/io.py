@@ -74,12 +74,29 @@ def output_file_mode(path: str | os.PathLike) -> int:
         return 0o666 & ~current_umask()
 
 
+#: the mark in the name of :func:`atomic_path`'s temporary files
+PARTIAL = ".partial"
+
+
+def is_partial(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is named like a temporary file of :func:`atomic_path` (hidden, ``.partial``
+    before the destination's suffixes): an output still being written, or left by a killed process.
+
+    >>> is_partial(".fig3.k2x9abcd.partial.png"), is_partial("fig3.png"), is_partial(".fig3.png")
+    (True, False, False)
+    """
+    name = Path(path).name
+    return name.startswith(".") and PARTIAL + "." in name
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` when the block succeeds.
 
     The temporary name keeps the destination's suffixes (``.nii.gz``, ``.png``) so writers that
-    choose a format by extension behave as for the final name. Before the move the file gets
+    choose a format by extension behave as for the final name; it is hidden and marked
+    ``.partial`` (``.fig3.k2x9.partial.png`` for ``fig3.png``, :func:`is_partial`), so that one left
+    by a killed process is recognisable and never read as an output. Before the move the file gets
     :func:`output_file_mode` (the temporary file of :func:`tempfile.mkstemp` is private, ``0o600``).
     On any exception the temporary file is removed and ``path`` is left untouched.
 
@@ -93,7 +110,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name.split('.')[0]}.", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name.split('.')[0]}.", suffix=PARTIAL + suffix)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

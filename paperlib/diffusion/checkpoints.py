@@ -161,7 +161,46 @@ def _read_manifest(path: Path) -> dict:
     missing = [k for k in _REQUIRED if k not in manifest]
     if missing:
         raise CheckpointError(f"{path}: manifest lacks keys {missing}")
+    problems = _field_problems(manifest)
+    if problems:
+        raise CheckpointError(f"{path}: invalid manifest fields: " + "; ".join(problems))
     return manifest
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _field_problems(manifest: dict) -> list[str]:
+    """What is wrong with the types and values of a manifest's required fields (empty if nothing):
+    a hand-edited or foreign manifest is reported here, before any of its values is used."""
+    problems = []
+    weights = manifest["weights"]
+    if not (isinstance(weights, str) and weights.endswith(".safetensors") and Path(weights).name == weights):
+        problems.append(f"weights: expected a file name beside the manifest ending in .safetensors, got {weights!r}")
+    digest = manifest["sha256"]
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        problems.append(f"sha256: expected 64 lowercase hex digits, got {digest!r}")
+    if not (_is_int(manifest["size_bytes"]) and manifest["size_bytes"] >= 0):
+        problems.append(f"size_bytes: expected an integer >= 0, got {manifest['size_bytes']!r}")
+    if manifest["dtype"] not in _DTYPES:
+        problems.append(f"dtype: expected one of {list(_DTYPES)}, got {manifest['dtype']!r}")
+    if not isinstance(manifest["model_config"], dict):
+        problems.append(f"model_config: expected a mapping, got {type(manifest['model_config']).__name__}")
+    try:
+        ScheduleConfig(**manifest["schedule"])
+    except (TypeError, ValueError) as exc:
+        problems.append(f"schedule: expected the fields of a ScheduleConfig, got {manifest['schedule']!r} ({exc})")
+    if manifest["prediction"] not in ("x0", "epsilon", "v"):
+        problems.append(f"prediction: expected 'x0', 'epsilon' or 'v', got {manifest['prediction']!r}")
+    group, num_groups, group_size = manifest["group"], manifest["num_groups"], manifest["group_size"]
+    if not (_is_int(num_groups) and num_groups >= 1):
+        problems.append(f"num_groups: expected an integer >= 1, got {num_groups!r}")
+    elif not (_is_int(group) and 0 <= group < num_groups):
+        problems.append(f"group: expected an integer in 0..{num_groups - 1}, got {group!r}")
+    if not (_is_int(group_size) and group_size >= 1):
+        problems.append(f"group_size: expected an integer >= 1, got {group_size!r}")
+    return problems
 
 
 def _header_metadata(data: bytes) -> dict:

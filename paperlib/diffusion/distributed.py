@@ -33,10 +33,12 @@ import io
 import logging
 import os
 import resource
+import signal
 import socket
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -44,6 +46,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.multiprocessing.spawn import ProcessException
 from torch import Tensor, nn
 
 from .partition import Callback, PartitionedPrior, derive_seed, group_slices
@@ -365,8 +368,97 @@ def _spawn_worker(rank: int, world_size: int, port: int, backend: str, timeout_s
         buf = io.BytesIO()
         torch.save(result, buf)
         Path(out_dir, f"rank{rank}.pt").write_bytes(buf.getvalue())
+    except Exception:  # for the launcher's error (:func:`_join_ranks`); torch's launcher reports it too
+        Path(out_dir, f"rank{rank}.error").write_text(traceback.format_exc())
+        raise
     finally:
         shutdown()
+
+
+class RankFailedError(ProcessException):
+    """A rank of :func:`spawn` raised, was killed, or exited before returning its result.
+
+    ``rank`` is the failed rank (also ``error_index``, as for torch's launcher exceptions),
+    ``world_size`` the size of the run; the message names both and what happened: the signal or
+    exit code, or the rank's traceback where it raised.
+    """
+
+    def __init__(self, msg: str, rank: int, pid: int, world_size: int) -> None:
+        super().__init__(msg, rank, pid)
+        self.rank = rank
+        self.world_size = world_size
+
+    def __reduce__(self):
+        return type(self), (self.msg, self.rank, self.error_pid, self.world_size)
+
+
+def _stop(processes: Sequence[Any], grace_s: float = 10.0) -> None:
+    """Terminate the ranks still running (SIGTERM, then SIGKILL after ``grace_s``)."""
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + grace_s
+    for proc in processes:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+#: words of the error a rank gets in a collective when another rank is gone (gloo, NCCL, c10d)
+_PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "DistBackendError", "timed out",
+              "Timed out", "Broken pipe")
+
+
+def _rank_outcome(proc: Any, out_dir: str, rank: int) -> tuple[int, str] | None:
+    """``None`` when ``rank`` ended well, else ``(priority, what happened)``; priority 0 is a rank
+    that died on its own (signal, exit code, exit without result), 1 one that raised, 2 one that
+    failed in a collective because another rank was gone."""
+    error = Path(out_dir, f"rank{rank}.error")
+    if proc.exitcode == 0 and Path(out_dir, f"rank{rank}.pt").is_file():
+        return None
+    if error.is_file():
+        trace = error.read_text(errors="replace").strip()
+        return (2 if any(w in trace for w in _PEER_LOST) else 1), f"raised:\n{trace}\n--"
+    if proc.exitcode == 0:
+        return 0, "exited (code 0) without returning its result, mid-run"
+    if proc.exitcode is not None and proc.exitcode < 0:
+        try:
+            name = signal.Signals(-proc.exitcode).name
+        except ValueError:
+            name = f"signal {-proc.exitcode}"
+        return 0, f"terminated with signal {name}"
+    return 0, f"terminated with exit code {proc.exitcode}"
+
+
+def _join_ranks(processes: Sequence[Any], out_dir: str, world_size: int, settle_s: float = 2.0) -> None:
+    """Wait for every rank; at the first that fails, stop the others and raise :class:`RankFailedError`.
+
+    A rank fails when it raises, is killed, exits with a non-zero code, or exits with code 0 without
+    having written its result (``os._exit(0)`` in a library): the others would otherwise wait for it
+    in their next collective. The others get ``settle_s`` seconds to end on their own first, so
+    that the error names the rank that died, not one that then failed waiting for it.
+    """
+    from multiprocessing.connection import wait
+
+    pending = {proc.sentinel: rank for rank, proc in enumerate(processes)}
+    while pending:
+        failed = False
+        for sentinel in wait(list(pending)):
+            rank = pending.pop(sentinel)
+            processes[rank].join()
+            failed = failed or _rank_outcome(processes[rank], out_dir, rank) is not None
+        if not failed:
+            continue
+        wait(list(pending), timeout=settle_s)
+        ended = [r for r, p in enumerate(processes) if not p.is_alive()]
+        _stop(processes)
+        outcomes = {r: o for r in ended if (o := _rank_outcome(processes[r], out_dir, r)) is not None}
+        culprit = min(outcomes, key=lambda r: (outcomes[r][0], r))
+        others = sorted(set(outcomes) - {culprit})
+        also = f"; ranks {others} failed after it" if others else ""
+        raise RankFailedError(f"distributed run failed: rank {culprit} of {world_size} {outcomes[culprit][1]}"
+                              f"{also}; the other ranks were stopped", culprit, processes[culprit].pid, world_size)
 
 
 def spawn(fn: Callable[..., Any], world_size: int, *args: Any, backend: str = "gloo",
@@ -375,8 +467,11 @@ def spawn(fn: Callable[..., Any], world_size: int, *args: Any, backend: str = "g
 
     ``fn`` and ``args`` must be picklable (``fn`` defined at module level). Each process gets the
     torchrun environment variables, ``torch.set_num_threads(threads)`` and a process group with a
-    ``timeout_s`` collective timeout on a free local port. An exception in any rank is re-raised
-    here (``torch.multiprocessing.ProcessRaisedException``).
+    ``timeout_s`` collective timeout on a free local port. A rank that raises, is killed or exits
+    without its result stops the run at once: the other ranks are terminated and
+    :class:`RankFailedError` (a ``torch.multiprocessing`` ``ProcessException``) names the rank and
+    what happened (with the rank's traceback where it raised). No rank is left waiting for a dead
+    one; the ``timeout_s`` collective timeout covers a rank that hangs instead.
 
     Returns
     -------
@@ -387,6 +482,10 @@ def spawn(fn: Callable[..., Any], world_size: int, *args: Any, backend: str = "g
     if world_size < 1:
         raise ValueError(f"world_size: expected >= 1, got {world_size}")
     with tempfile.TemporaryDirectory(prefix="paperlib-spawn-") as out_dir:
-        mp.spawn(_spawn_worker, args=(world_size, free_port(), backend, timeout_s, threads, out_dir, fn, args),
-                 nprocs=world_size, join=True)
+        context = mp.spawn(_spawn_worker, args=(world_size, free_port(), backend, timeout_s, threads, out_dir, fn,
+                                                args), nprocs=world_size, join=False)
+        try:
+            _join_ranks(context.processes, out_dir, world_size)
+        finally:
+            _stop(context.processes)
         return [torch.load(Path(out_dir, f"rank{r}.pt"), weights_only=False) for r in range(world_size)]

@@ -19,7 +19,29 @@ from typing import Callable, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["Operator", "inner_product", "adjointness_error", "check_gradients"]
+from ..io import InputValidationError
+
+__all__ = ["Operator", "inner_product", "adjointness_error", "check_gradients", "finite_result"]
+
+
+def finite_result(result: Tensor, what: str) -> Tensor:
+    """``result``, or :class:`~paperlib.io.InputValidationError` when it holds NaN/Inf although the
+    inputs were finite: finite values too large for the arithmetic of ``what`` (the message names
+    ``what``, e.g. ``"forward(x)"``, and the dtype). One pass over ``result``.
+
+    >>> finite_result(torch.ones(2), "forward(x)")
+    tensor([1., 1.])
+    >>> finite_result(torch.tensor([3e38]) * 10, "forward(x)")
+    Traceback (most recent call last):
+    ...
+    paperlib.io.InputValidationError: forward(x): the result overflowed torch.float32 (1 of 1 values NaN/Inf): the inputs or settings are too large for this precision
+    """
+    finite = torch.isfinite(result)
+    if not bool(finite.all()):
+        raise InputValidationError(
+            f"{what}: the result overflowed {result.dtype} ({int((~finite).sum())} of {result.numel()} values "
+            "NaN/Inf): the inputs or settings are too large for this precision")
+    return result
 
 
 @runtime_checkable

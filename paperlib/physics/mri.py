@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from ..io import InputValidationError
+from .base import finite_result
 
 __all__ = [
     "fft2c",
@@ -287,6 +288,20 @@ def hermitian_half(weight: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # the operator
 # --------------------------------------------------------------------------------------------
+_FFT_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+
+def _cast_finite(t: Tensor, dtype: torch.dtype, name: str) -> Tensor:
+    """``t.to(dtype)``; an :class:`~paperlib.io.InputValidationError` naming ``name`` where a
+    finite value overflows the lower precision (a float64 measurement of 1e300 for a float32 image)."""
+    out = t.to(dtype)
+    if out.dtype != t.dtype and torch.finfo(out.dtype).max < torch.finfo(t.dtype).max:
+        if not bool(torch.isfinite(out).all()):
+            raise InputValidationError(f"{name}: values up to {float(t.abs().max()):.3g} overflow {dtype}, the "
+                                       "precision of the computation; rescale them")
+    return out
+
+
 def _complex_dtype(t: Tensor) -> torch.dtype:
     return torch.complex128 if t.dtype in (torch.float64, torch.complex128) else torch.complex64
 
@@ -381,13 +396,18 @@ class MRIOperator:
                 f"{name}: mask of shape {m} does not fit the {what} of shape {tuple(t.shape)} "
                 f"(expected trailing dimensions {m})"
             )
+        if t.numel() == 0:
+            raise InputValidationError(f"{name}: empty tensor of shape {tuple(t.shape)}")
 
     def check(self, t: Tensor, name: str = "x") -> None:
         """:meth:`check_shape`, and raise :class:`~paperlib.io.InputValidationError` naming
-        ``name`` unless ``t`` is floating-point or complex and finite (no NaN/Inf)."""
+        ``name`` unless ``t`` is float32/float64/complex64/complex128 and finite (no NaN/Inf)."""
         self.check_shape(t, name)
         if not (t.is_floating_point() or t.is_complex()):
             raise InputValidationError(f"{name}: expected a real floating-point or complex tensor, got {t.dtype}")
+        if t.dtype not in _FFT_DTYPES:
+            raise InputValidationError(f"{name}: expected float32, float64, complex64 or complex128 (what the FFT "
+                                       f"takes), got {t.dtype}; convert with .float()")
         if not bool(torch.isfinite(t).all()):
             raise InputValidationError(
                 f"{name}: {int((~torch.isfinite(t)).sum())} non-finite values (NaN/Inf) of {t.numel()}")
@@ -473,13 +493,13 @@ class MRIOperator:
         """
         self.check(x, "x")
         k = fft2c(x)
-        return k * self.weight(k.dtype, k.device)
+        return finite_result(k * self.weight(k.dtype, k.device), "MRIOperator.forward(x)")
 
     def adjoint(self, y: Tensor) -> Tensor:
         """``F^H (M ⊙ y)``: complex image of the shape of ``y`` (the adjoint of :meth:`forward`)."""
         self.check(y, "y")
         y = y.to(_complex_dtype(y))
-        return ifft2c(y * self.weight(y.dtype, y.device))
+        return finite_result(ifft2c(y * self.weight(y.dtype, y.device)), "MRIOperator.adjoint(y)")
 
     def zero_filled(self, y: Tensor) -> Tensor:
         """Zero-filled complex image ``F^{-1}(M ⊙ y)`` (equal to :meth:`adjoint`, as ``F`` is
@@ -521,10 +541,10 @@ class MRIOperator:
         if not isinstance(step_size, (int, float)) or not math.isfinite(step_size):
             raise ValueError(f"step_size: expected a finite number, got {step_size!r}")
         kx = fft2c(x)
-        y = y.to(kx.dtype)
+        y = _cast_finite(y, kx.dtype, "y")
         w = self.weight(kx.dtype, kx.device)
         k = kx - step_size * w * (kx - y)
-        out = ifft2c(k)
+        out = finite_result(ifft2c(k), f"MRIOperator.data_consistency(x, y, step_size={step_size!r})")
         return out if x.is_complex() else out.real
 
     def physics_step(self, x: Tensor, y: Tensor, step_size: float = 1.0) -> Tensor:
@@ -786,6 +806,11 @@ class MulticoilMRIOperator:
                 f"{name}: expected a {what} with trailing dimensions {expected}, got shape {tuple(t.shape)}")
         if not (t.is_floating_point() or t.is_complex()):
             raise InputValidationError(f"{name}: expected a floating-point or complex tensor, got {t.dtype}")
+        if t.dtype not in _FFT_DTYPES:
+            raise InputValidationError(f"{name}: expected float32, float64, complex64 or complex128 (what the FFT "
+                                       f"takes), got {t.dtype}; convert with .float()")
+        if t.numel() == 0:
+            raise InputValidationError(f"{name}: empty tensor of shape {tuple(t.shape)}")
         if not bool(torch.isfinite(t).all()):
             raise InputValidationError(
                 f"{name}: {int((~torch.isfinite(t)).sum())} non-finite values (NaN/Inf) of {t.numel()}")
@@ -805,7 +830,7 @@ class MulticoilMRIOperator:
         self.check(x, "x")
         dtype = _complex_dtype(x)
         sens, mask = self._tensors(dtype, x.device)
-        return fft3c(x.unsqueeze(-4) * sens) * mask
+        return finite_result(fft3c(x.unsqueeze(-4) * sens) * mask, "MulticoilMRIOperator.forward(x)")
 
     def conjugate_transpose(self, y: Tensor) -> Tensor:
         """The adjoint ``A^H y = sum_c conj(S_c) F_3D^H (M ⊙ y_c)``: (..., C, D, H, W) -> (..., D, H, W)
@@ -813,7 +838,7 @@ class MulticoilMRIOperator:
         self.check(y, "y")
         dtype = _complex_dtype(y)
         sens, mask = self._tensors(dtype, y.device)
-        return (ifft3c(y.to(dtype) * mask) * sens.conj()).sum(-4)
+        return finite_result((ifft3c(y.to(dtype) * mask) * sens.conj()).sum(-4), "MulticoilMRIOperator.adjoint(y)")
 
     def normal(self, x: Tensor) -> Tensor:
         """``A^H A x`` (complex, the shape of ``x``)."""
@@ -842,6 +867,9 @@ class MulticoilMRIOperator:
         increases the data term (``||A|| <= 1``)."""
         if not isinstance(step_size, (int, float)) or not math.isfinite(step_size):
             raise InputValidationError(f"step_size: expected a finite number, got {step_size!r}")
+        self.check(x, "x")
         self.check(y, "y")
-        out = x - step_size * self.conjugate_transpose(self.forward(x) - y.to(_complex_dtype(x)))
+        y = _cast_finite(y, _complex_dtype(x), "y")
+        out = finite_result(x - step_size * self.conjugate_transpose(self.forward(x) - y),
+                            f"MulticoilMRIOperator.physics_step(x, y, step_size={step_size!r})")
         return out if x.is_complex() else out.real

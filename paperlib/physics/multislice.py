@@ -66,6 +66,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import numbers
 from typing import Sequence
 
 import numpy as np
@@ -73,6 +74,7 @@ import torch
 from ase import units
 
 from ..io import InputValidationError
+from .base import finite_result
 from ..recon.solvers import soft_threshold  # the proximal map of Eq. 5; re-exported here
 
 logger = logging.getLogger(__name__)
@@ -134,6 +136,10 @@ def interaction_constant(energy: float) -> float:
 
 
 # --------------------------------------------------------------------------- grids
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _pair(value, name: str, kind=float) -> tuple:
     if isinstance(value, (int, float, np.integer, np.floating)):
         return (kind(value), kind(value))
@@ -637,7 +643,11 @@ class MultisliceOperator:
         if not bool(torch.isfinite(V).all()):
             n = int((~torch.isfinite(V)).sum())
             raise InputValidationError(f"V: {n} non-finite values (NaN/Inf) of {V.numel()}")
-        return V.to(self.device, self.dtype)
+        converted = V.to(self.device, self.dtype)
+        if not bool(torch.isfinite(converted).all()):
+            raise InputValidationError(f"V: values up to {float(V.abs().max()):.3g} V·Å overflow the operator's "
+                                       f"{self.dtype}; expected a potential of physical size")
+        return converted
 
     def check_intensities(self, intensities) -> torch.Tensor:
         """Validate measured intensities and return them in the operator's dtype and device.
@@ -665,13 +675,17 @@ class MultisliceOperator:
             )
         if intensities.is_complex():
             raise InputValidationError(f"intensities: expected real values, got {intensities.dtype}")
-        intensities = intensities.to(self.device, self.dtype)
         finite = torch.isfinite(intensities)
         if not bool(finite.all()):
             raise InputValidationError(
                 f"intensities: {int((~finite).sum())} non-finite values (NaN/Inf) of "
                 f"{intensities.numel()}"
             )
+        converted = intensities.to(self.device, self.dtype)
+        if not bool(torch.isfinite(converted).all()):
+            raise InputValidationError(f"intensities: values up to {float(intensities.abs().max()):.3g} overflow the "
+                                       f"operator's {self.dtype}; expected counts or probabilities")
+        intensities = converted
         if bool((intensities < 0).any()):
             raise InputValidationError(
                 f"intensities: {int((intensities < 0).sum())} negative values (min "
@@ -929,6 +943,10 @@ class MultisliceOperator:
         (D, H, W) tensor, detached, same dtype as the operator.
         """
         V = self.check_potential(V).detach()
+        if step_size is not None and not (_is_number(step_size) and step_size > 0):
+            raise InputValidationError(f"step_size: expected None or a finite number > 0, got {step_size!r}")
+        if not (_is_number(threshold) and threshold >= 0):
+            raise InputValidationError(f"threshold: expected a finite number >= 0 (V·Å), got {threshold!r}")
         if support is not None:
             support = torch.as_tensor(support)
             if support.shape != (V.shape[0],) or support.dtype != torch.bool or not bool(support.any()):
@@ -944,7 +962,7 @@ class MultisliceOperator:
         V = soft_threshold(V - mu * grad, float(threshold), nonnegative=nonnegative)
         if support is not None:
             V[~support.to(V.device)] = 0
-        return V
+        return finite_result(V, f"MultisliceOperator.physics_step(step_size={step_size!r})")
 
     # ------------------------------------------------------------------ images
     def bright_field(self, intensities) -> torch.Tensor:

@@ -33,6 +33,8 @@ whole object).
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from typing import Any, Callable, Mapping
 
 import torch
@@ -45,7 +47,7 @@ from ..physics.base import Operator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["dart", "physics_callback", "start_point", "check_prior_fits"]
+__all__ = ["dart", "physics_callback", "start_point", "check_prior_fits", "check_sampling_args"]
 
 
 def check_prior_fits(prior: PartitionedPrior | TiledPrior, shape: tuple[int, int, int]) -> None:
@@ -67,6 +69,47 @@ def check_prior_fits(prior: PartitionedPrior | TiledPrior, shape: tuple[int, int
             f"volume depth {shape[0]} does not match the prior: {len(prior.models)} slice groups x "
             f"{prior.group_size} slices = {prior.depth}; crop or pad the volume, or use a prior "
             f"trained for {shape[0]} slices")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_sampling_args(shape: tuple[int, ...], *, generator: Any, num_steps: Any, start: Any = 1.0,
+                        init: Any = None, scale: Any = 1.0, physics_steps: Any = 1) -> None:
+    """Validate the settings shared by DART, DRIFT and the projection method at their entry.
+
+    Raises :class:`~paperlib.io.InputValidationError` (a ``ValueError``) naming the argument:
+    ``generator`` not a :class:`torch.Generator`; ``num_steps`` / ``physics_steps`` not integers
+    >= 1 / >= 0; ``start`` not a number in (0, 1]; ``scale`` not a finite number > 0; ``init``
+    (when given) not a finite real floating-point or complex tensor of the volume's ``shape``.
+    """
+    if not isinstance(generator, torch.Generator):
+        raise InputValidationError(f"generator: expected a torch.Generator (explicit seeding), got "
+                                   f"{type(generator).__name__}")
+    if not (_is_int(num_steps) and num_steps >= 1):
+        raise InputValidationError(f"num_steps: expected an integer >= 1, got {num_steps!r}")
+    if not (_is_int(physics_steps) and physics_steps >= 0):
+        raise InputValidationError(f"physics_steps: expected an integer >= 0, got {physics_steps!r}")
+    if not (_is_number(start) and 0.0 < start <= 1.0):
+        raise InputValidationError(f"start: expected a fraction of the schedule in (0, 1], got {start!r}")
+    if not (_is_number(scale) and scale > 0):
+        raise InputValidationError(f"scale: expected a finite number > 0, got {scale!r}")
+    if init is None:
+        return
+    if not isinstance(init, Tensor):
+        raise InputValidationError(f"init: expected a (D, H, W) tensor or None, got {type(init).__name__}")
+    if tuple(init.shape) != tuple(shape):
+        raise InputValidationError(f"init: expected the volume's shape {tuple(shape)}, got {tuple(init.shape)}")
+    if not (init.is_floating_point() or init.is_complex()):
+        raise InputValidationError(f"init: expected a real floating-point or complex tensor, got {init.dtype}")
+    if not bool(torch.isfinite(init).all()):
+        raise InputValidationError(f"init: {int((~torch.isfinite(init)).sum())} non-finite values (NaN/Inf) "
+                                   f"of {init.numel()}")
 
 
 def start_point(
@@ -158,10 +201,12 @@ def dart(prior: PartitionedPrior | TiledPrior, operator: Operator, y: Tensor, *,
     -------
     (D, H, W) float32 reconstruction in physical units.
     """
-    if not isinstance(samples, int) or samples < 1:
+    if not _is_int(samples) or samples < 1:
         raise ValueError(f"samples: expected a positive integer, got {samples!r}")
     shape = operator.volume_shape(y)
     check_prior_fits(prior, shape)
+    check_sampling_args(shape, generator=generator, num_steps=num_steps, start=start, init=init, scale=scale,
+                        physics_steps=physics_steps)
     if samples > 1:
         kwargs = dict(num_steps=num_steps, start=start, init=init, physics_steps=physics_steps,
                       step_kwargs=step_kwargs, scale=scale, progress=progress)

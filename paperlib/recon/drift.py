@@ -33,7 +33,7 @@ from ..diffusion.tiling import TiledPrior
 from ..io import InputValidationError
 from ..metrics.image import ssim_images
 from ..physics.base import Operator
-from .dart import check_prior_fits, physics_callback
+from .dart import check_prior_fits, check_sampling_args, physics_callback
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +222,7 @@ def drift(prior: PartitionedPrior | TiledPrior, operator: Operator, y: Tensor, *
                                    "slice support (4D-STEM's MultisliceOperator does); leave it None")
     shape = operator.volume_shape(y)
     check_prior_fits(prior, shape)
+    check_sampling_args(shape, generator=generator, num_steps=num_steps, scale=scale, physics_steps=physics_steps)
     candidates = prior.sample((n_candidates, *shape), num_steps=num_steps, generator=generator, progress=progress)
     if translate:
         candidates, _, images = align_translations(operator, y, candidates, scale=scale)

@@ -47,7 +47,7 @@ from torch import Tensor
 
 from ..io import InputValidationError
 from ..metrics.image import volume_scores
-from ..physics.base import Operator
+from ..physics.base import Operator, finite_result
 from ..physics.mri import MRIOperator, hermitian_half
 from .solvers import fista, primal_dual, project_tv_dual_ball, soft_threshold
 from .tuning import grid_search
@@ -56,7 +56,10 @@ from .wavelets import check_wavelet, dwt2, idwt2
 __all__ = ["zero_filled", "cs_wavelet", "total_variation", "tune_weight", "absolute_weight"]
 
 
-def _check_inputs(op: MRIOperator, y: Tensor, weight: float | None = None, iters: int | None = None) -> None:
+_UNSET = object()  # a setting the caller does not take (zero_filled has no weight, no iterations)
+
+
+def _check_inputs(op: MRIOperator, y: Tensor, weight: object = _UNSET, iters: object = _UNSET) -> None:
     """Validate a baseline's operator, k-space ``y`` (complex, finite, fitting the mask),
     ``weight`` and ``iters``; errors name the argument."""
     if not (isinstance(op, Operator) and op.is_linear and op.slice_local):
@@ -65,9 +68,10 @@ def _check_inputs(op: MRIOperator, y: Tensor, weight: float | None = None, iters
     op.check(y, "y")  # shape, floating dtype, finite: the operator's own check
     if not y.is_complex():
         raise InputValidationError(f"y: expected complex k-space, got dtype {y.dtype}")
-    if weight is not None and (not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0):
+    if weight is not _UNSET and (not isinstance(weight, (int, float)) or isinstance(weight, bool)
+                                 or not math.isfinite(weight) or weight < 0):
         raise ValueError(f"weight: expected a finite number >= 0, got {weight!r}")
-    if iters is not None and (not isinstance(iters, int) or iters < 1):
+    if iters is not _UNSET and (not isinstance(iters, int) or iters < 1):
         raise ValueError(f"iters: expected an integer >= 1, got {iters!r}")
 
 
@@ -79,7 +83,7 @@ def absolute_weight(zero_filled_image: Tensor, weight: float) -> float:
 def zero_filled(op: MRIOperator, y: Tensor) -> Tensor:
     """Magnitude of the zero-filled image ``|F^H (M ⊙ y)|``: (..., D, H, W) float32."""
     _check_inputs(op, y)
-    return op.zero_filled(y).abs().float()
+    return finite_result(op.zero_filled(y).abs().float(), "zero_filled(op, y)")
 
 
 def cs_wavelet(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 300, levels: int = 4, wavelet: str = "db4",
@@ -138,7 +142,7 @@ def cs_wavelet(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 300, l
         return idwt2(soft_threshold(approximation, lam), [soft_threshold(d, lam) for d in details], wavelet)
 
     x = fista(x, prox, normal=normal, rhs=x, step=1.0, iters=iters, progress=progress, desc="CS-MRI (FISTA)")
-    return x[..., :height, :width].abs().float()
+    return finite_result(x[..., :height, :width].abs().float(), "cs_wavelet(op, y)")
 
 
 def _gradient_into(xr: Tensor, out: Tensor) -> None:
@@ -249,7 +253,7 @@ def total_variation(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 3
         progress=progress,
         desc="TV (primal-dual)",
     )
-    return unview(x).abs().float()
+    return finite_result(unview(x).abs().float(), "total_variation(op, y)")
 
 
 def tune_weight(

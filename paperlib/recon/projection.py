@@ -27,7 +27,7 @@ from ..diffusion.partition import PartitionedPrior
 from ..diffusion.tiling import TiledPrior
 from ..io import InputValidationError
 from ..physics.base import Operator
-from .dart import check_prior_fits, start_point
+from .dart import check_prior_fits, check_sampling_args, start_point
 
 __all__ = ["projection_sampling"]
 
@@ -58,6 +58,7 @@ def projection_sampling(prior: PartitionedPrior | TiledPrior, operator: Operator
             f"declares projects False")
     shape = operator.volume_shape(y)
     check_prior_fits(prior, shape)
+    check_sampling_args(shape, generator=generator, num_steps=num_steps, start=start, init=init)
     sampler = prior.sampler
 
     def project(x_prev: Tensor, t_prev: int) -> Tensor:

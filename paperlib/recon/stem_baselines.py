@@ -56,6 +56,8 @@ test checks every number it quotes).
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -63,6 +65,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import InputValidationError
+from ..physics.base import finite_result
 from ..physics.multislice import MultisliceOperator
 from .solvers import fista, soft_threshold
 from .tuning import grid_search
@@ -78,6 +81,32 @@ def _init(op: MultisliceOperator, init) -> torch.Tensor:
     if init is None:
         return torch.zeros(op.shape, dtype=op.dtype, device=op.device)
     return op.check_potential(init).detach().clone()
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value: object, least: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
+
+
+def _check_settings(*, counts: Mapping[str, object] = {}, positive: Mapping[str, object] = {},
+                    nonnegative: Mapping[str, object] = {}, batch_size: object = None) -> None:
+    """Raise :class:`~paperlib.io.InputValidationError` naming the first bad setting: ``counts``
+    must be integers >= 0 (iterations), ``positive`` finite numbers > 0 (step sizes, rates),
+    ``nonnegative`` finite numbers >= 0 (thresholds), ``batch_size`` None or an integer >= 1."""
+    for name, value in counts.items():
+        if not _is_count(value, 0):
+            raise InputValidationError(f"{name}: expected an integer >= 0, got {value!r}")
+    for name, value in positive.items():
+        if not (_is_number(value) and value > 0):
+            raise InputValidationError(f"{name}: expected a finite number > 0, got {value!r}")
+    for name, value in nonnegative.items():
+        if not (_is_number(value) and value >= 0):
+            raise InputValidationError(f"{name}: expected a finite number >= 0, got {value!r}")
+    if batch_size is not None and not _is_count(batch_size, 1):
+        raise InputValidationError(f"batch_size: expected None or an integer >= 1, got {batch_size!r}")
 
 
 def _batches(n: int, batch_size: int | None, generator: torch.Generator | None) -> list[torch.Tensor]:
@@ -108,6 +137,7 @@ def three_pie(op: MultisliceOperator, intensities, *, n_iter: int = 20, alpha: f
     -------
     (D, H, W) float32 potential in V·Å.
     """
+    _check_settings(counts={"n_iter": n_iter}, positive={"alpha": alpha, "beta": beta}, batch_size=batch_size)
     amp = torch.sqrt(op.check_intensities(intensities)).reshape(-1, *op.detector_shape)
     V = _init(op, init)
     depth = op.n_slices
@@ -139,7 +169,7 @@ def three_pie(op: MultisliceOperator, intensities, *, n_iter: int = 20, alpha: f
             V = V + (torch.imag(torch.conj(phase) * dt) / op.sigma).to(V.dtype)
         if nonnegative:
             V = V.clamp_min(0)
-    return V.float()
+    return finite_result(V.float(), "three_pie(op, intensities)")
 
 
 def torchslice(op: MultisliceOperator, intensities, *, n_iter: int = 100, lr: float = 30.0,
@@ -157,6 +187,7 @@ def torchslice(op: MultisliceOperator, intensities, *, n_iter: int = 100, lr: fl
     -------
     (D, H, W) float32 potential in V·Å.
     """
+    _check_settings(counts={"n_iter": n_iter}, positive={"lr": lr}, batch_size=batch_size)
     intensities = op.check_intensities(intensities)
     V = _init(op, init).requires_grad_(True)
     optimiser = torch.optim.Adam([V], lr=lr)
@@ -170,7 +201,7 @@ def torchslice(op: MultisliceOperator, intensities, *, n_iter: int = 100, lr: fl
             if nonnegative:
                 with torch.no_grad():
                     V.clamp_(min=0.0)
-    return V.detach().float()
+    return finite_result(V.detach().float(), "torchslice(op, intensities)")
 
 
 def sparse_decomposition(op: MultisliceOperator, intensities, *, n_iter: int = 100, step_scale: float = 1.0,
@@ -193,11 +224,12 @@ def sparse_decomposition(op: MultisliceOperator, intensities, *, n_iter: int = 1
     -------
     (D, H, W) float32 potential in V·Å.
     """
+    _check_settings(positive={"step_scale": step_scale}, nonnegative={"threshold": threshold})
     intensities = op.check_intensities(intensities)
     V = fista(_init(op, init), lambda v: soft_threshold(v, threshold, nonnegative=nonnegative),
               gradient=lambda v: op.gradient(v, intensities)[1], step=step_scale * op.default_step_size,
               iters=n_iter, progress=progress, desc="Sparse")
-    return V.float()
+    return finite_result(V.float(), "sparse_decomposition(op, intensities)")
 
 
 @dataclass(frozen=True)
@@ -259,6 +291,7 @@ def thickness_search(op: MultisliceOperator, intensities, V, *, steps: int = 20,
     for name, value in (("steps", steps), ("final_steps", final_steps)):
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
+    _check_settings(nonnegative={"threshold": threshold})
     depth = V.shape[0]
     candidates, losses = [], []
     for occupied in tqdm(range(1, depth + 1), desc="thickness", disable=not progress):
@@ -274,7 +307,7 @@ def thickness_search(op: MultisliceOperator, intensities, V, *, steps: int = 20,
     volume = _support_steps(op, intensities, candidates[best], best + 1, final_steps, threshold, nonnegative)
     logger.info("thickness search: %d of %d slices (losses %s)", best + 1, depth,
                 ", ".join(f"{v:.3e}" for v in losses))
-    return ThicknessResult(volume.float(), best + 1, losses_t)
+    return ThicknessResult(finite_result(volume.float(), "thickness_search(op, intensities, V)"), best + 1, losses_t)
 
 
 #: tuned on the validation split with :func:`tune_stem` (the search is in the module docstring)
