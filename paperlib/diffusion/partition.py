@@ -50,7 +50,7 @@ def run_network(model: nn.Module, x: Tensor, t: int, precision: str = "float32")
     ``bfloat16`` is autocast (convolutions and matrix products in bfloat16, normalisations in
     float32); on a CPU with AVX-512 BF16 it is what makes DART and DRIFT faster at the same SSIM
     (before / after per method: ``benchmarks/guided_speed.py``, results in
-    ``benchmarks/results/guided_speed.txt``).
+    ``benchmarks/results/guided_speed.md``).
     """
     dtype = check_precision(precision)
     tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
