@@ -81,6 +81,12 @@ class PhysicsTimer:
         del self.operator.physics_step
 
 
+def recorded_header(md: Path) -> str | None:
+    """The machine and settings line of a written summary (its first note, up to ". Before:"), or None."""
+    notes = [line for line in md.read_text().splitlines() if line.startswith("- ")] if md.is_file() else []
+    return notes[0][2:].split(". Before:")[0] if notes else None
+
+
 def summary(rows: list[dict], header: str) -> str:
     """Markdown: per suite and method, mean wall time before / after, the speed-up, mean SSIM of
     each setting and the largest SSIM change of one case (rows as written to the CSV)."""
@@ -117,9 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.summarise:
         rows = list(csv.DictReader(open(args.out)))
-        old = args.out.with_suffix(".txt")
-        header = old.read_text().splitlines()[0].lstrip("# ").split(": ", 1)[-1] if old.is_file() else args.profile
-        atomic_write_text(args.out.with_suffix(".md"), summary(rows, header))
+        md = args.out.with_suffix(".md")
+        atomic_write_text(md, summary(rows, recorded_header(md) or f"profile {args.profile}"))
         return 0
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)

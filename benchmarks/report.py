@@ -458,9 +458,9 @@ def _guided_speed_rows() -> list[Row]:
                        "benchmarks/guided_speed.py")
     with open(path, newline="") as f:
         got = list(csv.DictReader(f))
-    summary = path.with_suffix(".md")  # its first note line names the machine and settings of the run
-    notes = [line for line in summary.read_text().splitlines() if line.startswith("- ")] if summary.exists() else []
-    machine_line = notes[0][2:].split(". Before:")[0] if notes else "machine not recorded"
+    from guided_speed import recorded_header
+
+    machine_line = recorded_header(path.with_suffix(".md")) or "machine not recorded"
     when = subprocess.run(["git", "log", "-1", "--format=%cI", "--", str(path)], cwd=REPO, capture_output=True,
                           text=True).stdout.strip() or "uncommitted"
     rows = []

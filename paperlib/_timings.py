@@ -31,10 +31,12 @@ def timings(build: Path) -> list[dict]:
     return rows
 
 
-def write(build: Path, out: Path) -> None:
+def write(build: Path, out: Path) -> bool:
+    """Write ``out.md`` and ``out.csv``; ``False`` (nothing written) where ``build`` holds no timings
+    (notebooks executed before the Makefile recorded them)."""
     rows = timings(build)
     if not rows:
-        raise FileNotFoundError(f"{build}: no *.seconds files (written by make figures)")
+        return False
     total = sum(r["seconds"] for r in rows)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["notebook", "seconds", "finished_utc"], lineterminator="\n")
@@ -48,6 +50,7 @@ def write(build: Path, out: Path) -> None:
               "adds the latest run of each notebook. Data generation and caching happen inside the notebooks and "
               "are included.", ""]
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2:
         print("usage: python -m paperlib._timings BUILD_DIR OUT (writes OUT.md and OUT.csv)", file=sys.stderr)
         return 2
-    write(Path(args[0]), Path(args[1]))
+    if not write(Path(args[0]), Path(args[1])):
+        print(f"{args[0]}: no notebook timings (*.seconds) yet; {args[1]}.md not written", file=sys.stderr)
     return 0
 
 

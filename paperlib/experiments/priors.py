@@ -7,7 +7,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from torch import Tensor
 
@@ -20,9 +20,10 @@ from ..recon.drift import drift
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_prior(path: str, method: str, eta: float, clip: tuple[float, float] | None,
-                  precision: str) -> PartitionedPrior:
-    return load_partitioned_prior(path, method=method, eta=eta, clip=clip, precision=precision)
+def _cached_prior(path: str, method: str, eta: float, clip: tuple[float, float] | None, precision: str,
+                  groups: tuple[int, ...] | None, device: str) -> PartitionedPrior:
+    return load_partitioned_prior(path, method=method, eta=eta, clip=clip, precision=precision, groups=groups,
+                                  device=device)
 
 
 def resolve_checkpoint(checkpoint: str) -> Path:
@@ -31,8 +32,11 @@ def resolve_checkpoint(checkpoint: str) -> Path:
     return (path if path.is_absolute() else repo_root() / path).resolve()
 
 
-def guided_prior(section: DiffusionReconConfig, checkpoint: str, *, data_scale: float | None = None) -> PartitionedPrior:
-    """The prior at ``checkpoint`` (relative to the repository) with the sampler of ``section``.
+def guided_prior(section: DiffusionReconConfig, checkpoint: str, *, data_scale: float | None = None,
+                 groups: Sequence[int] | None = None, device: str = "cpu") -> PartitionedPrior:
+    """The prior at ``checkpoint`` (relative to the repository) with the sampler of ``section``;
+    ``groups``: only these slice groups (a rank's, :func:`~paperlib.diffusion.distributed.groups_for_rank`),
+    on ``device``.
 
     ``data_scale``: the physical units per prior unit the caller will use; when given it must be
     the scale the prior was trained with (its manifests record it), else a
@@ -47,7 +51,8 @@ def guided_prior(section: DiffusionReconConfig, checkpoint: str, *, data_scale: 
                 raise ValueError(f"{m}: prior trained on data divided by {trained}, but the profile's data_scale "
                                  f"is {data_scale}; retrain the prior or fix the profile")
     clip = None if section.clip is None else (float(section.clip[0]), float(section.clip[1]))
-    return _cached_prior(str(path), section.sampler, float(section.eta), clip, section.precision)
+    return _cached_prior(str(path), section.sampler, float(section.eta), clip, section.precision,
+                         None if groups is None else tuple(int(g) for g in groups), str(device))
 
 
 def prior_weights(*checkpoints: str) -> list[Path]:
@@ -94,14 +99,16 @@ class GuidedSetup:
         """Physical units per prior unit."""
         return float(getattr(profile, self.prior).data_scale) if self.scaled else 1.0
 
-    def load(self, profile: Profile) -> PartitionedPrior:
-        """The profile's prior with its sampler (the scale checked against the manifests when scaled)."""
+    def load(self, profile: Profile, *, groups: Sequence[int] | None = None, device: str = "cpu") -> PartitionedPrior:
+        """The profile's prior with its sampler (the scale checked against the manifests when scaled);
+        ``groups``, ``device``: as :func:`guided_prior`."""
         section = getattr(profile, self.prior)
         folder = getattr(section, self.checkpoint)
         if folder is None:
             raise ValueError(f"profile {profile.name}: {self.prior}.{self.checkpoint} is not set (a prior folder, "
                              "relative to the repository, is expected)")
-        return guided_prior(self.settings(profile), folder, data_scale=section.data_scale if self.scaled else None)
+        return guided_prior(self.settings(profile), folder, data_scale=section.data_scale if self.scaled else None,
+                            groups=groups, device=device)
 
     def initial(self, operator, y: Tensor) -> Tensor | None:
         """The starting image of ``y``, or ``None`` where the modality has none."""

@@ -33,12 +33,8 @@ import numpy as np
 import torch
 
 from ..config import Profile, load_profile
-from ..diffusion.checkpoints import load_prior
 from ..diffusion.distributed import (current_context, groups_for_rank, init_from_env, local_part,
                                      partitioned_sample, shutdown)
-from ..diffusion.partition import PartitionedPrior
-from ..diffusion.sampler import Sampler
-from ..diffusion.schedules import ScheduleConfig
 from ..io import InputValidationError, atomic_path
 from ..recon.dart import physics_callback, start_point
 from .priors import resolve_checkpoint
@@ -92,22 +88,18 @@ def dart_ranks(profile: Profile, modality: str, case, *, seed: int = 0, progress
         raise InputValidationError(f"{folder}: no prior_group*.json manifests (train the prior with make train)")
     num_groups = int(json.loads(manifests[0].read_text())["num_groups"])
     groups = groups_for_rank(num_groups, ctx.rank, ctx.world_size)
-    models, mans = load_prior(folder, groups=groups, device=ctx.device)
+    # this rank's groups, with the profile's sampler and precision (and its scale checked), as one process loads all
+    local_prior = setup.load(profile, groups=groups, device=str(ctx.device))
+    models, sampler, group_size = list(local_prior.models), local_prior.sampler, local_prior.group_size
     section = setup.settings(profile)
-    m0 = mans[0]
-    clip = None if section.clip is None else tuple(float(c) for c in section.clip)
-    sampler = Sampler(ScheduleConfig(**m0["schedule"]), method=section.sampler, eta=section.eta,
-                      prediction=m0["prediction"], clip=clip)
     scale = setup.scale(profile)
     y = case.measurement
     shape = tuple(case.operator.volume_shape(y))
-    group_size = int(m0["group_size"])
     if shape[0] != num_groups * group_size:
         raise InputValidationError(f"case {case.case_id}: depth {shape[0]} != {num_groups} groups x {group_size} "
                                    "slices of the prior; the distributed run needs a whole partition")
     gen = torch.Generator().manual_seed(seed)
     # the SDEdit start is drawn on every rank from the same generator, as the one-process run does
-    local_prior = PartitionedPrior(models, sampler, group_size, group_indices=groups, precision=section.precision)
     t_start, x_T = start_point(local_prior, shape, d.start, setup.initial(case.operator, y), gen, scale=scale)
     slice_local = bool(case.operator.slice_local)
     if slice_local:
