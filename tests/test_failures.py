@@ -6,6 +6,7 @@ Killed training that resumes exactly, bad NIfTI files and bad CLI flags have the
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -251,8 +252,17 @@ def test_killed_notebook_run_leaves_no_half_written_output_and_reruns(tmp_path):
             assert time.monotonic() < deadline, "the notebook wrote nothing in 600 s"
             time.sleep(0.05)
     finally:
+        # the kernel runs in a session of its own (jupyter_client starts it so): kill the whole tree,
+        # else it can outlive the kill by a moment and write after the folder is checked
+        import psutil
+
+        tree = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        for child in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        psutil.wait_procs(tree, timeout=60)
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     proc.stderr.close()
