@@ -151,6 +151,8 @@ class GuidedStepsConfig(_Section):
 
     steps: int = Field(20, ge=1, description="diffusion steps (network evaluations per slice group)")
     start: float = Field(1.0, gt=0.0, le=1.0, description="fraction of the schedule to start at (1 = pure noise)")
+    stop: float = Field(0.0, ge=0.0, lt=1.0, description="DART: fraction of the schedule to stop at, returning the "
+                                                         "corrected denoised estimate there (0 = down to t = 0)")
     candidates: int = Field(1, ge=1, description="DRIFT: prior samples drawn per reconstruction")
     samples: int = Field(1, ge=1, description="DART: mean of this many samples (1 = the paper's single sample)")
     physics_steps: int = Field(1, ge=0, description="physics steps per diffusion step (DART) or after selection (DRIFT)")

@@ -108,6 +108,33 @@ def test_dart_samples_returns_the_mean_of_a_batch_of_samples():
         dart(prior, op, y, generator=torch.Generator().manual_seed(0), num_steps=2, samples=0)
 
 
+def test_dart_stop_returns_the_corrected_denoised_estimate_at_that_timestep():
+    """``stop > 0`` ends the chain at ``t_stop`` and returns Eq. 4 applied to the denoiser's
+    estimate there. On the linear Gaussian problem that estimate keeps the measured k-space and,
+    elsewhere, ``mu + g (x_t - sqrt(a) mu)``: unbiased around the posterior mean with per-pixel
+    variance ``a s^4 / (a s^2 + 1 - a)`` over the unmeasured fraction (``a = abar_{t_stop}``),
+    far below a full sample's ``s^2``. Checked over runs: the mean, the variance (within 25 %),
+    data consistency, and that the timesteps end at ``t_stop``."""
+    s, runs, stop = 0.3, 200, 0.5
+    op, y, prior, expected = _gaussian_problem(2, s)
+    outs = torch.stack([dart(prior, op, y, generator=torch.Generator().manual_seed(r), num_steps=6, stop=stop)
+                        for r in range(runs)]).double()
+    t_stop = round(stop * prior.sampler.num_train_timesteps)
+    assert prior.sampler.pairs(6, 199, t_stop)[-1] == (t_stop, -1)
+    a = prior.sampler.abar_at(t_stop)
+    var = a * s ** 4 / (a * s ** 2 + 1 - a) * (1 - op.sampled_fraction)
+    err = outs - expected
+    assert float(err.mean(0).pow(2).mean().sqrt()) < 1.5 * math.sqrt(var / runs) / math.sqrt(1 - op.sampled_fraction)
+    assert abs(float(err.pow(2).mean()) / var - 1) < 0.25
+    assert var < 0.25 * s ** 2 * (1 - op.sampled_fraction)
+    assert torch.allclose(op.forward(outs[0]), y, atol=1e-5)
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(InputValidationError, match="stop"):
+            dart(prior, op, y, generator=torch.Generator().manual_seed(0), num_steps=2, stop=bad)
+    with pytest.raises(InputValidationError, match="num_steps"):
+        dart(prior, op, y, generator=torch.Generator().manual_seed(0), num_steps=150, stop=0.5)
+
+
 def test_ddim_step_carries_the_given_noise_estimate():
     sampler = Sampler(ScheduleConfig("cosine", 100), method="ddim")
     g = torch.Generator().manual_seed(5)

@@ -289,6 +289,7 @@ def partitioned_sample(
     gather_for_callback: bool = False,
     x_T: Tensor | None = None,
     t_start: int | None = None,
+    t_stop: int = 0,
     generator: torch.Generator | None = None,
     progress: bool = False,
     precision: str = "float32",
@@ -311,6 +312,7 @@ def partitioned_sample(
         multislice 4D-STEM), and each rank keeps its own slices of the result.
     x_T, t_start : optional starting point of the *whole* ``shape`` at timestep ``t_start`` (DART's
         SDEdit start, :func:`paperlib.recon.dart.start_point`); each rank cuts its own slices.
+    t_stop : last timestep (DART's ``stop``, :func:`paperlib.recon.dart.stop_timestep`).
     generator : used instead of ``torch.Generator().manual_seed(seed)`` when given, e.g. the
         generator that :func:`~paperlib.recon.dart.start_point` drew ``x_T`` from, so that the
         result equals :func:`paperlib.recon.dart.dart` in one process with the same generator.
@@ -343,7 +345,7 @@ def partitioned_sample(
         gen = generator if generator is not None else torch.Generator().manual_seed(seed)
         start = None if x_T is None else local_part(x_T, num_groups, groups).to(ctx.device)
         local = prior.sample(local_shape, num_steps=num_steps, generator=gen, callback=cb, x_T=start,
-                             t_start=t_start, device=ctx.device, progress=progress and ctx.is_main)
+                             t_start=t_start, t_stop=t_stop, device=ctx.device, progress=progress and ctx.is_main)
         volume = all_gather_volume(local) if ctx.world_size > 1 else local
     all_stats = gather_stats(stats)
     return DistributedSample(volume if ctx.is_main else None, all_stats, local, groups)

@@ -189,7 +189,7 @@ class PartitionedPrior(nn.Module):
 
     def sample(self, shape: Sequence[int], *, num_steps: int, generator: torch.Generator,
                callback: Callback | None = None, x_T: Tensor | None = None, t_start: int | None = None,
-               post_step: Callback | None = None,
+               t_stop: int = 0, post_step: Callback | None = None,
                device: torch.device | str | None = None, progress: bool = False) -> Tensor:
         """Draw a volume from the prior (DDPM or DDIM per ``self.sampler``).
 
@@ -205,6 +205,8 @@ class PartitionedPrior(nn.Module):
             streams only feed the steps).
         t_start : first timestep (default ``T-1``: pure noise); with ``x_T`` an image noised to
             ``t_start`` this is SDEdit-style sampling from an initial guess.
+        t_stop : last timestep (default 0); above 0 the sample is the corrected denoised estimate
+            there (:meth:`~paperlib.diffusion.sampler.Sampler.pairs`).
         post_step : ``post_step(x_prev, t_prev) -> x_prev`` after every reverse step (the
             projection-based baseline projects the noisy iterate here); ``t_prev = -1`` last.
 
@@ -221,7 +223,7 @@ class PartitionedPrior(nn.Module):
         else:
             x = x_T
         self._check(x)
-        for t, t_prev in tqdm(self.sampler.pairs(num_steps, t_start), desc="sampling", disable=not progress,
+        for t, t_prev in tqdm(self.sampler.pairs(num_steps, t_start, t_stop), desc="sampling", disable=not progress,
                               leave=False):
             x0 = self.denoise(x, t)
             n = len(self.models)

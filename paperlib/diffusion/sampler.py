@@ -100,32 +100,42 @@ class Sampler:
                 f"prediction={self.prediction!r})")
 
     # ------------------------------------------------------------------ timesteps
-    def timesteps(self, num_steps: int, t_start: int | None = None) -> Tensor:
+    def timesteps(self, num_steps: int, t_start: int | None = None, t_stop: int = 0) -> Tensor:
         """``num_steps`` descending training timesteps, evenly spaced from ``t_start`` (default
-        ``T-1``, pure noise) down to ``0``.
+        ``T-1``, pure noise) down to ``t_stop`` (default ``0``).
 
         Returns
         -------
-        (num_steps,) int64 tensor, strictly decreasing, first ``t_start``, last ``0`` (if > 1 step).
+        (num_steps,) int64 tensor, strictly decreasing, first ``t_start``, last ``t_stop`` (if > 1 step).
 
         >>> from paperlib.diffusion.schedules import ScheduleConfig
         >>> Sampler(ScheduleConfig("linear", 100)).timesteps(3, t_start=49).tolist()
         [49, 24, 0]
+        >>> Sampler(ScheduleConfig("linear", 100)).timesteps(3, t_start=49, t_stop=9).tolist()
+        [49, 29, 9]
         """
         T = self.num_train_timesteps
         top = T - 1 if t_start is None else int(t_start)
         if not 0 <= top <= T - 1:
             raise ValueError(f"t_start: expected 0 <= t_start <= {T - 1}, got {t_start}")
-        if not 1 <= num_steps <= top + 1:
-            raise ValueError(f"num_steps: expected 1 <= num_steps <= {top + 1} (timesteps from t_start {top} "
-                             f"down to 0), got {num_steps}")
+        t_stop = int(t_stop)
+        if not 0 <= t_stop <= top:
+            raise ValueError(f"t_stop: expected 0 <= t_stop <= t_start ({top}), got {t_stop}")
+        if not 1 <= num_steps <= top - t_stop + 1:
+            raise ValueError(f"num_steps: expected 1 <= num_steps <= {top - t_stop + 1} (timesteps from t_start {top} "
+                             f"down to {t_stop}), got {num_steps}")
         if num_steps == 1:
             return torch.tensor([top])
-        return torch.linspace(top, 0, num_steps, dtype=torch.float64).round().long()
+        return torch.linspace(top, t_stop, num_steps, dtype=torch.float64).round().long()
 
-    def pairs(self, num_steps: int, t_start: int | None = None) -> list[tuple[int, int]]:
-        """``[(t, t_prev), ...]`` for :meth:`step`; the last ``t_prev`` is ``-1`` (clean data)."""
-        ts = self.timesteps(num_steps, t_start).tolist()
+    def pairs(self, num_steps: int, t_start: int | None = None, t_stop: int = 0) -> list[tuple[int, int]]:
+        """``[(t, t_prev), ...]`` for :meth:`step`; the last ``t_prev`` is ``-1`` (clean data).
+
+        With ``t_stop > 0`` the chain ends early: the last step goes from ``t_stop`` straight to
+        ``-1``, which returns the (corrected) denoised estimate ``x0_hat`` at ``t_stop`` (Tweedie's
+        posterior mean there, after the callback), not a sample refined down to ``t = 0``.
+        """
+        ts = self.timesteps(num_steps, t_start, t_stop).tolist()
         return list(zip(ts, ts[1:] + [-1]))
 
     def start_timestep(self, start: float) -> int:

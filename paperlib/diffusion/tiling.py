@@ -275,7 +275,7 @@ class TiledPrior(nn.Module):
     # ------------------------------------------------------------------ sampling
     def sample(self, shape: Sequence[int], *, num_steps: int, generator: torch.Generator,
                callback: Callback | None = None, post_step: Callback | None = None,
-               x_T: Tensor | None = None, t_start: int | None = None,
+               x_T: Tensor | None = None, t_start: int | None = None, t_stop: int = 0,
                device: torch.device | str | None = None, progress: bool = False) -> Tensor:
         """Draw a volume of any ``shape`` from the tiled prior (DDPM or DDIM per ``self.sampler``).
 
@@ -292,6 +292,7 @@ class TiledPrior(nn.Module):
             denoising step (DART's physics step); DDIM then carries the network's own noise estimate.
         x_T : optional starting point of ``shape`` (native) at timestep ``t_start``.
         t_start : first timestep (default ``T-1``, pure noise).
+        t_stop : last timestep (default 0; :meth:`~paperlib.diffusion.sampler.Sampler.pairs`).
         post_step : ``post_step(x_prev, t_prev) -> x_prev`` on the cropped volume after every
             reverse step; ``t_prev = -1`` last.
         device : where the sample lives (the noise is drawn on the generator's device).
@@ -317,7 +318,7 @@ class TiledPrior(nn.Module):
                 raise InputValidationError(f"x_T: expected shape {shape}, got {tuple(x_T.shape)}")
             x = self.pad(x_T.reshape(batched))
         native = lambda v: self.crop(v, batched).reshape(shape)  # noqa: E731
-        for t, t_prev in tqdm(self.sampler.pairs(num_steps, t_start), desc="sampling", disable=not progress,
+        for t, t_prev in tqdm(self.sampler.pairs(num_steps, t_start, t_stop), desc="sampling", disable=not progress,
                               leave=False):
             x0 = self._denoise_padded(x, t)
             eps = None

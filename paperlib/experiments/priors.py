@@ -122,7 +122,8 @@ def run_dart(setup: GuidedSetup, operator, y: Tensor, profile: Profile, generato
     d = setup.settings(profile).dart
     return dart(setup.load(profile), operator, y, generator=generator, num_steps=d.steps, start=d.start,
                 init=setup.initial(operator, y), physics_steps=d.physics_steps,
-                step_kwargs=d.step_kwargs(), scale=setup.scale(profile), samples=d.samples)
+                step_kwargs=d.step_kwargs(), scale=setup.scale(profile), samples=d.samples,
+                stop=d.stop)
 
 
 def register_guided(registry, setup: GuidedSetup) -> None:

@@ -36,7 +36,7 @@ from ..config import Profile, load_profile
 from ..diffusion.distributed import (current_context, groups_for_rank, init_from_env, local_part,
                                      partitioned_sample, shutdown)
 from ..io import InputValidationError, atomic_path
-from ..recon.dart import physics_callback, start_point
+from ..recon.dart import physics_callback, start_point, stop_timestep
 from .priors import resolve_checkpoint
 from .runner import modality_of
 
@@ -110,7 +110,8 @@ def dart_ranks(profile: Profile, modality: str, case, *, seed: int = 0, progress
         cb = physics_callback(case.operator, y, scale=scale, steps=d.physics_steps, step_kwargs=d.step_kwargs())
     out = partitioned_sample(models, sampler, num_groups=num_groups, group_size=group_size, shape=shape,
                              num_steps=d.steps, seed=seed, callback=cb, gather_for_callback=not slice_local,
-                             x_T=x_T, t_start=t_start, generator=gen, progress=progress,
+                             x_T=x_T, t_start=t_start, t_stop=stop_timestep(local_prior, d.stop, d.steps, t_start),
+                             generator=gen, progress=progress,
                              precision=section.precision)
     if out.volume is not None:
         out.volume = (out.volume * scale).float()

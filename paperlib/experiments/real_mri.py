@@ -96,7 +96,7 @@ def _dart(op, y, profile, generator, progress=False):
     ys, s = _scaled(op, y)
     x = dart(general_prior(profile), op, ys, generator=generator, num_steps=d.steps, start=d.start,
              init=op.zero_filled(ys).real, physics_steps=d.physics_steps, step_kwargs=d.step_kwargs(),
-             samples=d.samples, progress=progress)
+             samples=d.samples, stop=d.stop, progress=progress)
     return valid_magnitude(x, s)
 
 

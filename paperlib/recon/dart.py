@@ -23,7 +23,11 @@ Where the paper is silent (our choices, configurable):
   is the noisy-iterate variant;
 * the start: pure noise at ``T-1`` (``start=1``), or an initial image (for MRI the real part of
   the zero-filled image) noised to the timestep at fraction ``start`` of the schedule (SDEdit,
-  Meng et al. 2022), which needs fewer steps.
+  Meng et al. 2022), which needs fewer steps;
+* the last step: ``stop = 0`` runs the chain down to ``t = 0`` (the paper); ``stop > 0`` ends it
+  at the timestep at that fraction of the schedule and returns the physics-corrected denoised
+  estimate there (a posterior-mean-like estimate at that noise level instead of a sample with
+  its own texture; chosen on validation where it is used).
 
 Distributed runs: :func:`physics_callback` is the callback to hand to
 :func:`paperlib.diffusion.distributed.partitioned_sample`, with ``gather_for_callback = not
@@ -47,7 +51,7 @@ from ..physics.base import Operator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["dart", "physics_callback", "start_point", "check_prior_fits", "check_sampling_args"]
+__all__ = ["dart", "physics_callback", "start_point", "stop_timestep", "check_prior_fits", "check_sampling_args"]
 
 
 def check_prior_fits(prior: PartitionedPrior | TiledPrior, shape: tuple[int, int, int]) -> None:
@@ -80,12 +84,12 @@ def _is_number(value: Any) -> bool:
 
 
 def check_sampling_args(shape: tuple[int, ...], *, generator: Any, num_steps: Any, start: Any = 1.0,
-                        init: Any = None, scale: Any = 1.0, physics_steps: Any = 1) -> None:
+                        init: Any = None, scale: Any = 1.0, physics_steps: Any = 1, stop: Any = 0.0) -> None:
     """Validate the settings shared by DART, DRIFT and the projection method at their entry.
 
     Raises :class:`~paperlib.io.InputValidationError` (a ``ValueError``) naming the argument:
     ``generator`` not a :class:`torch.Generator`; ``num_steps`` / ``physics_steps`` not integers
-    >= 1 / >= 0; ``start`` not a number in (0, 1]; ``scale`` not a finite number > 0; ``init``
+    >= 1 / >= 0; ``start`` not a number in (0, 1]; ``stop`` not a number in [0, ``start``); ``scale`` not a finite number > 0; ``init``
     (when given) not a finite real floating-point or complex tensor of the volume's ``shape``.
     """
     if not isinstance(generator, torch.Generator):
@@ -97,6 +101,8 @@ def check_sampling_args(shape: tuple[int, ...], *, generator: Any, num_steps: An
         raise InputValidationError(f"physics_steps: expected an integer >= 0, got {physics_steps!r}")
     if not (_is_number(start) and 0.0 < start <= 1.0):
         raise InputValidationError(f"start: expected a fraction of the schedule in (0, 1], got {start!r}")
+    if not (_is_number(stop) and 0.0 <= stop < start):
+        raise InputValidationError(f"stop: expected a fraction of the schedule in [0, start={start!r}), got {stop!r}")
     if not (_is_number(scale) and scale > 0):
         raise InputValidationError(f"scale: expected a finite number > 0, got {scale!r}")
     if init is None:
@@ -137,6 +143,17 @@ def start_point(
     return t_start, prior.sampler.noise_to(init.real.float() / scale, t_start, noise)
 
 
+def stop_timestep(prior: PartitionedPrior | TiledPrior, stop: float, num_steps: int, t_start: int) -> int:
+    """The training timestep where a chain with ``stop`` (a fraction of the schedule) ends: ``0`` for
+    ``stop = 0``, else ``round(stop T)``; an :class:`~paperlib.io.InputValidationError` when
+    ``num_steps`` distinct timesteps do not fit between ``t_start`` and it."""
+    t_stop = 0 if stop <= 0 else min(round(stop * prior.sampler.num_train_timesteps), t_start)
+    if num_steps > t_start - t_stop + 1:
+        raise InputValidationError(f"num_steps: {num_steps} distinct timesteps do not fit between the start "
+                                   f"(t = {t_start}) and stop (t = {t_stop}); use fewer steps or a smaller stop")
+    return t_stop
+
+
 def physics_callback(
     operator: Operator,
     y: Tensor,
@@ -173,7 +190,7 @@ def physics_callback(
 def dart(prior: PartitionedPrior | TiledPrior, operator: Operator, y: Tensor, *, generator: torch.Generator,
          num_steps: int = 50, start: float = 1.0, init: Tensor | None = None, physics_steps: int = 1,
          step_kwargs: Mapping[str, Any] | None = None, scale: float = 1.0, samples: int = 1,
-         progress: bool = False) -> Tensor:
+         stop: float = 0.0, progress: bool = False) -> Tensor:
     """Reconstruct a volume by alternating denoising and physics steps (DART).
 
     Parameters
@@ -187,6 +204,9 @@ def dart(prior: PartitionedPrior | TiledPrior, operator: Operator, y: Tensor, *,
     start : fraction of the schedule to start from, in (0, 1]; 1 = pure noise. Below 1 the
         starting point is ``init`` noised to that timestep (``init`` required).
     init : (D, H, W) initial image in physical units (e.g. the zero-filled MRI image).
+    stop : fraction of the schedule where the chain ends, in [0, ``start``); 0 = down to
+        ``t = 0`` (the paper). Above 0 the result is the physics-corrected denoised estimate at
+        that timestep (module docstring); ``num_steps`` are spread from the start to it.
     physics_steps : physics steps per diffusion step.
     step_kwargs : keyword arguments of ``operator.physics_step``.
     scale : the prior's training scale (physical units per prior unit).
@@ -206,23 +226,23 @@ def dart(prior: PartitionedPrior | TiledPrior, operator: Operator, y: Tensor, *,
     shape = operator.volume_shape(y)
     check_prior_fits(prior, shape)
     check_sampling_args(shape, generator=generator, num_steps=num_steps, start=start, init=init, scale=scale,
-                        physics_steps=physics_steps)
+                        physics_steps=physics_steps, stop=stop)
     if samples > 1:
         kwargs = dict(num_steps=num_steps, start=start, init=init, physics_steps=physics_steps,
-                      step_kwargs=step_kwargs, scale=scale, progress=progress)
+                      step_kwargs=step_kwargs, scale=scale, stop=stop, progress=progress)
         if not operator.slice_local:  # the physics step takes one volume at a time
             return torch.stack([dart(prior, operator, y, generator=generator, **kwargs) for _ in range(samples)]).mean(0)
         return _batched_mean(prior, operator, y, shape, samples, generator, **kwargs)
     t_start, x_T = start_point(prior, shape, start, init, generator, scale=scale)
     cb = physics_callback(operator, y, scale=scale, steps=physics_steps, step_kwargs=step_kwargs)
     x = prior.sample(shape, num_steps=num_steps, generator=generator, callback=cb, x_T=x_T, t_start=t_start,
-                     progress=progress)
+                     t_stop=stop_timestep(prior, stop, num_steps, t_start), progress=progress)
     return (x * scale).float()
 
 
 def _batched_mean(prior, operator: Operator, y: Tensor, shape: tuple[int, int, int], samples: int,
                   generator: torch.Generator, *, num_steps: int, start: float, init: Tensor | None,
-                  physics_steps: int, step_kwargs: Mapping[str, Any] | None, scale: float,
+                  physics_steps: int, step_kwargs: Mapping[str, Any] | None, scale: float, stop: float,
                   progress: bool) -> Tensor:
     """The mean of ``samples`` DART samples drawn as one batch (slice-local operators broadcast)."""
     batch = (samples, *shape)
@@ -230,5 +250,5 @@ def _batched_mean(prior, operator: Operator, y: Tensor, shape: tuple[int, int, i
                                scale=scale)
     cb = physics_callback(operator, y.expand(batch), scale=scale, steps=physics_steps, step_kwargs=step_kwargs)
     x = prior.sample(batch, num_steps=num_steps, generator=generator, callback=cb, x_T=x_T, t_start=t_start,
-                     progress=progress)
+                     t_stop=stop_timestep(prior, stop, num_steps, t_start), progress=progress)
     return (x * scale).float().mean(0)
