@@ -37,6 +37,7 @@ from paperlib.config import load_profile
 from paperlib.data.intensity import intensity_scale
 from paperlib.experiments import real_mri
 from paperlib.io import atomic_write_text
+from paperlib.provenance import git_commit
 from paperlib.metrics.image import volume_scores
 from paperlib.recon import mri_baselines
 from paperlib.recon.dart import dart
@@ -91,14 +92,15 @@ def run(profile_name: str, seed: int = 0, progress: bool = True) -> list[dict]:
     return rows
 
 
-def report(rows: list[dict], profile_name: str, checkpoint: str) -> str:
+def report(rows: list[dict], profile_name: str, checkpoint: str, threads: int) -> str:
     """The markdown summary: per variant the means and the paired difference to TV."""
     cases = sorted({r["case"] for r in rows})
     variants = list(dict.fromkeys(r["method"] for r in rows))
     means = {m["method"]: m for m in tables.summarise(rows, by=("method",))}
     lines = [f"# DART variants on the tuning real scans (profile {profile_name}, prior {checkpoint})", "",
              f"n = {len(cases)} cases ({', '.join(cases)}); differences paired per case with TV, "
-             "mean [95 % bootstrap interval over the cases, paperlib.tables.paired_differences].", "",
+             "mean [95 % bootstrap interval over the cases, paperlib.tables.paired_differences]; "
+             f"seconds per case on {threads} thread(s); code {git_commit()[:10]}.", "",
              "| Variant | SSIM whole | SSIM head | minus TV, whole | minus TV, head | s per case |",
              "|---|---|---|---|---|---|"]
     for v in variants:
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rows = run(args.profile, args.seed)
     tables.write_csv_rows(rows, args.out)
-    text = report(rows, args.profile, load_profile(args.profile).real_mri.checkpoint)
+    text = report(rows, args.profile, load_profile(args.profile).real_mri.checkpoint, args.threads)
     atomic_write_text(args.out.with_suffix(".md"), text)
     print(text)
     return 0
