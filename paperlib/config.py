@@ -219,6 +219,8 @@ class ThicknessSearchConfig(_Section):
     final_steps: int = Field(30, ge=0, description="physics steps on the chosen support")
     threshold: float = Field(0.05, ge=0.0, description="soft threshold per step, V*Angstrom")
     nonnegative: bool = True
+    placement: Literal["entrance", "anywhere"] = Field(
+        "entrance", description="slabs from the entrance surface, or at any depth (D (D + 1) / 2 hypotheses)")
 
 
 class STEMBaselinesConfig(_Section):

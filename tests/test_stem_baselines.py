@@ -183,3 +183,29 @@ def test_thickness_search_finds_the_occupied_slices():
     assert after["ssim_slices_mean"] > before["ssim_slices_mean"] + 0.1, (before, after)
     with pytest.raises(ValueError, match="steps"):
         thickness_search(op, intens, start, steps=-1)
+
+
+def test_thickness_search_anywhere_finds_a_slab_between_vacuum_layers():
+    """A slab of 2 atom slices in the middle of 5 (vacuum above and below, a crystal at a random
+    depth): the entrance-surface search cannot place it; ``placement="anywhere"`` tries all 15
+    slabs, picks (top 2, T 2) by the loss, leaves the vacuum exactly empty and beats the
+    entrance search's per-slice SSIM."""
+    depth = 5
+    extent = GPTS * SAMPLING
+    op = MultisliceOperator(gpts=GPTS, sampling=SAMPLING, energy=200.0, semiangle=25.0, defocus=20.0,
+                            slice_thickness=2.0, n_slices=depth,
+                            scan_positions=grid_scan((0, 0), (extent, extent), 8))
+    truth = torch.zeros(depth, GPTS, GPTS)
+    truth[2:4] = 2.0 * _atoms_potential(2)[:2]
+    intens = op.forward(truth)
+    start = three_pie(op, intens, n_iter=20, generator=torch.Generator().manual_seed(0))
+    found = thickness_search(op, intens, start, placement="anywhere")
+    assert (found.top, found.thickness) == (2, 2), list(zip(found.hypotheses, found.losses.tolist()))
+    assert len(found.hypotheses) == depth * (depth + 1) // 2 == found.losses.numel()
+    assert float(found.volume[:2].abs().max()) == 0.0 and float(found.volume[4:].abs().max()) == 0.0
+    entrance = thickness_search(op, intens, start)
+    assert entrance.top == 0 and len(entrance.hypotheses) == depth
+    assert stem_scores(found.volume, truth)["ssim_slices_mean"] > \
+        stem_scores(entrance.volume, truth)["ssim_slices_mean"] + 0.05
+    with pytest.raises(InputValidationError, match="placement"):
+        thickness_search(op, intens, start, placement="middle")

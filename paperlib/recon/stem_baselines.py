@@ -238,30 +238,38 @@ class ThicknessResult:
 
     Attributes
     ----------
-    volume : (D, H, W) float32 potential in V·Å, zero below the chosen thickness.
-    thickness : the chosen number of occupied slices ``T`` (the top ``T`` slices).
-    losses : (D,) Eq. 2 loss of each hypothesis ``T = 1 .. D`` after ``steps`` physics steps.
+    volume : (D, H, W) float32 potential in V·Å, zero outside the chosen slab.
+    thickness : the chosen number of occupied slices ``T``.
+    losses : Eq. 2 loss of each hypothesis after ``steps`` physics steps, in the order of
+        ``hypotheses``: (D,) for ``placement="entrance"``, (D (D + 1) / 2,) for ``"anywhere"``.
+    top : the first occupied slice of the chosen slab (0 for ``placement="entrance"``).
+    hypotheses : ``(top, T)`` of every hypothesis tried.
     """
 
     volume: torch.Tensor
     thickness: int
     losses: torch.Tensor
+    top: int = 0
+    hypotheses: tuple[tuple[int, int], ...] = ()
 
 
-def _support_steps(op, intensities, V, occupied: int, steps: int, threshold: float, nonnegative: bool):
-    """``steps`` Eq. 5 physics steps restricted to the top ``occupied`` slices (the rest stay 0).
+def _support_steps(op, intensities, V, occupied: int, steps: int, threshold: float, nonnegative: bool,
+                   top: int = 0):
+    """``steps`` Eq. 5 physics steps restricted to the ``occupied`` slices from ``top`` on (the rest stay 0).
 
     Each step is one proximal-gradient (ISTA) step, :meth:`MultisliceOperator.physics_step`:
     gradient step with the support's step size, :func:`~paperlib.recon.solvers.soft_threshold`,
     zero outside the support. No momentum: these are the Eq. 5 steps DART and DRIFT take."""
-    support = torch.arange(V.shape[0]) < occupied
+    index = torch.arange(V.shape[0])
+    support = (index >= top) & (index < top + occupied)
     for _ in range(steps):
         V = op.physics_step(V, intensities, threshold=threshold, nonnegative=nonnegative, support=support)
     return V
 
 
 def thickness_search(op: MultisliceOperator, intensities, V, *, steps: int = 20, final_steps: int = 30,
-                     threshold: float = 0.05, nonnegative: bool = True, progress: bool = False) -> ThicknessResult:
+                     threshold: float = 0.05, nonnegative: bool = True, placement: str = "entrance",
+                     progress: bool = False) -> ThicknessResult:
     """Choose the specimen thickness by data consistency, then refine on that support (ours).
 
     For every hypothesis ``T = 1 .. D`` (crystal in the top ``T`` slices, vacuum below, as in
@@ -276,12 +284,18 @@ def thickness_search(op: MultisliceOperator, intensities, V, *, steps: int = 20,
     cost is ``D * steps + final_steps`` physics steps. This is a physics-only step with one
     structural assumption (a slab starting at the entrance surface); it is not in the paper.
 
+    ``placement="anywhere"`` drops the entrance-surface assumption (a crystal at any depth in the
+    box, vacuum above and below): every slab ``(top, T)`` with ``0 <= top <= D - T`` is a
+    hypothesis, ``D (D + 1) / 2`` of them, so the cost is ``D (D + 1) / 2 * steps + final_steps``
+    physics steps. The potential outside a slab is folded evenly into it, as above.
+
     Parameters
     ----------
     op, intensities : operator and measured intensities ``(Sy, Sx, Ky, Kx)``.
     V : (D, H, W) a reconstruction to start from (e.g. 3PIE's), V·Å.
     steps, final_steps : physics steps per hypothesis, and after the choice.
     threshold, nonnegative : the soft threshold (V·Å) and ``V >= 0`` of each physics step.
+    placement : ``"entrance"`` (slabs from the top slice) or ``"anywhere"`` (slabs at any depth).
 
     Its validation scores (method ``three_pie_thickness``) are in
     ``figures/validation_stem_<profile>_summary.csv``.
@@ -292,22 +306,29 @@ def thickness_search(op: MultisliceOperator, intensities, V, *, steps: int = 20,
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
     _check_settings(nonnegative={"threshold": threshold})
+    if placement not in ("entrance", "anywhere"):
+        raise InputValidationError(f"placement: expected 'entrance' or 'anywhere', got {placement!r}")
     depth = V.shape[0]
+    hypotheses = [(top, occupied) for occupied in range(1, depth + 1)
+                  for top in (range(depth - occupied + 1) if placement == "anywhere" else (0,))]
     candidates, losses = [], []
-    for occupied in tqdm(range(1, depth + 1), desc="thickness", disable=not progress):
-        x = V.clone()
-        x[:occupied] += V[occupied:].sum(0, keepdim=True) / occupied
-        x[occupied:] = 0
-        x = _support_steps(op, intensities, x, occupied, steps, threshold, nonnegative)
+    for top, occupied in tqdm(hypotheses, desc="thickness", disable=not progress):
+        inside = slice(top, top + occupied)
+        x = torch.zeros_like(V)
+        outside = V[:top].sum(0, keepdim=True) + V[top + occupied:].sum(0, keepdim=True)
+        x[inside] = V[inside] + outside / occupied
+        x = _support_steps(op, intensities, x, occupied, steps, threshold, nonnegative, top=top)
         candidates.append(x)
         with torch.no_grad():
             losses.append(float(op.loss(x, intensities)))
     losses_t = torch.tensor(losses, dtype=torch.float64)
     best = int(torch.argmin(losses_t))
-    volume = _support_steps(op, intensities, candidates[best], best + 1, final_steps, threshold, nonnegative)
-    logger.info("thickness search: %d of %d slices (losses %s)", best + 1, depth,
+    top, occupied = hypotheses[best]
+    volume = _support_steps(op, intensities, candidates[best], occupied, final_steps, threshold, nonnegative, top=top)
+    logger.info("thickness search: %d of %d slices from slice %d (losses %s)", occupied, depth, top,
                 ", ".join(f"{v:.3e}" for v in losses))
-    return ThicknessResult(finite_result(volume.float(), "thickness_search(op, intensities, V)"), best + 1, losses_t)
+    return ThicknessResult(finite_result(volume.float(), "thickness_search(op, intensities, V)"), occupied, losses_t,
+                           top, tuple(hypotheses))
 
 
 #: tuned on the validation split with :func:`tune_stem` (the search is in the module docstring)
