@@ -67,7 +67,7 @@ def run(profile_name: str, seed: int = 0, progress: bool = True) -> list[dict]:
     bar = tqdm(total=len(cases) * (len(VARIANTS) + 1), desc="real-scan DART variants", disable=not progress)
     for case in cases:
         op, y = case.operator, case.kspace
-        ys, s = real_mri._scaled(op, y)
+        ys, s = real_mri.scaled_measurement(op, y)
         truth_scale = intensity_scale(case.image, name=f"{case.scan} image")
         t0 = time.perf_counter()
         tv = real_mri.REAL_MRI_METHODS["tv"].fn(op, y, profile, None)

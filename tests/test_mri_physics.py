@@ -159,3 +159,32 @@ def test_volume_shape_and_bad_values_are_named():
         op.volume_shape(torch.zeros(8, 8, dtype=torch.complex64))
     with pytest.raises(InputValidationError, match="x: 128 non-finite"):
         op.forward(torch.tensor(float("nan")).expand(2, 8, 8))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64, torch.float64, torch.complex128])
+def test_bound_physics_step_equals_eq4_and_reads_y_once(dtype):
+    """``bind_physics_step(y)`` (A^H y computed once, DART's path) gives Eq. 4 of
+    ``data_consistency`` for real and complex, single and double precision, batched ``x``; it
+    keeps the ``y`` it was bound to; a non-finite ``y`` is refused at binding, naming ``y``; a
+    non-finite ``x`` at the step, naming ``x``."""
+    g = torch.Generator().manual_seed(3)
+    op = MRIOperator(make_mask("gaussian2d", (16, 16), 4, 0.125, generator=g))
+    y = op.forward(torch.rand(3, 16, 16, generator=g, dtype=torch.float64)).to(
+        torch.complex128 if dtype in (torch.float64, torch.complex128) else torch.complex64)
+    x = torch.randn(2, 3, 16, 16, generator=g, dtype=torch.float64).to(dtype)
+    yb = y.expand(2, 3, 16, 16)
+    step = op.bind_physics_step(yb, step_size=0.7)
+    expected = op.data_consistency(x, yb, step_size=0.7)
+    assert step(x).dtype == expected.dtype == x.dtype
+    assert torch.allclose(step(x), expected, atol=1e-6)
+    y_copy = y.clone()
+    y.mul_(2.0)  # the bound step read y when it was bound
+    assert torch.allclose(step(x), op.data_consistency(x, y_copy.expand(2, 3, 16, 16), step_size=0.7), atol=1e-6)
+    bad = y_copy.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(InputValidationError, match="y: 1 non-finite"):
+        op.bind_physics_step(bad)
+    with pytest.raises(InputValidationError, match="x: 1 non-finite"):
+        nan_x = x.clone()
+        nan_x[0, 0, 0, 0] = float("nan")
+        step(nan_x)

@@ -162,19 +162,25 @@ def test_three_pie_step_is_the_loss_gradient(window):
         assert float(cos) < -0.999, (n, float(cos))
 
 
-def test_thickness_search_finds_the_occupied_slices():
-    """A slab of 2 atom slices above 2 vacuum slices (the layout of our crystals): 3PIE spreads
-    the potential over all 4 slices; the support search picks T = 2 by the loss, leaves the
-    vacuum exactly empty and raises the per-slice SSIM."""
-    depth = 4
+def _slab_problem(depth: int, top: int):
+    """Two atom slices at slices ``top, top + 1`` of ``depth`` (vacuum elsewhere): the operator,
+    the truth, its noiseless intensities and 3PIE's reconstruction (20 epochs) to start from."""
     extent = GPTS * SAMPLING
     op = MultisliceOperator(gpts=GPTS, sampling=SAMPLING, energy=200.0, semiangle=25.0, defocus=20.0,
                             slice_thickness=2.0, n_slices=depth,
                             scan_positions=grid_scan((0, 0), (extent, extent), 8))
     truth = torch.zeros(depth, GPTS, GPTS)
-    truth[:2] = 2.0 * _atoms_potential(2)[:2]
+    truth[top:top + 2] = 2.0 * _atoms_potential(2)[:2]
     intens = op.forward(truth)
-    start = three_pie(op, intens, n_iter=20, generator=torch.Generator().manual_seed(0))
+    return op, truth, intens, three_pie(op, intens, n_iter=20, generator=torch.Generator().manual_seed(0))
+
+
+def test_thickness_search_finds_the_occupied_slices():
+    """A slab of 2 atom slices above 2 vacuum slices (the layout of our crystals): 3PIE spreads
+    the potential over all 4 slices; the support search picks T = 2 by the loss, leaves the
+    vacuum exactly empty and raises the per-slice SSIM."""
+    depth = 4
+    op, truth, intens, start = _slab_problem(depth, top=0)
     found = thickness_search(op, intens, start)
     assert found.thickness == 2, found.losses
     assert found.losses.shape == (depth,) and int(torch.argmin(found.losses)) == 1
@@ -191,14 +197,7 @@ def test_thickness_search_anywhere_finds_a_slab_between_vacuum_layers():
     slabs, picks (top 2, T 2) by the loss, leaves the vacuum exactly empty and beats the
     entrance search's per-slice SSIM."""
     depth = 5
-    extent = GPTS * SAMPLING
-    op = MultisliceOperator(gpts=GPTS, sampling=SAMPLING, energy=200.0, semiangle=25.0, defocus=20.0,
-                            slice_thickness=2.0, n_slices=depth,
-                            scan_positions=grid_scan((0, 0), (extent, extent), 8))
-    truth = torch.zeros(depth, GPTS, GPTS)
-    truth[2:4] = 2.0 * _atoms_potential(2)[:2]
-    intens = op.forward(truth)
-    start = three_pie(op, intens, n_iter=20, generator=torch.Generator().manual_seed(0))
+    op, truth, intens, start = _slab_problem(depth, top=2)
     found = thickness_search(op, intens, start, placement="anywhere")
     assert (found.top, found.thickness) == (2, 2), list(zip(found.hypotheses, found.losses.tolist()))
     assert len(found.hypotheses) == depth * (depth + 1) // 2 == found.losses.numel()

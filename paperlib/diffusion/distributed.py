@@ -453,7 +453,8 @@ def _join_ranks(processes: Sequence[Any], out_dir: str, world_size: int, settle_
         if not failed:
             continue
         wait(list(pending), timeout=settle_s)
-        ended = [r for r, p in enumerate(processes) if not p.is_alive()]
+        # a rank that raised has written its traceback before its (possibly slow) shutdown: count it
+        ended = [r for r, p in enumerate(processes) if not p.is_alive() or Path(out_dir, f"rank{r}.error").is_file()]
         _stop(processes)
         outcomes = {r: o for r in ended if (o := _rank_outcome(processes[r], out_dir, r)) is not None}
         culprit = min(outcomes, key=lambda r: (outcomes[r][0], r))

@@ -36,7 +36,8 @@ from .mri import slice_masks
 from .priors import guided_prior
 from .registry import Registry
 
-__all__ = ["REAL_MRI_METHODS", "RealMRICase", "real_cases", "general_prior", "valid_magnitude", "REAL_MRI"]
+__all__ = ["REAL_MRI_METHODS", "RealMRICase", "real_cases", "general_prior", "valid_magnitude", "scaled_measurement",
+           "REAL_MRI"]
 
 #: The reconstructions of real scans under their table names.
 REAL_MRI_METHODS = Registry("real MRI")
@@ -65,7 +66,7 @@ def valid_magnitude(x: Tensor, scale: float) -> Tensor:
     return (x.float().clamp(0.0, PRIOR_MAX) * scale).float()
 
 
-def _scaled(op: MRIOperator, y: Tensor) -> tuple[Tensor, float]:
+def scaled_measurement(op: MRIOperator, y: Tensor) -> tuple[Tensor, float]:
     """The measurement in prior units and the factor back: ``y / s`` with ``s`` the intensity
     scale of the zero-filled magnitude."""
     s = intensity_scale(op.zero_filled(y).abs(), name="zero-filled image")
@@ -93,7 +94,7 @@ def _tv(op, y, profile, generator, progress=False):
 @REAL_MRI_METHODS.register("dart", stochastic=True)
 def _dart(op, y, profile, generator, progress=False):
     d = _section(profile).diffusion.dart
-    ys, s = _scaled(op, y)
+    ys, s = scaled_measurement(op, y)
     x = dart(general_prior(profile), op, ys, generator=generator, num_steps=d.steps, start=d.start,
              init=op.zero_filled(ys).real, physics_steps=d.physics_steps, step_kwargs=d.step_kwargs(),
              samples=d.samples, stop=d.stop, progress=progress)
@@ -103,7 +104,7 @@ def _dart(op, y, profile, generator, progress=False):
 @REAL_MRI_METHODS.register("drift", stochastic=True)
 def _drift(op, y, profile, generator, progress=False):
     d = _section(profile).diffusion.drift
-    ys, s = _scaled(op, y)
+    ys, s = scaled_measurement(op, y)
     x = drift(general_prior(profile), op, ys, generator=generator, n_candidates=d.candidates, num_steps=d.steps,
               physics_steps=d.physics_steps, step_kwargs=d.step_kwargs(), progress=progress).volume
     return valid_magnitude(x, s)
@@ -114,7 +115,7 @@ def _projection(op, y, profile, generator, progress=False):
     p = _section(profile).diffusion.projection
     if p is None:
         raise ValueError(f"profile {profile.name}: real_mri.diffusion.projection is not configured")
-    ys, s = _scaled(op, y)
+    ys, s = scaled_measurement(op, y)
     x = projection_sampling(general_prior(profile), op, ys, generator=generator, num_steps=p.steps, start=p.start,
                             init=op.zero_filled(ys).real, progress=progress)
     return valid_magnitude(x, s)

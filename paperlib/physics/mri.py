@@ -39,7 +39,7 @@ True
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -373,7 +373,6 @@ class MRIOperator:
         self._weight = self.mask.to(torch.float32)
         self._weight64: Tensor | None = None
         self._normal_weights: dict = {}
-        self._adjoint_cache: tuple | None = None
 
     # ---------------------------------------------------------------- helpers
     def __repr__(self) -> str:
@@ -523,10 +522,9 @@ class MRIOperator:
 
         Computed as that gradient step, ``x - λ (A^H A x - A^H y)``: the normal operator
         :meth:`normal` needs no fftshift (and, for real ``x``, only real FFTs of half the
-        spectrum), and ``A^H y`` is computed once per measurement tensor and reused while ``y``
-        is unchanged (the same ``y`` at every DART step; a ``y`` that requires grad is never
-        cached). Timing against sigpy and numpy: ``figures/benchmarks.md`` (row "MRI data
-        consistency").
+        spectrum). Steps that reuse one measurement (DART's, at every diffusion step) compute
+        ``A^H y`` once: :meth:`bind_physics_step`. Timing against sigpy and numpy:
+        ``figures/benchmarks.md`` (rows "MRI data consistency").
 
         Parameters
         ----------
@@ -548,6 +546,37 @@ class MRIOperator:
         >>> bool(torch.allclose(op.data_consistency(x, y), ifft2c(k).real))
         True
         """
+        self._check_step_args(x, y, step_size)
+        return self._gradient_step(x, y, step_size, self._measured_image(y, _complex_dtype(x)))
+
+    def bind_physics_step(self, y: Tensor, step_size: float = 1.0) -> Callable[[Tensor], Tensor]:
+        """``step(x) = physics_step(x, y, step_size)`` with ``A^H y`` computed once, for the many
+        steps that share one measurement (DART calls it through
+        :func:`paperlib.recon.dart.physics_callback`). ``y`` is read now: changing it later does
+        not change the bound step.
+
+        >>> op = MRIOperator(make_mask("uniform1d", (8, 8), 2, 0.25, generator=torch.Generator().manual_seed(0)))
+        >>> x, y = torch.rand(2, 8, 8), op.forward(torch.rand(2, 8, 8))
+        >>> bool(torch.equal(op.bind_physics_step(y)(x), op.data_consistency(x, y)))
+        True
+        """
+        self.check(y, "y")
+        if not isinstance(step_size, (int, float)) or not math.isfinite(step_size):
+            raise ValueError(f"step_size: expected a finite number, got {step_size!r}")
+        y = y.detach().clone()
+        images: dict = {}
+
+        def step(x: Tensor) -> Tensor:
+            self._check_step_args(x, y, step_size)
+            dtype = _complex_dtype(x)
+            if (dtype, x.device) not in images:
+                images[dtype, x.device] = self._measured_image(y.to(x.device), dtype)
+            return self._gradient_step(x, y, step_size, images[dtype, x.device])
+
+        return step
+
+    def _check_step_args(self, x: Tensor, y: Tensor, step_size: float) -> None:
+        """Shapes and dtypes of Eq. 4's arguments (finiteness is checked on the result)."""
         self.check_shape(x, "x")
         self.check_shape(y, "y")
         for t, name in ((x, "x"), (y, "y")):
@@ -557,29 +586,22 @@ class MRIOperator:
             raise InputValidationError(f"x and y: expected one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
         if not isinstance(step_size, (int, float)) or not math.isfinite(step_size):
             raise ValueError(f"step_size: expected a finite number, got {step_size!r}")
+
+    def _measured_image(self, y: Tensor, dtype: torch.dtype) -> Tensor:
+        """``A^H y`` in the complex ``dtype``."""
+        return ifft2c(y.to(dtype) * self.weight(dtype, y.device))
+
+    def _gradient_step(self, x: Tensor, y: Tensor, step_size: float, aty: Tensor) -> Tensor:
+        """``x - λ (A^H A x - A^H y)`` (real part for real ``x``); one finiteness pass over the
+        result, the input at fault named after it."""
         real = not x.is_complex()
-        aty = self._measured_image(y, _complex_dtype(x))
-        residual = self.normal(x, real=real) - (aty.real if real else aty)
-        out = x - step_size * residual
-        if not bool(torch.isfinite(out).all()):  # one pass; name the input at fault, if any
+        out = x - step_size * (self.normal(x, real=real) - (aty.real if real else aty))
+        if not bool(torch.isfinite(out).all()):
             self.check(x, "x")
             self.check(y, "y")
             _cast_finite(y, aty.dtype, "y")
             finite_result(out, f"MRIOperator.data_consistency(x, y, step_size={step_size!r})")
         return out
-
-    def _measured_image(self, y: Tensor, dtype: torch.dtype) -> Tensor:
-        """``A^H y`` in ``dtype`` (complex), cached for the last ``y`` seen while it is unchanged
-        (same tensor object, same in-place version counter) and does not require grad."""
-        key = (dtype, y.device, y._version)
-        cached = self._adjoint_cache
-        if cached is not None and cached[0] is y and cached[1] == key:
-            return cached[2]
-        yc = y.to(dtype)
-        aty = ifft2c(yc * self.weight(dtype, y.device))
-        if not y.requires_grad:
-            self._adjoint_cache = (y, key, aty)
-        return aty
 
     def physics_step(self, x: Tensor, y: Tensor, step_size: float = 1.0) -> Tensor:
         """The DART/DRIFT physics step: :meth:`data_consistency` (paper Eq. 4)."""

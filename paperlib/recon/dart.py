@@ -169,6 +169,7 @@ def physics_callback(
     operator, y : the modality's operator and its measurement.
     scale : prior units -> physical units factor (the prior's training scale).
     steps : physics steps per diffusion step (the paper uses 1 for DART).
+        Operators with a ``bind_physics_step(y, **step_kwargs)`` method (MRI) bind ``y`` once.
     step_kwargs : keyword arguments of ``operator.physics_step`` (MRI: ``step_size`` λ;
         4D-STEM: ``step_size`` μ, ``threshold``, ``nonnegative``).
     """
@@ -177,11 +178,17 @@ def physics_callback(
     if not (isinstance(scale, (int, float)) and scale > 0):
         raise ValueError(f"scale: expected a positive number, got {scale!r}")
     kwargs = dict(step_kwargs or {})
+    bind = getattr(operator, "bind_physics_step", None)
+    if bind is not None:  # the operator precomputes what depends on y alone (MRI: A^H y)
+        step = bind(y, **kwargs)
+    else:
+        def step(x: Tensor) -> Tensor:
+            return operator.physics_step(x, y, **kwargs)
 
     def callback(x0_hat: Tensor, t: int) -> Tensor:
         x = x0_hat * scale
         for _ in range(steps):
-            x = operator.physics_step(x, y, **kwargs)
+            x = step(x)
         return (x / scale).to(x0_hat.dtype)
 
     return callback
