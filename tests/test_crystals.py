@@ -212,3 +212,65 @@ def test_params_validation():
         STEMDataParams(**TINY, typo=1)
     with pytest.raises(InputValidationError, match="split: expected one of"):
         make_sample(STEMDataParams(**TINY), "validation", 0)
+
+
+def test_evaluation_options_off_keep_the_plain_generator_and_its_cache_keys():
+    """The issue-16 options at their defaults change nothing: the digest is the one computed
+    without those fields (old caches stay valid), and each option on gives a new key."""
+    import hashlib
+    import json
+
+    params = STEMDataParams(**TINY)
+    dump = {k: v for k, v in params.model_dump(mode="json").items() if k not in crystals.EVALUATION_OPTIONS}
+    old = hashlib.sha256(json.dumps({"v": crystals.GENERATOR_VERSION, **dump}, sort_keys=True).encode()).hexdigest()
+    assert params.digest() == old[:16]
+    changes = ({"placement": "random"}, {"frozen_phonons": 2, "phonon_rms": 0.08},
+               {"simulator": "abtem", "tilt_mrad": 1.0})
+    assert len({params.digest(), *(STEMDataParams(**TINY, **c).digest() for c in changes)}) == 4
+
+
+def test_random_depth_frozen_phonons_tilt_and_the_fresh_split():
+    """A crystal at a random depth has vacuum above it (z_offset > 0 for some sample, recorded,
+    and the potential's top slices empty there); frozen-phonon intensities are the mean of
+    configurations: different from the static potential's data, still normalised patterns,
+    seeded; a tilt needs abTEM and changes the data; test_fresh draws new crystals."""
+    tall = dict(TINY, n_slices=4, thickness_min=2.0)
+    placed = [make_sample(STEMDataParams(**tall, placement="random"), "test", i) for i in range(4)]
+    offsets = [s.z_offset for s in placed]
+    assert all(0 <= z <= 8.0 - s.thickness + 1e-9 for z, s in zip(offsets, placed)) and max(offsets) > 2.0
+    deep = placed[int(np.argmax(offsets))]
+    empty = int(deep.z_offset // 2.0)  # slices of 2 Å wholly above the crystal
+    assert empty >= 1 and float(deep.potential[:empty].abs().max()) < 1e-3 * float(deep.potential.max())
+
+    static = make_sample(STEMDataParams(**TINY), "train", 0)
+    fp = STEMDataParams(**TINY, frozen_phonons=3, phonon_rms=0.1)
+    a, b = make_sample(fp, "train", 0), make_sample(fp, "train", 0)
+    torch.testing.assert_close(a.intensities, b.intensities, rtol=0, atol=0)
+    torch.testing.assert_close(a.potential, static.potential, rtol=0, atol=0)  # truth: the static potential
+    assert a.frozen_phonons == 3 and float((a.intensities - static.intensities).abs().max()) > 1e-4
+    torch.testing.assert_close(a.intensities.sum((-2, -1)), static.intensities.sum((-2, -1)), rtol=2e-2, atol=0)
+
+    with pytest.raises(ValueError, match="tilt_mrad"):
+        STEMDataParams(**TINY, tilt_mrad=1.0)
+    with pytest.raises(ValueError, match="frozen_phonons"):
+        STEMDataParams(**TINY, frozen_phonons=2)
+    # the tilt acts through the propagation between slices (abTEM's tilted Fresnel propagator): a
+    # few mrad through a 16 Å crystal change the patterns by ~0.1-1 %
+    thick = dict(TINY, n_slices=8, thickness_min=16.0)
+    tilted = make_sample(STEMDataParams(**thick, simulator="abtem", tilt_mrad=5.0), "train", 0)
+    plain = make_sample(STEMDataParams(**thick, simulator="abtem"), "train", 0)
+    assert max(abs(t) for t in tilted.tilt) > 0 and plain.tilt == (0.0, 0.0)
+    assert float((tilted.intensities - plain.intensities).norm() / plain.intensities.norm()) > 1e-4
+
+    fresh = make_sample(STEMDataParams(**TINY), "test_fresh", 0)
+    assert fresh.seed[1] == crystals.SPLITS["test_fresh"] and not torch.equal(
+        fresh.potential, make_sample(STEMDataParams(**TINY), "test", 0).potential)
+
+
+def test_evaluation_sample_fields_survive_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    params = STEMDataParams(**dict(TINY, n_slices=4), placement="random", frozen_phonons=2, phonon_rms=0.05)
+    made, = stem_dataset(params, "test_fresh", 1)
+    read, = stem_dataset(params, "test_fresh", 1)
+    assert (read.z_offset, read.tilt, read.frozen_phonons) == (made.z_offset, made.tilt, 2)
+    torch.testing.assert_close(read.intensities, made.intensities, rtol=0, atol=0)

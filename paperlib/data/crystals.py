@@ -53,6 +53,21 @@ Sample generation (all randomness from one ``numpy.random.Generator`` seeded by
   abTEM) or abTEM itself (``simulator="abtem"``, full grid only), optionally with Poisson noise
   for a dose in e-/Å².
 
+Evaluation data that the methods did not come from (issue 16; every option off by default, and
+then the samples, their random streams and the cache keys are those of the plain generator):
+
+* ``placement="random"``: the crystal at a random depth of the box (its top drawn uniformly in
+  ``[0, box depth - thickness]``), vacuum above and below, instead of at the entrance surface;
+* ``frozen_phonons=N`` with ``phonon_rms``: the intensities are the mean over ``N`` frozen-phonon
+  configurations (every atom displaced by an independent Gaussian of ``phonon_rms`` Å per
+  coordinate, on top of the static disorder), each simulated in full, then noised once; the
+  ground truth stays the static potential (the frozen-phonon average of the data is not the
+  intensity of any one potential: a model mismatch the reconstructions must live with);
+* ``tilt_mrad``: a small beam tilt, uniform in ``[-tilt_mrad, tilt_mrad]`` per axis, drawn per
+  sample (abTEM's ``Probe(tilt=)``, so ``simulator="abtem"`` only); the reconstructions are not
+  told;
+* the ``test_fresh`` split: new seeds for a test set that no design choice has seen.
+
 Datasets are cached sample by sample under ``paths.cache_dir() / "crystals" / <hash>``, the
 hash taken over every generation parameter, and written atomically.
 
@@ -97,6 +112,8 @@ __all__ = [
     "crystal_potential",
     "abtem_4dstem",
     "simulate_4dstem",
+    "poisson_counts",
+    "EVALUATION_OPTIONS",
     "STEMDataParams",
     "STEMSample",
     "make_sample",
@@ -192,6 +209,7 @@ def make_crystal(
     displacement_rms: float = 0.0,
     vacancy_fraction: float = 0.0,
     origin: Sequence[float] | None = None,
+    z_offset: float = 0.0,
 ) -> Atoms:
     """Cut a crystal into an orthogonal box.
 
@@ -200,9 +218,10 @@ def make_crystal(
     material : one of :data:`MATERIALS`.
     zone_axis : a key of :data:`ZONE_AXES` for the material's family.
     extent : (rows, columns) lateral size of the box in Å (periodic).
-    thickness : Å of crystal along the beam, from z = 0.
+    thickness : Å of crystal along the beam, from z = ``z_offset``.
     box_depth : Å, the box (cell) depth; defaults to ``thickness`` (vacuum below the crystal
         when larger).
+    z_offset : Å of vacuum above the crystal (``z_offset + thickness <= box_depth``).
     rng : numpy Generator; draws the origin (unless given), displacements and vacancies.
     displacement_rms : Å, standard deviation of the Gaussian displacement of each coordinate.
     vacancy_fraction : probability that an atom is removed.
@@ -220,6 +239,9 @@ def make_crystal(
             f"extent, thickness, box_depth: expected positive Å with thickness <= box_depth, got "
             f"{extent}, {thickness}, {box_depth}"
         )
+    if not (z_offset >= 0 and z_offset + thickness <= depth + 1e-9):
+        raise InputValidationError(f"z_offset: expected 0 <= z_offset <= box_depth - thickness = "
+                                   f"{depth - thickness:g} Å, got {z_offset!r}")
     if not 0 <= vacancy_fraction < 1 or displacement_rms < 0:
         raise InputValidationError(
             f"vacancy_fraction, displacement_rms: expected [0, 1) and >= 0, got {vacancy_fraction}, "
@@ -239,7 +261,7 @@ def make_crystal(
         present = rng.random(len(pos)) >= vacancy_fraction
         pos, numbers = pos[present], numbers[present]
     pos[:, :2] = np.mod(pos[:, :2], box[:2])
-    pos[:, 2] = np.clip(pos[:, 2], 0.0, np.nextafter(depth, 0))
+    pos[:, 2] = np.clip(pos[:, 2] + z_offset, 0.0, np.nextafter(depth, 0))
     return Atoms(numbers=numbers, positions=pos, cell=np.diag([box[0], box[1], depth]), pbc=True)
 
 
@@ -271,6 +293,7 @@ def abtem_4dstem(
     scan_positions: np.ndarray,
     defocus: float = 0.0,
     detector_shape: tuple[int, int] | None = None,
+    tilt: tuple[float, float] = (0.0, 0.0),
 ) -> np.ndarray:
     """abTEM's own 4D-STEM simulation of a given potential (full pattern, centre-cropped).
 
@@ -279,6 +302,7 @@ def abtem_4dstem(
     potential : (D, H, W) V·Å.  sampling, slice_thickness : Å.  energy : keV.
     semiangle : mrad.  scan_positions : (Sy, Sx, 2) Å (our axis convention = abTEM's x, y).
     defocus : Å.  detector_shape : centre crop of the fftshifted pattern (default full).
+    tilt : beam tilt (mrad) along abTEM's (x, y).
 
     Returns
     -------
@@ -288,7 +312,8 @@ def abtem_4dstem(
 
     potential = np.asarray(potential)
     array = abtem.PotentialArray(potential, sampling=sampling, slice_thickness=slice_thickness)
-    probe = abtem.Probe(energy=energy * 1e3, semiangle_cutoff=semiangle, defocus=defocus)
+    probe = abtem.Probe(energy=energy * 1e3, semiangle_cutoff=semiangle, defocus=defocus,
+                        tilt=tuple(float(t) for t in tilt))
     probe.grid.match(array)
     pos = np.asarray(scan_positions)
     scan = abtem.CustomScan(pos.reshape(-1, 2))
@@ -340,6 +365,11 @@ class STEMDataParams(BaseModel):
     ood_zone_axes: tuple[str, ...] = ("001",)
     simulator: Literal["torch", "abtem"] = "torch"
     seed: int = 0
+    placement: Literal["entrance", "random"] = Field(
+        "entrance", description="crystal from the entrance surface, or at a random depth (vacuum above and below)")
+    frozen_phonons: int = Field(1, ge=1, description="frozen-phonon configurations averaged (1 = static)")
+    phonon_rms: float = Field(0.0, ge=0, description="Å, Gaussian per coordinate and configuration")
+    tilt_mrad: float = Field(0.0, ge=0, description="largest beam tilt per axis, mrad (simulator 'abtem')")
 
     @model_validator(mode="after")
     def _consistent(self) -> "STEMDataParams":
@@ -351,6 +381,11 @@ class STEMDataParams(BaseModel):
             raise ValueError(f"window {self.window} exceeds gpts {self.gpts}")
         if self.simulator == "abtem" and self.window not in (None, self.gpts):
             raise ValueError("simulator 'abtem' computes the full grid: set window to None")
+        if self.tilt_mrad > 0 and self.simulator != "abtem":
+            raise ValueError("tilt_mrad: a beam tilt needs simulator 'abtem' (our operator has no tilt)")
+        if (self.frozen_phonons > 1) != (self.phonon_rms > 0):
+            raise ValueError(f"frozen_phonons {self.frozen_phonons} and phonon_rms {self.phonon_rms}: set both "
+                             "(several configurations of displaced atoms) or neither")
         if self.detector_gpts is not None and self.detector_gpts > (self.window or self.gpts):
             raise ValueError(f"detector_gpts {self.detector_gpts} exceeds the window/grid "
                              f"{self.window or self.gpts}")
@@ -398,12 +433,21 @@ class STEMDataParams(BaseModel):
         return MultisliceOperator(**{**kwargs, **overrides})
 
     def digest(self) -> str:
-        """Hash of every generation parameter (and the generator version): the cache key."""
-        blob = json.dumps({"v": GENERATOR_VERSION, **self.model_dump(mode="json")}, sort_keys=True)
+        """Hash of every generation parameter (and the generator version): the cache key.
+
+        The evaluation options (:data:`EVALUATION_OPTIONS`) enter only where they are not at
+        their defaults, so that data made without them keep their keys."""
+        dump = self.model_dump(mode="json")
+        for name in EVALUATION_OPTIONS:
+            if dump[name] == type(self).model_fields[name].default:
+                del dump[name]
+        blob = json.dumps({"v": GENERATOR_VERSION, **dump}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-SPLITS = {"train": 0, "val": 1, "test": 2, "ood": 3}
+SPLITS = {"train": 0, "val": 1, "test": 2, "ood": 3, "test_fresh": 4}
+#: the STEMDataParams fields of the evaluation data (module docstring), off by default
+EVALUATION_OPTIONS = ("placement", "frozen_phonons", "phonon_rms", "tilt_mrad")
 
 
 @dataclass(frozen=True)
@@ -420,6 +464,9 @@ class STEMSample:
     window : propagation window of the simulation (None = full grid).
     material, zone_axis : what was simulated.  thickness : Å of crystal (rest is vacuum).
     dose : e-/Å² or None.  seed : the integer seed material the sample was drawn from.
+    z_offset : Å of vacuum above the crystal (0: at the entrance surface).
+    tilt : beam tilt (mrad) the data were simulated with (the operator does not know it).
+    frozen_phonons : configurations averaged in the intensities (1 = static).
     """
 
     potential: torch.Tensor
@@ -437,6 +484,9 @@ class STEMSample:
     dose: float | None
     seed: tuple[int, int, int]
     case_id: str = ""
+    z_offset: float = 0.0
+    tilt: tuple[float, float] = (0.0, 0.0)
+    frozen_phonons: int = 1
 
     def operator(self, **overrides):
         """The :class:`~paperlib.physics.multislice.MultisliceOperator` that simulated it."""
@@ -450,28 +500,40 @@ def simulate_4dstem(
     params: STEMDataParams,
     *,
     rng: np.random.Generator | None = None,
+    tilt: tuple[float, float] = (0.0, 0.0),
+    noise: bool = True,
 ) -> torch.Tensor:
     """4D-STEM intensities ``(Sy, Sx, Ky, Kx)`` float32 of a potential with the optics, scan
-    and simulator of ``params``; Poisson noise when ``params.dose`` is set (needs ``rng``)."""
+    and simulator of ``params``; Poisson noise when ``params.dose`` is set and ``noise`` (needs
+    ``rng``, :func:`poisson_counts`). ``tilt``: beam tilt in mrad (abTEM only)."""
     pos = params.scan_positions()
     if params.simulator == "abtem":
         intens = torch.from_numpy(abtem_4dstem(
             np.asarray(potential, dtype=np.float32), sampling=params.sampling,
             slice_thickness=params.slice_thickness, energy=params.energy,
             semiangle=params.semiangle, scan_positions=pos, defocus=params.defocus,
-            detector_shape=None if params.detector_gpts is None else (params.detector_gpts,) * 2,
+            detector_shape=None if params.detector_gpts is None else (params.detector_gpts,) * 2, tilt=tilt,
         )).float()
     else:
+        if tuple(tilt) != (0.0, 0.0):
+            raise InputValidationError(f"tilt: our operator has no beam tilt (got {tilt} mrad); use simulator 'abtem'")
         op = params.operator()
         with torch.no_grad():
             intens = op.forward(torch.as_tensor(np.asarray(potential), dtype=torch.float32))
-    if params.dose is not None:
-        if rng is None:
-            raise InputValidationError("rng: a numpy Generator is needed for Poisson noise (dose set)")
-        electrons = params.dose * params.step**2  # e- per scan position
-        counts = rng.poisson(np.clip(intens.numpy().astype(np.float64), 0, None) * electrons)
-        intens = torch.from_numpy((counts / electrons).astype(np.float32))
+    if noise and params.dose is not None:
+        intens = poisson_counts(intens, params, rng)
     return intens.float()
+
+
+def poisson_counts(intensities: torch.Tensor, params: STEMDataParams, rng: np.random.Generator | None) -> torch.Tensor:
+    """Poisson noise at ``params.dose`` e-/Å²: counts of ``I * dose * step^2`` electrons per
+    pattern pixel, divided back by the electrons per scan position (so noiseless patterns and
+    noisy ones share units)."""
+    if rng is None:
+        raise InputValidationError("rng: a numpy Generator is needed for Poisson noise (dose set)")
+    electrons = params.dose * params.step**2  # e- per scan position
+    counts = rng.poisson(np.clip(intensities.numpy().astype(np.float64), 0, None) * electrons)
+    return torch.from_numpy((counts / electrons).astype(np.float32))
 
 
 def make_sample(params: STEMDataParams, split: str, index: int) -> STEMSample:
@@ -488,21 +550,46 @@ def make_sample(params: STEMDataParams, split: str, index: int) -> STEMSample:
     zone = axes[int(rng.integers(len(axes)))]
     depth = params.n_slices * params.slice_thickness
     thickness = float(rng.uniform(params.thickness_min, depth))
+    # the evaluation options draw only when on, so the plain generator's streams are unchanged
+    z_offset = float(rng.uniform(0.0, depth - thickness)) if params.placement == "random" else 0.0
     atoms = make_crystal(
         material, zone_axis=zone, extent=(params.extent, params.extent), thickness=thickness,
         box_depth=depth, rng=rng, displacement_rms=params.displacement_rms,
-        vacancy_fraction=params.vacancy_fraction,
+        vacancy_fraction=params.vacancy_fraction, z_offset=z_offset,
     )
+    tilt = tuple(float(t) for t in rng.uniform(-params.tilt_mrad, params.tilt_mrad, 2)) \
+        if params.tilt_mrad > 0 else (0.0, 0.0)
     potential = crystal_potential(atoms, gpts=params.gpts, n_slices=params.n_slices)
-    intensities = simulate_4dstem(potential, params, rng=rng)
+    if params.frozen_phonons > 1:
+        intensities = torch.stack([
+            simulate_4dstem(crystal_potential(_displaced(atoms, params.phonon_rms, rng), gpts=params.gpts,
+                                              n_slices=params.n_slices), params, tilt=tilt, noise=False)
+            for _ in range(params.frozen_phonons)]).mean(0)
+        if params.dose is not None:
+            intensities = poisson_counts(intensities, params, rng)
+    else:
+        intensities = simulate_4dstem(potential, params, rng=rng, tilt=tilt)
     return STEMSample(
         potential=torch.from_numpy(potential), intensities=intensities,
         scan_positions=params.scan_positions(), sampling=params.sampling,
         slice_thickness=params.slice_thickness, energy=params.energy,
         semiangle=params.semiangle, defocus=params.defocus, window=params.window,
         material=material, zone_axis=zone, thickness=thickness, dose=params.dose, seed=seed,
-        case_id=f"{split}{index:03d}-{material}-{zone}",
+        case_id=f"{split}{index:03d}-{material}-{zone}", z_offset=z_offset, tilt=tilt,
+        frozen_phonons=params.frozen_phonons,
     )
+
+
+def _displaced(atoms: Atoms, rms: float, rng: np.random.Generator) -> Atoms:
+    """A frozen-phonon configuration: every coordinate moved by N(0, rms²) Å, laterally wrapped in
+    the periodic box, kept inside the box in depth."""
+    out = atoms.copy()
+    pos = out.get_positions() + rng.normal(0.0, rms, size=(len(out), 3))
+    box = np.diag(np.asarray(out.cell))
+    pos[:, :2] = np.mod(pos[:, :2], box[:2])
+    pos[:, 2] = np.clip(pos[:, 2], 0.0, np.nextafter(box[2], 0))
+    out.set_positions(pos)
+    return out
 
 
 def _sample_path(params: STEMDataParams, split: str, index: int) -> Path:
@@ -514,7 +601,8 @@ def _save(sample: STEMSample, path: Path) -> None:
         sampling=sample.sampling, slice_thickness=sample.slice_thickness, energy=sample.energy,
         semiangle=sample.semiangle, defocus=sample.defocus, window=sample.window,
         material=sample.material, zone_axis=sample.zone_axis, thickness=sample.thickness,
-        dose=sample.dose, seed=list(sample.seed), case_id=sample.case_id,
+        dose=sample.dose, seed=list(sample.seed), case_id=sample.case_id, z_offset=sample.z_offset,
+        tilt=list(sample.tilt), frozen_phonons=sample.frozen_phonons,
     )
     buffer = io.BytesIO()
     np.savez_compressed(
@@ -536,13 +624,14 @@ def _load(path: Path) -> STEMSample:
             energy=meta["energy"], semiangle=meta["semiangle"], defocus=meta["defocus"],
             window=meta["window"], material=meta["material"], zone_axis=meta["zone_axis"],
             thickness=meta["thickness"], dose=meta["dose"], seed=tuple(meta["seed"]),
-            case_id=meta["case_id"],
+            case_id=meta["case_id"], z_offset=meta.get("z_offset", 0.0),
+            tilt=tuple(meta.get("tilt", (0.0, 0.0))), frozen_phonons=meta.get("frozen_phonons", 1),
         )
 
 
 def stem_dataset(
     params: STEMDataParams,
-    split: Literal["train", "val", "test", "ood"],
+    split: Literal["train", "val", "test", "ood", "test_fresh"],
     n: int,
     *,
     cache: bool = True,
@@ -551,8 +640,8 @@ def stem_dataset(
     """The first ``n`` samples of a split, generated once and cached.
 
     Sample ``i`` depends only on ``(params, split, i)``, so growing ``n`` reuses the cache.
-    ``train``, ``val`` and ``test`` draw cubic crystals with different seeds; ``ood`` draws the
-    hexagonal family.
+    ``train``, ``val``, ``test`` and ``test_fresh`` draw cubic crystals with different seeds;
+    ``ood`` draws the hexagonal family.
     """
     from tqdm.auto import tqdm
 
