@@ -161,6 +161,17 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "stem_single": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
                                loss="l2", num_groups=1, lr=1e-4, batch_size=4, grad_accum=1, steps=60,
                                ckpt_every=10, ema_decay=0.9, hflip=True),
+    # checkpoints/slice2d_{fixed,diverse}: the 2D priors of the second system (issue 18,
+    # paperlib.recon.variational2d): one network on single slices (D = 1) of all three orientations,
+    # at one voxel size (fixed) or at 1x, 2x and 4x of it (diverse), paperlib.data.slices2d.prior_slice_set
+    # of the default profile's resolution_robust section. 3600 steps of 8 slices, ~0.12 s per step
+    # on one niced core (~8 min each; the time of the shipped runs is in their loss logs).
+    "slice2d_fixed": TrainConfig(model=PRESETS["slice2d"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
+                                 num_groups=1, lr=1e-3, batch_size=8, grad_accum=1, steps=3600, ckpt_every=200,
+                                 ema_decay=0.995, hflip=True),
+    "slice2d_diverse": TrainConfig(model=PRESETS["slice2d"], schedule=ScheduleConfig("cosine", 1000),
+                                   prediction="v", num_groups=1, lr=1e-3, batch_size=8, grad_accum=1, steps=3600,
+                                   ckpt_every=200, ema_decay=0.995, hflip=True),
     # the ci profile's whole-depth priors (tiny, for the tests of Figure 5 and Table 3)
     "mri_single_ci": TrainConfig(model=PRESETS["ci"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
                                  num_groups=1, lr=5e-4, steps=100, ckpt_every=20, ema_decay=0.9),
