@@ -409,7 +409,6 @@ class ResolutionRobustConfig(_Section):
     methods_shift: float = Field(1.0, description="the shift at which the method is compared with the baselines")
     real_scans: tuple[str, ...] = Field((), description="paperlib.data.real_mri scans run at their own voxel sizes")
     real_max_side: int = Field(64, ge=8, description="real scans are centre-cropped to this many voxels per side")
-    n_boot: int = Field(1000, ge=100)
     tuned_on: str = ""
 
 

@@ -163,12 +163,13 @@ def test_findings_follow_the_numbers():
     out = rr.findings(_oracle(grows, resampled_gain=max(grows.values())), section)
     assert [f["reproduced"] for f in out] == [True, True, True, True]
     assert "REPRODUCED" in out[1]["sentence"] and "R8 x4 fixed - diverse -8.000 dB" in out[1]["sentence"]
-    assert "(n = 3)" in out[0]["sentence"]
+    assert "(n = 3)" in out[0]["sentence"] and "Caveat" not in out[3]["sentence"]
     # the deficit shrinking with the shift, the baselines winning, resampling not helping: NOT reproduced
     shrinks = {(a, s): (0.0 if s == 1 else 4.0 / s) for a in (4.0, 8.0) for s in (1.0, 2.0, 4.0)}
     out = rr.findings(_oracle(shrinks, resampled_gain=-1.0, baselines=+1.0), section)
     assert [f["reproduced"] for f in out] == [False, False, True, False]
     assert all("NOT reproduced" in f["sentence"] for f in out if not f["reproduced"])
+    assert "Caveat: (2) found no degradation" in out[3]["sentence"]
     # the diverse prior costing accuracy at the training voxel: (3) NOT reproduced
     costly = {**grows, **{(a, 1.0): -2.0 for a in (4.0, 8.0)}}
     assert rr.findings(_oracle(costly), section)[2]["reproduced"] is False
