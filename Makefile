@@ -149,6 +149,10 @@ ifeq ($(PROFILE),default)
 	$(PY) -m paperlib train --modality stem --profile default --preset stem_default_l2 --threads $(THREADS)
 	$(PY) -m paperlib train --modality mri --profile default --preset mri_general --threads $(THREADS)
 endif
+# the second system's 2D priors (issue 18): checkpoints/slice2d_fixed and checkpoints/slice2d_diverse,
+# slices of the default profile's resolution_robust section (every profile uses these two)
+	$(PY) -m paperlib train --modality mri --profile default --preset slice2d_fixed --threads $(THREADS)
+	$(PY) -m paperlib train --modality mri --profile default --preset slice2d_diverse --threads $(THREADS)
 # the whole-depth priors of Figure 5 and Table 3 (one network over all slices; fine-tuned from group 0
 # of the prior above in the default and ci profiles, from scratch in the paper profile)
 ifeq ($(PROFILE),default)

@@ -226,8 +226,9 @@ def prior_dir(modality: str, preset: str) -> Path:
 
 
 def _with_modality(modality: str, name: str) -> str:
-    """``name`` prefixed with ``<modality>_`` unless it already starts with it."""
-    return name if name.startswith(f"{modality}_") else f"{modality}_{name}"
+    """``name`` prefixed with ``<modality>_`` unless it already starts with it (or is a 2D slice
+    prior, ``slice2d_*``: the second system's priors live in ``checkpoints/slice2d_*``)."""
+    return name if name.startswith((f"{modality}_", "slice2d_")) else f"{modality}_{name}"
 
 
 def _repo_relative(path: Path) -> str:

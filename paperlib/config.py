@@ -374,6 +374,48 @@ class RealMRIConfig(_Section):
     diffusion: DiffusionReconConfig
 
 
+class ResolutionRobustConfig(_Section):
+    """Optional ``resolution_robust:`` section: the second system (paper ``002``, issue 18), its
+    two 2D priors and notebooks/resolution_robust.py.
+
+    The priors' training sets (``make train``, presets ``slice2d_fixed`` / ``slice2d_diverse``)
+    are :func:`paperlib.data.slices2d.prior_slice_set` of ``prior_subjects`` synthetic subjects
+    per voxel size. The evaluation subjects are drawn at ``shift * FIXED_VOXEL_MM`` for every
+    shift (the same anatomy at every voxel size), their magnitude images get simulated coils.
+    """
+
+    prior_subjects: int = Field(24, ge=1, description="training subjects per voxel size of each 2D prior")
+    fixed_prior: str = Field("checkpoints/slice2d_fixed", description="folder of the fixed-voxel prior")
+    diverse_prior: str = Field("checkpoints/slice2d_diverse", description="folder of the diverse-voxel prior")
+    n_volumes: int = Field(ge=1, description="evaluation subjects per voxel size")
+    eval_seed: int = Field(40_000, description="evaluation subject i is synthetic_subject(eval_seed + i)")
+    shifts: tuple[float, ...] = Field((1.0, 2.0, 4.0), description="reconstruction voxel / training voxel")
+    accelerations: tuple[float, ...] = Field((4.0, 8.0), description="undersampling factors")
+    num_coils: int = Field(8, ge=1)
+    center_fraction: float = Field(0.08, gt=0.0, lt=1.0)
+    noise_std: float = Field(0.0, ge=0.0, description="complex k-space noise (simulate_multicoil)")
+    mask_seed: int = Field(0, description="volume i at acceleration a gets masks seeded mask_seed + 100 i + a")
+    seeds: tuple[int, ...] = Field((0,), description="seeds of the stochastic methods")
+    iters: int = Field(ge=1, description="variational iterations")
+    weight: float = Field(gt=0.0, description="λ of the variational method")
+    slices_per_iter: int = Field(4, ge=1)
+    t_max: float = Field(0.2, gt=0.0, le=1.0)
+    step_size: float = Field(0.005, gt=0.0, description="Adam learning rate in units of the intensity scale")
+    real: bool = Field(True, description="reconstruct a real volume (the simulated data have zero phase); "
+                                         "False: complex, the prior on the magnitude")
+    cs_weight: float = Field(gt=0.0)
+    cs_iters: int = Field(ge=1)
+    cs_levels: int = Field(2, ge=1)
+    dps_steps: int = Field(ge=1)
+    dps_guidance: float = Field(1.0, ge=0.0)
+    dds_steps: int = Field(ge=1)
+    dds_weight: float = Field(0.01, gt=0.0)
+    methods_shift: float = Field(1.0, description="the shift at which the method is compared with the baselines")
+    real_scans: tuple[str, ...] = Field((), description="paperlib.data.real_mri scans run at their own voxel sizes")
+    real_max_side: int = Field(64, ge=8, description="real scans are centre-cropped to this many voxels per side")
+    tuned_on: str = ""
+
+
 class Profile(_Section):
     """A whole profile file."""
 
@@ -395,6 +437,7 @@ class Profile(_Section):
     stem_diffusion: DiffusionReconConfig
     validation: ValidationConfig | None = None
     real_mri: RealMRIConfig | None = None
+    resolution_robust: ResolutionRobustConfig | None = None
     tab3: Table3Config = Table3Config()
     fig5: Fig5Config = Fig5Config()
 

@@ -205,6 +205,122 @@ SAMPLING_FLAGS = {"acceleration": "--acceleration", "center_fraction": "--center
                   "table1_mask": "--mask-kind", "mask_seed": "--mask-seed"}
 
 
+#: ``--method`` of the second system (issue 18): :func:`reconstruct_variational2d`
+VARIATIONAL2D = "variational2d"
+
+
+def reconstruct_variational2d(
+    image: np.ndarray,
+    profile: Profile,
+    *,
+    voxel_mm: tuple[float, float, float],
+    acceleration: float | None = None,
+    center_fraction: float | None = None,
+    mask_seed: int | None = None,
+    coils: int | None = None,
+    seed: int = 0,
+    prior: str | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, dict]:
+    """The second system on a **magnitude** volume: simulated multicoil 3D data, then
+    :func:`paperlib.recon.variational2d.variational2d` with the diverse-voxel 2D prior.
+
+    A magnitude image has no coil or phase data, so both are simulated
+    (:func:`~paperlib.recon.variational2d.simulate_multicoil`: ``coils`` smooth sensitivity maps,
+    zero phase, a 3D Cartesian variable-density mask over the phase-encoding axes ``(D, H)``, the
+    readout ``W`` fully sampled). The reconstruction uses the settings of ``profile.resolution_robust``
+    (iterations, λ, slices per iteration, truncation, step size) with the trilinear resampling to
+    the prior's largest training voxel where the volume's voxels are larger.
+
+    Parameters
+    ----------
+    image : (i, j, k) float array, the NIfTI voxel order; ``(D, H, W) = (k, j, i)``, D, H >= 4.
+    profile : a profile with a ``resolution_robust`` section.
+    voxel_mm : the NIfTI zooms ``(i, j, k)`` in mm.
+    acceleration, center_fraction, mask_seed : the mask (defaults: the profile's ``mri_physics``;
+        the centre fraction is capped at ``1 / acceleration``).
+    coils : simulated coils (default ``resolution_robust.num_coils``).
+    prior : a 2D prior folder instead of ``resolution_robust.diverse_prior``.
+
+    Returns
+    -------
+    recon : float32 magnitude in the input's voxel order and units, clamped to ``[0, max(image)]``.
+    info : method, seed, sampled fraction, shape, coils, acceleration, prior.
+    """
+    from .experiments.resolution_robust import load_slice_prior
+    from .paths import repo_root
+    from .recon.variational2d import simulate_multicoil, variational2d
+
+    section = profile.resolution_robust
+    if section is None:
+        raise InputValidationError(f"--profile {profile.name}: has no resolution_robust section (the settings "
+                                   f"of --method {VARIATIONAL2D})")
+    phys = profile.mri_physics
+    acceleration = phys.acceleration if acceleration is None else acceleration
+    center = min(phys.center_fraction, 1.0 / acceleration) if center_fraction is None else center_fraction
+    coils = section.num_coils if coils is None else coils
+    if not isinstance(coils, int) or coils < 1:
+        raise InputValidationError(f"--coils {coils}: expected an integer >= 1")
+    volume = torch.from_numpy(to_dhw(image)).float().clamp_min(0)
+    if min(volume.shape[:2]) < 4:
+        raise InputValidationError(f"--image: expected at least 4 voxels along the phase-encoding axes (k, j), "
+                                   f"got the voxel array shape {tuple(image.shape)}")
+    seed_mask = phys.mask_seed if mask_seed is None else mask_seed
+    flags = {"acceleration": "--acceleration", "center_fraction": "--center-fraction"}
+    try:
+        op, y = simulate_multicoil(volume, num_coils=coils, acceleration=acceleration, center_fraction=center,
+                                   generator=torch.Generator().manual_seed(seed_mask))
+    except InputValidationError as exc:  # the mask's checks name its argument: name the flag instead
+        name, _, detail = str(exc).partition(": ")
+        if name not in flags:
+            raise
+        value = acceleration if name == "acceleration" else center
+        raise InputValidationError(f"{flags[name]} {value:g}: {detail}") from None
+    folder = Path(prior) if prior is not None else repo_root() / section.diverse_prior
+    slice_prior = load_slice_prior(folder)
+    recon = variational2d(op, y, slice_prior, weight=section.weight, generator=torch.Generator().manual_seed(seed),
+                          iters=section.iters, step_size=section.step_size, slices_per_iter=section.slices_per_iter,
+                          t_max=section.t_max, voxel_size=tuple(float(v) for v in voxel_mm[::-1]), real=section.real,
+                          progress=progress)
+    recon = recon.abs().float().clamp(0.0, float(volume.max()))
+    info = {"method": VARIATIONAL2D, "seed": seed, "sampled_fraction": float(op.mask.float().mean()),
+            "shape_dhw": list(volume.shape), "coils": coils, "acceleration": float(acceleration),
+            "center_fraction": float(center), "prior": str(folder), "prior_voxel_mm": slice_prior.voxel_size}
+    return from_dhw(recon.numpy()), info
+
+
+def _main_variational2d(args, cfg: Profile) -> int:
+    if args.mask is not None or args.mask_kind is not None:
+        flag = "--mask" if args.mask is not None else "--mask-kind"
+        raise InputValidationError(f"{flag}: not used by --method {VARIATIONAL2D} (its 3D multicoil mask is "
+                                   "simulated from --acceleration, --center-fraction and --mask-seed)")
+    if cfg.resolution_robust is None:
+        raise InputValidationError(f"--profile {cfg.name}: has no resolution_robust section (the settings of "
+                                   f"--method {VARIATIONAL2D})")
+    if args.coils is not None and args.coils < 1:
+        raise InputValidationError(f"--coils {args.coils}: expected an integer >= 1")
+    image, affine, zooms = load_image(args.image)
+    numbers = {}
+    for key, flag in (("acceleration", "--acceleration"), ("center_fraction", "--center-fraction")):
+        text = getattr(args, key)
+        if text is not None:
+            value = _number(text)
+            if not isinstance(value, float):
+                raise InputValidationError(f"{flag} {text}: expected a number, got {text!r}")
+            numbers[key] = value
+    print(f"{VARIATIONAL2D}: {args.image} is read as a MAGNITUDE image: its multicoil k-space is SIMULATED "
+          f"({args.coils or cfg.resolution_robust.num_coils} smooth coil maps, "
+          "zero phase, 3D variable-density mask); the result says nothing about real coil data")
+    recon, info = reconstruct_variational2d(image, cfg, voxel_mm=tuple(float(z) for z in zooms[:3]),
+                                            mask_seed=args.mask_seed, coils=args.coils, seed=args.seed,
+                                            prior=args.prior, progress=True, **numbers)
+    save_nifti(args.out, recon, affine, like=args.image)
+    print(f"{VARIATIONAL2D}: {args.image} -> {args.out} (volume {info['shape_dhw']} slices first, "
+          f"{info['coils']} simulated coils, acceleration {info['acceleration']:g}, sampled fraction "
+          f"{info['sampled_fraction']:.3f}, prior {info['prior']} at {info['prior_voxel_mm']:g} mm)")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     from .cli import COMMANDS, PROG, CommandParser
 
@@ -218,7 +334,12 @@ def _parser() -> argparse.ArgumentParser:
                              "rows, detector columns),\nthe undiffracted beam at pixel (Ky // 2, Kx // 2); counts or "
                              "normalised (patterns sum to about 1), detected and stated.")
     p.add_argument("--modality", choices=("mri", "stem"), default="mri")
-    p.add_argument("--method", default="dart", help="registered method (dart, drift, projection, cs_mri, tv, ...)")
+    p.add_argument("--method", default="dart",
+                   help="registered method (dart, drift, projection, cs_mri, tv, ...), or (MRI) "
+                        f"{VARIATIONAL2D}: the second system's variational 3D reconstruction with the shipped "
+                        "diverse-voxel 2D prior; the NIfTI is a MAGNITUDE image, so its multicoil 3D k-space is "
+                        "SIMULATED (smooth coil maps, zero phase, a 3D variable-density mask over the two "
+                        "phase-encoding axes (D, H) = voxel axes (k, j), readout i fully sampled)")
     p.add_argument("--profile", default="default", help="settings of the methods (and the prior): name or YAML path")
     p.add_argument("--prior", help="checkpoint folder to use instead of the profile's")
     p.add_argument("--seed", type=int, default=0)
@@ -237,6 +358,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="fully sampled centre, 0 < f <= 1/acceleration; default: the profile's")
     mri.add_argument("--mask-kind", metavar="{uniform1d,gaussian2d}", help="default: the profile's Table 1 mask")
     mri.add_argument("--mask-seed", type=int)
+    mri.add_argument("--coils", type=int, metavar="N",
+                     help=f"--method {VARIATIONAL2D}: simulated receive coils (default: the profile's "
+                          "resolution_robust.num_coils)")
     stem = p.add_argument_group("4D-STEM")
     stem.add_argument("--data", type=Path, help="intensities (Sy, Sx, Ky, Kx): .npy, HDF5 (.h5/.hdf5/.emd: py4DSTEM "
                                                 "EMD 1.0 or one 4D dataset) or abTEM zarr (.zarr/.zip)")
@@ -286,7 +410,8 @@ def check_arguments(args: argparse.Namespace) -> Profile:
         raise InputValidationError(f"--profile {args.profile}: {detail}") from None
     if args.threads is not None and args.threads < 1:
         raise InputValidationError(f"--threads {args.threads}: expected an integer >= 1, got {args.threads}")
-    registered_method(args.modality, args.method)
+    if not (args.modality == "mri" and args.method == VARIATIONAL2D):
+        registered_method(args.modality, args.method)
     if args.prior is not None:  # relative to the working directory, not to the repository
         if not Path(args.prior).is_dir():
             raise InputValidationError(f"--prior {args.prior}: expected a checkpoint folder, got no such folder")
@@ -394,6 +519,8 @@ def sampling_profile(args: argparse.Namespace, cfg: Profile, image_shape: tuple[
 
 
 def _main_mri(args, cfg: Profile) -> int:
+    if args.method == VARIATIONAL2D:
+        return _main_variational2d(args, cfg)
     image, affine, zooms = load_image(args.image)
     cfg = sampling_profile(args, cfg, image.shape)
     mask = _with_flag("--mask", load_mask, args.mask, image.shape) if args.mask is not None else None

@@ -361,3 +361,39 @@ def test_a_second_run_from_a_clean_cache_gives_the_same_tables_and_figures(ci_ou
             assert pa.shape == pb.shape and float(abs(pa - pb).mean()) < 1 / 255, first.name
             compared += 1
     assert compared >= 15, compared
+
+
+@pytest.mark.notebook
+def test_resolution_robust_outputs(ci_outputs):
+    """The second system (issue 18) on the ci profile: every method at every case, the zero-filled
+    rows re-scored here from freshly simulated data, the four findings as computed sentences."""
+    from paperlib.experiments import resolution_robust as rr
+    from paperlib.metrics.image import volume_scores
+
+    for ext in ("png", "pdf"):
+        for stem in ("resolution_robust", "resolution_robust_examples"):
+            assert (ci_outputs / f"{stem}.{ext}").stat().st_size > 1000
+    cfg = load_profile("ci")
+    section = cfg.resolution_robust
+    rows = tables.read_cases(ci_outputs / "resolution_robust_cases.csv")
+    synthetic = [r for r in rows if r["source"] == "synthetic"]
+    assert {float(r["shift"]) for r in synthetic} == set(section.shifts)
+    assert {r["method"] for r in synthetic} == {"zero_filled", "variational_fixed", "variational_diverse",
+                                                "variational_fixed_resampled", "cs", "dps", "dds_tv_z"}
+    assert {r["case"] for r in rows if r["source"] == "real"} == set(section.real_scans)
+    for case in rr.synthetic_cases(cfg):
+        got, = [r for r in synthetic if r["case"] == case.case and float(r["shift"]) == case.shift
+                and float(r["acceleration"]) == case.acceleration and r["method"] == "zero_filled"]
+        s = volume_scores(case.op.conjugate_transpose(case.y).abs(), case.truth, head_mask=case.head_mask)
+        assert float(got["psnr_volume"]) == pytest.approx(s["psnr"], rel=1e-5)
+        assert float(got["ssim_whole"]) == pytest.approx(s["ssim"], rel=1e-5)
+    for r in rows:
+        assert float(r["wall_time_s"]) > 0 and -1.0 <= float(r["ssim_whole"]) <= 1.0, r
+    md = (ci_outputs / "resolution_robust.md").read_text()
+    found = json.loads((ci_outputs / "resolution_robust.json").read_text())["findings"]
+    assert [f["finding"] for f in found] == [1, 2, 3, 4]
+    for f in found:
+        assert isinstance(f["reproduced"], bool) and f["sentence"] in md
+        assert ("NOT reproduced" in f["sentence"]) != f["reproduced"]
+    assert "SIMULATED" in md and "95 % bootstrap interval" in md
+    assert "Real scans" in (ci_outputs / "resolution_robust_real.md").read_text()

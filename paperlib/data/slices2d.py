@@ -36,7 +36,8 @@ from torch import Tensor
 
 from ..io import InputValidationError
 
-__all__ = ["training_slices", "ORIENTATIONS"]
+__all__ = ["training_slices", "ORIENTATIONS", "prior_slice_set", "subject_shape", "FIXED_VOXEL_MM",
+           "DIVERSE_VOXEL_MM", "SLICE_IMAGE_SIZE", "SLICE_PRIOR_SEED"]
 
 #: Slice orientations by the axis they cut: 0 axial (H, W), 1 coronal (D, W), 2 sagittal (D, H).
 ORIENTATIONS = {0: "axial", 1: "coronal", 2: "sagittal"}
@@ -139,3 +140,99 @@ def training_slices(
             out.append(_fit(resized, size))
             pixels.append(torch.full((stack.shape[0],), pixel, dtype=torch.float64))
     return torch.cat(out), torch.cat(pixels)
+
+
+# --------------------------------------------------------------------------------------------
+# the training sets of the two shipped 2D priors (issue 18)
+# --------------------------------------------------------------------------------------------
+#: Voxel size (mm, isotropic in-plane) of the **fixed-voxel** prior's training slices: synthetic
+#: subjects on a (41, 64, 64) grid (``FOV_MM / shape`` = 3.78 x 3.75 x 3.75 mm), resampled to
+#: square 3.75 mm pixels.
+FIXED_VOXEL_MM = 3.75
+
+#: Voxel sizes (mm) of the **diverse-voxel** prior's training slices: the fixed voxel and its 2x
+#: and 4x multiples (subjects on (41, 64, 64), (21, 32, 32) and (10, 16, 16) grids), each slice
+#: at its own voxel size, i.e. the coarse heads occupy fewer pixels of the common image.
+DIVERSE_VOXEL_MM = (3.75, 7.5, 15.0)
+
+#: Side (pixels) of the training images of both priors: a 240 mm field of view at the fixed voxel.
+SLICE_IMAGE_SIZE = 64
+
+#: Synthetic-subject seeds of the prior training sets start here (apart from the profiles'
+#: train/val/test seeds 0, 10 000 and 20 000 and from the notebook's evaluation subjects).
+SLICE_PRIOR_SEED = 30_000
+
+
+def subject_shape(voxel_mm: float) -> tuple[int, int, int]:
+    """Grid ``round(FOV_MM / voxel_mm)`` of a synthetic subject at an (about) isotropic voxel size."""
+    from .brain import FOV_MM
+
+    return tuple(max(4, round(f / float(voxel_mm))) for f in FOV_MM)
+
+
+def prior_slice_set(
+    voxel_sizes_mm: Sequence[float],
+    n_subjects: int,
+    *,
+    modality: str = "flair",
+    size: int = SLICE_IMAGE_SIZE,
+    seed: int = SLICE_PRIOR_SEED,
+    step: int = 1,
+    progress: bool = False,
+) -> tuple[Tensor, dict]:
+    """Training slices of a 2D prior: ``n_subjects`` synthetic subjects at every voxel size.
+
+    Subject ``seed + i`` is drawn at each voxel size of ``voxel_sizes_mm`` (the same anatomy at
+    several resolutions: the resolution, not the anatomy, is what differs between the two priors),
+    on the grid :func:`subject_shape`, and cut by :func:`training_slices` into axial, coronal and
+    sagittal slices with ``pixel_size`` equal to that voxel size. Slices with no brain pixel above
+    5 % of the maximum are dropped (the empty ends of the coronal and sagittal stacks).
+
+    Parameters
+    ----------
+    voxel_sizes_mm : one voxel size (the fixed-voxel set, e.g. ``[FIXED_VOXEL_MM]``) or several
+        (the diverse set, :data:`DIVERSE_VOXEL_MM`), mm.
+    n_subjects : subjects per voxel size.
+    modality : the contrast (:func:`paperlib.data.brain.synthetic_subject`), images in [0, 1].
+    size : side of the images (pixels).
+    seed : first subject seed.
+    step : keep every ``step``-th slice along each axis.
+
+    Returns
+    -------
+    data : (N, 1, size, size) float32, the trainer's ``(N, D, H, W)`` with one slice per sample.
+    record : the ``dataset`` record of the prior manifest (voxel sizes, subjects, counts per voxel size).
+    """
+    from tqdm.auto import tqdm
+
+    from .brain import MODALITIES, synthetic_subject
+
+    sizes = [float(v) for v in voxel_sizes_mm]
+    if not sizes or any(not (math.isfinite(v) and v > 0) for v in sizes):
+        raise InputValidationError(f"voxel_sizes_mm: expected positive voxel sizes in mm, got {voxel_sizes_mm!r}")
+    if not isinstance(n_subjects, int) or n_subjects < 1:
+        raise InputValidationError(f"n_subjects: expected an integer >= 1, got {n_subjects!r}")
+    if modality not in MODALITIES:
+        raise InputValidationError(f"modality: expected one of {MODALITIES}, got {modality!r}")
+    parts, counts = [], {}
+    jobs = [(v, i) for v in sizes for i in range(n_subjects)]
+    for voxel, i in tqdm(jobs, desc="2D prior slices", disable=not progress):
+        shape = subject_shape(voxel)
+        volume = torch.from_numpy(synthetic_subject(seed + i, shape)[modality])
+        slices, _ = training_slices(volume[None], [f / s for f, s in zip(_fov(), shape)], size,
+                                    pixel_size=voxel, step=step)
+        keep = slices.flatten(1).amax(1) > 0.05
+        parts.append(slices[keep])
+        counts[str(voxel)] = counts.get(str(voxel), 0) + int(keep.sum())
+    data = torch.cat(parts)[:, None].contiguous()
+    record = {"source": "synthetic slices", "modality": modality, "voxel_sizes_mm": sizes,
+              "subject_shapes": [list(subject_shape(v)) for v in sizes], "n_subjects": n_subjects,
+              "subject_seed": seed, "slice_step": step, "size": size, "orientations": list(ORIENTATIONS.values()),
+              "slices_per_voxel_size": counts}
+    return data, record
+
+
+def _fov() -> tuple[float, float, float]:
+    from .brain import FOV_MM
+
+    return tuple(float(f) for f in FOV_MM)

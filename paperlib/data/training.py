@@ -13,7 +13,7 @@ MODALITIES = ("mri", "stem")
 
 
 #: Training presets whose data are not the profile's ``mri`` split: the preset -> the data's name.
-PRESET_DATA = {"mri_general": "randomized"}
+PRESET_DATA = {"mri_general": "randomized", "slice2d_fixed": "slices_fixed", "slice2d_diverse": "slices_diverse"}
 
 
 def load_training_data(modality: str, profile: str, *, preset: str | None = None) -> tuple[Tensor, dict]:
@@ -53,6 +53,16 @@ def load_training_data(modality: str, profile: str, *, preset: str | None = None
         return data, {"modality": "mri", "profile": prof.name, "source": "randomized",
                       "generator_version": GENERATOR_VERSION, "n": section.n_slabs, "slab": list(section.slab),
                       "slab_seed": section.slab_seed, "shape": list(data.shape)}
+    if modality == "mri" and PRESET_DATA.get(preset or "", "").startswith("slices_"):
+        from .slices2d import DIVERSE_VOXEL_MM, FIXED_VOXEL_MM, prior_slice_set
+
+        section = prof.resolution_robust
+        if section is None:
+            raise ValueError(f"profile {prof.name}: preset {preset} trains on the resolution_robust section's "
+                             "synthetic slices, but the profile has no resolution_robust section")
+        voxels = [FIXED_VOXEL_MM] if PRESET_DATA[preset] == "slices_fixed" else list(DIVERSE_VOXEL_MM)
+        data, record = prior_slice_set(voxels, section.prior_subjects, modality=prof.mri.modality, progress=True)
+        return data, {"modality": "mri", "profile": prof.name, **record, "shape": list(data.shape)}
     if modality == "mri":
         from .brain import load_split
 
