@@ -1,8 +1,12 @@
 """DART, DRIFT and the projection method per volume: before / after the sampling speed-up, at equal SSIM.
 
-"Before" is how the networks ran until 2026-12: float32 arithmetic and contiguous (N, C, H, W)
-activations. "After" is the profile's ``precision`` (``bfloat16`` autocast in the default profile)
-with channels-last activations (:attr:`paperlib.diffusion.unet3d.UNet3D.channels_last`). The two
+"Before" is how DART and DRIFT ran until 2026-12: float32 arithmetic, contiguous (N, C, H, W)
+activations, the group networks one after the other, and the 4D-STEM physics step's gradient by
+autograd through :meth:`~paperlib.physics.multislice.MultisliceOperator.loss`. "After" is now:
+the profile's ``precision`` (``bfloat16`` autocast in the default profile), channels-last
+activations (:attr:`paperlib.diffusion.unet3d.UNet3D.channels_last`), the group networks side by
+side (:attr:`paperlib.diffusion.partition.PartitionedPrior.parallel_groups`) and the hand-written
+adjoint of the multislice model (:meth:`~paperlib.physics.multislice.MultisliceOperator.gradient`). The two
 settings reconstruct the same cases with the same seeds, alternately case by case (so that a
 change in machine load hits both), on splits that no reported table uses: the MRI validation
 volumes, the 4D-STEM validation crystals and the real-scan tuning scans. Each row is one
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import platform
 import sys
 import time
@@ -27,7 +32,9 @@ from pathlib import Path
 import torch
 
 from paperlib.config import load_profile
+from paperlib.diffusion.partition import PartitionedPrior
 from paperlib.diffusion.unet3d import UNet3D
+from paperlib.physics.multislice import MultisliceOperator
 from paperlib.experiments.runner import MODALITIES, run_cases
 from paperlib.io import atomic_write_text
 from paperlib.tables import write_csv_rows
@@ -61,24 +68,47 @@ def suite_cases(profile, modality: str, n: int):
     return spec, spec.cases(profile, "val", n)
 
 
+def autograd_gradient(op, V, intensities, *, index=None):
+    """``MultisliceOperator.gradient`` as it was before the hand-written adjoint: autograd through
+    :meth:`~paperlib.physics.multislice.MultisliceOperator.loss` (the "before" setting)."""
+    V = op.check_potential(V).detach().requires_grad_(True)
+    with torch.enable_grad():
+        value = op.loss(V, intensities, index=index)
+        (grad,) = torch.autograd.grad(value, V)
+    return value.detach(), grad
+
+
 class PhysicsTimer:
-    """Wraps ``operator.physics_step`` (an instance attribute shadowing the method) and adds up the
-    seconds spent in it: the physics share of a reconstruction's wall time."""
+    """Wraps ``operator.physics_step`` and, where the operator has one, the step that
+    ``bind_physics_step`` returns (instance attributes shadowing the methods), and adds up the
+    seconds spent in them: the physics share of a reconstruction's wall time."""
 
     def __init__(self, operator) -> None:
         self.operator, self.total = operator, 0.0
         self._step = operator.physics_step
         operator.physics_step = self
+        self._bind = getattr(operator, "bind_physics_step", None)
+        if self._bind is not None:
+            operator.bind_physics_step = self._bound
 
-    def __call__(self, *args, **kwargs):
+    def _timed(self, step, *args, **kwargs):
         t0 = time.perf_counter()
         try:
-            return self._step(*args, **kwargs)
+            return step(*args, **kwargs)
         finally:
             self.total += time.perf_counter() - t0
 
+    def __call__(self, *args, **kwargs):
+        return self._timed(self._step, *args, **kwargs)
+
+    def _bound(self, *args, **kwargs):
+        step = self._bind(*args, **kwargs)
+        return lambda x: self._timed(step, x)
+
     def remove(self) -> None:
         del self.operator.physics_step
+        if self._bind is not None:
+            del self.operator.bind_physics_step
 
 
 def recorded_header(md: Path) -> str | None:
@@ -106,8 +136,10 @@ def summary(rows: list[dict], header: str) -> str:
             phys = sum(float(r.get("physics_s") or "nan") for r in pair["after"]) / len(pair["after"]) / ta
             lines.append(f"| {label} | {method} | {len(pair['after'])} | {tb:.2f} | {ta:.2f} | {tb / ta:.2f}x | "
                          f"{phys:.2f} | {sb:.4f} | {sa:.4f} | {dmax:.4f} |")
-    lines += ["", f"- {header}. Before: float32, contiguous activations; after: the profile's precision "
-              "(bfloat16 autocast) and channels-last activations. SSIM: whole-image (MRI), projection (4D-STEM).",
+    lines += ["", f"- {header}. Before: float32, contiguous activations, group networks one after the other, "
+              "4D-STEM gradient by autograd; after: the profile's precision (bfloat16 autocast), channels-last "
+              "activations, group networks side by side, the hand-written multislice adjoint. SSIM: whole-image "
+              "(MRI), projection (4D-STEM).",
               "- MRI suites: validation volumes / tuning scans; 4D-STEM: validation crystals (no test case).", ""]
     return "\n".join(lines)
 
@@ -137,13 +169,16 @@ def main(argv: list[str] | None = None) -> int:
             for setting in SETTINGS:
                 for method in methods:
                     timer = PhysicsTimer(case.operator)
-                    UNet3D.channels_last = setting == "after"
+                    UNet3D.channels_last = PartitionedPrior.parallel_groups = setting == "after"
+                    if setting == "before" and isinstance(case.operator, MultisliceOperator):
+                        case.operator.gradient = functools.partial(autograd_gradient, case.operator)
                     try:
                         (r,), _ = run_cases(profile_for(profile, section, setting), spec, [case], [method],
                                             seeds=(0,), progress=False)
                     finally:
-                        UNet3D.channels_last = True
+                        UNet3D.channels_last = PartitionedPrior.parallel_groups = True
                         timer.remove()
+                        vars(case.operator).pop("gradient", None)
                     score = r.get("ssim_whole", r.get("ssim_projected"))
                     rows.append({"suite": label, "setting": setting, "case": r["case"], "method": r["method"],
                                  "ssim": score, "ssim_slice_mean": r.get("ssim_slice_mean", ""),

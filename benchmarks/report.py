@@ -479,8 +479,9 @@ def _guided_speed_rows() -> list[Row]:
             continue
         t, a = ({k: sum(float(r[c]) for r in v) / len(v) for k, v in pick.items()} for c in ("wall_time_s", "ssim"))
         rows.append(Row("guided", f"{method.upper()} sampling speed-up ({suite})",
-                        "after: profile precision (bf16 autocast), channels-last",
-                        "before: float32, contiguous", f"{len(pick['after'])} validation case(s), {suite}",
+                        "after: profile precision (bf16 autocast), channels-last, groups side by side, "
+                        "multislice adjoint", "before: float32, contiguous, groups one after the other, "
+                        "autograd gradient", f"{len(pick['after'])} validation case(s), {suite}",
                         "s per volume", t["after"], t["before"], t["before"] / t["after"],
                         direction="before/after time (>1: faster now)", accuracy_metric="SSIM",
                         ours_accuracy=a["after"], peer_accuracy=a["before"], status="read",

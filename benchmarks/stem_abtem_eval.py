@@ -47,8 +47,7 @@ def cases_at(profile, dose: float | None, args) -> list[STEMCase]:
     params = STEMDataParams(**{**profile.stem.model_dump(), "simulator": "abtem", "window": None, "dose": dose,
                                "placement": "random", "frozen_phonons": args.frozen_phonons,
                                "phonon_rms": args.phonon_rms, "tilt_mrad": args.tilt})
-    return [STEMCase(s.case_id, s.potential, s.operator(), s.intensities, s.material, s.zone_axis)
-            for s in stem_dataset(params, "test_fresh", args.n, progress=True)]
+    return [STEMCase.from_sample(s) for s in stem_dataset(params, "test_fresh", args.n, progress=True)]
 
 
 def main(argv: list[str] | None = None) -> int:

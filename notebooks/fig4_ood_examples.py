@@ -25,7 +25,7 @@
 #   panel carries the projection SSIM, the paper's number.
 #
 # The cases, settings and the first seed are Table 2's (`paperlib.experiments.mri.root_cases`,
-# `stem_cases(split="ood")`, `run_cases`), so every panel is the reconstruction behind one row
+# `eval_cases(cfg, "ood")`, `run_cases`), so every panel is the reconstruction behind one row
 # of `figures/tab2_ood_cases.csv` / `tab2_ood_stem_cases.csv`; the rows recomputed here are in
 # `figures/fig4_ood_examples_cases.csv` / `fig4_ood_examples_stem_cases.csv`. Which case and slice: the profile's `tab2.fig4`.
 
@@ -70,7 +70,7 @@ if sel.stem_case >= cfg.stem_eval.n_ood:
 root = mri_exp.root_cases(cfg, sel.root_volume + 1, progress=progress)[sel.root_volume]
 if not 0 <= sel.root_slice < root.image.shape[0]:
     raise ValueError(f"tab2.fig4.root_slice: expected 0..{root.image.shape[0] - 1}, got {sel.root_slice}")
-crystal = stem_exp.stem_cases(cfg, split="ood", n=sel.stem_case + 1, progress=progress)[sel.stem_case]
+crystal = stem_exp.eval_cases(cfg, "ood", n=sel.stem_case + 1, progress=progress)[sel.stem_case]
 mri_methods, stem_methods = list(cfg.tab2.methods), list(cfg.stem_eval.methods)
 mri_rows, mri_recons = run_cases(cfg, "mri", [root], mri_methods, seeds=(seed,), dataset="roots", keep=True,
                                  progress=progress)

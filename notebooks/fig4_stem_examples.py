@@ -49,7 +49,7 @@ cfg, out = notebook_setup(profile, out_dir)
 
 # %%
 index = cfg.stem_eval.fig4.case
-case = stem_exp.stem_cases(cfg, split="test", n=index + 1, progress=progress)[index]
+case = stem_exp.eval_cases(cfg, "test", n=index + 1, progress=progress)[index]
 depth = case.potential.shape[0]
 slices = list(range(depth)) if cfg.stem_eval.fig4.slices == "all" else list(cfg.stem_eval.fig4.slices)
 bad = [s for s in slices if not 0 <= s < depth]

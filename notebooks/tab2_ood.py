@@ -87,7 +87,7 @@ print((out / "tab2_ood.md").read_text())
 # ## 4D-STEM: hexagonal WSe2
 
 # %%
-stem_cases = stem_exp.stem_cases(cfg, split="ood", n=cfg.stem_eval.n_ood, progress=progress)
+stem_cases = stem_exp.eval_cases(cfg, "ood", progress=progress)
 stem_rows, _ = run_cases(cfg, "stem", stem_cases, cfg.stem_eval.methods, seeds=cfg.stem_eval.seeds,
                          dataset="hexagonal", progress=progress)
 tables.write_cases(stem_rows, out / "tab2_ood_stem_cases.csv")
@@ -96,6 +96,7 @@ tables.write_cases(stem_rows, out / "tab2_ood_stem_cases.csv")
 stem_notes = [
     f"Profile `{cfg.name}`: {len(stem_cases)} hexagonal WSe2 crystals (zone axes {list(cfg.stem.ood_zone_axes)}), "
     "same optics, grid and scan as the cubic test crystals of Table 1.",
+    stem_exp.data_note(cfg),
     "The 4D-STEM prior was trained on cubic crystals only.",
     "Scores after one lateral shift and one affine fit per volume; SSIM per slice, SSIM of the phase projection "
     "(the paper's number) and the depth-blind reference (projection / D per slice).",

@@ -238,6 +238,39 @@ class Fig4Config(_Section):
     slices: Literal["all"] | tuple[int, ...] = Field("all", description="slice indices shown, or 'all'")
 
 
+class STEMEvalDataConfig(_Section):
+    """The data of the 4D-STEM test tables (Tables 1-2, Figure 4 and the dose figure; issue 16).
+
+    The fields set the evaluation options of :class:`paperlib.data.crystals.STEMDataParams` on
+    top of the profile's ``stem`` section (optics, grid, scan and detector are shared). The
+    defaults are the prior's own training data: our operator, noiseless, every crystal at the
+    entrance surface, the ``test`` / ``ood`` splits.
+    """
+
+    simulator: Literal["torch", "abtem"] = Field("torch", description="who simulates the intensities")
+    dose: float | None = Field(None, gt=0, description="e-/Å^2 of the tables (Poisson noise); None = noiseless")
+    frozen_phonons: int = Field(1, ge=1, description="frozen-phonon configurations averaged in the data")
+    phonon_rms: float = Field(0.0, ge=0, description="Å per coordinate and configuration")
+    placement: Literal["entrance", "random"] = Field("entrance", description="crystal at the entrance "
+                                                     "surface or at a random depth (vacuum above and below)")
+    tilt_mrad: float = Field(0.0, ge=0, description="largest beam tilt per axis, mrad (simulator 'abtem')")
+    fresh: bool = Field(False, description="the test_fresh / ood_fresh splits (seeds no design choice has "
+                        "seen) instead of test / ood")
+    sweep_doses: tuple[float, ...] = Field((), description="further doses of the dose figure (e-/Å^2), "
+                                           "besides the tables' dose")
+    sweep_n: int = Field(1, ge=1, description="test crystals of the dose figure (the tables' first ones)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "STEMEvalDataConfig":
+        if self.tilt_mrad > 0 and self.simulator != "abtem":
+            raise ValueError("tilt_mrad > 0 needs simulator: abtem (our operator has no beam tilt)")
+        if any(d <= 0 for d in self.sweep_doses):
+            raise ValueError(f"sweep_doses: expected positive doses in e-/Å^2, got {list(self.sweep_doses)}")
+        if self.dose is not None and self.dose in self.sweep_doses:
+            raise ValueError(f"sweep_doses: {self.dose:g} is already the tables' dose")
+        return self
+
+
 class STEMEvalConfig(_Section):
     """Crystal splits and methods of the 4D-STEM half of Table 1 (and Figure 4)."""
 
@@ -248,6 +281,13 @@ class STEMEvalConfig(_Section):
     methods: tuple[str, ...] = ("dart", "drift", "three_pie", "torchslice", "sparse")
     seeds: tuple[int, ...] = (0,)
     fig4: Fig4Config = Fig4Config()
+    data: STEMEvalDataConfig = STEMEvalDataConfig()
+
+    @model_validator(mode="after")
+    def _sweep_fits(self) -> "STEMEvalConfig":
+        if self.data.sweep_doses and self.data.sweep_n > self.n_test:
+            raise ValueError(f"data.sweep_n: expected <= n_test = {self.n_test}, got {self.data.sweep_n}")
+        return self
 
 
 class STEMPriorConfig(_Section):

@@ -165,3 +165,30 @@ def test_two_gloo_ranks_equal_one_process():
     for name, want in ref.items():
         assert r0[name].shape == want.shape
         assert torch.equal(r0[name], want), (name, (r0[name] - want).abs().max())  # bit for bit
+
+
+@pytest.mark.parametrize("groups", [2, 3])
+def test_groups_side_by_side_equal_one_after_the_other(groups, monkeypatch):
+    """With 2 torch threads the group networks run in worker threads (one torch thread each);
+    the result equals the sequential one, carries no autograd graph, and the caller's thread
+    count is unchanged."""
+    models = _models(groups)
+    prior = PartitionedPrior(models, Sampler(SCHEDULE, prediction="v"), S, precision="bfloat16")
+    x = torch.randn(2, groups * S, H, H)
+    torch.set_num_threads(2)  # the one_thread fixture restores it
+    seen = []
+    real = run_network
+
+    def spy(model, xg, t, precision):
+        seen.append((torch.get_num_threads(), torch.is_grad_enabled()))
+        return real(model, xg, t, precision)
+
+    monkeypatch.setattr("paperlib.diffusion.partition.run_network", spy)
+    side_by_side = prior.denoise(x, 40)
+    assert torch.get_num_threads() == 2 and seen == [(1, False)] * groups
+    monkeypatch.setattr(PartitionedPrior, "parallel_groups", False)
+    seen.clear()
+    in_turn = prior.denoise(x, 40)
+    assert seen == [(2, False)] * groups
+    torch.testing.assert_close(side_by_side, in_turn, rtol=1e-6, atol=1e-6)
+    assert not side_by_side.requires_grad

@@ -107,12 +107,13 @@ def test_dart_beats_zero_filled_on_ci(ci_outputs):
 def _check_stem_rows(rows) -> None:
     """The 4D-STEM rows of a notebook: the depth-blind reference is a property of the crystal,
     the per-slice column is the mean of the stored per-slice SSIMs, and the physics baselines
-    recover the phase projection (SSIM >= 0.857 on every ci crystal in the baseline run)."""
+    recover the phase projection. The ci test data are abTEM's, with phonons, noise and tilt, on
+    a 32x32 grid (stem_eval.data); SSIM >= 0.78 on every ci crystal in the run that set 0.7."""
     for case, got in _by_case(rows).items():
         assert set(got) == {"dart", "drift", "three_pie", "three_pie_thickness", "torchslice", "sparse"}, case
         assert len({float(r["ssim_depth_blind"]) for r in got.values()}) == 1, case
         for method in ("three_pie", "three_pie_thickness", "sparse"):
-            assert float(got[method]["ssim_projected"]) > 0.8, (case, method)
+            assert float(got[method]["ssim_projected"]) > 0.7, (case, method)
     for r in rows:
         assert r["modality"] == "stem" and float(r["wall_time_s"]) > 0 and r["material"] in r["case"]
         slices = [float(v) for v in r["ssim_slices"].split(";")]
@@ -129,6 +130,34 @@ def test_tab1_stem_outputs(ci_outputs):
     assert "SSIM projection reported in paper" in md and "Depth-blind" in md
     assert tables.mean_std(*PAPER_TABLE1[("stem", "three_pie")]) in md
     assert (ci_outputs / "tab1_ssim_stem.csv").is_file()
+
+
+@pytest.mark.notebook
+def test_stem_dose_figure(ci_outputs):
+    """The dose figure (written by tab1_ssim): the table's dose rows are the table's own, every
+    further dose scores the same crystals with every method, the summary and figure exist."""
+    from paperlib.config import load_profile
+
+    data = load_profile("ci").stem_eval.data
+    rows = tables.read_cases(ci_outputs / "fig_stem_dose_cases.csv")
+    assert {float(r["dose"]) for r in rows} == {data.dose, *data.sweep_doses}
+    at_table = [r for r in rows if float(r["dose"]) == data.dose]
+    table = tables.read_cases(ci_outputs / "tab1_ssim_stem_cases.csv")
+    for r in at_table:
+        twin, = [t for t in table if (t["case"], t["method"], t["seed"]) == (r["case"], r["method"], r["seed"])]
+        assert twin["ssim_projected"] == r["ssim_projected"]
+    cases = {r["case"] for r in rows}
+    assert len(cases) == data.sweep_n
+    for d in {float(r["dose"]) for r in rows}:
+        got = [r for r in rows if float(r["dose"]) == d]
+        assert {r["case"] for r in got} == cases and len(got) == len(at_table)
+    _check_stem_rows([r for r in rows if float(r["dose"]) != data.dose] or at_table)
+    summary = tables.read_csv_rows(ci_outputs / "fig_stem_dose.csv")
+    assert len(summary) == len({(r["dose"], r["method"]) for r in rows})
+    md = (ci_outputs / "fig_stem_dose.md").read_text()
+    assert "Depth-blind reference" in md and "abTEM" in md and "one crystal, no interval" in md
+    for ext in ("png", "pdf"):
+        assert (ci_outputs / f"fig_stem_dose.{ext}").stat().st_size > 1000
 
 
 @pytest.mark.notebook

@@ -88,6 +88,53 @@ def test_stem_cases_on_ci(ci, one_thread):
         stem_exp.stem_cases(ci, "tset")
 
 
+def test_eval_cases_follow_the_profiles_data(ci, one_thread):
+    """The test tables' crystals (issue 16): the fresh splits, abTEM with the profile's options;
+    the same crystals at every dose, only the noise differs; the notes say what the data are."""
+    data = ci.stem_eval.data
+    assert data.simulator == "abtem" and data.fresh and data.dose is not None  # what the ci tables run on
+    table = stem_exp.eval_cases(ci, "test", n=1)[0]
+    loud = stem_exp.eval_cases(ci, "test", n=1, dose=data.sweep_doses[0])[0]
+    clean = stem_exp.eval_cases(ci, "test", n=1, dose=None)[0]
+    assert table.case_id.startswith("test_fresh000") and table.case_id == loud.case_id == clean.case_id
+    assert torch.equal(table.potential, loud.potential) and torch.equal(table.potential, clean.potential)
+    assert not torch.equal(table.intensities, loud.intensities)
+    # noise around the same noiseless data; more noise at the lower dose
+    err = [float((c.intensities - clean.intensities).abs().mean()) for c in (table, loud)]
+    assert 0 < err[0] < err[1], err
+    plain = stem_exp.stem_cases(ci, "test", n=1)[0]
+    assert not torch.equal(plain.potential, table.potential)  # other seeds than the test split's
+    ood = stem_exp.eval_cases(ci, "ood", n=1)[0]
+    assert ood.material == "WSe2" and ood.case_id.startswith("ood_fresh000")
+    note = stem_exp.data_note(ci)
+    assert "abTEM" in note and "2 frozen-phonon" in note and "100000 e-/Å²" in note and "random depth" in note
+    assert "nothing was tuned" in note
+    plain_cfg = ci.model_copy(update={"stem_eval": ci.stem_eval.model_copy(
+        update={"data": type(data)()})})
+    assert stem_exp.eval_params(plain_cfg) == ci.stem  # default data: the prior's own, same cache
+    assert "nothing was tuned" not in stem_exp.data_note(plain_cfg)
+    with pytest.raises(ValueError, match="split"):
+        stem_exp.eval_cases(ci, "val")
+    with pytest.raises(ValueError, match="dose"):
+        stem_exp.eval_params(ci, "high")
+
+
+@pytest.mark.parametrize("data, match", [
+    ({"tilt_mrad": 1.0}, "tilt_mrad"),
+    ({"simulator": "abtem", "dose": 1e5, "sweep_doses": [1e5]}, "already the tables' dose"),
+    ({"sweep_doses": [-1.0]}, "sweep_doses"),
+    ({"simulator": "abtem", "dose": 1e5, "sweep_doses": [1e4], "sweep_n": 9}, "sweep_n"),
+    ({"dose": 1e5, "frozen_phonon": 2}, "frozen_phonon"),
+])
+def test_eval_data_section_rejects_bad_values(tmp_path, data, match):
+    raw = _ci_dict()
+    raw["stem_eval"]["data"] = data
+    path = tmp_path / "custom.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=match):
+        load_profile(path)
+
+
 def test_run_cases_stem_rows_and_table(ci, one_thread, tmp_path):
     fast = ci.stem_baselines.model_copy(update={
         "three_pie": ci.stem_baselines.three_pie.model_copy(update={"n_iter": 1}),

@@ -66,7 +66,8 @@ then the samples, their random streams and the cache keys are those of the plain
 * ``tilt_mrad``: a small beam tilt, uniform in ``[-tilt_mrad, tilt_mrad]`` per axis, drawn per
   sample (abTEM's ``Probe(tilt=)``, so ``simulator="abtem"`` only); the reconstructions are not
   told;
-* the ``test_fresh`` split: new seeds for a test set that no design choice has seen.
+* the ``test_fresh`` and ``ood_fresh`` splits: new seeds for cubic and hexagonal test sets that
+  no design choice has seen.
 
 Datasets are cached sample by sample under ``paths.cache_dir() / "crystals" / <hash>``, the
 hash taken over every generation parameter, and written atomically.
@@ -445,7 +446,9 @@ class STEMDataParams(BaseModel):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-SPLITS = {"train": 0, "val": 1, "test": 2, "ood": 3, "test_fresh": 4}
+SPLITS = {"train": 0, "val": 1, "test": 2, "ood": 3, "test_fresh": 4, "ood_fresh": 5}
+#: the splits of the hexagonal (out-of-distribution) family; the others are cubic
+HEXAGONAL_SPLITS = ("ood", "ood_fresh")
 #: the STEMDataParams fields of the evaluation data (module docstring), off by default
 EVALUATION_OPTIONS = ("placement", "frozen_phonons", "phonon_rms", "tilt_mrad")
 
@@ -537,13 +540,14 @@ def poisson_counts(intensities: torch.Tensor, params: STEMDataParams, rng: np.ra
 
 
 def make_sample(params: STEMDataParams, split: str, index: int) -> STEMSample:
-    """Draw sample ``index`` of ``split`` (``train``/``val``/``test``: cubic; ``ood``: hexagonal)."""
+    """Draw sample ``index`` of ``split`` (``train``/``val``/``test``/``test_fresh``: cubic;
+    ``ood``/``ood_fresh``: hexagonal)."""
     if split not in SPLITS:
         raise InputValidationError(f"split: expected one of {sorted(SPLITS)}, got {split!r}")
     seed = (int(params.seed), SPLITS[split], int(index))
     rng = np.random.default_rng(seed)
     materials, axes = (
-        (params.ood_materials, params.ood_zone_axes) if split == "ood"
+        (params.ood_materials, params.ood_zone_axes) if split in HEXAGONAL_SPLITS
         else (params.cubic_materials, params.cubic_zone_axes)
     )
     material = materials[int(index) % len(materials)]  # balanced families, even for small n
@@ -631,7 +635,7 @@ def _load(path: Path) -> STEMSample:
 
 def stem_dataset(
     params: STEMDataParams,
-    split: Literal["train", "val", "test", "ood", "test_fresh"],
+    split: Literal["train", "val", "test", "ood", "test_fresh", "ood_fresh"],
     n: int,
     *,
     cache: bool = True,
@@ -641,7 +645,7 @@ def stem_dataset(
 
     Sample ``i`` depends only on ``(params, split, i)``, so growing ``n`` reuses the cache.
     ``train``, ``val``, ``test`` and ``test_fresh`` draw cubic crystals with different seeds;
-    ``ood`` draws the hexagonal family.
+    ``ood`` and ``ood_fresh`` draw the hexagonal family.
     """
     from tqdm.auto import tqdm
 

@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 
 from ..config import Profile
-from ..data.crystals import stem_dataset
+from ..data.crystals import STEMDataParams, STEMSample, stem_dataset
 from ..physics.multislice import MultisliceOperator
 from ..recon import stem_baselines
 from .priors import GuidedSetup, register_guided
@@ -90,6 +90,13 @@ class STEMCase:
     truth = property(lambda self: self.potential)
     measurement = property(lambda self: self.intensities)
 
+    @classmethod
+    def from_sample(cls, sample: STEMSample) -> "STEMCase":
+        """The case of one generated crystal (its operator is the one that simulated it, minus
+        what the data options add: phonons, tilt, noise)."""
+        return cls(sample.case_id, sample.potential, sample.operator(), sample.intensities, sample.material,
+                   sample.zone_axis)
+
 
 def stem_cases(
     profile: Profile,
@@ -110,7 +117,73 @@ def stem_cases(
     count = counts[split] if n is None else int(n)
     if count < 1:
         raise ValueError(f"n: expected >= 1, got {count}")
-    samples = stem_dataset(profile.stem, split, count, progress=progress)
-    return [STEMCase(s.case_id, s.potential, s.operator(), s.intensities, s.material, s.zone_axis)
-            for s in samples]
+    return [STEMCase.from_sample(s) for s in stem_dataset(profile.stem, split, count, progress=progress)]
+
+
+#: ``eval_cases(dose=PROFILE_DOSE)``: the dose of the profile's ``stem_eval.data``
+PROFILE_DOSE = "profile"
+
+
+def eval_params(profile: Profile, dose: float | None | str = PROFILE_DOSE) -> STEMDataParams:
+    """The generator parameters of the test tables' data: the profile's ``stem`` section with the
+    evaluation options of ``stem_eval.data`` (simulator, frozen phonons, placement, tilt) at
+    ``dose`` (e-/Å²; None = noiseless; default the profile's)."""
+    data = profile.stem_eval.data
+    if isinstance(dose, str) and dose != PROFILE_DOSE:
+        raise ValueError(f"dose: expected e-/Å^2, None (noiseless) or {PROFILE_DOSE!r}, got {dose!r}")
+    options = data.model_dump(include={"simulator", "frozen_phonons", "phonon_rms", "placement", "tilt_mrad"})
+    options["dose"] = data.dose if dose == PROFILE_DOSE else dose
+    if options["simulator"] == "abtem":
+        options["window"] = None  # abTEM simulates the full grid
+    return STEMDataParams(**{**profile.stem.model_dump(), **options})
+
+
+def eval_cases(
+    profile: Profile,
+    split: Literal["test", "ood"] = "test",
+    n: int | None = None,
+    *,
+    dose: float | None | str = PROFILE_DOSE,
+    progress: bool = False,
+) -> list[STEMCase]:
+    """The crystals of the test tables (Table 1: ``test``, cubic; Table 2: ``ood``, hexagonal) as
+    ``stem_eval.data`` makes them (issue 16): by default the first ``stem_eval.n_test`` /
+    ``n_ood`` crystals of the ``test_fresh`` / ``ood_fresh`` split when ``data.fresh``, simulated
+    by ``data.simulator`` with its phonons, placement and tilt, at ``dose``.
+
+    The crystals do not depend on the dose (the noise is drawn last), so a dose sweep scores the
+    same crystals at every dose.
+    """
+    counts = {"test": profile.stem_eval.n_test, "ood": profile.stem_eval.n_ood}
+    if split not in counts:
+        raise ValueError(f"split: expected one of {sorted(counts)}, got {split!r}")
+    count = counts[split] if n is None else int(n)
+    if count < 1:
+        raise ValueError(f"n: expected >= 1, got {count}")
+    name = f"{split}_fresh" if profile.stem_eval.data.fresh else split
+    return [STEMCase.from_sample(s) for s in stem_dataset(eval_params(profile, dose), name, count, progress=progress)]
+
+
+def data_note(profile: Profile, dose: float | None | str = PROFILE_DOSE, *, noise: str | None = None) -> str:
+    """One sentence saying what the test tables' 4D-STEM data are (for the tables' notes);
+    ``noise`` replaces the part about the dose (e.g. for a dose sweep)."""
+    data, p = profile.stem_eval.data, eval_params(profile, dose)
+    who = ("abTEM's multislice (not our operator)" if data.simulator == "abtem"
+           else "our multislice operator (the model the reconstructions invert)")
+    parts = [f"intensities simulated by {who}"]
+    if data.frozen_phonons > 1:
+        parts.append(f"averaged over {data.frozen_phonons} frozen-phonon configurations of {data.phonon_rms:g} Å rms "
+                     "(the static potential is the ground truth)")
+    parts.append("crystals at a random depth (vacuum above and below)" if data.placement == "random"
+                 else "crystals at the entrance surface")
+    if data.tilt_mrad > 0:
+        parts.append(f"a random beam tilt of up to {data.tilt_mrad:g} mrad per axis, not told to the methods")
+    parts.append(noise or ("noiseless" if p.dose is None else f"Poisson noise at {p.dose:g} e-/Å²"))
+    split = ("fresh seeds (the test_fresh / ood_fresh splits) that no design choice has seen" if data.fresh
+             else "the test / ood splits")
+    text = "Data: " + "; ".join(parts) + f"; crystals from {split}."
+    if data != type(data)(sweep_doses=data.sweep_doses, sweep_n=data.sweep_n):  # not the prior's own kind of data
+        text += " Every method keeps the settings tuned on our operator's noiseless validation crystals: nothing " \
+                "was tuned on data of this kind."
+    return text
 

@@ -306,6 +306,12 @@ def _complex_dtype(t: Tensor) -> torch.dtype:
     return torch.complex128 if t.dtype in (torch.float64, torch.complex128) else torch.complex64
 
 
+def _check_step_size(step_size) -> None:
+    """Eq. 4's step size: a finite real number (a clear error, not a NaN volume)."""
+    if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not math.isfinite(step_size):
+        raise ValueError(f"step_size: expected a finite number, got {step_size!r}")
+
+
 class MRIOperator:
     """Masked centred orthonormal 2D Fourier transform of every slice (paper Eq. 3).
 
@@ -561,8 +567,7 @@ class MRIOperator:
         True
         """
         self.check(y, "y")
-        if not isinstance(step_size, (int, float)) or not math.isfinite(step_size):
-            raise ValueError(f"step_size: expected a finite number, got {step_size!r}")
+        _check_step_size(step_size)
         y = y.detach().clone()
         images: dict = {}
 
@@ -584,8 +589,7 @@ class MRIOperator:
                 self.check(t, name)  # names the argument and the dtype
         if x.shape != y.shape:
             raise InputValidationError(f"x and y: expected one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-        if not isinstance(step_size, (int, float)) or not math.isfinite(step_size):
-            raise ValueError(f"step_size: expected a finite number, got {step_size!r}")
+        _check_step_size(step_size)
 
     def _measured_image(self, y: Tensor, dtype: torch.dtype) -> Tensor:
         """``A^H y`` in the complex ``dtype``."""

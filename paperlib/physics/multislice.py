@@ -495,6 +495,9 @@ class MultisliceOperator:
         scale = torch.full((self.n_slices, 1, 1), 1.0 / (wgrid[0] * wgrid[1]), dtype=f64)
         scale[-1] = 1.0
         self._propagators_fftw = (self.propagators * scale.to(self.device, self.dtype)).contiguous()
+        # conjugates for the adjoint (gradient): materialised, multiplying by a conj view copies
+        self._propagators_conj = self.propagators.conj().resolve_conj()
+        self._propagators_fftw_conj = self._propagators_fftw.conj().resolve_conj()
         probe_k = probe_fourier(wgrid, s, self.energy, self.semiangle, self.defocus, dtype=f64)
         # integer pixel of every position, the window origin, and the sub-window probe offset
         pos = torch.as_tensor(self.scan_positions.reshape(-1, 2), dtype=f64)
@@ -893,16 +896,118 @@ class MultisliceOperator:
         amp_meas = torch.sqrt(intensities.reshape(-1, *self.detector_shape))
         if index is not None:
             amp_meas = amp_meas[index]
-        amp = self._to_detector(self.exit_waves(V, index)).abs()
+        if V.requires_grad and torch.is_grad_enabled():
+            amp = self._to_detector(self.exit_waves(V, index)).abs()
+        else:  # no graph needed: the batched in-place forward (a value, e.g. the thickness search's)
+            amp = self._intensities_fast(V, index).sqrt_()
         return ((amp - amp_meas) ** 2).sum()
 
     def gradient(self, V, intensities, *, index: torch.Tensor | None = None):
-        """``(loss, dloss/dV)`` by autograd; the gradient is (D, H, W) in 1/(V·Å) units of loss."""
-        V = self.check_potential(V).detach().requires_grad_(True)
-        with torch.enable_grad():
-            value = self.loss(V, intensities, index=index)
-            (grad,) = torch.autograd.grad(value, V)
-        return value.detach(), grad
+        """``(loss, dloss/dV)`` of :meth:`loss`; the gradient is (D, H, W) in 1/(V·Å) units of loss.
+
+        Computed by the hand-written adjoint of the multislice recursion
+        (:meth:`_loss_and_gradient`: the same transforms as autograd, batched over positions,
+        without autograd's graph; ~2x faster on CPU, same numbers up to float rounding, tested
+        against autograd through :meth:`loss`)."""
+        V = self.check_potential(V).detach()
+        intensities = self.check_intensities(intensities)
+        amp_meas = torch.sqrt(intensities.reshape(-1, *self.detector_shape))
+        if index is not None:
+            amp_meas = amp_meas[index]
+        with torch.no_grad():
+            return self._loss_and_gradient(V, amp_meas, index)
+
+    def _loss_and_gradient(self, V: torch.Tensor, amp_meas: torch.Tensor,
+                           index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 2 (amplitude form) and its gradient by reverse-mode differentiation written out.
+
+        Forward, per batch of positions (the incident waves ``psi_n`` kept): ``u_n = psi_n t_n``,
+        ``k_n = F(u_n) P_n``, ``psi_{n+1} = F^-1 k_n``; far field ``Psi = crop(k_{D-1})``, loss
+        ``sum (|Psi| - a)^2``. Backward, with ``g`` twice the Wirtinger derivative
+        ``dL/d conj(z)``: ``g_Psi = 2 (|Psi| - a) sgn(Psi)`` (zero outside the crop), then per
+        slice from the last ``h = N F^-1(conj(P_n) g_k)`` (``F^H = N F^-1``, ``N = wy wx``),
+        ``g_t_n += conj(psi_n) h`` (summed over positions, scattered onto the grid) and
+        ``g_k(n-1) = F(conj(t_n) h) / N``. Through the band limit ``B`` (real and symmetric,
+        so self-adjoint) and ``e = exp(i sigma V)``: ``dL/dV = sigma Im(B[g_t] conj(e))``.
+        On CPU the transforms run in FFTW's preallocated buffers like the forward model
+        (:meth:`_intensities_fast`), with ``1 / N`` folded into the conjugate propagators.
+        """
+        e = torch.polar(torch.ones_like(V), self.sigma * V)
+        t = self.band_limit(e)
+        t_conj = t.conj().resolve_conj()
+        g_t = torch.zeros_like(t)
+        loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        # the measured amplitudes on the far-field grid in FFT order, and where the detector sees
+        amp_full = torch.zeros(amp_meas.shape[0], *self.window, dtype=amp_meas.dtype, device=self.device)
+        for dst_r, src_r in self._det_blocks[0]:  # the inverse of the forward's fftshift + crop
+            for dst_c, src_c in self._det_blocks[1]:
+                amp_full[:, src_r, src_c] = amp_meas[:, dst_r, dst_c]
+        seen = torch.zeros(self.window, dtype=amp_meas.dtype, device=self.device)
+        seen[self._det_rows[:, None], self._det_cols[None, :]] = 1.0
+        batch = self._adjoint_batch_fftw if self.fft_backend == "fftw" else self._adjoint_batch_torch
+        n_out = self.n_positions if index is None else len(index)
+        for start in range(0, n_out, self.batch_size):
+            stop = min(start + self.batch_size, n_out)
+            sel = torch.arange(start, stop, device=self.device) if index is None else index[start:stop]
+            probes = (self._probes[start:stop] if index is None and self._probes is not None
+                      else self.probe_batch(sel))
+            value, g_win = batch(probes, self.windows(t, sel), self.windows(t_conj, sel), amp_full[start:stop], seen)
+            loss += value
+            g_t += self.scatter(g_win, sel)
+        grad = (self.band_limit(g_t) * e.conj()).imag.mul_(self.sigma)
+        return loss.to(V.dtype), grad
+
+    @staticmethod
+    def _far_field_gradient(wave_k: torch.Tensor, amp_full: torch.Tensor, seen: torch.Tensor,
+                            out: torch.Tensor) -> torch.Tensor:
+        """The batch's loss; ``out`` := ``g_Psi`` of :meth:`_loss_and_gradient` on the whole far
+        field (FFT order), zero where the detector does not see (``seen`` = 0). ``wave_k`` may be ``out``."""
+        resid = wave_k.abs().sub_(amp_full).mul_(seen)
+        value = resid.double().square().sum()
+        torch.sgn(wave_k, out=out).mul_(resid.mul_(2))
+        return value
+
+    def _adjoint_batch_torch(self, probes, t_sel, t_conj, amp_full, seen):
+        """One batch of :meth:`_loss_and_gradient` with ``torch.fft``: (loss, (D, B, wy, wx) g_t)."""
+        incident: list = []
+        wave_k = self.propagate(probes, t_sel, incident=incident)
+        g = torch.empty_like(wave_k)
+        value = self._far_field_gradient(wave_k, amp_full, seen, g)
+        g_win = torch.empty((self.n_slices, *wave_k.shape), dtype=wave_k.dtype, device=self.device)
+        n_pix = self.window[0] * self.window[1]
+        for n in range(self.n_slices - 1, -1, -1):
+            h = torch.fft.ifft2(g.mul_(self._propagators_conj[n])).mul_(n_pix)
+            torch.mul(incident[n].conj(), h, out=g_win[n])
+            if n > 0:
+                g = torch.fft.fft2(h.mul_(t_conj[n])).div_(n_pix)
+        return value, g_win
+
+    def _adjoint_batch_fftw(self, probes, t_sel, t_conj, amp_full, seen):
+        """One batch of :meth:`_loss_and_gradient` in FFTW's buffers (unnormalised transforms:
+        the forward's ``1 / N`` sits in :attr:`_propagators_fftw`, the backward's in their
+        conjugates)."""
+        plans = self._fftw_plans(probes.shape[0])
+        real, recip = plans.real, plans.recip
+        props, props_conj = self._propagators_fftw, self._propagators_fftw_conj
+        incident = torch.empty((self.n_slices, *probes.shape), dtype=probes.dtype, device=self.device)
+        incident[0].copy_(probes)
+        for n in range(self.n_slices):
+            torch.mul(incident[n], t_sel[n], out=real)
+            plans.forward.execute()
+            recip.mul_(props[n])
+            if n + 1 < self.n_slices:
+                plans.backward.execute()  # psi_{n+1} (1 / N in props[n])
+                incident[n + 1].copy_(real)
+        value = self._far_field_gradient(recip, amp_full, seen, recip)
+        g_win = incident  # overwritten slice by slice from the last: psi_n is read before g_t_n lands
+        for n in range(self.n_slices - 1, -1, -1):
+            recip.mul_(props_conj[n])  # conj(P_n), with 1 / N except for the last slice
+            plans.backward.execute()  # real = N F^-1(...) = h
+            g_win[n].conj_physical_().mul_(real)
+            if n > 0:
+                real.mul_(t_conj[n])
+                plans.forward.execute()  # N g_k(n-1); the 1 / N is in props[n-1]
+        return value, g_win
 
     def physics_step(
         self,
