@@ -20,7 +20,11 @@ the depth-blind reference). Writes ``benchmarks/results/stem_abtem_eval.csv`` (p
 crystals], n).
 
     python benchmarks/stem_abtem_eval.py --profile default --n 4 --doses 1e5
-    python benchmarks/stem_abtem_eval.py --doses 1e4 1e5 1e6 --no-anywhere --out benchmarks/results/stem_abtem_dose.csv
+    python benchmarks/stem_abtem_eval.py --doses 1e4 1e5 1e6 --no-anywhere --out /tmp/stem_abtem_dose.csv
+
+Tables 1-2 are now computed on such data (the profile's ``stem_eval.data``), and the dose sweep is
+the dose figure of ``notebooks/tab1_ssim.py`` (``figures/fig_stem_dose.md``); this script remains
+the place of the thickness search over slabs anywhere and of other phonon / tilt settings.
 """
 from __future__ import annotations
 

@@ -139,13 +139,9 @@ print((out / "tab1_ssim_stem.md").read_text())
 # `figures/fig_stem_dose.md` / `.csv` and the figure are derived from that file.
 
 # %%
-import math
+from IPython.display import Image, display
 
-import matplotlib.pyplot as plt
-import numpy as np
-
-from paperlib.io import atomic_write_text
-from paperlib.plotting import save_figure
+from paperlib.experiments.stem_dose import write_dose_figure
 
 sweep = cfg.stem_eval.data
 if sweep.sweep_doses:
@@ -162,60 +158,9 @@ if sweep.sweep_doses:
 
 # %%
 if sweep.sweep_doses:
-    dose_summary = sorted(tables.summarise(tables.read_cases(out / "fig_stem_dose_cases.csv"), by=("dose", "method")),
-                          key=lambda e: float(e["dose"]))
-    for e in dose_summary:
-        e["dose"] = float(e["dose"])
-    methods = list(cfg.stem_eval.methods)
-    doses = sorted({e["dose"] for e in dose_summary})
-    columns = ("ssim_slice_mean", "ssim_projected", "ssim_depth_blind")
-    tables.write_csv_rows([{k: e[k] for k in ("dose", "method", "n", "n_cases")} |
-                           {f"{c}_{s}": e[f"{c}_{s}"] for c in columns for s in ("mean", "std", "ci_low", "ci_high")}
-                           for e in dose_summary], out / "fig_stem_dose.csv")
-    body = [[f"{e['dose']:g}", METHOD_LABELS.get(e["method"], e["method"]), e["n"]]
-            + [tables.mean_std_ci(e, c) for c in columns] for e in dose_summary]
-    lines = ["# 4D-STEM SSIM against dose", "",
-             tables.markdown_table(["Dose (e-/Å²)", "Method", "n", "SSIM per slice", "SSIM projection",
-                                    "Depth-blind reference (per slice)"], body).rstrip("\n"), "",
-             f"- {sweep.sweep_n} cubic test crystals (the table's first), {len(cfg.stem_eval.seeds)} seed(s). "
-             + stem_exp.data_note(cfg, noise="Poisson noise at the dose of the first column"),
-             "- " + tables.INTERVAL_NOTE]
-    fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.8), sharex=True)
-    for ax, col, title in zip(axes, columns[:2], ("per-slice SSIM", "projection SSIM")):
-        for name in methods:
-            pts = [e for e in dose_summary if e["method"] == name]
-            x = np.array([e["dose"] for e in pts])
-            y = np.array([e[f"{col}_mean"] for e in pts])
-            err = np.array([[e[f"{col}_mean"] - e[f"{col}_ci_low"], e[f"{col}_ci_high"] - e[f"{col}_mean"]]
-                            for e in pts]).T
-            ax.errorbar(x, y, yerr=np.nan_to_num(err), marker="o", ms=3, capsize=2,
-                        label=METHOD_LABELS.get(name, name).split(" (")[0])
-        if col == "ssim_slice_mean":
-            ref = [next(e for e in dose_summary if e["dose"] == d) for d in doses]
-            ax.plot(doses, [e["ssim_depth_blind_mean"] for e in ref], "k--", lw=1, label="depth-blind reference")
-        ax.set_xscale("log")
-        ax.set_xlabel("dose (e-/Å²)")
-        ax.set_title(title, fontsize=8)
-    axes[0].set_ylabel("SSIM (mean, 95 % interval)")
-    axes[1].legend(fontsize=6, loc="lower right")
-    save_figure(fig, "fig_stem_dose", out)
-    ordering = []
-    for d in doses:
-        at = {e["method"]: e for e in dose_summary if e["dose"] == d}
-        for col, what in (("ssim_projected", "projection"), ("ssim_slice_mean", "per-slice")):
-            best = max(at.values(), key=lambda e: e[f"{col}_mean"])
-            head = (f"- {d:g} e-/Å², {what} SSIM: highest mean {METHOD_LABELS.get(best['method'], best['method'])} "
-                    f"{best[f'{col}_mean']:.3f}; ")
-            if not np.isfinite(best[f"{col}_ci_low"]):
-                ordering.append(head + "one crystal, no interval: the order is not shown.")
-                continue
-            rivals = [m for m, e in at.items() if m != best["method"] and e[f"{col}_ci_high"] >= best[f"{col}_ci_low"]]
-            ordering.append(head + ("no other method's interval reaches its interval." if not rivals else
-                                    "intervals overlapping it: " + ", ".join(METHOD_LABELS.get(m, m) for m in rivals)
-                                    + "."))
-    text = "\n".join(lines + ordering) + "\n"
-    atomic_write_text(out / "fig_stem_dose.md", text)
-    tables.write_json(out / "fig_stem_dose.json", {"provenance": stem_prov, "doses": doses,
-                                                    "crystals": sweep.sweep_n})
-    print(text)
-    plt.show()
+    write_dose_figure(out, METHOD_LABELS, provenance=stem_prov, notes=[
+        f"{sweep.sweep_n} cubic test crystals (the table's first), {len(cfg.stem_eval.seeds)} seed(s). "
+        + stem_exp.data_note(cfg, noise="Poisson noise at the dose of the first column"),
+        tables.INTERVAL_NOTE])
+    print((out / "fig_stem_dose.md").read_text())
+    display(Image(filename=str(out / "fig_stem_dose.png")))

@@ -189,3 +189,20 @@ def test_run_cases_stem_rows_and_table(ci, one_thread, tmp_path):
     paper_col = header.index("SSIM projection reported in paper")
     assert header[paper_col - 1] == "SSIM projection (ours)"
     assert body[0][paper_col] == tables.mean_std(*PAPER_TABLE1[("stem", "three_pie")]) and body[0][1].startswith("3PIE")
+
+
+def test_dose_summary_needs_the_dose_column_and_sorts_by_dose():
+    from paperlib.experiments.stem_dose import dose_summary, ordering_notes
+
+    rows = [{"case": f"c{i}", "method": m, "dose": d, "ssim_slice_mean": v, "ssim_projected": v + 0.4,
+             "ssim_depth_blind": 0.5}
+            for d, base in (("1e6", 0.6), ("1e4", 0.3)) for m, off in (("dart", 0.1), ("three_pie", 0.0))
+            for i, v in enumerate((base + off, base + off + 0.02))]
+    summary = dose_summary(rows)
+    assert [(e["dose"], e["method"]) for e in summary] == [(1e4, "dart"), (1e4, "three_pie"),
+                                                           (1e6, "dart"), (1e6, "three_pie")]
+    notes = ordering_notes(summary, {"dart": "DART"})
+    assert notes[0].startswith("10000 e-/Å², projection SSIM: highest mean DART")
+    assert "no other method's interval reaches its interval" in notes[0]
+    with pytest.raises(ValueError, match="'dose' column"):
+        dose_summary([{k: v for k, v in rows[0].items() if k != "dose"}])
