@@ -7,9 +7,12 @@ the true occupied slices (mass per slice of the ground truth above 5 % of its la
 method's *mass centre in depth* (slice index weighted by the reconstruction's potential summed
 over each slice; lateral registration does not move it) against the truth's, with the per-slice
 SSIM and the depth-blind reference, so that a loss can be traced to a misplaced slab. It also
-records the metric's fitted scale ``a`` (:func:`paperlib.metrics.stem.align`: truth ~ a * recon + b):
-``a`` = 1 means the reconstruction's potential has the truth's strength (the user report in
-issue 16 had DART's 3x too strong, ``a`` = 0.32).
+records the potential's strength: the *mass ratio* (total potential of the reconstruction over
+the truth's; 1 = the right strength) and the metric's fitted scale ``a``
+(:func:`paperlib.metrics.stem.align`: truth ~ a * recon + b), which is what the user report in
+issue 16 quoted (DART ``a`` = 0.32) but mixes strength with correlation
+(``a = corr * std(truth) / std(recon)``: a misplaced potential of the right strength also has a
+small ``a``).
 
     python benchmarks/stem_depth_placement.py --profile default --out benchmarks/results/stem_depth_placement.csv
 
@@ -64,23 +67,26 @@ def main(argv: list[str] | None = None) -> int:
         for r in (r for r in got if r["case"] == case.case_id):
             recon = recons[(case.case_id, r["method"], seed)]
             scale = float(align(recon, case.potential)[2])
+            mass = float(recon.double().sum() / case.potential.double().sum())
             rows.append({"case": case.case_id, "method": r["method"], "true_first_slice": first,
                          "true_last_slice": last, "true_centre": truth_centre, "centre": depth_centre(recon),
-                         "centre_error": depth_centre(recon) - truth_centre, "fitted_scale": scale,
+                         "centre_error": depth_centre(recon) - truth_centre, "mass_ratio": mass, "fitted_scale": scale,
                          "ssim_slice_mean": r["ssim_slice_mean"], "ssim_depth_blind": r["ssim_depth_blind"]})
     tables.write_csv_rows(rows, args.out)
     body = [[r["case"], r["method"], f"{r['true_first_slice']}-{r['true_last_slice']}", f"{r['true_centre']:.2f}",
-             f"{r['centre']:.2f}", f"{r['centre_error']:+.2f}", f"{r['fitted_scale']:.2f}",
+             f"{r['centre']:.2f}", f"{r['centre_error']:+.2f}", f"{r['mass_ratio']:.2f}", f"{r['fitted_scale']:.2f}",
              f"{r['ssim_slice_mean']:.3f}",
              f"{r['ssim_depth_blind']:.3f}"] for r in rows]
     text = "\n".join([
         f"# Depth placement on the test tables' 4D-STEM data (profile {args.profile})", "",
         tables.markdown_table(["Crystal", "Method", "True slices", "True centre", "Centre", "Error (slices)",
-                               "Fitted scale a", "SSIM per slice", "Depth-blind reference"], body).rstrip("\n"), "",
+                               "Mass ratio", "Fitted scale a",
+                               "SSIM per slice", "Depth-blind reference"], body).rstrip("\n"), "",
         f"- {stem_exp.data_note(cfg)}",
         "- Centre: slice index (0 = entrance) weighted by the potential (its positive part) summed over each "
-        "slice; true slices: those holding > 5 % of the largest slice's potential. Fitted scale: the metric's "
-        "truth ~ a * reconstruction + b (1: the truth's strength).",
+        "slice; true slices: those holding > 5 % of the largest slice's potential. Mass ratio: total potential "
+        "of the reconstruction / the truth's (1: the truth's strength). Fitted scale: the metric's truth ~ a * "
+        "reconstruction + b, a = corr * std(truth) / std(reconstruction) (small for a misplaced potential too).",
         f"- Seed {seed}; code {git_commit()[:10]}, {args.threads} thread(s).", ""])
     atomic_write_text(args.out.with_suffix(".md"), text)
     print(text)
