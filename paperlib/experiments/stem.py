@@ -2,7 +2,9 @@
 :func:`paperlib.experiments.runner.run_cases`).
 
 A *case* is one crystal of a split of the profile's ``stem`` data (:func:`paperlib.data.crystals.
-stem_dataset`): its ground-truth potential ``(D, H, W)`` in V·Å, the
+stem_dataset`; :func:`stem_cases` for the prior's own kind of data, :func:`eval_cases` for the
+test tables' data as the profile's ``stem_eval.data`` makes them: abTEM, frozen phonons, dose,
+random depth, tilt, fresh seeds): its ground-truth potential ``(D, H, W)`` in V·Å, the
 :class:`~paperlib.physics.multislice.MultisliceOperator` that simulated it and the measured
 intensities ``(Sy, Sx, Ky, Kx)``. A *method* is any callable
 ``(operator, intensities, profile, generator) -> (D, H, W) potential`` registered under a name
