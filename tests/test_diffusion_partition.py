@@ -192,3 +192,27 @@ def test_groups_side_by_side_equal_one_after_the_other(groups, monkeypatch):
     assert seen == [(2, False)] * groups
     torch.testing.assert_close(side_by_side, in_turn, rtol=1e-6, atol=1e-6)
     assert not side_by_side.requires_grad
+
+
+def test_a_forked_child_runs_the_groups_side_by_side_too():
+    """The worker pool is per process: a child forked after the parent used it must not wait on
+    the parent's threads (it would hang); it gets its own pool and the same numbers."""
+    import multiprocessing as mp
+
+    models = _models(2)
+    prior = PartitionedPrior(models, Sampler(SCHEDULE, prediction="v"), S)
+    x = torch.randn(G * S, H, H)
+    torch.set_num_threads(2)  # the one_thread fixture restores it
+    want = prior.denoise(x, 30)  # the parent's pool now exists
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+
+    def child():
+        queue.put(prior.denoise(x, 30).numpy())  # plain pickling, not torch shared memory
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    got = queue.get(timeout=60)
+    proc.join(timeout=60)
+    assert proc.exitcode == 0
+    torch.testing.assert_close(torch.from_numpy(got), want, rtol=0, atol=0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
@@ -115,13 +116,14 @@ def group_generators(generator: torch.Generator, group_indices: Sequence[int]) -
             for g in group_indices]
 
 
-_GROUP_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_GROUP_POOLS: dict[tuple[int, int, int], ThreadPoolExecutor] = {}
 
 
 def _group_pool(workers: int, threads: int) -> ThreadPoolExecutor:
     """A process-wide pool of ``workers`` threads, each running torch ops on ``threads`` intra-op
-    threads (``torch.set_num_threads`` is per calling thread), made once per pair."""
-    key = (workers, threads)
+    threads (``torch.set_num_threads`` is per calling thread), made once per pair and per process
+    (a forked child inherits the pool object but not its threads, so it makes its own)."""
+    key = (os.getpid(), workers, threads)
     if key not in _GROUP_POOLS:
         _GROUP_POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix="paperlib-group",
                                                initializer=torch.set_num_threads, initargs=(threads,))
