@@ -937,12 +937,7 @@ class MultisliceOperator:
         t_conj = t.conj().resolve_conj()
         g_t = torch.zeros_like(t)
         loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        # the measured amplitudes on the far-field grid in FFT order, and where the detector sees
-        amp_full = torch.zeros(amp_meas.shape[0], *self.window, dtype=amp_meas.dtype, device=self.device)
-        for dst_r, src_r in self._det_blocks[0]:  # the inverse of the forward's fftshift + crop
-            for dst_c, src_c in self._det_blocks[1]:
-                amp_full[:, src_r, src_c] = amp_meas[:, dst_r, dst_c]
-        seen = torch.zeros(self.window, dtype=amp_meas.dtype, device=self.device)
+        seen = torch.zeros(self.window, dtype=amp_meas.dtype, device=self.device)  # where the detector sees
         seen[self._det_rows[:, None], self._det_cols[None, :]] = 1.0
         batch = self._adjoint_batch_fftw if self.fft_backend == "fftw" else self._adjoint_batch_torch
         n_out = self.n_positions if index is None else len(index)
@@ -951,7 +946,12 @@ class MultisliceOperator:
             sel = torch.arange(start, stop, device=self.device) if index is None else index[start:stop]
             probes = (self._probes[start:stop] if index is None and self._probes is not None
                       else self.probe_batch(sel))
-            value, g_win = batch(probes, self.windows(t, sel), self.windows(t_conj, sel), amp_full[start:stop], seen)
+            # the batch's measured amplitudes on the far-field grid in FFT order (memory O(batch))
+            amp_full = torch.zeros(stop - start, *self.window, dtype=amp_meas.dtype, device=self.device)
+            for dst_r, src_r in self._det_blocks[0]:  # the inverse of the forward's fftshift + crop
+                for dst_c, src_c in self._det_blocks[1]:
+                    amp_full[:, src_r, src_c] = amp_meas[start:stop, dst_r, dst_c]
+            value, g_win = batch(probes, self.windows(t, sel), self.windows(t_conj, sel), amp_full, seen)
             loss += value
             g_t += self.scatter(g_win, sel)
         grad = (self.band_limit(g_t) * e.conj()).imag.mul_(self.sigma)
