@@ -146,8 +146,8 @@ class PartitionedPrior(nn.Module):
 
     Volumes are (D, H, W) or batched (B, D, H, W) with ``D = len(models) * group_size``.
 
-    On a CPU with at least as many torch threads as groups, :meth:`denoise` runs the groups'
-    networks side by side, one Python thread per group with the torch threads shared out
+    On a CPU with more than one torch thread, :meth:`denoise` runs the groups' networks side by
+    side, ``min(groups, threads)`` Python threads with the torch threads shared out among them
     (:attr:`parallel_groups`): a group network of the default profile uses two cores at ~1.3x the
     speed of one, so two groups on one core each finish ~1.3x sooner than one after the other
     (``benchmarks/guided_speed.py``). The groups are independent, so the numbers do not depend on it.
