@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 
 from ..config import Profile
-from ..data.crystals import STEMDataParams, STEMSample, stem_dataset
+from ..data.crystals import EVALUATION_OPTIONS, STEMDataParams, STEMSample, stem_dataset
 from ..physics.multislice import MultisliceOperator
 from ..recon import stem_baselines
 from .priors import GuidedSetup, register_guided
@@ -112,14 +112,18 @@ def stem_cases(
     ``train``/``val``/``test`` are cubic crystals, ``ood`` the hexagonal family (Table 2).
     Samples are generated once and cached (see :func:`paperlib.data.crystals.stem_dataset`).
     """
-    counts = {"train": profile.stem_eval.n_train, "val": profile.stem_eval.n_val,
-              "test": profile.stem_eval.n_test, "ood": profile.stem_eval.n_ood}
-    if split not in counts:
-        raise ValueError(f"split: expected one of {sorted(counts)}, got {split!r}")
-    count = counts[split] if n is None else int(n)
+    count = _split_count(profile, split, n, ("train", "val", "test", "ood"))
+    return [STEMCase.from_sample(s) for s in stem_dataset(profile.stem, split, count, progress=progress)]
+
+
+def _split_count(profile: Profile, split: str, n: int | None, splits: tuple[str, ...]) -> int:
+    """``n``, or the profile's ``stem_eval.n_<split>`` when None; ``split`` one of ``splits``."""
+    if split not in splits:
+        raise ValueError(f"split: expected one of {sorted(splits)}, got {split!r}")
+    count = getattr(profile.stem_eval, f"n_{split}") if n is None else int(n)
     if count < 1:
         raise ValueError(f"n: expected >= 1, got {count}")
-    return [STEMCase.from_sample(s) for s in stem_dataset(profile.stem, split, count, progress=progress)]
+    return count
 
 
 #: ``eval_cases(dose=PROFILE_DOSE)``: the dose of the profile's ``stem_eval.data``
@@ -133,7 +137,7 @@ def eval_params(profile: Profile, dose: float | None | str = PROFILE_DOSE) -> ST
     data = profile.stem_eval.data
     if isinstance(dose, str) and dose != PROFILE_DOSE:
         raise ValueError(f"dose: expected e-/Å^2, None (noiseless) or {PROFILE_DOSE!r}, got {dose!r}")
-    options = data.model_dump(include={"simulator", "frozen_phonons", "phonon_rms", "placement", "tilt_mrad"})
+    options = data.model_dump(include={"simulator", *EVALUATION_OPTIONS})
     options["dose"] = data.dose if dose == PROFILE_DOSE else dose
     if options["simulator"] == "abtem":
         options["window"] = None  # abTEM simulates the full grid
@@ -156,12 +160,7 @@ def eval_cases(
     The crystals do not depend on the dose (the noise is drawn last), so a dose sweep scores the
     same crystals at every dose.
     """
-    counts = {"test": profile.stem_eval.n_test, "ood": profile.stem_eval.n_ood}
-    if split not in counts:
-        raise ValueError(f"split: expected one of {sorted(counts)}, got {split!r}")
-    count = counts[split] if n is None else int(n)
-    if count < 1:
-        raise ValueError(f"n: expected >= 1, got {count}")
+    count = _split_count(profile, split, n, ("test", "ood"))
     name = f"{split}_fresh" if profile.stem_eval.data.fresh else split
     return [STEMCase.from_sample(s) for s in stem_dataset(eval_params(profile, dose), name, count, progress=progress)]
 
@@ -184,7 +183,7 @@ def data_note(profile: Profile, dose: float | None | str = PROFILE_DOSE, *, nois
     split = ("fresh seeds (the test_fresh / ood_fresh splits) that no design choice has seen" if data.fresh
              else "the test / ood splits")
     text = "Data: " + "; ".join(parts) + f"; crystals from {split}."
-    if data != type(data)(sweep_doses=data.sweep_doses, sweep_n=data.sweep_n):  # not the prior's own kind of data
+    if p != profile.stem:  # not the prior's own kind of data
         text += " Every method keeps the settings tuned on our operator's noiseless validation crystals: nothing " \
                 "was tuned on data of this kind."
     return text

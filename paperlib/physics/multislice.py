@@ -533,6 +533,9 @@ class MultisliceOperator:
         self._det_rows = torch.fft.fftshift(torch.arange(wgrid[0]))[self.detector_crop[0]].to(self.device)
         self._det_cols = torch.fft.fftshift(torch.arange(wgrid[1]))[self.detector_crop[1]].to(self.device)
         self._det_blocks = (_contiguous_runs(self._det_rows), _contiguous_runs(self._det_cols))
+        # 1 where the detector sees on the far-field grid (FFT order), 0 elsewhere: the gradient's mask
+        self._detector_seen = torch.zeros(wgrid, dtype=self.dtype, device=self.device)
+        self._detector_seen[self._det_rows[:, None], self._det_cols[None, :]] = 1.0
         kk0 = torch.fft.fftshift(k0)[self.detector_crop[0]]
         kk1 = torch.fft.fftshift(k1)[self.detector_crop[1]]
         angle = torch.sqrt(kk0[:, None] ** 2 + kk1[None, :] ** 2) * self.wavelength * 1e3
@@ -937,8 +940,7 @@ class MultisliceOperator:
         t_conj = t.conj().resolve_conj()
         g_t = torch.zeros_like(t)
         loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        seen = torch.zeros(self.window, dtype=amp_meas.dtype, device=self.device)  # where the detector sees
-        seen[self._det_rows[:, None], self._det_cols[None, :]] = 1.0
+        seen = self._detector_seen
         batch = self._adjoint_batch_fftw if self.fft_backend == "fftw" else self._adjoint_batch_torch
         n_out = self.n_positions if index is None else len(index)
         for start in range(0, n_out, self.batch_size):
