@@ -335,6 +335,9 @@ VALIDATION_TARGETS: dict[str, dict[str, tuple[str, ...] | None]] = {
         "sparse": ("stem_baselines", "sparse"),
     },
 }
+#: the 4D-STEM methods again, on the validation crystals made as ``stem_eval.data`` makes the test
+#: tables' (abTEM, phonons, dose, random depth, tilt): ``validation.stem_eval``
+VALIDATION_TARGETS["stem_eval"] = dict(VALIDATION_TARGETS["stem"])
 
 
 class ValidationGrid(_Section):
@@ -357,6 +360,9 @@ class ValidationGrid(_Section):
     seeds: tuple[int, ...] = Field((0,), min_length=1, description="seeds of the stochastic methods")
     methods: dict[str, tuple[dict[str, tuple[Scalar, ...]], ...]] = Field(
         min_length=1, description="method -> grids of setting -> values")
+    checkpoints: tuple[str, ...] = Field(
+        (), description="priors to compare (folders relative to the repo): every grid point of a method that "
+        "samples the prior runs once per folder, its overrides saying checkpoint=FOLDER; empty: the profile's prior")
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -393,6 +399,9 @@ class ValidationConfig(_Section):
     stem: ValidationGrid | None = None
     #: the tuning scans of the real-scan evaluation (never the held-out ones), real_mri's settings
     real_mri: ValidationGrid | None = None
+    #: the 4D-STEM validation crystals as ``stem_eval.data`` makes the test tables' crystals (abTEM,
+    #: phonons, dose, random depth, tilt); the settings are the ``stem`` ones
+    stem_eval: ValidationGrid | None = None
 
 
 class RealMRIConfig(_Section):
@@ -488,8 +497,9 @@ class Profile(_Section):
         if self.validation is None:
             return self
         # real_mri: the tuning scans x accelerations (their count lives in paperlib.data.real_mri)
-        available = {"mri": self.mri.n_val, "stem": self.stem_eval.n_val, "real_mri": None}
-        for modality in ("mri", "stem", "real_mri"):
+        available = {"mri": self.mri.n_val, "stem": self.stem_eval.n_val, "real_mri": None,
+                     "stem_eval": self.stem_eval.n_val}
+        for modality in available:
             grid = getattr(self.validation, modality)
             if grid is None:
                 continue

@@ -6,7 +6,11 @@ reconstructs the first ``n_volumes`` validation volumes (MRI) or crystals (4D-ST
 grid point (and per seed for the stochastic methods) with the profile's settings updated by
 that point, and scores them as the tables do. The test split is never touched. For
 ``real_mri`` the cases are the *tuning* real scans (:data:`paperlib.data.real_mri.REAL_SCANS`)
-at every acceleration of the ``real_mri`` section; the held-out scans are never touched.
+at every acceleration of the ``real_mri`` section; the held-out scans are never touched. For
+``stem_eval`` they are the 4D-STEM validation crystals made as the test tables' crystals are
+(``stem_eval.data``: abTEM, frozen phonons, dose, random depth, tilt;
+:func:`paperlib.experiments.stem.eval_cases`), with the ``stem`` settings. A grid's
+``checkpoints`` compares priors: every point of a prior method runs once per folder.
 
 Outputs, written atomically into ``figures/`` (or ``--out``):
 
@@ -24,11 +28,12 @@ Outputs, written atomically into ``figures/`` (or ``--out``):
 
 Command line::
 
-    python -m paperlib.validation --profile default [--modality mri|stem|real_mri] [--out figures/]
+    python -m paperlib.validation --profile default [--modality mri|stem|stem_eval|real_mri] [--out figures/]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -46,7 +51,7 @@ from .experiments.runner import MODALITIES, run_cases
 
 logger = logging.getLogger(__name__)
 
-Modality = Literal["mri", "stem", "real_mri"]
+Modality = Literal["mri", "stem", "stem_eval", "real_mri"]
 
 #: methods that sample the diffusion prior (their rows carry its checkpoint hashes)
 PRIOR_METHODS = frozenset({"dart", "drift", "projection"})
@@ -57,11 +62,19 @@ def csv_path(out_dir: str | os.PathLike, modality: Modality, profile: str, *, su
     return Path(out_dir) / f"validation_{modality}_{profile}{'_summary' if summary else ''}.csv"
 
 
+#: the profile section holding each modality's prior folder (its ``checkpoint`` field)
+_PRIOR_SECTIONS = {"mri": "prior", "stem": "stem_prior", "stem_eval": "stem_prior", "real_mri": "real_mri"}
+
+
 def prior_checkpoint(profile: Profile, modality: Modality) -> str:
     """The profile's prior folder of ``modality`` (relative to the repository)."""
-    if modality == "real_mri":
-        return profile.real_mri.checkpoint
-    return profile.prior.checkpoint if modality == "mri" else profile.stem_prior.checkpoint
+    return getattr(profile, _PRIOR_SECTIONS[modality]).checkpoint
+
+
+def with_checkpoint(profile: Profile, modality: Modality, checkpoint: str) -> Profile:
+    """``profile`` with the prior folder of ``modality`` replaced by ``checkpoint``."""
+    section = _PRIOR_SECTIONS[modality]
+    return profile.model_copy(update={section: getattr(profile, section).model_copy(update={"checkpoint": checkpoint})})
 
 
 def prior_sha256(checkpoint: str) -> str:
@@ -86,7 +99,15 @@ def _modality(modality: Modality):
         from .experiments.real_mri import REAL_MRI
 
         return REAL_MRI
+    if modality == "stem_eval":
+        return dataclasses.replace(MODALITIES["stem"], cases=_stem_eval_cases, dataset="cubic, as stem_eval.data")
     return MODALITIES[modality]
+
+
+def _stem_eval_cases(profile: Profile, split: str, n: int, progress: bool = False) -> list:
+    from .experiments.stem import eval_cases
+
+    return eval_cases(profile, split, n, progress=progress)
 
 
 def score_cases(profile: Profile, modality: Modality, cases: Sequence, methods: Sequence[str], *,
@@ -119,7 +140,7 @@ def validation_rows(profile: Profile, modality: Modality, *, progress: bool = Fa
     Parameters
     ----------
     profile : a profile with a ``validation.<modality>`` grid.
-    modality : ``"mri"`` or ``"stem"``.
+    modality : ``"mri"``, ``"stem"``, ``"stem_eval"`` or ``"real_mri"``.
     progress : show progress bars.
 
     Returns
@@ -135,25 +156,30 @@ def validation_rows(profile: Profile, modality: Modality, *, progress: bool = Fa
         raise ValueError(f"modality: expected one of {sorted(VALIDATION_TARGETS)}, got {modality!r}")
     grid = _grid(profile, modality)
     settings = list(dict.fromkeys(k for m in grid.methods for p in grid.points(m) for k in p))
-    checkpoint = prior_checkpoint(profile, modality)
-    sha = prior_sha256(checkpoint) if any(m in PRIOR_METHODS for m in grid.methods) else ""
+    checkpoints = grid.checkpoints or (prior_checkpoint(profile, modality),)
+    shas = ({c: prior_sha256(c) for c in checkpoints} if any(m in PRIOR_METHODS for m in grid.methods) else {})
     cases = validation_cases(profile, modality, grid.n_volumes)
     rows = []
     for method in grid.methods:
+        uses_prior = method in PRIOR_METHODS
         for point in grid.points(method):
-            tuned = profile.with_overrides(modality, method, point)
-            logger.info("validation %s %s %s", modality, method, point or "(profile settings)")
-            uses_prior = method in PRIOR_METHODS
-            extra = {
-                "split": "val",
-                "overrides": ";".join(f"{k}={v}" for k, v in point.items()),
-                **{s: _effective(tuned, modality, method, s) for s in settings},
-                "profile": profile.name, "profile_digest": profile.digest(),
-                "prior_checkpoint": checkpoint if uses_prior else None,
-                "prior_sha256": sha if uses_prior else None,
-            }
-            rows += [{**row, **extra} for row in score_cases(tuned, modality, cases, [method],
-                                                             seeds=grid.seeds, progress=progress)]
+            for checkpoint in checkpoints if uses_prior else (None,):
+                tuned = profile.with_overrides(modality, method, point)
+                overrides = [f"{k}={v}" for k, v in point.items()]
+                if uses_prior and grid.checkpoints:
+                    tuned = with_checkpoint(tuned, modality, checkpoint)
+                    overrides.append(f"checkpoint={checkpoint}")
+                logger.info("validation %s %s %s", modality, method, ";".join(overrides) or "(profile settings)")
+                extra = {
+                    "split": "val",
+                    "overrides": ";".join(overrides),
+                    **{s: _effective(tuned, modality, method, s) for s in settings},
+                    "profile": profile.name, "profile_digest": profile.digest(),
+                    "prior_checkpoint": checkpoint,
+                    "prior_sha256": shas[checkpoint] if uses_prior else None,
+                }
+                rows += [{**row, **extra} for row in score_cases(tuned, modality, cases, [method],
+                                                                 seeds=grid.seeds, progress=progress)]
     return rows
 
 

@@ -339,6 +339,14 @@ def test_training_data_of_the_profiles(one_thread):
     assert stem.shape == (ci.stem_eval.n_train, p.n_slices, p.gpts, p.gpts) and stem.dtype == torch.float32
     assert float(stem.min()) > -0.01 and 1.0 < float(stem.max()) <= 10.0  # abTEM rings slightly below 0
     assert info["scale"] == ci.stem_prior.data_scale and info["stem_digest"] == p.digest()
+    # preset stem_anydepth: the same training crystals at a random depth of the box (issue 16)
+    anywhere, info = load_training_data("stem", "ci", preset="stem_anydepth")
+    assert anywhere.shape == stem.shape and info["stem"]["placement"] == "random"
+    assert info["stem_digest"] == p.model_copy(update={"placement": "random"}).digest() != p.digest()
+    def first_occupied(volumes):  # the first slice holding atoms, per crystal
+        return [int(torch.nonzero(v.amax((1, 2)) > 0.1)[0]) for v in volumes]
+
+    assert set(first_occupied(stem)) == {0} and max(first_occupied(anywhere)) > 0
     with pytest.raises(NotImplementedError, match="modality: expected one of"):
         load_training_data("ct", "ci")
 

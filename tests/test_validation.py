@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from paperlib import paths, validation
 from paperlib.config import load_profile
@@ -96,3 +97,50 @@ def test_profile_without_a_grid_is_an_error_naming_the_section(capsys, tmp_path)
     assert info.value.code == 2
     assert "profile 'paper': no validation.mri section" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_stem_eval_cases_are_the_validation_crystals_as_the_test_tables_make_them(ci, written):
+    """``validation.stem_eval``: the validation seeds, simulated as ``stem_eval.data`` says (abTEM,
+    phonons, dose, random depth), not our operator's noiseless entrance-placed crystals."""
+    from paperlib.experiments.stem import eval_cases, stem_cases
+
+    grid = ci.validation.stem_eval
+    cases = validation.validation_cases(ci, "stem_eval", grid.n_volumes)
+    made = eval_cases(ci, "val", grid.n_volumes)
+    assert [c.case_id for c in cases] == [c.case_id for c in made]
+    assert torch.equal(cases[0].intensities, made[0].intensities)
+    assert not torch.equal(cases[0].potential, stem_cases(ci, "val", 1)[0].potential)  # placed at another depth
+    rows = read_cases(written / "validation_stem_eval_ci.csv")
+    assert [(r["method"], r["case"]) for r in rows] == [(m, c.case_id) for m in grid.methods for c in cases]
+    test_ids = {c.case_id for c in eval_cases(ci, "test")}
+    assert {r["split"] for r in rows} == {"val"} and not test_ids & {r["case"] for r in rows}
+
+
+def test_grid_checkpoints_run_each_prior_method_once_per_prior(ci, monkeypatch):
+    """``checkpoints``: every point of DART runs with each prior (its folder and hashes in the row,
+    ``checkpoint=`` in the overrides); a baseline runs once, without a prior."""
+    from paperlib.config import ValidationConfig, ValidationGrid
+
+    folders = ("checkpoints/stem_ci", "checkpoints/stem_default_l2")
+    grid = ValidationGrid(n_volumes=1, checkpoints=folders,
+                          methods={"dart": {"physics_steps": [1, 2]}, "three_pie": []})
+    profile = ci.model_copy(update={"validation": ValidationConfig(stem_eval=grid)})
+    ran = []
+
+    def fake_score(tuned, modality, cases, methods, *, seeds, progress):
+        ran.append((methods[0], tuned.stem_prior.checkpoint, tuned.stem_diffusion.dart.physics_steps))
+        return [{"method": methods[0], "case": cases[0]}]
+
+    monkeypatch.setattr(validation, "validation_cases", lambda profile, modality, n: ["crystal"])
+    monkeypatch.setattr(validation, "score_cases", fake_score)
+    rows = validation.validation_rows(profile, "stem_eval")
+    assert ran == [("dart", f, s) for s in (1, 2) for f in folders] + [("three_pie", ci.stem_prior.checkpoint, 1)]
+    for r, (method, folder, steps) in zip(rows, ran):
+        if method == "dart":
+            assert r["overrides"] == f"physics_steps={steps};checkpoint={folder}"
+            assert r["prior_checkpoint"] == folder and r["prior_sha256"] == validation.prior_sha256(folder)
+        else:
+            assert r["overrides"] == "" and r["prior_checkpoint"] is None and r["prior_sha256"] is None
+    with pytest.raises(ValueError, match=r"validation.stem_eval.n_volumes: expected <= stem_eval.n_val = 2"):
+        type(ci).model_validate({**ci.model_dump(), "validation": {"stem_eval": {
+            "n_volumes": 3, "methods": {"dart": []}}}})

@@ -13,7 +13,8 @@ MODALITIES = ("mri", "stem")
 
 
 #: Training presets whose data are not the profile's ``mri`` split: the preset -> the data's name.
-PRESET_DATA = {"mri_general": "randomized", "slice2d_fixed": "slices_fixed", "slice2d_diverse": "slices_diverse"}
+PRESET_DATA = {"mri_general": "randomized", "slice2d_fixed": "slices_fixed", "slice2d_diverse": "slices_diverse",
+               "stem_anydepth": "random_depth"}
 
 
 def load_training_data(modality: str, profile: str, *, preset: str | None = None) -> tuple[Tensor, dict]:
@@ -74,11 +75,14 @@ def load_training_data(modality: str, profile: str, *, preset: str | None = None
         from .crystals import stem_dataset
 
         scale = prof.stem_prior.data_scale
-        samples = stem_dataset(prof.stem, "train", prof.stem_eval.n_train, progress=True)
+        params = prof.stem
+        if PRESET_DATA.get(preset or "") == "random_depth":  # the same crystals at a random depth of the box
+            params = params.model_copy(update={"placement": "random"})
+        samples = stem_dataset(params, "train", prof.stem_eval.n_train, progress=True)
         data = torch.stack([s.potential for s in samples]).float() / scale
         return data, {"modality": "stem", "profile": prof.name, "profile_digest": prof.digest(),
                       "split": "train", "n": len(samples), "scale": scale, "scale_unit": "V*Angstrom",
-                      "stem_digest": prof.stem.digest(), "stem": prof.stem.model_dump(mode="json")}
+                      "stem_digest": params.digest(), "stem": params.model_dump(mode="json")}
     raise NotImplementedError(f"modality: expected one of {MODALITIES}, got {modality!r}; pass the training "
                               "volumes with --data FILE.npy (N, D, H, W) and --data-scale")
 

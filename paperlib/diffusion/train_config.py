@@ -147,6 +147,15 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "stem_default_l2": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000),
                                    prediction="v", loss="l2", num_groups=2, lr=2e-4, batch_size=8, grad_accum=1,
                                    steps=800, ckpt_every=100, ema_decay=0.99, hflip=True),
+    # checkpoints/stem_anydepth (issue 16): stem_default_l2 fine-tuned, with the same recipe, on the
+    # same training crystals placed at a random depth of the box (vacuum above and below;
+    # paperlib.data.training.PRESET_DATA), so that the prior no longer puts every crystal at the
+    # entrance surface. The test crystals of the tables are at a random depth; the priors trained on
+    # entrance-placed crystals put DART's mass centre 2.44 slices too near the entrance on the deep
+    # one (benchmarks/results/stem_depth_placement.md).
+    "stem_anydepth": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000),
+                                 prediction="v", loss="l2", num_groups=2, lr=2e-4, batch_size=8, grad_accum=1,
+                                 steps=800, ckpt_every=100, ema_decay=0.99, hflip=True),
     # checkpoints/mri_general, the prior of real scans and of the reconstruct command: one model
     # (slabs of 8 slices from random depths, so one network serves every window of a volume of any
     # depth, paperlib.diffusion.tiling), fine-tuned from group 0 of mri_default on the
@@ -193,7 +202,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 
 #: Fine-tuning presets and the preset whose trained prior they start from. The command line sets
 #: ``init_from`` to that prior's folder (the same modality), unless ``--init-from`` names another.
-FINE_TUNE_BASES: dict[str, str] = {"stem_default_l2": "stem_default", "mri_general": "mri_default",
+FINE_TUNE_BASES: dict[str, str] = {"stem_default_l2": "stem_default", "stem_anydepth": "stem_default_l2",
+                                   "mri_general": "mri_default",
                                    "mri_single": "mri_default", "stem_single": "stem_default_l2",
                                    "mri_single_ci": "ci", "stem_single_ci": "ci"}
 

@@ -146,7 +146,7 @@ def eval_params(profile: Profile, dose: float | None | str = PROFILE_DOSE) -> ST
 
 def eval_cases(
     profile: Profile,
-    split: Literal["test", "ood"] = "test",
+    split: Literal["val", "test", "ood"] = "test",
     n: int | None = None,
     *,
     dose: float | None | str = PROFILE_DOSE,
@@ -157,11 +157,14 @@ def eval_cases(
     ``n_ood`` crystals of the ``test_fresh`` / ``ood_fresh`` split when ``data.fresh``, simulated
     by ``data.simulator`` with its phonons, placement and tilt, at ``dose``.
 
+    ``val``: the validation crystals (``stem_eval.n_val``, the seeds of the ``val`` split) made the
+    same way, for tuning on this kind of data (``validation.stem_eval``); never fresh.
+
     The crystals do not depend on the dose (the noise is drawn last), so a dose sweep scores the
     same crystals at every dose.
     """
-    count = _split_count(profile, split, n, ("test", "ood"))
-    name = f"{split}_fresh" if profile.stem_eval.data.fresh else split
+    count = _split_count(profile, split, n, ("val", "test", "ood"))
+    name = f"{split}_fresh" if profile.stem_eval.data.fresh and split != "val" else split
     return [STEMCase.from_sample(s) for s in stem_dataset(eval_params(profile, dose), name, count, progress=progress)]
 
 
