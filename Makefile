@@ -139,14 +139,16 @@ test-browser: $(VENV)/.browser-installed
 	exit $$status
 
 # Train the MRI prior, then the 4D-STEM prior, of a profile (each resumes after a kill); for the
-# default profile the 4D-STEM prior is then fine-tuned with the L2 loss (checkpoints/stem_default_l2,
-# the one the profile uses; see the stem_default_l2 preset). THREADS=1 on shared cores.
+# default profile the 4D-STEM prior is then fine-tuned with the L2 loss (checkpoints/stem_default_l2)
+# and on crystals at any depth (checkpoints/stem_anydepth; presets stem_default_l2, stem_anydepth;
+# validation.stem_eval chooses between them). THREADS=1 on shared cores.
 THREADS ?= 2
 train: $(VENV)/.installed
 	$(PY) -m paperlib train --modality mri --profile $(PROFILE) --threads $(THREADS)
 	$(PY) -m paperlib train --modality stem --profile $(PROFILE) --threads $(THREADS)
 ifeq ($(PROFILE),default)
 	$(PY) -m paperlib train --modality stem --profile default --preset stem_default_l2 --threads $(THREADS)
+	$(PY) -m paperlib train --modality stem --profile default --preset stem_anydepth --threads $(THREADS)
 	$(PY) -m paperlib train --modality mri --profile default --preset mri_general --threads $(THREADS)
 endif
 # the second system's 2D priors (issue 18): checkpoints/slice2d_fixed and checkpoints/slice2d_diverse,

@@ -5,9 +5,12 @@ The profile's ``resolution_robust`` section sets the regularisation weight of
 (0 = no prior: least squares by the same optimiser) and the zero-filled image on one **validation**
 subject (``synthetic_subject(--subject)``, never an evaluation seed: those start at the section's
 ``eval_seed``) at twice the fixed prior's voxel, acceleration ``--acceleration``, with the fixed
-prior and every other setting of the section. Writes ``figures/tune_resolution_robust_<profile>.csv``
-(one row per weight: whole-image and head SSIM, PSNR), the file the section's ``tuned_on`` text
-quotes.
+prior and every other setting of the section. The baselines of finding (1) get the same treatment
+on the same subject, each for itself: CS's weight (``--cs-weights``), DPS's guidance
+(``--dps-guidance``) at each of ``--dps-steps``, and the TV-z weight of DDS + TV-z
+(``--dds-weights``). Writes ``figures/tune_resolution_robust_<profile>.csv`` (one row per method and
+setting: whole-image and head SSIM, PSNR, the setting in its own column), the file the section's
+``tuned_on`` text quotes.
 
     python benchmarks/tune_resolution_robust.py --profile default
 """
@@ -18,6 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from paperlib import paths, tables
 from paperlib.config import load_profile
@@ -33,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subject", type=int, default=39_000, help="synthetic_subject seed (validation)")
     p.add_argument("--acceleration", type=float, default=8.0)
     p.add_argument("--weights", nargs="+", type=float, default=[0.0, 0.01, 0.03, 0.1, 0.3, 1.0])
+    p.add_argument("--cs-weights", nargs="*", type=float, default=[0.00005, 0.0002, 0.001, 0.005, 0.02])
+    p.add_argument("--dps-guidance", nargs="*", type=float, default=[1.0, 3.0, 10.0, 30.0, 100.0])
+    p.add_argument("--dps-steps", nargs="*", type=int, default=[15, 50])
+    p.add_argument("--dds-weights", nargs="*", type=float, default=[0.001, 0.01, 0.1])
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -50,14 +58,22 @@ def main(argv: list[str] | None = None) -> int:
     case = Case("validation", f"subject{args.subject}", 2.0, args.acceleration, voxel, truth,
                 torch.from_numpy(subject["brain_mask"]), op, y)
     priors = slice_priors(profile)
-    rows = [dict(r, weight="") for r in run_case(case, ["zero_filled"], priors, section)]
-    for w in args.weights:
-        rows += [dict(r, weight=w) for r in run_case(case, ["variational_fixed"], priors,
-                                                      section.model_copy(update={"weight": float(w)}))]
+    # (method, settings) in run order; every row carries every setting column (empty where not run)
+    grid = [("zero_filled", {})]
+    grid += [("variational_fixed", {"weight": w}) for w in args.weights]
+    grid += [("cs", {"cs_weight": w}) for w in args.cs_weights]
+    grid += [("dps", {"dps_steps": n, "dps_guidance": g}) for n in args.dps_steps for g in args.dps_guidance]
+    grid += [("dds_tv_z", {"dds_weight": w}) for w in args.dds_weights]
+    columns = dict.fromkeys(k for _, point in grid for k in point)
+    rows = []
+    for method, point in tqdm(grid, desc="tuning"):
+        rows += [{**r, **dict.fromkeys(columns, ""), **point}
+                 for r in run_case(case, [method], priors, section.model_copy(update=point))]
     out = paths.repo_root() / "figures" / f"tune_resolution_robust_{args.profile}.csv"
     tables.write_csv_rows(rows, out)
     for r in rows:
-        print(f"{r['method']:20s} weight {r['weight']!s:6s} whole {r['ssim_whole']:.4f} head {r['ssim_head']:.4f} "
+        setting = " ".join(f"{k} {r[k]}" for k in columns if r[k] != "")
+        print(f"{r['method']:20s} {setting:30s} whole {r['ssim_whole']:.4f} head {r['ssim_head']:.4f} "
               f"PSNR {r['psnr_volume']:.2f} ({r['wall_time_s']:.1f} s)")
     print(f"wrote {Path(out).relative_to(paths.repo_root())}")
     return 0

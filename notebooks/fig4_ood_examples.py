@@ -107,7 +107,7 @@ fig.suptitle(f"Out-of-distribution data: root slice ({cfg.mri_physics.table2_mas
 save_figure(fig, "fig4_ood_examples", out)
 tables.write_json(out / "fig4_ood_examples.json", {
     "provenance": provenance(cfg, "fig4_ood_examples",
-                             checkpoints=prior_weights(cfg.prior.checkpoint, cfg.stem_prior.checkpoint)),
+                             checkpoints=prior_weights(cfg.prior.checkpoint, cfg.stem_prior.guided_checkpoint)),
     "root_case": root.case_id, "root_slice": s, "stem_case": crystal.case_id,
     "mri_seed": seed, "stem_seed": stem_seed})
 plt.show()

@@ -92,6 +92,6 @@ fig.suptitle(f"{case.case_id}: {case.material} [{case.zone_axis}], depth-blind r
              f"{rows[0]['ssim_depth_blind']:.2f}", y=1.0)
 save_figure(fig, "fig4_stem_examples", out)
 tables.write_json(out / "fig4_stem_examples.json", {
-    "provenance": provenance(cfg, "fig4_stem_examples", checkpoints=prior_weights(cfg.stem_prior.checkpoint)),
+    "provenance": provenance(cfg, "fig4_stem_examples", checkpoints=prior_weights(cfg.stem_prior.guided_checkpoint)),
     "case": case.case_id, "slices": slices})
 plt.show()

@@ -107,7 +107,7 @@ stem_rows, _ = run_cases(cfg, "stem", stem_cases, cfg.stem_eval.methods, seeds=c
 tables.write_cases(stem_rows, out / "tab1_ssim_stem_cases.csv")
 
 # %%
-stem_prov = provenance(cfg, "tab1_ssim", checkpoints=prior_weights(cfg.stem_prior.checkpoint))
+stem_prov = provenance(cfg, "tab1_ssim", checkpoints=prior_weights(cfg.stem_prior.guided_checkpoint))
 sp = cfg.stem
 stem_notes = [
     f"Profile `{cfg.name}`: {len(stem_cases)} cubic test crystals"

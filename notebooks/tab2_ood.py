@@ -68,7 +68,7 @@ rows, _ = run_cases(cfg, "mri", cases, cfg.tab2.methods, seeds=cfg.tab2.seeds, d
 tables.write_cases(rows, out / "tab2_ood_cases.csv")
 
 # %%
-prov = provenance(cfg, "tab2_ood", checkpoints=prior_weights(cfg.prior.checkpoint, cfg.stem_prior.checkpoint))
+prov = provenance(cfg, "tab2_ood", checkpoints=prior_weights(cfg.prior.checkpoint, cfg.stem_prior.guided_checkpoint))
 notes = [
     f"Profile `{cfg.name}`: {len(cases)} synthetic root volumes (CPlantBox, `paperlib.data.roots`) of shape "
     f"{tuple(cfg.mri.shape)} (D, H, W)" + ("" if len(cases) >= 30 else " — fewer than the paper's 30") + ".",

@@ -293,15 +293,24 @@ class STEMEvalConfig(_Section):
 class STEMPriorConfig(_Section):
     """The 4D-STEM diffusion prior: where it lives and the fixed scale of its training data."""
 
-    checkpoint: str = Field(description="folder of prior_group*.safetensors + manifests, relative to the repo")
+    checkpoint: str = Field(description="folder of prior_group*.safetensors + manifests, relative to the repo: "
+                            "the prior of its training data (generation: Table 3, Figure 5, prior samples)")
     single_checkpoint: str | None = Field(None, description="the whole-depth prior (one network over all slices; "
                                           "Table 3), relative to the repo")
+    recon_checkpoint: str | None = Field(None, description="the prior DART and DRIFT sample in the reconstructions "
+                                         "(Tables 1-2, Figure 4, validation, reconstruct), relative to the repo; "
+                                         "None: checkpoint")
     data_scale: float = Field(gt=0.0, description="V*Angstrom; potentials / data_scale are the prior's data (~[0, 1])")
     sampling_steps: int = Field(50, ge=1, description="DDIM steps per sample")
     n_samples: int = Field(2, ge=1, description="unconditional samples shown by fig_prior_samples")
     noise_levels: tuple[float, ...] = Field((0.05, 0.1, 0.2, 0.4), description="denoising test, prior units "
                                             "(potential / data_scale)")
     n_eval_volumes: int = Field(4, ge=1, description="test crystals for the denoising PSNR")
+
+    @property
+    def guided_checkpoint(self) -> str:
+        """The folder DART and DRIFT sample: ``recon_checkpoint``, else ``checkpoint``."""
+        return self.recon_checkpoint or self.checkpoint
 
 
 #: A setting value in a validation grid (a YAML scalar; its type is checked by the section it overrides).

@@ -584,7 +584,8 @@ def stem_method(name: str, operator, profile: Profile, prior: str | None = None)
         return registered_method("stem", name), profile, []
     registry, setup = _any_shape_guided()
     if prior is not None:
-        profile = profile.model_copy(update={"stem_prior": profile.stem_prior.model_copy(update={"checkpoint": prior})})
+        profile = profile.model_copy(update={"stem_prior": profile.stem_prior.model_copy(
+            update={"recon_checkpoint": prior})})
     setup.load(profile)  # a missing checkpoint or a wrong data_scale fails here, before any work
     notes = prior_notes(profile, operator)
     drift_cfg = profile.stem_diffusion.drift
@@ -605,7 +606,7 @@ def prior_notes(profile: Profile, operator) -> list[str]:
     extrapolates (compare with ``--method three_pie``)."""
     from .experiments.priors import resolve_checkpoint
 
-    manifests = sorted(resolve_checkpoint(profile.stem_prior.checkpoint).glob("prior_group*.json"))
+    manifests = sorted(resolve_checkpoint(profile.stem_prior.guided_checkpoint).glob("prior_group*.json"))
     trained = json.loads(manifests[0].read_text()).get("dataset", {}).get("stem") if manifests else None
     if not trained:
         return []

@@ -62,19 +62,21 @@ def csv_path(out_dir: str | os.PathLike, modality: Modality, profile: str, *, su
     return Path(out_dir) / f"validation_{modality}_{profile}{'_summary' if summary else ''}.csv"
 
 
-#: the profile section holding each modality's prior folder (its ``checkpoint`` field)
-_PRIOR_SECTIONS = {"mri": "prior", "stem": "stem_prior", "stem_eval": "stem_prior", "real_mri": "real_mri"}
+#: the profile section and field naming the prior folder the guided methods of each modality sample
+_PRIOR_FIELDS = {"mri": ("prior", "checkpoint"), "stem": ("stem_prior", "recon_checkpoint"),
+                 "stem_eval": ("stem_prior", "recon_checkpoint"), "real_mri": ("real_mri", "checkpoint")}
 
 
 def prior_checkpoint(profile: Profile, modality: Modality) -> str:
-    """The profile's prior folder of ``modality`` (relative to the repository)."""
-    return getattr(profile, _PRIOR_SECTIONS[modality]).checkpoint
+    """The prior folder (relative to the repository) the guided methods of ``modality`` sample."""
+    section = getattr(profile, _PRIOR_FIELDS[modality][0])
+    return section.guided_checkpoint if modality in ("stem", "stem_eval") else section.checkpoint
 
 
 def with_checkpoint(profile: Profile, modality: Modality, checkpoint: str) -> Profile:
-    """``profile`` with the prior folder of ``modality`` replaced by ``checkpoint``."""
-    section = _PRIOR_SECTIONS[modality]
-    return profile.model_copy(update={section: getattr(profile, section).model_copy(update={"checkpoint": checkpoint})})
+    """``profile`` with the prior folder the guided methods of ``modality`` sample replaced by ``checkpoint``."""
+    section, field = _PRIOR_FIELDS[modality]
+    return profile.model_copy(update={section: getattr(profile, section).model_copy(update={field: checkpoint})})
 
 
 def prior_sha256(checkpoint: str) -> str:

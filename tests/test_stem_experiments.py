@@ -108,13 +108,17 @@ def test_eval_cases_follow_the_profiles_data(ci, one_thread):
     assert ood.material == "WSe2" and ood.case_id.startswith("ood_fresh000")
     note = stem_exp.data_note(ci)
     assert "abTEM" in note and "2 frozen-phonon" in note and "100000 e-/Å²" in note and "random depth" in note
-    assert "nothing was tuned" in note
+    assert "(validation.stem_eval, never a test crystal)" in note and "sample checkpoints/stem_ci." in note
+    no_grid = ci.model_copy(update={"validation": ci.validation.model_copy(update={"stem_eval": None})})
+    assert "nothing was tuned" in stem_exp.data_note(no_grid) and "validation.stem_eval" not in stem_exp.data_note(no_grid)
+    val = stem_exp.eval_cases(ci, "val", n=1)[0]  # the validation seeds, made as the test tables' crystals
+    assert val.case_id.startswith("val000") and not torch.equal(val.potential, stem_exp.stem_cases(ci, "val", 1)[0].potential)
     plain_cfg = ci.model_copy(update={"stem_eval": ci.stem_eval.model_copy(
         update={"data": type(data)()})})
     assert stem_exp.eval_params(plain_cfg) == ci.stem  # default data: the prior's own, same cache
     assert "nothing was tuned" not in stem_exp.data_note(plain_cfg)
     with pytest.raises(ValueError, match="split"):
-        stem_exp.eval_cases(ci, "val")
+        stem_exp.eval_cases(ci, "train")
     with pytest.raises(ValueError, match="dose"):
         stem_exp.eval_params(ci, "high")
 

@@ -128,13 +128,13 @@ def test_grid_checkpoints_run_each_prior_method_once_per_prior(ci, monkeypatch):
     ran = []
 
     def fake_score(tuned, modality, cases, methods, *, seeds, progress):
-        ran.append((methods[0], tuned.stem_prior.checkpoint, tuned.stem_diffusion.dart.physics_steps))
+        ran.append((methods[0], tuned.stem_prior.guided_checkpoint, tuned.stem_diffusion.dart.physics_steps))
         return [{"method": methods[0], "case": cases[0]}]
 
     monkeypatch.setattr(validation, "validation_cases", lambda profile, modality, n: ["crystal"])
     monkeypatch.setattr(validation, "score_cases", fake_score)
     rows = validation.validation_rows(profile, "stem_eval")
-    assert ran == [("dart", f, s) for s in (1, 2) for f in folders] + [("three_pie", ci.stem_prior.checkpoint, 1)]
+    assert ran == [("dart", f, s) for s in (1, 2) for f in folders] + [("three_pie", ci.stem_prior.guided_checkpoint, 1)]
     for r, (method, folder, steps) in zip(rows, ran):
         if method == "dart":
             assert r["overrides"] == f"physics_steps={steps};checkpoint={folder}"
@@ -144,3 +144,15 @@ def test_grid_checkpoints_run_each_prior_method_once_per_prior(ci, monkeypatch):
     with pytest.raises(ValueError, match=r"validation.stem_eval.n_volumes: expected <= stem_eval.n_val = 2"):
         type(ci).model_validate({**ci.model_dump(), "validation": {"stem_eval": {
             "n_volumes": 3, "methods": {"dart": []}}}})
+
+
+def test_recon_checkpoint_is_the_prior_dart_and_drift_sample(ci):
+    """``stem_prior.recon_checkpoint`` (the reconstructions' prior) wins over ``checkpoint`` (the
+    generation experiments'); unset, both are ``checkpoint``."""
+    from paperlib.experiments.stem import STEM_GUIDED
+
+    assert ci.stem_prior.recon_checkpoint is None and validation.prior_checkpoint(ci, "stem") == ci.stem_prior.checkpoint
+    moved = validation.with_checkpoint(ci, "stem_eval", "checkpoints/stem_single_ci")
+    assert moved.stem_prior.checkpoint == ci.stem_prior.checkpoint  # Table 3's prior unchanged
+    assert validation.prior_checkpoint(moved, "stem") == "checkpoints/stem_single_ci"
+    assert len(STEM_GUIDED.load(moved).models) == 1 and len(STEM_GUIDED.load(ci).models) == 2

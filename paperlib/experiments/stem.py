@@ -67,8 +67,9 @@ def _sparse(op, intensities, profile, generator):
 
 
 #: Where the 4D-STEM DART / DRIFT settings live: ``stem_diffusion``, the prior of
-#: ``stem_prior.checkpoint`` trained on potentials divided by ``stem_prior.data_scale`` (V·Å).
-STEM_GUIDED = GuidedSetup("stem_diffusion", "stem_prior", scaled=True)
+#: ``stem_prior.guided_checkpoint`` (``recon_checkpoint``, else ``checkpoint``) trained on
+#: potentials divided by ``stem_prior.data_scale`` (V·Å).
+STEM_GUIDED = GuidedSetup("stem_diffusion", "stem_prior", scaled=True, checkpoint="guided_checkpoint")
 register_guided(STEM_METHODS, STEM_GUIDED)
 
 
@@ -187,7 +188,21 @@ def data_note(profile: Profile, dose: float | None | str = PROFILE_DOSE, *, nois
              else "the test / ood splits")
     text = "Data: " + "; ".join(parts) + f"; crystals from {split}."
     if p != profile.stem:  # not the prior's own kind of data
-        text += " Every method keeps the settings tuned on our operator's noiseless validation crystals: nothing " \
-                "was tuned on data of this kind."
+        text += " " + _tuning_note(profile)
     return text
+
+
+def _tuning_note(profile: Profile) -> str:
+    """What was chosen on validation crystals of the test tables' kind (``validation.stem_eval``)."""
+    grid = None if profile.validation is None else profile.validation.stem_eval
+    if grid is None:
+        return ("Every method keeps the settings tuned on our operator's noiseless validation crystals: nothing "
+                "was tuned on data of this kind.")
+    tried = [f"{method} {setting}" for method in grid.methods
+             for setting in dict.fromkeys(k for point in grid.points(method) for k in point)]
+    if grid.checkpoints:
+        tried.insert(0, "the prior (" + ", ".join(grid.checkpoints) + ")")
+    return (f"Checked on the first {grid.n_volumes} validation crystals made the same way (validation.stem_eval, "
+            f"never a test crystal): {'; '.join(tried) or 'nothing'}; every other setting was tuned on our "
+            f"operator's noiseless validation crystals. DART and DRIFT sample {profile.stem_prior.guided_checkpoint}.")
 
