@@ -1,8 +1,10 @@
 """Where DART and DRIFT put the potential in depth, against where the crystal is (issue 16).
 
 On the test tables' data (``stem_eval.data``: crystals at a random depth) the per-slice SSIM of
-DART beats the depth-blind reference on some crystals and loses on others. The prior was trained
-on crystals at the entrance surface with vacuum below. This script measures, per test crystal,
+DART beats the depth-blind reference on some crystals and loses on others. DART and DRIFT sample
+the profile's ``stem_prior.guided_checkpoint`` (default profile: ``checkpoints/stem_anydepth``,
+trained on crystals at any depth; before it, a prior of crystals at the entrance surface). This
+script measures, per test crystal,
 the true occupied slices (mass per slice of the ground truth above 5 % of its largest) and each
 method's *mass centre in depth* (slice index weighted by the reconstruction's potential summed
 over each slice; lateral registration does not move it) against the truth's, with the per-slice
