@@ -150,9 +150,9 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # checkpoints/stem_anydepth (issue 16): stem_default_l2 fine-tuned, with the same recipe, on the
     # same training crystals placed at a random depth of the box (vacuum above and below;
     # paperlib.data.training.PRESET_DATA), so that the prior no longer puts every crystal at the
-    # entrance surface. The test crystals of the tables are at a random depth; the priors trained on
-    # entrance-placed crystals put DART's mass centre 2.44 slices too near the entrance on the deep
-    # one (benchmarks/results/stem_depth_placement.md).
+    # entrance surface. The test crystals of the tables are at a random depth; with the prior trained
+    # on entrance-placed crystals DART's mass centre was 2.44 slices too near the entrance on the deep
+    # one, with this one 1.78 (benchmarks/results/stem_depth_placement.md and its git history).
     "stem_anydepth": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000),
                                  prediction="v", loss="l2", num_groups=2, lr=2e-4, batch_size=8, grad_accum=1,
                                  steps=800, ckpt_every=100, ema_decay=0.99, hflip=True),
