@@ -400,6 +400,14 @@ class ValidationGrid(_Section):
                     out.append(point)
         return out
 
+    def settings(self, *methods: str) -> list[str]:
+        """The setting names the points of ``methods`` (default: every method) override, in grid order.
+
+        >>> ValidationGrid(n_volumes=1, methods={"dart": {"start": [0.5], "steps": [20]}, "tv": []}).settings()
+        ['start', 'steps']
+        """
+        return list(dict.fromkeys(k for m in methods or self.methods for p in self.points(m) for k in p))
+
 
 class ValidationConfig(_Section):
     """Optional ``validation:`` section: the tuning grid per modality (either may be absent)."""

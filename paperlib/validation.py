@@ -48,6 +48,7 @@ from .config import VALIDATION_TARGETS, ConfigError, Profile, ValidationGrid, lo
 from .diffusion.checkpoints import manifest_path
 from .experiments.priors import prior_weights
 from .experiments.runner import MODALITIES, run_cases
+from .experiments.stem import eval_cases
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +69,10 @@ _PRIOR_FIELDS = {"mri": ("prior", "checkpoint"), "stem": ("stem_prior", "recon_c
 
 
 def prior_checkpoint(profile: Profile, modality: Modality) -> str:
-    """The prior folder (relative to the repository) the guided methods of ``modality`` sample."""
+    """The prior folder (relative to the repository) the guided methods of ``modality`` sample
+    (a section's ``guided_checkpoint`` where it has one, else its ``checkpoint``)."""
     section = getattr(profile, _PRIOR_FIELDS[modality][0])
-    return section.guided_checkpoint if modality in ("stem", "stem_eval") else section.checkpoint
+    return getattr(section, "guided_checkpoint", section.checkpoint)
 
 
 def with_checkpoint(profile: Profile, modality: Modality, checkpoint: str) -> Profile:
@@ -102,14 +104,8 @@ def _modality(modality: Modality):
 
         return REAL_MRI
     if modality == "stem_eval":
-        return dataclasses.replace(MODALITIES["stem"], cases=_stem_eval_cases, dataset="cubic, as stem_eval.data")
+        return dataclasses.replace(MODALITIES["stem"], cases=eval_cases, dataset="cubic, as stem_eval.data")
     return MODALITIES[modality]
-
-
-def _stem_eval_cases(profile: Profile, split: str, n: int, progress: bool = False) -> list:
-    from .experiments.stem import eval_cases
-
-    return eval_cases(profile, split, n, progress=progress)
 
 
 def score_cases(profile: Profile, modality: Modality, cases: Sequence, methods: Sequence[str], *,
@@ -157,7 +153,7 @@ def validation_rows(profile: Profile, modality: Modality, *, progress: bool = Fa
     if modality not in VALIDATION_TARGETS:
         raise ValueError(f"modality: expected one of {sorted(VALIDATION_TARGETS)}, got {modality!r}")
     grid = _grid(profile, modality)
-    settings = list(dict.fromkeys(k for m in grid.methods for p in grid.points(m) for k in p))
+    settings = grid.settings()
     checkpoints = grid.checkpoints or (prior_checkpoint(profile, modality),)
     shas = ({c: prior_sha256(c) for c in checkpoints} if any(m in PRIOR_METHODS for m in grid.methods) else {})
     cases = validation_cases(profile, modality, grid.n_volumes)

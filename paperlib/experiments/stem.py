@@ -198,8 +198,7 @@ def _tuning_note(profile: Profile) -> str:
     if grid is None:
         return ("Every method keeps the settings tuned on our operator's noiseless validation crystals: nothing "
                 "was tuned on data of this kind.")
-    tried = [f"{method} {setting}" for method in grid.methods
-             for setting in dict.fromkeys(k for point in grid.points(method) for k in point)]
+    tried = [f"{method} {setting}" for method in grid.methods for setting in grid.settings(method)]
     if grid.checkpoints:
         tried.insert(0, "the prior (" + ", ".join(grid.checkpoints) + ")")
     return (f"Checked on the first {grid.n_volumes} validation crystals made the same way (validation.stem_eval, "
