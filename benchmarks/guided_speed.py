@@ -3,7 +3,7 @@
 "Before" is how DART and DRIFT ran until 2026-12: float32 arithmetic, contiguous (N, C, H, W)
 activations, the group networks one after the other, and the 4D-STEM physics step's gradient by
 autograd through :meth:`~paperlib.physics.multislice.MultisliceOperator.loss`. "After" is now:
-the profile's ``precision`` (``bfloat16`` autocast in the default profile), channels-last
+the profile's ``precision`` (``bfloat16`` weights and activations in the default profile), channels-last
 activations (:attr:`paperlib.diffusion.unet3d.UNet3D.channels_last`), the group networks side by
 side (:attr:`paperlib.diffusion.partition.PartitionedPrior.parallel_groups`) and the hand-written
 adjoint of the multislice model (:meth:`~paperlib.physics.multislice.MultisliceOperator.gradient`). The two
@@ -137,7 +137,7 @@ def summary(rows: list[dict], header: str) -> str:
             lines.append(f"| {label} | {method} | {len(pair['after'])} | {tb:.2f} | {ta:.2f} | {tb / ta:.2f}x | "
                          f"{phys:.2f} | {sb:.4f} | {sa:.4f} | {dmax:.4f} |")
     lines += ["", f"- {header}. Before: float32, contiguous activations, group networks one after the other, "
-              "4D-STEM gradient by autograd; after: the profile's precision (bfloat16 autocast), channels-last "
+              "4D-STEM gradient by autograd; after: the profile's precision (bfloat16 weights and activations), channels-last "
               "activations, group networks side by side, the hand-written multislice adjoint. SSIM: whole-image "
               "(MRI), projection (4D-STEM).",
               "- MRI suites: validation volumes / tuning scans; 4D-STEM: validation crystals (no test case).", ""]

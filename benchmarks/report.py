@@ -479,7 +479,7 @@ def _guided_speed_rows() -> list[Row]:
             continue
         t, a = ({k: sum(float(r[c]) for r in v) / len(v) for k, v in pick.items()} for c in ("wall_time_s", "ssim"))
         rows.append(Row("guided", f"{method.upper()} sampling speed-up ({suite})",
-                        "after: profile precision (bf16 autocast), channels-last, groups side by side, "
+                        "after: profile precision (bf16 weights and activations), channels-last, groups side by side, "
                         "multislice adjoint", "before: float32, contiguous, groups one after the other, "
                         "autograd gradient", f"{len(pick['after'])} validation case(s), {suite}",
                         "s per volume", t["after"], t["before"], t["before"] / t["after"],
@@ -532,6 +532,7 @@ def section_denoiser(s: Settings) -> list[Row]:
     import torch
     import torch.nn.functional as F
 
+    from paperlib.diffusion.partition import run_network
     from paperlib.diffusion.unet3d import PRESETS, UNet3D
 
     torch.set_num_threads(s.threads)
@@ -555,9 +556,10 @@ def section_denoiser(s: Settings) -> list[Row]:
     t = torch.full((s.unet_shape[0],), 500)
 
     def forward(channels_last: bool, bf16: bool):
+        """One denoiser step as the samplers run it (run_network: bf16 is the network's bfloat16 copy)."""
         model.channels_last = channels_last
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return model(inp, t).float()
+        with torch.no_grad():
+            return run_network(model, inp[:, 0], int(t[0]), "bfloat16" if bf16 else "float32")[:, None]
 
     flops = _counted_flops(lambda: forward(False, False))
     reference = forward(False, False)
@@ -566,7 +568,7 @@ def section_denoiser(s: Settings) -> list[Row]:
             "norms and activations not counted)")
     rows = []
     for label, channels_last, bf16, kind in (("fp32, contiguous (before)", False, False, "fp32"),
-                                             ("bf16 autocast, channels-last (the profiles)", True, True, "bf16")):
+                                             ("bf16 weights and activations, channels-last (the profiles)", True, True, "bf16")):
         (seconds, out), = best_of({"f": lambda: forward(channels_last, bf16)}, s.repeats).values()
         achieved = flops / seconds / 1e9
         for peak_name in (f"matmul {kind}", f"conv2d {kind}"):

@@ -79,6 +79,22 @@ def test_bfloat16_precision_is_close_to_float32_and_returns_float32():
         run_network(models[0], x[:S][None], 50, "half")
 
 
+def test_bfloat16_copy_follows_the_weights_and_passes_gradients_to_the_input():
+    """The cached bfloat16 copy is remade when the float32 weights change (no stale weights), and
+    gradients reach the input through it (posterior sampling differentiates the network)."""
+    a, b = _models()
+    x = torch.randn(1, S, H, H)
+    before = run_network(a, x, 50, "bfloat16")
+    assert torch.equal(run_network(a, x, 50, "bfloat16"), before)  # reused
+    a.load_state_dict(b.state_dict())
+    assert torch.equal(run_network(a, x, 50, "bfloat16"), run_network(b, x, 50, "bfloat16"))
+    assert not torch.equal(run_network(a, x, 50, "bfloat16"), before)
+    xg = x.clone().requires_grad_(True)
+    run_network(a, xg, 50, "bfloat16").square().sum().backward()
+    assert xg.grad is not None and xg.grad.dtype == torch.float32 and bool(xg.grad.abs().sum() > 0)
+    assert all(p.grad is None for p in a.parameters())  # the copy does not train the model
+
+
 def test_groups_sample_independently_of_their_neighbours():
     """Group g's sample depends only on the generator and g, not on the other groups held."""
     models = _models()

@@ -17,9 +17,12 @@ True
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
+import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
@@ -33,8 +36,8 @@ logger = logging.getLogger(__name__)
 
 Callback = Callable[[Tensor, int], Tensor]
 
-#: Arithmetic of the networks at sampling time: ``float32``, or ``bfloat16`` autocast (matrix
-#: products and convolutions in bfloat16, normalisations and the sampler in float32).
+#: Arithmetic of the networks at sampling time: ``float32``, or ``bfloat16`` (weights and
+#: activations in bfloat16; the sampler, the physics and the returned estimate in float32).
 PRECISIONS: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -45,19 +48,55 @@ def check_precision(precision: str) -> torch.dtype:
     return PRECISIONS[precision]
 
 
+_LOW_PRECISION: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module]]" = weakref.WeakKeyDictionary()
+_LOW_PRECISION_LOCK = threading.Lock()
+
+
+def low_precision_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``model`` with every parameter and buffer in ``dtype``, made once and reused.
+
+    The copy is remade when a parameter or buffer of ``model`` has changed since (its storage or
+    in-place version counter, e.g. after an optimiser step or ``load_state_dict``), so it never
+    serves stale weights. It does not require gradients; gradients still flow to its input.
+
+    >>> net = nn.Linear(2, 2)
+    >>> low_precision_copy(net, torch.bfloat16).weight.dtype
+    torch.bfloat16
+    >>> low_precision_copy(net, torch.bfloat16) is low_precision_copy(net, torch.bfloat16)
+    True
+    >>> with torch.no_grad():
+    ...     _ = net.weight.add_(1.0)
+    >>> bool((low_precision_copy(net, torch.bfloat16).weight == net.weight.to(torch.bfloat16)).all())
+    True
+    """
+    state = (dtype, model.training, tuple((t.data_ptr(), t._version) for t in
+                                          (*model.parameters(), *model.buffers())))
+    with _LOW_PRECISION_LOCK:
+        cached = _LOW_PRECISION.get(model)
+        if cached is not None and cached[0] == state:
+            return cached[1]
+        low = copy.deepcopy(model).to(dtype).requires_grad_(False)
+        _LOW_PRECISION[model] = (state, low)
+        return low
+
+
 def run_network(model: nn.Module, x: Tensor, t: int, precision: str = "float32") -> Tensor:
     """One network evaluation on slice groups: ``model(x[:, None], t)[:, 0]`` for ``x`` (B, s, H, W) at
     timestep ``t``, in ``precision`` (:data:`PRECISIONS`), returned as float32.
 
-    ``bfloat16`` is autocast (convolutions and matrix products in bfloat16, normalisations in
-    float32); on a CPU with AVX-512 BF16 it is what makes DART and DRIFT faster at the same SSIM
-    (before / after per method: ``benchmarks/guided_speed.py``, results in
-    ``benchmarks/results/guided_speed.md``).
+    ``bfloat16`` runs a bfloat16 copy of the network (:func:`low_precision_copy`) on the input
+    rounded to bfloat16: convolutions, matrix products, normalisations (which accumulate in
+    float32 on CPU), activations and residual sums all move half the bytes. On a CPU with AVX-512
+    BF16 it is what makes DART and DRIFT faster at the same SSIM (before / after per method:
+    ``benchmarks/guided_speed.py``, results in ``benchmarks/results/guided_speed.md``; its distance
+    from float32 and its throughput: the denoiser rows of ``figures/benchmarks.md``). Autocast, the
+    previous setting, kept the normalisations in float32 at the cost of a cast around each.
     """
     dtype = check_precision(precision)
     tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-    with torch.autocast(device_type=x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+    if dtype == torch.float32:
         return model(x[:, None], tt)[:, 0].float()
+    return low_precision_copy(model, dtype)(x[:, None].to(dtype), tt)[:, 0].float()
 
 
 def derive_seed(seed: int, *keys: object) -> int:
