@@ -1,12 +1,16 @@
 """DART, DRIFT and the projection method per volume: before / after the sampling speed-up, at equal SSIM.
 
 "Before" is how DART and DRIFT ran until 2026-12: float32 arithmetic, contiguous (N, C, H, W)
-activations, the group networks one after the other, and the 4D-STEM physics step's gradient by
-autograd through :meth:`~paperlib.physics.multislice.MultisliceOperator.loss`. "After" is now:
-the profile's ``precision`` (``bfloat16`` weights and activations in the default profile), channels-last
-activations (:attr:`paperlib.diffusion.unet3d.UNet3D.channels_last`), the group networks side by
-side (:attr:`paperlib.diffusion.partition.PartitionedPrior.parallel_groups`) and the hand-written
-adjoint of the multislice model (:meth:`~paperlib.physics.multislice.MultisliceOperator.gradient`). The two
+activations, the group networks one after the other, the 4D-STEM physics step's gradient by
+autograd through :meth:`~paperlib.physics.multislice.MultisliceOperator.loss`, and glibc's default
+allocator. "After" is now: the profile's ``precision`` (``bfloat16`` weights and activations in
+the default profile), channels-last activations (:attr:`paperlib.diffusion.unet3d.UNet3D.channels_last`),
+the group networks side by side (:attr:`paperlib.diffusion.partition.PartitionedPrior.parallel_groups`),
+the hand-written adjoint of the multislice model
+(:meth:`~paperlib.physics.multislice.MultisliceOperator.gradient`) and the allocator thresholds
+that ``import paperlib`` sets (:mod:`paperlib._malloc`). Each case and setting runs in a process
+of its own (the allocator is per process: ``PAPERLIB_MALLOC=default`` for "before"), which first
+runs the suite's first method once untimed (warm-up: kernels, FFT plans, bfloat16 copies); the two
 settings reconstruct the same cases with the same seeds, alternately case by case (so that a
 change in machine load hits both), on splits that no reported table uses: the MRI validation
 volumes, the 4D-STEM validation crystals and the real-scan tuning scans. Each row is one
@@ -24,7 +28,10 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
+import json
+import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -137,11 +144,49 @@ def summary(rows: list[dict], header: str) -> str:
             lines.append(f"| {label} | {method} | {len(pair['after'])} | {tb:.2f} | {ta:.2f} | {tb / ta:.2f}x | "
                          f"{phys:.2f} | {sb:.4f} | {sa:.4f} | {dmax:.4f} |")
     lines += ["", f"- {header}. Before: float32, contiguous activations, group networks one after the other, "
-              "4D-STEM gradient by autograd; after: the profile's precision (bfloat16 weights and activations), channels-last "
-              "activations, group networks side by side, the hand-written multislice adjoint. SSIM: whole-image "
-              "(MRI), projection (4D-STEM).",
+              "4D-STEM gradient by autograd, glibc's default allocator; after: the profile's precision (bfloat16 "
+              "weights and activations), channels-last activations, group networks side by side, the hand-written "
+              "multislice adjoint, the allocator thresholds of paperlib._malloc. Each case and setting in a "
+              "process of its own, timed after one untimed warm-up run. SSIM: whole-image (MRI), projection (4D-STEM).",
               "- MRI suites: validation volumes / tuning scans; 4D-STEM: validation crystals (no test case).", ""]
     return "\n".join(lines)
+
+
+def run_one(profile_name: str, label: str, index: int, setting: str, threads: int) -> list[dict]:
+    """Every method of suite ``label`` on its case ``index`` in ``setting``, in this process (whose
+    allocator the parent set: ``PAPERLIB_MALLOC``); the rows of the CSV."""
+    import paperlib._malloc
+
+    want = setting == "after"
+    if paperlib._malloc.applied() is not want:
+        raise RuntimeError(f"{setting}: expected the allocator tuned={want} (PAPERLIB_MALLOC), got the other")
+    torch.set_num_threads(threads)
+    profile = load_profile(profile_name)
+    _, modality, section, methods = next(s for s in SUITES if s[0] == label)
+    spec, cases = suite_cases(profile, modality, index + 1)
+    case, rows = cases[index], []
+    for i, method in enumerate((methods[0], *methods)):
+        warm_up = i == 0  # warms this process up (kernels, FFT plans, the bfloat16 copies): not kept
+        timer = PhysicsTimer(case.operator)
+        UNet3D.channels_last = PartitionedPrior.parallel_groups = want
+        if not want and isinstance(case.operator, MultisliceOperator):
+            case.operator.gradient = functools.partial(autograd_gradient, case.operator)
+        try:
+            (r,), _ = run_cases(profile_for(profile, section, setting), spec, [case], [method],
+                                seeds=(0,), progress=False)
+        finally:
+            UNet3D.channels_last = PartitionedPrior.parallel_groups = True
+            timer.remove()
+            vars(case.operator).pop("gradient", None)
+        if warm_up:
+            continue
+        score = r.get("ssim_whole", r.get("ssim_projected"))
+        rows.append({"suite": label, "setting": setting, "case": r["case"], "method": r["method"],
+                     "ssim": score, "ssim_slice_mean": r.get("ssim_slice_mean", ""),
+                     "wall_time_s": r["wall_time_s"], "physics_s": timer.total})
+        print(f"{label:8s} {setting:6s} {r['case']:24s} {r['method']:10s} ssim {score:.4f} "
+              f"{r['wall_time_s']:6.2f} s (physics {timer.total:.2f} s)", file=sys.stderr, flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,39 +197,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suites", nargs="+", default=[s[0] for s in SUITES])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/guided_speed.csv"))
     ap.add_argument("--summarise", action="store_true", help="only rewrite the .md summary from the CSV")
+    ap.add_argument("--one", nargs=3, metavar=("SUITE", "INDEX", "SETTING"),
+                    help="(internal) run one case and setting here, print its rows as JSON")
     args = ap.parse_args(argv)
+    if args.one:
+        label, index, setting = args.one
+        print(json.dumps(run_one(args.profile, label, int(index), setting, args.threads)))
+        return 0
     if args.summarise:
         rows = list(csv.DictReader(open(args.out)))
         md = args.out.with_suffix(".md")
         atomic_write_text(md, summary(rows, recorded_header(md) or f"profile {args.profile}"))
         return 0
-    torch.set_num_threads(args.threads)
-    profile = load_profile(args.profile)
     rows = []
-    for label, modality, section, methods in SUITES:
+    for label, *_ in SUITES:
         if label not in args.suites:
             continue
-        spec, cases = suite_cases(profile, modality, args.n)
-        for case in cases:
+        for index in range(args.n):
             for setting in SETTINGS:
-                for method in methods:
-                    timer = PhysicsTimer(case.operator)
-                    UNet3D.channels_last = PartitionedPrior.parallel_groups = setting == "after"
-                    if setting == "before" and isinstance(case.operator, MultisliceOperator):
-                        case.operator.gradient = functools.partial(autograd_gradient, case.operator)
-                    try:
-                        (r,), _ = run_cases(profile_for(profile, section, setting), spec, [case], [method],
-                                            seeds=(0,), progress=False)
-                    finally:
-                        UNet3D.channels_last = PartitionedPrior.parallel_groups = True
-                        timer.remove()
-                        vars(case.operator).pop("gradient", None)
-                    score = r.get("ssim_whole", r.get("ssim_projected"))
-                    rows.append({"suite": label, "setting": setting, "case": r["case"], "method": r["method"],
-                                 "ssim": score, "ssim_slice_mean": r.get("ssim_slice_mean", ""),
-                                 "wall_time_s": r["wall_time_s"], "physics_s": timer.total})
-                    print(f"{label:8s} {setting:6s} {r['case']:24s} {r['method']:10s} ssim {score:.4f} "
-                          f"{r['wall_time_s']:6.2f} s (physics {timer.total:.2f} s)", flush=True)
+                env = dict(os.environ, PAPERLIB_MALLOC="tuned" if setting == "after" else "default")
+                got = subprocess.run([sys.executable, __file__, "--profile", args.profile, "--threads",
+                                      str(args.threads), "--one", label, str(index), setting],
+                                     env=env, stdout=subprocess.PIPE, text=True, check=True)
+                rows += json.loads(got.stdout.strip().splitlines()[-1])
     write_csv_rows(rows, args.out)
     header = (f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}, "
               f"profile {args.profile}, {args.n} cases per suite, seed 0")

@@ -480,8 +480,8 @@ def _guided_speed_rows() -> list[Row]:
         t, a = ({k: sum(float(r[c]) for r in v) / len(v) for k, v in pick.items()} for c in ("wall_time_s", "ssim"))
         rows.append(Row("guided", f"{method.upper()} sampling speed-up ({suite})",
                         "after: profile precision (bf16 weights and activations), channels-last, groups side by side, "
-                        "multislice adjoint", "before: float32, contiguous, groups one after the other, "
-                        "autograd gradient", f"{len(pick['after'])} validation case(s), {suite}",
+                        "multislice adjoint, paperlib's allocator thresholds", "before: float32, contiguous, groups "
+                        "one after the other, autograd gradient, glibc's default allocator", f"{len(pick['after'])} validation case(s), {suite}",
                         "s per volume", t["after"], t["before"], t["before"] / t["after"],
                         direction="before/after time (>1: faster now)", accuracy_metric="SSIM",
                         ours_accuracy=a["after"], peer_accuracy=a["before"], status="read",

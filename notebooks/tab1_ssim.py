@@ -133,34 +133,37 @@ print((out / "tab1_ssim_stem.md").read_text())
 # ## 4D-STEM against dose (the dose figure)
 #
 # The first `stem_eval.data.sweep_n` test crystals of the table, every method, at each dose of
-# `stem_eval.data.sweep_doses` and at the table's dose (those rows are the table's own). The
-# crystals are the same at every dose (the noise is drawn last). Per-case rows:
-# `figures/fig_stem_dose_cases.csv` (column `dose`, e-/Å²); the summary
+# `stem_eval.data.sweep_doses` and at the table's dose (those rows are the table's own), and with
+# `stem_eval.data.sweep_noiseless` without noise (the reference: what the methods reach when dose is
+# no limit). The crystals are the same at every dose (the noise is drawn last). Per-case rows:
+# `figures/fig_stem_dose_cases.csv` (column `dose`, e-/Å², `inf` for noiseless); the summary
 # `figures/fig_stem_dose.md` / `.csv` and the figure are derived from that file.
 
 # %%
 from IPython.display import Image, display
 
-from paperlib.experiments.stem_dose import write_dose_figure
+from paperlib.experiments.stem_dose import NOISELESS, dose_label, write_dose_figure
 
 sweep = cfg.stem_eval.data
-if sweep.sweep_doses:
+if sweep.sweep_doses or sweep.sweep_noiseless:
     if sweep.dose is None:
         raise ValueError("stem_eval.data.sweep_doses needs a table dose (stem_eval.data.dose)")
     first = {c.case_id for c in stem_cases[:sweep.sweep_n]}
     dose_rows = [dict(r, dose=sweep.dose) for r in stem_rows if r["case"] in first]
-    for d in sweep.sweep_doses:
-        cases_d = stem_exp.eval_cases(cfg, "test", n=sweep.sweep_n, dose=d, progress=progress)
+    for d in [*sweep.sweep_doses, *([NOISELESS] if sweep.sweep_noiseless else [])]:
+        cases_d = stem_exp.eval_cases(cfg, "test", n=sweep.sweep_n, dose=None if d == NOISELESS else d,
+                                      progress=progress)
         got, _ = run_cases(cfg, "stem", cases_d, cfg.stem_eval.methods, seeds=cfg.stem_eval.seeds,
-                           dataset=f"cubic, {d:g} e/A^2", progress=progress)
+                           dataset=f"cubic, {dose_label(d)}", progress=progress)
         dose_rows += [dict(r, dose=d) for r in got]
     tables.write_cases(dose_rows, out / "fig_stem_dose_cases.csv")
 
 # %%
-if sweep.sweep_doses:
+if sweep.sweep_doses or sweep.sweep_noiseless:
     write_dose_figure(out, METHOD_LABELS, provenance=stem_prov, notes=[
         f"{sweep.sweep_n} cubic test crystals (the table's first), {len(cfg.stem_eval.seeds)} seed(s). "
-        + stem_exp.data_note(cfg, noise="Poisson noise at the dose of the first column"),
+        + stem_exp.data_note(cfg, noise="Poisson noise at the dose of the first column"
+                             + (" (none in the noiseless rows)" if sweep.sweep_noiseless else "")),
         tables.INTERVAL_NOTE])
     print((out / "fig_stem_dose.md").read_text())
     display(Image(filename=str(out / "fig_stem_dose.png")))

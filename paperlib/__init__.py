@@ -6,5 +6,8 @@ Sub-packages follow the paper: ``physics`` (measurement operators), ``data`` (vo
 """
 import logging
 
+from . import _malloc
+
 __version__ = "0.1.0"
 logging.getLogger("paperlib").addHandler(logging.NullHandler())
+_malloc.tune()  # keep freed tensor memory in the process (paperlib._malloc; PAPERLIB_MALLOC=default keeps glibc's)

@@ -259,6 +259,8 @@ class STEMEvalDataConfig(_Section):
     sweep_doses: tuple[float, ...] = Field((), description="further doses of the dose figure (e-/Å^2), "
                                            "besides the tables' dose")
     sweep_n: int = Field(1, ge=1, description="test crystals of the dose figure (the tables' first ones)")
+    sweep_noiseless: bool = Field(False, description="the dose figure also scores the same crystals without "
+                                  "noise (the reference at the right end of its dose axis)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "STEMEvalDataConfig":
@@ -268,6 +270,8 @@ class STEMEvalDataConfig(_Section):
             raise ValueError(f"sweep_doses: expected positive doses in e-/Å^2, got {list(self.sweep_doses)}")
         if self.dose is not None and self.dose in self.sweep_doses:
             raise ValueError(f"sweep_doses: {self.dose:g} is already the tables' dose")
+        if self.sweep_noiseless and self.dose is None:
+            raise ValueError("sweep_noiseless: the tables' data are noiseless already (dose: null)")
         return self
 
 
@@ -285,7 +289,7 @@ class STEMEvalConfig(_Section):
 
     @model_validator(mode="after")
     def _sweep_fits(self) -> "STEMEvalConfig":
-        if self.data.sweep_doses and self.data.sweep_n > self.n_test:
+        if (self.data.sweep_doses or self.data.sweep_noiseless) and self.data.sweep_n > self.n_test:
             raise ValueError(f"data.sweep_n: expected <= n_test = {self.n_test}, got {self.data.sweep_n}")
         return self
 

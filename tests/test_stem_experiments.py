@@ -2,6 +2,8 @@
 rows, the per-case CSV -> table round trip, and the prior's training data (ci profile)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import yaml
@@ -127,6 +129,7 @@ def test_eval_cases_follow_the_profiles_data(ci, one_thread):
     ({"tilt_mrad": 1.0}, "tilt_mrad"),
     ({"simulator": "abtem", "dose": 1e5, "sweep_doses": [1e5]}, "already the tables' dose"),
     ({"sweep_doses": [-1.0]}, "sweep_doses"),
+    ({"sweep_noiseless": True}, "noiseless already"),
     ({"simulator": "abtem", "dose": 1e5, "sweep_doses": [1e4], "sweep_n": 9}, "sweep_n"),
     ({"dose": 1e5, "frozen_phonon": 2}, "frozen_phonon"),
 ])
@@ -210,3 +213,23 @@ def test_dose_summary_needs_the_dose_column_and_sorts_by_dose():
     assert "no other method's interval reaches its interval" in notes[0]
     with pytest.raises(ValueError, match="'dose' column"):
         dose_summary([{k: v for k, v in rows[0].items() if k != "dose"}])
+
+
+def test_dose_figure_sets_the_noiseless_reference_apart(tmp_path):
+    """Noiseless rows (dose inf) sort last, read "noiseless" in the table, the notes and the json,
+    and the figure is written (the finite doses as lines, the noiseless point apart)."""
+    from paperlib.experiments.stem_dose import NOISELESS, dose_label, write_dose_figure
+
+    rows = [{"modality": "stem", "dataset": "d", "case": f"c{i}", "method": m, "seed": 0, "dose": d,
+             "wall_time_s": 1.0, "peak_rss_bytes": 1, "ssim_slice_mean": base + off + 0.01 * i,
+             "ssim_projected": base + off + 0.4 + 0.01 * i, "ssim_depth_blind": 0.5}
+            for d, base in ((1e4, 0.3), (NOISELESS, 0.5), (1e6, 0.45))
+            for m, off in (("dart", 0.1), ("three_pie", 0.0)) for i in range(2)]
+    tables.write_cases(rows, tmp_path / "fig_stem_dose_cases.csv")
+    summary = write_dose_figure(tmp_path, {"dart": "DART"}, notes=["n"], provenance={"p": 1})
+    assert [e["dose"] for e in summary][-2:] == [NOISELESS, NOISELESS]
+    md = (tmp_path / "fig_stem_dose.md").read_text()
+    assert "| noiseless | DART |" in md and "- noiseless, projection SSIM: highest mean DART" in md
+    assert json.loads((tmp_path / "fig_stem_dose.json").read_text())["doses"] == [1e4, 1e6, "noiseless"]
+    assert (tmp_path / "fig_stem_dose.png").stat().st_size > 1000
+    assert dose_label(NOISELESS) == "noiseless" and dose_label(1e5) == "100000 e-/Å²"
