@@ -55,29 +55,39 @@ _LOW_PRECISION_LOCK = threading.Lock()
 def low_precision_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """A copy of ``model`` with every parameter and buffer in ``dtype``, made once and reused.
 
-    The copy is remade when a parameter or buffer of ``model`` has changed since (its storage or
-    in-place version counter, e.g. after an optimiser step or ``load_state_dict``), so it never
-    serves stale weights. It does not require gradients; gradients still flow to its input.
+    The copy is remade when ``model`` has other parameter or buffer tensors than when it was made,
+    and after ``model.load_state_dict`` (a hook drops it). Weights changed in place by other means
+    (an optimiser step on a model that is also sampled) need :func:`release_low_precision` first:
+    torch has no public counter of in-place changes. The copy does not require gradients;
+    gradients still flow to its input.
 
     >>> net = nn.Linear(2, 2)
     >>> low_precision_copy(net, torch.bfloat16).weight.dtype
     torch.bfloat16
     >>> low_precision_copy(net, torch.bfloat16) is low_precision_copy(net, torch.bfloat16)
     True
-    >>> with torch.no_grad():
-    ...     _ = net.weight.add_(1.0)
-    >>> bool((low_precision_copy(net, torch.bfloat16).weight == net.weight.to(torch.bfloat16)).all())
-    True
+    >>> _ = net.load_state_dict({"weight": torch.ones(2, 2), "bias": torch.zeros(2)})
+    >>> low_precision_copy(net, torch.bfloat16).weight.tolist()
+    [[1.0, 1.0], [1.0, 1.0]]
     """
-    state = (dtype, model.training, tuple((t.data_ptr(), t._version) for t in
-                                          (*model.parameters(), *model.buffers())))
+    state = (dtype, tuple(t.data_ptr() for t in (*model.parameters(), *model.buffers())))
     with _LOW_PRECISION_LOCK:
         cached = _LOW_PRECISION.get(model)
         if cached is not None and cached[0] == state:
             return cached[1]
+        if cached is None:
+            model.register_load_state_dict_post_hook(lambda module, keys: release_low_precision(module))
         low = copy.deepcopy(model).to(dtype).requires_grad_(False)
         _LOW_PRECISION[model] = (state, low)
         return low
+
+
+def release_low_precision(model: nn.Module) -> None:
+    """Drop the cached low-precision copy of ``model`` (:func:`low_precision_copy`), e.g. after its
+    weights were changed in place; the next bfloat16 call makes a new one."""
+    with _LOW_PRECISION_LOCK:
+        if model in _LOW_PRECISION:
+            _LOW_PRECISION[model] = (None, None)
 
 
 def run_network(model: nn.Module, x: Tensor, t: int, precision: str = "float32") -> Tensor:
