@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from paperlib.diffusion import distributed as dd
-from paperlib.diffusion.partition import (PartitionedPrior, group_slices, merge_groups, release_low_precision,
-                                          run_network, split_groups)
+from paperlib.diffusion.partition import (PartitionedPrior, group_slices, low_precision_copy, merge_groups,
+                                          release_low_precision, run_network, split_groups)
 from paperlib.diffusion.sampler import Sampler
 from paperlib.diffusion.schedules import ScheduleConfig
 from paperlib.diffusion.unet3d import UNet3D, UNet3DConfig
@@ -95,6 +95,9 @@ def test_bfloat16_copy_follows_the_weights_and_passes_gradients_to_the_input():
     release_low_precision(a)
     a_half = run_network(a, x, 50, "bfloat16")
     assert not torch.equal(a_half, run_network(b, x, 50, "bfloat16"))
+    a.channels_last = False  # an instance setting made after the copy reaches the network
+    assert low_precision_copy(a, torch.bfloat16).channels_last is False
+    assert torch.allclose(run_network(a, x, 50, "bfloat16"), a_half, rtol=0.05, atol=0.05)  # same weights
     xg = x.clone().requires_grad_(True)
     run_network(a, xg, 50, "bfloat16").square().sum().backward()
     assert xg.grad is not None and xg.grad.dtype == torch.float32 and bool(xg.grad.abs().sum() > 0)

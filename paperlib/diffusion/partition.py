@@ -56,7 +56,8 @@ def low_precision_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """A copy of ``model`` with every parameter and buffer in ``dtype``, made once and reused.
 
     The copy is remade when ``model`` has other parameter or buffer tensors than when it was made,
-    and after ``model.load_state_dict`` (a hook drops it). Weights changed in place by other means
+    another train/eval mode or another ``channels_last`` setting, and after ``model.load_state_dict``
+    (a hook drops it). Weights changed in place by other means
     (an optimiser step on a model that is also sampled) need :func:`release_low_precision` first:
     torch has no public counter of in-place changes. The copy does not require gradients;
     gradients still flow to its input.
@@ -70,7 +71,8 @@ def low_precision_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     >>> low_precision_copy(net, torch.bfloat16).weight.tolist()
     [[1.0, 1.0], [1.0, 1.0]]
     """
-    state = (dtype, tuple(t.data_ptr() for t in (*model.parameters(), *model.buffers())))
+    state = (dtype, model.training, getattr(model, "channels_last", None),  # settings the copy would freeze
+             tuple(t.data_ptr() for t in (*model.parameters(), *model.buffers())))
     with _LOW_PRECISION_LOCK:
         cached = _LOW_PRECISION.get(model)
         if cached is not None and cached[0] == state:
