@@ -481,7 +481,8 @@ def _guided_speed_rows() -> list[Row]:
         rows.append(Row("guided", f"{method.upper()} sampling speed-up ({suite})",
                         "after: profile precision (bf16 weights and activations), channels-last, groups side by side, "
                         "multislice adjoint, paperlib's allocator thresholds", "before: float32, contiguous, groups "
-                        "one after the other, autograd gradient, glibc's default allocator", f"{len(pick['after'])} validation case(s), {suite}",
+                        "one after the other, autograd gradient, glibc's default allocator",
+                        f"{len(pick['after'])} validation case(s), {suite}",
                         "s per volume", t["after"], t["before"], t["before"] / t["after"],
                         direction="before/after time (>1: faster now)", accuracy_metric="SSIM",
                         ours_accuracy=a["after"], peer_accuracy=a["before"], status="read",
@@ -567,8 +568,9 @@ def section_denoiser(s: Settings) -> list[Row]:
             f"{flops / 1e9:.3f} GFLOP per forward (convolutions, matmuls and attention, counted by FlopCounterMode; "
             "norms and activations not counted)")
     rows = []
-    for label, channels_last, bf16, kind in (("fp32, contiguous (before)", False, False, "fp32"),
-                                             ("bf16 weights and activations, channels-last (the profiles)", True, True, "bf16")):
+    for label, channels_last, bf16, kind in (
+            ("fp32, contiguous (before)", False, False, "fp32"),
+            ("bf16 weights and activations, channels-last (the profiles)", True, True, "bf16")):
         (seconds, out), = best_of({"f": lambda: forward(channels_last, bf16)}, s.repeats).values()
         achieved = flops / seconds / 1e9
         for peak_name in (f"matmul {kind}", f"conv2d {kind}"):

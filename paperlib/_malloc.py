@@ -30,14 +30,14 @@ TRIM_THRESHOLD = 2**30
 
 #: the environment variable that keeps glibc's defaults (value ``default``)
 ENV = "PAPERLIB_MALLOC"
-_state: dict[str, object] = {"applied": None}
+_state: dict[str, bool | None] = {"applied": None}
 
 
 def tune() -> bool:
     """Set glibc's mmap and trim thresholds (module docstring); True when they were set, False
     without glibc or with ``PAPERLIB_MALLOC=default``. Idempotent."""
     if _state["applied"] is not None:
-        return bool(_state["applied"])
+        return _state["applied"]
     setting = os.environ.get(ENV, "tuned").strip().lower()
     if setting not in ("tuned", "default"):
         raise ValueError(f"{ENV}: expected 'tuned' or 'default', got {os.environ[ENV]!r}")
@@ -58,4 +58,4 @@ def tune() -> bool:
 
 def applied() -> bool | None:
     """Whether :func:`tune` set the thresholds in this process (None: not called yet)."""
-    return None if _state["applied"] is None else bool(_state["applied"])
+    return _state["applied"]

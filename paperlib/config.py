@@ -177,7 +177,8 @@ class DiffusionReconConfig(_Section):
     eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM stochasticity")
     clip: tuple[float, float] | None = Field(None, description="clamp of x0_hat in prior units (MRI: [0, 1])")
     precision: Literal["float32", "bfloat16"] = Field(
-        "float32", description="the networks' arithmetic (bfloat16: weights and activations; see benchmarks/guided_speed.py)")
+        "float32", description="the networks' arithmetic (bfloat16: weights and activations; see "
+                               "benchmarks/guided_speed.py)")
     dart: GuidedStepsConfig
     drift: GuidedStepsConfig
     projection: GuidedStepsConfig | None = None

@@ -88,7 +88,7 @@ def release_low_precision(model: nn.Module) -> None:
     """Drop the cached low-precision copy of ``model`` (:func:`low_precision_copy`), e.g. after its
     weights were changed in place; the next bfloat16 call makes a new one."""
     with _LOW_PRECISION_LOCK:
-        if model in _LOW_PRECISION:
+        if model in _LOW_PRECISION:  # kept as an entry that matches no state: the model's hook stays registered once
             _LOW_PRECISION[model] = (None, None)
 
 

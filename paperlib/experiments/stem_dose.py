@@ -29,7 +29,7 @@ NOISELESS = math.inf
 
 
 def dose_label(dose: float, unit: bool = True) -> str:
-    """``"1e+04 e-/Å²"``-style text of a dose, ``"noiseless"`` for :data:`NOISELESS`.
+    """A dose as ``f"{dose:g} e-/Å²"`` (``unit=False``: the number alone), ``"noiseless"`` for :data:`NOISELESS`.
 
     >>> dose_label(1e4), dose_label(NOISELESS), dose_label(1e6, unit=False)
     ('10000 e-/Å²', 'noiseless', '1e+06')
