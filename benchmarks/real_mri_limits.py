@@ -13,7 +13,11 @@ profile's general prior and ``real_mri`` settings, one DART variant per row:
 * ``stop=…``: the chain ended early, returning the corrected denoised estimate (``dart(stop=)``);
 * ``tv_init=…``: DART started from the TV reconstruction noised to that fraction of the schedule
   — what the prior adds *on top of* TV (if the prior knew real brains better than TV's piecewise
-  constancy, this would rise above TV).
+  constancy, this would rise above TV);
+* ``tv_anchor=ρ``: the other way round, TV at the profile's weight with ``ρ / 2 ||x - x_DART||^2`` added
+  (``total_variation(anchor=, anchor_weight=)``, anchored at the ``profile`` row's estimate; its time
+  includes that DART run): does DART's estimate carry what TV lacks?
+* ``mean(profile, tv)``: the voxel-wise mean of the two reconstructions.
 
 Each variant's whole-image and head SSIM (the table's metrics) is paired per case with TV at the
 profile's weight. Writes ``benchmarks/results/real_mri_limits.csv`` (per case) and
@@ -54,6 +58,8 @@ VARIANTS = (
     ("tv_init=0.15", {"start": 0.15}, "tv_init"),
     ("tv_init=0.3", {"start": 0.3}, "tv_init"),
 )
+#: ρ of the ``tv_anchor`` rows (relative to the data term, whose curvature is 1 on sampled frequencies)
+ANCHOR_WEIGHTS = (0.1, 0.3, 1.0)
 
 
 def run(profile_name: str, seed: int = 0, progress: bool = True) -> list[dict]:
@@ -64,7 +70,9 @@ def run(profile_name: str, seed: int = 0, progress: bool = True) -> list[dict]:
     prior = real_mri.general_prior(profile)
     rows = []
     cases = real_mri.real_cases(profile, role="tuning")
-    bar = tqdm(total=len(cases) * (len(VARIANTS) + 1), desc="real-scan DART variants", disable=not progress)
+    bar = tqdm(total=len(cases) * (len(VARIANTS) + 1 + len(ANCHOR_WEIGHTS)), desc="real-scan DART variants",
+               disable=not progress)
+    b = section.baselines
     for case in cases:
         op, y = case.operator, case.kspace
         ys, s = real_mri.scaled_measurement(op, y)
@@ -83,6 +91,14 @@ def run(profile_name: str, seed: int = 0, progress: bool = True) -> list[dict]:
             x = dart(prior, op, meas, generator=torch.Generator().manual_seed(seed), init=init, **kw)
             runs.append((label, real_mri.valid_magnitude(x, scale), time.perf_counter() - t0))
             bar.update()
+        dart_recon = runs[1][1]  # the "profile" row, in the scan's units
+        for rho in ANCHOR_WEIGHTS:
+            t0 = time.perf_counter()
+            x = mri_baselines.total_variation(op, y, weight=b.tv_weight, iters=b.tv_iters, anchor=dart_recon,
+                                              anchor_weight=rho).clamp_min(0)
+            runs.append((f"tv_anchor={rho:g}", x, time.perf_counter() - t0 + runs[1][2]))
+            bar.update()
+        runs.append(("mean(profile, tv)", (dart_recon + tv) / 2, runs[0][2] + runs[1][2]))
         for label, recon, seconds in runs:
             sc = volume_scores(recon, case.image, head_mask=case.head_mask)
             rows.append({"case": case.case_id, "scan": case.scan, "acceleration": case.acceleration,

@@ -205,3 +205,29 @@ def test_anisotropic_tv_minimises_its_own_objective(problem, real):
     assert rel_err(iso, aniso) > 1e-3  # the variants differ
     assert _tv_objective(op, y, aniso, lam, False) < _tv_objective(op, y, iso, lam, False)
     assert _tv_objective(op, y, iso, lam, True) < _tv_objective(op, y, aniso, lam, True)
+
+
+def test_total_variation_anchored(problem):
+    """``anchor``/``anchor_weight`` add ``ρ/2 ||x - z||^2``: a huge ρ returns the anchor, ρ = 0 from the
+    TV solution stays there, and bad anchors are one clear error."""
+    op, x, y = problem
+    total_variation = mb.total_variation
+    tv = total_variation(op, y, weight=0.01, iters=300)
+    z = torch.rand(tv.shape, generator=gen(3))
+    pinned = total_variation(op, y, weight=0.01, iters=50, anchor=z, anchor_weight=1e6)
+    assert float((pinned - z).abs().max()) < 1e-3 * float(z.abs().max())
+    again = total_variation(op, y, weight=0.01, iters=100, anchor=tv, anchor_weight=0.0)
+    assert float((again - tv).abs().max()) < 2e-2 * float(tv.abs().max())
+    middle = total_variation(op, y, weight=0.01, iters=300, anchor=z, anchor_weight=1.0)
+    assert float((middle - z).norm()) < float((tv - z).norm())  # pulled towards the anchor
+    for real in (True, False):
+        total_variation(op, y, weight=0.01, iters=5, real=real, anchor=z if real else z.to(torch.complex64),
+                        anchor_weight=0.5)
+    with pytest.raises(ValueError, match="anchor"):
+        total_variation(op, y, weight=0.01, iters=5, anchor=z[:-1], anchor_weight=1.0)
+    with pytest.raises(ValueError, match="anchor"):
+        total_variation(op, y, weight=0.01, iters=5, anchor=z.to(torch.complex64), anchor_weight=1.0)
+    with pytest.raises(ValueError, match="anchor_weight"):
+        total_variation(op, y, weight=0.01, iters=5, anchor=z, anchor_weight=-1.0)
+    with pytest.raises(ValueError, match="anchor_weight"):
+        total_variation(op, y, weight=0.01, iters=5, anchor_weight=1.0)

@@ -165,7 +165,8 @@ def _divergence(p: Tensor) -> Tensor:
 
 
 def total_variation(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 300, step_ratio: float = 4.0,
-                    real: bool = True, isotropic: bool = True, progress: bool = False) -> Tensor:
+                    real: bool = True, isotropic: bool = True, anchor: Tensor | None = None,
+                    anchor_weight: float = 0.0, progress: bool = False) -> Tensor:
     """Isotropic-TV regularised least squares by Chambolle–Pock primal-dual, batched over slices.
 
     Solves ``min_x 1/2 ||M F x - y||^2 + λ sum_pixels |∇x|`` with ``λ = weight * max |x_zf|``
@@ -190,6 +191,11 @@ def total_variation(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 3
         ``TotalVariationRecon`` does.
     isotropic : isotropic TV (default); ``False`` for anisotropic TV (the dual projection of
         :func:`~paperlib.recon.solvers.project_tv_dual_ball` with ``per_direction=True``).
+    anchor, anchor_weight : optionally an image ``z`` (the shape of the zero-filled image, in its
+        units; e.g. another method's reconstruction) and ``ρ >= 0``: adds ``ρ / 2 ||x - z||^2`` to the
+        objective (TV *anchored* at ``z``). The data prox stays exact and diagonal in k-space,
+        ``(F v + τ M y + τ ρ F z) / (1 + τ ρ + τ M)``, and the iteration starts at ``z``.
+        ``benchmarks/real_mri_limits.py`` anchors TV at DART's estimate.
     progress : tqdm bar over iterations.
 
     Returns
@@ -200,6 +206,18 @@ def total_variation(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 3
     if not isinstance(step_ratio, (int, float)) or not step_ratio > 0:
         raise ValueError(f"step_ratio: expected a number > 0, got {step_ratio!r}")
     zf = op.zero_filled(y)
+    rho = 0.0
+    if anchor is not None:
+        if not isinstance(anchor, Tensor) or anchor.shape != zf.shape or anchor.is_complex() != (not real) \
+                or not bool(torch.isfinite(anchor).all()):
+            kind = "real" if real else "complex"
+            raise ValueError(f"anchor: expected a finite {kind} tensor of shape {tuple(zf.shape)}, got "
+                             f"{type(anchor).__name__} {tuple(getattr(anchor, 'shape', ()))}")
+        if not (isinstance(anchor_weight, (int, float)) and math.isfinite(anchor_weight) and anchor_weight >= 0):
+            raise ValueError(f"anchor_weight: expected a finite number >= 0, got {anchor_weight!r}")
+        rho = float(anchor_weight)
+    elif anchor_weight != 0:
+        raise ValueError(f"anchor_weight: {anchor_weight!r} given without an anchor")
     lam = absolute_weight(zf, weight)
     lip = math.sqrt(8.0)
     tau, sigma = step_ratio / lip, 1.0 / (step_ratio * lip)
@@ -207,10 +225,13 @@ def total_variation(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 3
     if real:
         # x is real: prox = irfft2((rfft2(v) + τ rfft2(Re x_zf)) / (1 + τ M_sym))
         half = hermitian_half(mask)
-        damping = 1.0 / (1.0 + tau * half)
+        damping = 1.0 / (1.0 + tau * rho + tau * half)
         zr = zf.real.contiguous()
-        offset = torch.fft.irfft2(tau * torch.fft.rfft2(zr, norm="ortho") * damping, s=zr.shape[-2:], norm="ortho")
-        x = zr
+        rhs = tau * torch.fft.rfft2(zr, norm="ortho")
+        if anchor is not None:
+            rhs += (tau * rho) * torch.fft.rfft2(anchor.to(zr.dtype), norm="ortho")
+        offset = torch.fft.irfft2(rhs * damping, s=zr.shape[-2:], norm="ortho")
+        x = zr if anchor is None else anchor.to(zr.dtype).contiguous()
 
         def view(t: Tensor) -> Tensor:
             return t.unsqueeze(-1)
@@ -223,9 +244,14 @@ def total_variation(op: MRIOperator, y: Tensor, *, weight: float, iters: int = 3
             k.mul_(damping)
             return torch.fft.irfft2(k, s=v.shape[-3:-1], norm="ortho").add_(offset).unsqueeze(-1)
     else:
-        damping = (1.0 / (1.0 + tau * mask)).unsqueeze(-1)  # real, applied to real views of k-space
-        offset = torch.view_as_real(zf) * (tau / (1.0 + tau))
-        x = zf
+        damping = (1.0 / (1.0 + tau * rho + tau * mask)).unsqueeze(-1)  # real, applied to real views of k-space
+        if anchor is None:  # F x_zf lives where M = 1
+            offset = torch.view_as_real(zf) * (tau / (1.0 + tau))
+        else:
+            rhs = torch.fft.fft2(zf * tau + anchor.to(zf.dtype) * (tau * rho), norm="ortho")
+            torch.view_as_real(rhs).mul_(damping)
+            offset = torch.view_as_real(torch.fft.ifft2(rhs, norm="ortho"))
+        x = zf if anchor is None else anchor.to(zf.dtype)
         view, unview = torch.view_as_real, torch.view_as_complex
 
         def data_prox(v: Tensor) -> Tensor:
