@@ -1,14 +1,15 @@
 """DART, DRIFT and the projection method per volume: before / after the sampling speed-up, at equal SSIM.
 
 "Before" is how DART and DRIFT ran until 2026-12: float32 arithmetic, contiguous (N, C, H, W)
-activations, the group networks one after the other, the 4D-STEM physics step's gradient by
-autograd through :meth:`~paperlib.physics.multislice.MultisliceOperator.loss`, and glibc's default
-allocator. "After" is now: the profile's ``precision`` (``bfloat16`` weights and activations in
-the default profile), channels-last activations (:attr:`paperlib.diffusion.unet3d.UNet3D.channels_last`),
-the group networks side by side (:attr:`paperlib.diffusion.partition.PartitionedPrior.parallel_groups`),
-the hand-written adjoint of the multislice model
-(:meth:`~paperlib.physics.multislice.MultisliceOperator.gradient`) and the allocator thresholds
-that ``import paperlib`` sets (:mod:`paperlib._malloc`). Each case and setting runs in a process
+activations, the group networks one after the other, the 4D-STEM physics step with its gradient by
+autograd through :meth:`~paperlib.physics.multislice.MultisliceOperator.loss` and the intensities
+checked at every step (:func:`autograd_physics_step`), and glibc's default allocator. "After" is
+now: the profile's ``precision`` (``bfloat16`` weights and activations in the default profile),
+channels-last activations (:attr:`paperlib.diffusion.unet3d.UNet3D.channels_last`), the group
+networks side by side (:attr:`paperlib.diffusion.partition.PartitionedPrior.parallel_groups`), the
+hand-written adjoint of the multislice model bound to the measurement
+(:meth:`~paperlib.physics.multislice.MultisliceOperator.bind_physics_step`) and the allocator
+thresholds that ``import paperlib`` sets (:mod:`paperlib._malloc`). Each case and setting runs in a process
 of its own (the allocator is per process: ``PAPERLIB_MALLOC=default`` for "before"), which first
 runs the suite's first method once untimed (warm-up: kernels, FFT plans, bfloat16 copies); the two
 settings reconstruct the same cases with the same seeds, alternately case by case (so that a
@@ -141,9 +142,9 @@ def summary(rows: list[dict], header: str) -> str:
     """Markdown: per suite and method, mean wall time before / after, the speed-up, mean SSIM of
     each setting and the largest SSIM change of one case (rows as written to the CSV)."""
     lines = ["# DART, DRIFT and the projection method: before / after the sampling speed-up", "",
-             "| Suite | Method | n | Before s | After s | Speed-up | Physics share after | SSIM before | SSIM after | "
-             "max abs SSIM change |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| Suite | Method | n | Before s | After s | Speed-up | Per-case speed-up, min - max | Physics share after | "
+             "SSIM before | SSIM after | max abs SSIM change |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, _, _, methods in SUITES:
         for method in methods:
             pair = {s: [r for r in rows if r["suite"] == label and r["method"] == method and r["setting"] == s]
@@ -153,13 +154,15 @@ def summary(rows: list[dict], header: str) -> str:
             tb, ta = (sum(float(r["wall_time_s"]) for r in pair[s]) / len(pair[s]) for s in SETTINGS)
             sb, sa = (sum(float(r["ssim"]) for r in pair[s]) / len(pair[s]) for s in SETTINGS)
             dmax = max(abs(float(a["ssim"]) - float(b["ssim"])) for a, b in zip(pair["after"], pair["before"]))
+            per_case = [float(b["wall_time_s"]) / float(a["wall_time_s"]) for a, b in zip(pair["after"], pair["before"])]
             phys = sum(float(r.get("physics_s") or "nan") for r in pair["after"]) / len(pair["after"]) / ta
             lines.append(f"| {label} | {method} | {len(pair['after'])} | {tb:.2f} | {ta:.2f} | {tb / ta:.2f}x | "
-                         f"{phys:.2f} | {sb:.4f} | {sa:.4f} | {dmax:.4f} |")
+                         f"{min(per_case):.2f}x - {max(per_case):.2f}x | {phys:.2f} | {sb:.4f} | {sa:.4f} | {dmax:.4f} |")
     lines += ["", f"- {header}. Before: float32, contiguous activations, group networks one after the other, "
-              "4D-STEM gradient by autograd, glibc's default allocator; after: the profile's precision (bfloat16 "
-              "weights and activations), channels-last activations, group networks side by side, the hand-written "
-              "multislice adjoint, the allocator thresholds of paperlib._malloc. Each case and setting in a "
+              "4D-STEM physics step by autograd (intensities checked every step), glibc's default allocator; after: the "
+              "profile's precision (bfloat16 weights and activations), channels-last activations, group networks side "
+              "by side, the hand-written multislice adjoint bound to its measurement, the allocator thresholds of "
+              "paperlib._malloc. Each case and setting in a "
               "process of its own, timed after one untimed warm-up run. SSIM: whole-image (MRI), projection (4D-STEM).",
               "- MRI suites: validation volumes / tuning scans; 4D-STEM: validation crystals (no test case).", ""]
     return "\n".join(lines)

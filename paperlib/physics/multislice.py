@@ -34,8 +34,9 @@ Speed
 Scan positions go through the slices in batches (``batch_size`` positions per batched 2D FFT;
 no Python loop over positions). The forward simulation (no autograd) keeps the probes and
 propagators cached, works in place and uses FFTW (pyfftw, which abTEM depends on; ~2x faster
-than ``torch.fft``'s MKL transforms on 64 x 64 windows) on CPU; the differentiable path (loss,
-gradient, physics step) uses ``torch.fft``. ``benchmarks/stem_peers.py`` measures it against
+than ``torch.fft``'s MKL transforms on 64 x 64 windows) on CPU, and so do the gradient and the
+physics step (the adjoint written out, :meth:`MultisliceOperator.gradient`); only the autograd
+path (:meth:`MultisliceOperator.loss` of a ``V`` that requires grad) uses ``torch.fft``. ``benchmarks/stem_peers.py`` measures it against
 abTEM on the same potential and grid: on SrTiO3 (64 x 64, 8 slices, 16 x 16 scan, one thread)
 ours took ~40 ms, abTEM ~170 ms (torch.fft backend: ~85 ms). With
 ``window`` smaller than the grid the operator propagates, for each position, only a
@@ -354,8 +355,8 @@ class MultisliceOperator:
     fft_backend : ``"auto"`` (default), ``"torch"`` or ``"fftw"``
         FFTs of the no-grad forward path. ``"auto"`` = FFTW (pyfftw, a dependency of abTEM)
         on CPU, ``torch.fft`` elsewhere; FFTW is ~2x faster than torch's MKL FFT on 64 x 64
-        windows. The autograd path (loss, gradient, physics step) always uses ``torch.fft``.
-        The two agree to float rounding.
+        windows. The gradient and the physics step use it too; the autograd path (:meth:`loss`
+        of a ``V`` that requires grad) always uses ``torch.fft``. The two agree to float rounding.
 
     Attributes
     ----------
