@@ -154,12 +154,15 @@ def summary(rows: list[dict], header: str) -> str:
             tb, ta = (sum(float(r["wall_time_s"]) for r in pair[s]) / len(pair[s]) for s in SETTINGS)
             sb, sa = (sum(float(r["ssim"]) for r in pair[s]) / len(pair[s]) for s in SETTINGS)
             dmax = max(abs(float(a["ssim"]) - float(b["ssim"])) for a, b in zip(pair["after"], pair["before"]))
-            per_case = [float(b["wall_time_s"]) / float(a["wall_time_s"]) for a, b in zip(pair["after"], pair["before"])]
+            per_case = [float(b["wall_time_s"]) / float(a["wall_time_s"])
+                        for a, b in zip(pair["after"], pair["before"])]
             phys = sum(float(r.get("physics_s") or "nan") for r in pair["after"]) / len(pair["after"]) / ta
             lines.append(f"| {label} | {method} | {len(pair['after'])} | {tb:.2f} | {ta:.2f} | {tb / ta:.2f}x | "
-                         f"{min(per_case):.2f}x - {max(per_case):.2f}x | {phys:.2f} | {sb:.4f} | {sa:.4f} | {dmax:.4f} |")
+                         f"{min(per_case):.2f}x - {max(per_case):.2f}x | {phys:.2f} | {sb:.4f} | {sa:.4f} | "
+                         f"{dmax:.4f} |")
     lines += ["", f"- {header}. Before: float32, contiguous activations, group networks one after the other, "
-              "4D-STEM physics step by autograd (intensities checked every step), glibc's default allocator; after: the "
+              "4D-STEM physics step by autograd (intensities checked every step), glibc's default allocator; "
+              "after: the "
               "profile's precision (bfloat16 weights and activations), channels-last activations, group networks side "
               "by side, the hand-written multislice adjoint bound to its measurement, the allocator thresholds of "
               "paperlib._malloc. Each case and setting in a "

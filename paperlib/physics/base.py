@@ -104,7 +104,10 @@ class Operator(Protocol):
         """One step towards agreement with the measurement ``y`` (paper Eq. 4 / Eq. 5);
         returns a volume of the shape and real/complex kind of ``x``. Modality-specific
         keyword arguments (``step_size``, ...) pass through ``step_kwargs`` of DART/DRIFT;
-        ``support=`` where :attr:`supports_support`."""
+        ``support=`` where :attr:`supports_support`. An operator may also offer
+        ``bind_physics_step(y, **step_kwargs) -> step(x)``, the same step with ``y`` and the settings
+        bound once (both implementations do: what depends on ``y`` alone is computed once);
+        :func:`paperlib.recon.dart.physics_callback` uses it where present."""
         ...
 
     def measurement_image(self, y: Tensor) -> Tensor:

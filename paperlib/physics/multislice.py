@@ -36,7 +36,8 @@ no Python loop over positions). The forward simulation (no autograd) keeps the p
 propagators cached, works in place and uses FFTW (pyfftw, which abTEM depends on; ~2x faster
 than ``torch.fft``'s MKL transforms on 64 x 64 windows) on CPU, and so do the gradient and the
 physics step (the adjoint written out, :meth:`MultisliceOperator.gradient`); only the autograd
-path (:meth:`MultisliceOperator.loss` of a ``V`` that requires grad) uses ``torch.fft``. ``benchmarks/stem_peers.py`` measures it against
+path (:meth:`MultisliceOperator.loss` of a ``V`` that requires grad) uses ``torch.fft``.
+``benchmarks/stem_peers.py`` measures it against
 abTEM on the same potential and grid: on SrTiO3 (64 x 64, 8 slices, 16 x 16 scan, one thread)
 ours took ~40 ms, abTEM ~170 ms (torch.fft backend: ~85 ms). With
 ``window`` smaller than the grid the operator propagates, for each position, only a

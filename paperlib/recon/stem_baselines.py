@@ -259,11 +259,13 @@ def _support_steps(op, intensities, V, occupied: int, steps: int, threshold: flo
 
     Each step is one proximal-gradient (ISTA) step, :meth:`MultisliceOperator.physics_step`:
     gradient step with the support's step size, :func:`~paperlib.recon.solvers.soft_threshold`,
-    zero outside the support. No momentum: these are the Eq. 5 steps DART and DRIFT take."""
+    zero outside the support. No momentum: these are the Eq. 5 steps DART and DRIFT take (bound to the
+    measurement once, :meth:`MultisliceOperator.bind_physics_step`: the same numbers)."""
     index = torch.arange(V.shape[0])
     support = (index >= top) & (index < top + occupied)
+    step = op.bind_physics_step(intensities, threshold=threshold, nonnegative=nonnegative, support=support)
     for _ in range(steps):
-        V = op.physics_step(V, intensities, threshold=threshold, nonnegative=nonnegative, support=support)
+        V = step(V)
     return V
 
 
