@@ -169,7 +169,7 @@ def clean_error_or_finite(call, shape=None):
 # one test per entry point (parametrised), so that each gets its own 500 examples
 
 @FUZZ
-@pytest.mark.parametrize("method", ["forward", "adjoint", "physics_step"])
+@pytest.mark.parametrize("method", ["forward", "adjoint", "physics_step", "bind_physics_step"])
 @given(data=st.data(), kw=one_fault(step_size=[1.0, 0.5]))
 def test_mri_operator(method, data, kw):
     x = data.draw(arrays((D, H, W)), label="x")
@@ -178,10 +178,15 @@ def test_mri_operator(method, data, kw):
         clean_error_or_finite(lambda: MRI.forward(x), shape)
     elif method == "adjoint":
         clean_error_or_finite(lambda: MRI.adjoint(x), shape)
+    elif method == "physics_step":
+        if data.draw(st.booleans(), label="fuzz the image (else the k-space)"):
+            clean_error_or_finite(lambda: MRI.physics_step(x, MRI_Y, **kw), (D, H, W))
+        else:
+            clean_error_or_finite(lambda: MRI.physics_step(STEM_V, x, **kw), (D, H, W))
     elif data.draw(st.booleans(), label="fuzz the image (else the k-space)"):
-        clean_error_or_finite(lambda: MRI.physics_step(x, MRI_Y, **kw), (D, H, W))
+        clean_error_or_finite(lambda: MRI.bind_physics_step(MRI_Y, **kw)(x), (D, H, W))
     else:
-        clean_error_or_finite(lambda: MRI.physics_step(STEM_V, x, **kw), (D, H, W))
+        clean_error_or_finite(lambda: MRI.bind_physics_step(x, **kw)(STEM_V), (D, H, W))
 
 
 @FUZZ
@@ -203,7 +208,7 @@ def test_make_mask(good, faulty, bad):
 
 
 @FUZZ
-@pytest.mark.parametrize("method", ["forward", "gradient", "physics_step"])
+@pytest.mark.parametrize("method", ["forward", "gradient", "physics_step", "bind_physics_step"])
 @given(data=st.data(), kw=one_fault(step_size=[None, 1.0], threshold=[0.0, 0.1], nonnegative=[False, True]))
 def test_multislice_operator(method, data, kw):
     fuzz_volume = method == "forward" or data.draw(st.booleans(), label="fuzz the potential (else the intensities)")
@@ -215,8 +220,10 @@ def test_multislice_operator(method, data, kw):
         out = clean_error_or_finite(lambda: STEM.gradient(V, intensities))
         if out is not None:
             assert out[0].shape == () and out[1].shape == (D, H, W)
-    else:
+    elif method == "physics_step":
         clean_error_or_finite(lambda: STEM.physics_step(V, intensities, **kw), (D, H, W))
+    else:
+        clean_error_or_finite(lambda: STEM.bind_physics_step(intensities, **kw)(V), (D, H, W))
 
 
 MC = (4, H, W)  # the multicoil mask needs D >= 4
