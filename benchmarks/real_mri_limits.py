@@ -4,12 +4,16 @@ On the real scans (notebook ``tab_real_mri``) DART stays below TV. This script s
 candidate causes on the **tuning** scans only (the held-out scans are never touched), with the
 profile's general prior and ``real_mri`` settings, one DART variant per row:
 
-* ``profile``: DART as the table runs it;
+* ``profile``: DART as the table runs it (``--steps`` overrides its number of steps per sample, and
+  with it every row's that does not set its own);
+* ``prior=…``: the profile's DART with another prior, tiled like the general one (group 0 of
+  ``checkpoints/mri_default``: the synthetic-brain prior the general one was fine-tuned from, so
+  the row measures what the domain-randomised fine-tuning gave);
 * ``oracle_scale``: the measurement divided by the intensity scale of the *true* image instead of
   the zero-filled one (the zero-filled image underestimates it: its column ``scale_ratio``), so
   the prior sees the intensities it was trained on — is the normalisation at fault?
 * ``start=…``: other starting points of the chain (1.0 = pure noise, no zero-filled image);
-* ``steps=20``: twice the steps (too slow for ``make figures`` at the profile's 4 samples);
+* ``steps=20``: 20 steps per sample (twice the 10 of the stored run);
 * ``stop=…``: the chain ended early, returning the corrected denoised estimate (``dart(stop=)``);
 * ``tv_init=…``: DART started from the TV reconstruction noised to that fraction of the schedule
   — what the prior adds *on top of* TV (if the prior knew real brains better than TV's piecewise
@@ -24,7 +28,7 @@ profile's weight. Writes ``benchmarks/results/real_mri_limits.csv`` (per case) a
 ``real_mri_limits.md`` (means over the cases, the difference to TV with a 95 % bootstrap
 interval over the cases, and the wall time).
 
-    python benchmarks/real_mri_limits.py --profile default
+    python benchmarks/real_mri_limits.py --profile default [--steps 10]
 """
 from __future__ import annotations
 
@@ -39,16 +43,19 @@ from tqdm.auto import tqdm
 from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.data.intensity import intensity_scale
+from paperlib.diffusion.tiling import tiled
 from paperlib.experiments import real_mri
+from paperlib.experiments.priors import guided_prior
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
 from paperlib.metrics.image import volume_scores
 from paperlib.recon import mri_baselines
 from paperlib.recon.dart import dart
 
-#: (label, dart keyword overrides, special) — special: "oracle_scale" or "tv_init"
+#: (label, dart keyword overrides, special) — special: "oracle_scale", "tv_init" or "prior:<checkpoint>"
 VARIANTS = (
     ("profile", {}, None),
+    ("prior=mri_default", {}, "prior:checkpoints/mri_default"),
     ("oracle_scale", {}, "oracle_scale"),
     ("start=1.0", {"start": 1.0}, None),
     ("start=0.3", {"start": 0.3}, None),
@@ -62,12 +69,15 @@ VARIANTS = (
 ANCHOR_WEIGHTS = (0.1, 0.3, 1.0)
 
 
-def run(profile_name: str, seed: int = 0, progress: bool = True) -> list[dict]:
-    """One row per (tuning case, variant) plus TV's rows (``variant = "tv"``)."""
+def run(profile_name: str, seed: int = 0, progress: bool = True, steps: int | None = None) -> list[dict]:
+    """One row per (tuning case, variant) plus TV's rows (``variant = "tv"``); ``steps``: DART's
+    steps per sample where a variant does not set its own (default: the profile's)."""
     profile = load_profile(profile_name)
     section = profile.real_mri
     d = section.diffusion.dart
     prior = real_mri.general_prior(profile)
+    others = {sp: tiled(guided_prior(section.diffusion, sp.split(":", 1)[1], groups=(0,)), overlap=section.overlap)
+              for _, _, sp in VARIANTS if sp and sp.startswith("prior:")}
     rows = []
     cases = real_mri.real_cases(profile, role="tuning")
     bar = tqdm(total=len(cases) * (len(VARIANTS) + 1 + len(ANCHOR_WEIGHTS)), desc="real-scan DART variants",
@@ -82,13 +92,13 @@ def run(profile_name: str, seed: int = 0, progress: bool = True) -> list[dict]:
         runs = [("tv", tv, time.perf_counter() - t0)]
         bar.update()
         for label, overrides, special in VARIANTS:
-            kw = dict(num_steps=d.steps, start=d.start, physics_steps=d.physics_steps, step_kwargs=d.step_kwargs(),
+            kw = dict(num_steps=steps or d.steps, start=d.start, physics_steps=d.physics_steps, step_kwargs=d.step_kwargs(),
                       samples=d.samples, stop=d.stop)
             kw.update(overrides)
             scale, meas = (truth_scale, y / truth_scale) if special == "oracle_scale" else (s, ys)
             init = (tv / scale) if special == "tv_init" else op.zero_filled(meas).real
             t0 = time.perf_counter()
-            x = dart(prior, op, meas, generator=torch.Generator().manual_seed(seed), init=init, **kw)
+            x = dart(others.get(special, prior), op, meas, generator=torch.Generator().manual_seed(seed), init=init, **kw)
             runs.append((label, real_mri.valid_magnitude(x, scale), time.perf_counter() - t0))
             bar.update()
         dart_recon = runs[1][1]  # the "profile" row, in the scan's units
@@ -102,13 +112,13 @@ def run(profile_name: str, seed: int = 0, progress: bool = True) -> list[dict]:
         for label, recon, seconds in runs:
             sc = volume_scores(recon, case.image, head_mask=case.head_mask)
             rows.append({"case": case.case_id, "scan": case.scan, "acceleration": case.acceleration,
-                         "method": label, "seed": seed, "ssim_whole": sc["ssim"], "ssim_head": sc["ssim_head"],
+                         "method": label, "seed": seed, "steps": steps or d.steps, "ssim_whole": sc["ssim"], "ssim_head": sc["ssim_head"],
                          "psnr_volume": sc["psnr"], "wall_time_s": seconds, "scale_ratio": s / truth_scale})
     bar.close()
     return rows
 
 
-def report(rows: list[dict], profile_name: str, checkpoint: str, threads: int) -> str:
+def report(rows: list[dict], profile_name: str, checkpoint: str, threads: int, steps: int) -> str:
     """The markdown summary: per variant the means and the paired difference to TV."""
     cases = sorted({r["case"] for r in rows})
     variants = list(dict.fromkeys(r["method"] for r in rows))
@@ -116,6 +126,7 @@ def report(rows: list[dict], profile_name: str, checkpoint: str, threads: int) -
     lines = [f"# DART variants on the tuning real scans (profile {profile_name}, prior {checkpoint})", "",
              f"n = {len(cases)} cases ({', '.join(cases)}); differences paired per case with TV, "
              "mean [95 % bootstrap interval over the cases, paperlib.tables.paired_differences]; "
+             f"DART takes {steps} steps per sample where the variant sets none; "
              f"seconds per case on {threads} thread(s); code {git_commit()[:10]}.", "",
              "| Variant | SSIM whole | SSIM head | minus TV, whole | minus TV, head | s per case |",
              "|---|---|---|---|---|---|"]
@@ -140,12 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="default")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=None, help="DART steps per sample (default: the profile's)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "real_mri_limits.csv")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = run(args.profile, args.seed)
+    section = load_profile(args.profile).real_mri
+    steps = args.steps or section.diffusion.dart.steps
+    rows = run(args.profile, args.seed, steps=steps)
     tables.write_csv_rows(rows, args.out)
-    text = report(rows, args.profile, load_profile(args.profile).real_mri.checkpoint, args.threads)
+    text = report(rows, args.profile, section.checkpoint, args.threads, steps)
     atomic_write_text(args.out.with_suffix(".md"), text)
     print(text)
     return 0
