@@ -4,8 +4,8 @@ On the real scans (notebook ``tab_real_mri``) DART stays below TV. This script s
 candidate causes on the **tuning** scans only (the held-out scans are never touched), with the
 profile's general prior and ``real_mri`` settings, one DART variant per row:
 
-* ``profile``: DART as the table runs it (``--steps`` overrides its number of steps per sample, and
-  with it every row's that does not set its own);
+* ``profile``: DART as the table runs it (``--steps`` sets the steps per sample of this row and of
+  every row that does not set its own);
 * ``prior=…``: the profile's DART with another prior, tiled like the general one (group 0 of
   ``checkpoints/mri_default``: the synthetic-brain prior the general one was fine-tuned from, so
   the row measures what the domain-randomised fine-tuning gave);
@@ -75,8 +75,10 @@ def run(profile_name: str, seed: int = 0, progress: bool = True, steps: int | No
     profile = load_profile(profile_name)
     section = profile.real_mri
     d = section.diffusion.dart
+    steps = steps or d.steps
     prior = real_mri.general_prior(profile)
-    others = {sp: tiled(guided_prior(section.diffusion, sp.split(":", 1)[1], groups=(0,)), overlap=section.overlap)
+    others = {sp: tiled(guided_prior(section.diffusion, sp.split(":", 1)[1], groups=(0,)),
+                        overlap=section.overlap)
               for _, _, sp in VARIANTS if sp and sp.startswith("prior:")}
     rows = []
     cases = real_mri.real_cases(profile, role="tuning")
@@ -92,13 +94,14 @@ def run(profile_name: str, seed: int = 0, progress: bool = True, steps: int | No
         runs = [("tv", tv, time.perf_counter() - t0)]
         bar.update()
         for label, overrides, special in VARIANTS:
-            kw = dict(num_steps=steps or d.steps, start=d.start, physics_steps=d.physics_steps, step_kwargs=d.step_kwargs(),
-                      samples=d.samples, stop=d.stop)
+            kw = dict(num_steps=steps, start=d.start, physics_steps=d.physics_steps,
+                      step_kwargs=d.step_kwargs(), samples=d.samples, stop=d.stop)
             kw.update(overrides)
             scale, meas = (truth_scale, y / truth_scale) if special == "oracle_scale" else (s, ys)
             init = (tv / scale) if special == "tv_init" else op.zero_filled(meas).real
             t0 = time.perf_counter()
-            x = dart(others.get(special, prior), op, meas, generator=torch.Generator().manual_seed(seed), init=init, **kw)
+            x = dart(others.get(special, prior), op, meas, generator=torch.Generator().manual_seed(seed),
+                     init=init, **kw)
             runs.append((label, real_mri.valid_magnitude(x, scale), time.perf_counter() - t0))
             bar.update()
         dart_recon = runs[1][1]  # the "profile" row, in the scan's units
@@ -112,8 +115,9 @@ def run(profile_name: str, seed: int = 0, progress: bool = True, steps: int | No
         for label, recon, seconds in runs:
             sc = volume_scores(recon, case.image, head_mask=case.head_mask)
             rows.append({"case": case.case_id, "scan": case.scan, "acceleration": case.acceleration,
-                         "method": label, "seed": seed, "steps": steps or d.steps, "ssim_whole": sc["ssim"], "ssim_head": sc["ssim_head"],
-                         "psnr_volume": sc["psnr"], "wall_time_s": seconds, "scale_ratio": s / truth_scale})
+                         "method": label, "seed": seed, "steps": steps, "ssim_whole": sc["ssim"],
+                         "ssim_head": sc["ssim_head"], "psnr_volume": sc["psnr"], "wall_time_s": seconds,
+                         "scale_ratio": s / truth_scale})
     bar.close()
     return rows
 
