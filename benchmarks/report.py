@@ -478,10 +478,11 @@ def _guided_speed_rows() -> list[Row]:
         if not pick["before"] or not pick["after"]:
             continue
         t, a = ({k: sum(float(r[c]) for r in v) / len(v) for k, v in pick.items()} for c in ("wall_time_s", "ssim"))
+        steps = "; MRI DART 80 steps (70 after)" if (suite, method) == ("mri", "dart") else ""
         rows.append(Row("guided", f"{method.upper()} sampling speed-up ({suite})",
                         "after: profile precision (bf16 weights and activations), channels-last, groups side by side, "
                         "multislice adjoint, paperlib's allocator thresholds", "before: float32, contiguous, groups "
-                        "one after the other, autograd gradient, glibc's default allocator",
+                        f"one after the other, autograd gradient, glibc's default allocator{steps}",
                         f"{len(pick['after'])} validation case(s), {suite}",
                         "s per volume", t["after"], t["before"], t["before"] / t["after"],
                         direction="before/after time (>1: faster now)", accuracy_metric="SSIM",
