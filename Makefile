@@ -75,9 +75,11 @@ include $(BUILD)/deps.mk
 endif
 
 # Notebooks that read more than the library and the priors: Figure 5 reads the committed scaling
-# measurements (and imports benchmarks/scaling.py), Table 3 the project's feature encoders.
+# measurements (and imports benchmarks/scaling.py), Table 3 the project's feature encoders, the
+# resolution-robust notebook the results of benchmarks/slice2d_denoise.py and variational_iters.py.
 $(BUILD)/fig5_scaling.ipynb: benchmarks/scaling.py $(wildcard benchmarks/results/scaling_*.csv)
 $(BUILD)/tab3_generation.ipynb: $(wildcard checkpoints/encoder_*/encoder.safetensors)
+$(BUILD)/resolution_robust.ipynb: $(wildcard benchmarks/results/slice2d_denoise.csv benchmarks/results/variational_iters.csv)
 
 # pytest exits 5 when it collects no tests: that is a failure here, with a message saying so.
 test: $(VENV)/.installed

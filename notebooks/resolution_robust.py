@@ -124,11 +124,35 @@ common = [f"Magnitude volumes with SIMULATED coils ({section.num_coils} smooth m
           f"Weights: {section.tuned_on or 'not stated'}."]
 findings = rr.findings(stored, section)
 sentences = [f["sentence"] for f in findings]
+# Why, measured on validation subjects by two benchmarks whose committed results this reads (make figures
+# reruns this notebook when they change): the priors as denoisers at each voxel, the iteration budget against CS.
+bench = repo_root() / "benchmarks" / "results"
+denoise = tables.read_csv_rows(bench / "slice2d_denoise.csv")
+gaps = tables.paired_differences(denoise, "fixed", "diverse", ["psnr_volume"], by=("shift", "fraction"))
+off = [g for g in gaps if g["shift"] != 1.0]
+worst = min(off, key=lambda g: g["psnr_volume_mean"])
+at_voxel = [g["psnr_volume_mean"] for g in gaps if g["shift"] == 1.0]
+why = [f"Why (2)-(4), measured: as denoisers of native slices at t/T up to {max(g['fraction'] for g in gaps):g} "
+       f"(benchmarks/slice2d_denoise.py, {len({r['case'] for r in denoise})} validation subjects), PSNR of the "
+       f"fixed-voxel prior minus the diverse-voxel prior is {min(at_voxel):+.2f} to {max(at_voxel):+.2f} dB at the "
+       f"training voxel and at lowest {worst['psnr_volume_mean']:+.2f} dB off it (x{worst['shift']:g}, t/T "
+       f"{worst['fraction']:g}, [{worst['psnr_volume_ci_low']:+.2f}, {worst['psnr_volume_ci_high']:+.2f}]); per "
+       "shift and t/T: " + "; ".join(f"x{g['shift']:g} {g['fraction']:g} {g['psnr_volume_mean']:+.2f}" for g in gaps)
+       + (". A prior this little specific to its voxel leaves little resolution gap to find, remove or close."
+          if worst["psnr_volume_mean"] > -0.5 else ". The fixed-voxel denoiser does lose off its voxel.")]
+budget = tables.read_csv_rows(bench / "variational_iters.csv")
+runs = {v: [(int(r["iterations"]), r) for r in budget if r["variant"] == v]
+        for v in dict.fromkeys(r["variant"] for r in budget)}
+why.append(f"Why (1) against CS, measured (benchmarks/variational_iters.py, validation {budget[0]['case']}, shift x1, "
+           f"R {float(budget[0]['acceleration']):g}): PSNR dB / whole-image SSIM by iteration count, " + "; ".join(
+               f"{v} " + ", ".join(f"{n}: {r['psnr_volume']:.2f} / {r['ssim_whole']:.4f}" for n, r in rs)
+               for v, rs in runs.items()) + f". The profile runs {section.iters} variational and "
+           f"{section.cs_iters} CS iterations; CS's weight was chosen at that count.")
 tables.write_table(out / "resolution_robust", header, shift_rows, provenance=prov,
                    title="Resolution robustness: fixed- against diverse-voxel 2D priors (synthetic subjects)",
                    notes=[f"Synthetic subjects {section.eval_seed}.. drawn at voxel shift x {FIXED_VOXEL_MM} mm "
                           "(the same anatomy at every shift); the fixed prior was trained at x1, the diverse one "
-                          "at x1, x2 and x4.", *common, *sentences])
+                          "at x1, x2 and x4.", *common, *sentences, *why])
 tables.write_table(out / "resolution_robust_methods", header, method_rows, provenance=prov,
                    title=f"The variational method against posterior sampling, DDS + TV-z and CS (shift x{section.methods_shift:g})",
                    notes=[*common, sentences[0]])
@@ -137,8 +161,8 @@ tables.write_table(out / "resolution_robust_real", header[:1] + ["Scans"] + head
                    notes=[f"Real scans {', '.join(section.real_scans)} (paperlib.data.real_mri), centre-cropped to "
                           f"{section.real_max_side} voxels per side, divided by their maximum; n = scans x seeds, "
                           "the interval is over the scans.", *common])
-tables.write_json(out / "resolution_robust.json", {"provenance": prov, "findings": findings, "summary": summary,
-                                                   "real_summary": real_summary})
+tables.write_json(out / "resolution_robust.json", {"provenance": prov, "findings": findings, "why": why,
+                                                   "summary": summary, "real_summary": real_summary})
 for name in ("resolution_robust", "resolution_robust_methods", "resolution_robust_real"):
     print((out / f"{name}.md").read_text())
 
@@ -146,7 +170,7 @@ for name in ("resolution_robust", "resolution_robust_methods", "resolution_robus
 # ## The paper's findings, computed (reproduced in direction or not)
 
 # %%
-for sentence in sentences:
+for sentence in sentences + why:
     print(sentence, "\n")
 
 # %% [markdown]
