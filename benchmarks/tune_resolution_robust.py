@@ -31,6 +31,24 @@ from paperlib.experiments.resolution_robust import Case, run_case, section_of, s
 from paperlib.recon.variational2d import simulate_multicoil
 
 
+def validation_case(profile, subject: int, shift: float, acceleration: float) -> Case:
+    """``synthetic_subject(subject)`` at ``shift`` times the fixed prior's voxel with simulated coils, as the
+    notebook draws its cases, with the section's coils, centre fraction, noise and mask seed; an
+    evaluation subject (the section's ``eval_seed`` onwards) is refused."""
+    section = section_of(profile)
+    if section.eval_seed <= subject < section.eval_seed + section.n_volumes:
+        raise SystemExit(f"--subject {subject} is an evaluation subject (eval_seed {section.eval_seed})")
+    shape = subject_shape(shift * FIXED_VOXEL_MM)
+    voxel = tuple(float(f) / s for f, s in zip(FOV_MM, shape))
+    drawn = synthetic_subject(subject, shape, noise_std=profile.mri.noise_std)
+    truth = torch.from_numpy(drawn[profile.mri.modality]).float()
+    op, y = simulate_multicoil(truth, num_coils=section.num_coils, acceleration=acceleration,
+                               center_fraction=min(section.center_fraction, 1.0 / acceleration),
+                               noise_std=section.noise_std, generator=torch.Generator().manual_seed(section.mask_seed))
+    return Case("validation", f"subject{subject}", float(shift), float(acceleration), voxel, truth,
+                torch.from_numpy(drawn["brain_mask"]), op, y)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="default")
@@ -46,17 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)
     section = section_of(profile)
-    if section.eval_seed <= args.subject < section.eval_seed + section.n_volumes:
-        raise SystemExit(f"--subject {args.subject} is an evaluation subject (eval_seed {section.eval_seed})")
-    shape = subject_shape(2 * FIXED_VOXEL_MM)
-    voxel = tuple(float(f) / s for f, s in zip(FOV_MM, shape))
-    subject = synthetic_subject(args.subject, shape, noise_std=profile.mri.noise_std)
-    truth = torch.from_numpy(subject[profile.mri.modality]).float()
-    op, y = simulate_multicoil(truth, num_coils=section.num_coils, acceleration=args.acceleration,
-                               center_fraction=min(section.center_fraction, 1.0 / args.acceleration),
-                               noise_std=section.noise_std, generator=torch.Generator().manual_seed(section.mask_seed))
-    case = Case("validation", f"subject{args.subject}", 2.0, args.acceleration, voxel, truth,
-                torch.from_numpy(subject["brain_mask"]), op, y)
+    case = validation_case(profile, args.subject, 2.0, args.acceleration)
     priors = slice_priors(profile)
     # (method, settings) in run order; every row carries every setting column (empty where not run)
     grid = [("zero_filled", {})]

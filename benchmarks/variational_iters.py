@@ -23,12 +23,11 @@ from tqdm.auto import tqdm
 
 from paperlib import tables
 from paperlib.config import load_profile
-from paperlib.data.brain import FOV_MM, synthetic_subject
-from paperlib.data.slices2d import FIXED_VOXEL_MM, subject_shape
-from paperlib.experiments.resolution_robust import Case, run_case, section_of, slice_priors
+from paperlib.data.slices2d import FIXED_VOXEL_MM
+from paperlib.experiments.resolution_robust import run_case, section_of, slice_priors
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
-from paperlib.recon.variational2d import simulate_multicoil
+from tune_resolution_robust import validation_case  # benchmarks/, next to this script
 
 OUT = Path("benchmarks/results/variational_iters.csv")
 #: (label, method of paperlib.experiments.resolution_robust.METHODS, section field of the count, overrides)
@@ -49,17 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)
     section = section_of(profile)
-    if section.eval_seed <= args.subject < section.eval_seed + section.n_volumes:
-        raise SystemExit(f"--subject {args.subject} is an evaluation subject (eval_seed {section.eval_seed})")
-    shape = subject_shape(FIXED_VOXEL_MM)
-    voxel = tuple(float(f) / s for f, s in zip(FOV_MM, shape))
-    subject = synthetic_subject(args.subject, shape, noise_std=profile.mri.noise_std)
-    truth = torch.from_numpy(subject[profile.mri.modality]).float()
-    op, y = simulate_multicoil(truth, num_coils=section.num_coils, acceleration=args.acceleration,
-                               center_fraction=min(section.center_fraction, 1.0 / args.acceleration),
-                               noise_std=section.noise_std, generator=torch.Generator().manual_seed(section.mask_seed))
-    case = Case("validation", f"subject{args.subject}", 1.0, args.acceleration, voxel, truth,
-                torch.from_numpy(subject["brain_mask"]), op, y)
+    case = validation_case(profile, args.subject, 1.0, args.acceleration)
     priors = slice_priors(profile)
     rows = []
     jobs = [(row, n) for row in ROWS for n in args.iters]
