@@ -92,23 +92,21 @@ def denoise_rows(profile_name: str, subjects: list[int], fractions: list[float],
 
 
 def report(rows: list[dict], profile_name: str, subjects: list[int]) -> str:
-    groups = sorted({(r["shift"], r["fraction"]) for r in rows})
-    means = {(r["dataset"], r["method"]): r["psnr_volume_mean"]
-             for r in tables.summarise(rows, by=("dataset", "method"))}
-    diffs = {(d["dataset"]): d for d in tables.paired_differences(rows, "fixed", "diverse", ["psnr_volume"],
-                                                                    by=("dataset",))}
+    by = ("shift", "fraction")
+    means = {(r["shift"], r["fraction"], r["method"]): r["psnr_volume_mean"]
+             for r in tables.summarise(rows, by=(*by, "method"))}
+    diffs = {(d["shift"], d["fraction"]): d
+             for d in tables.paired_differences(rows, "fixed", "diverse", ["psnr_volume"], by=by)}
     lines = [f"# The 2D priors as denoisers of slices at each voxel shift (profile {profile_name})", "",
              f"n = {len(subjects)} validation subjects ({', '.join(map(str, subjects))}); PSNR in dB over the brain "
              "slices of all three axes; fixed - diverse paired per subject, mean [95 % bootstrap interval over "
              f"the subjects]; code {git_commit()[:10]}.", "",
              "| Shift (voxel / 3.75 mm) | t / T | identity x_t / sqrt(abar) | fixed-voxel prior | diverse-voxel prior "
              "| fixed - diverse |", "|---|---|---|---|---|---|"]
-    for shift, fraction in groups:
-        key = f"x{shift:g} t/T={fraction:g}"
-        d = diffs[key]
-        lines.append(f"| x{shift:g} | {fraction:g} | {means[(key, 'identity')]:.2f} | {means[(key, 'fixed')]:.2f} | "
-                     f"{means[(key, 'diverse')]:.2f} | {d['psnr_volume_mean']:+.2f} [{d['psnr_volume_ci_low']:+.2f}, "
-                     f"{d['psnr_volume_ci_high']:+.2f}] |")
+    for (shift, fraction), d in sorted(diffs.items()):
+        m = {k: means[(shift, fraction, k)] for k in ("identity", "fixed", "diverse")}
+        lines.append(f"| x{shift:g} | {fraction:g} | {m['identity']:.2f} | {m['fixed']:.2f} | {m['diverse']:.2f} | "
+                     f"{d['psnr_volume_mean']:+.2f} [{d['psnr_volume_ci_low']:+.2f}, {d['psnr_volume_ci_high']:+.2f}] |")
     return "\n".join(lines) + "\n"
 
 
