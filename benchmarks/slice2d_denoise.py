@@ -106,7 +106,8 @@ def report(rows: list[dict], profile_name: str, subjects: list[int]) -> str:
     for (shift, fraction), d in sorted(diffs.items()):
         m = {k: means[(shift, fraction, k)] for k in ("identity", "fixed", "diverse")}
         lines.append(f"| x{shift:g} | {fraction:g} | {m['identity']:.2f} | {m['fixed']:.2f} | {m['diverse']:.2f} | "
-                     f"{d['psnr_volume_mean']:+.2f} [{d['psnr_volume_ci_low']:+.2f}, {d['psnr_volume_ci_high']:+.2f}] |")
+                     f"{d['psnr_volume_mean']:+.2f} [{d['psnr_volume_ci_low']:+.2f}, "
+                     f"{d['psnr_volume_ci_high']:+.2f}] |")
     return "\n".join(lines) + "\n"
 
 
