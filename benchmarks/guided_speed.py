@@ -20,7 +20,14 @@ reconstruction (its SSIM, wall time and the seconds spent in the operator's phys
 summary gives, per method, the mean time of each setting, the ratio, the physics step's share of
 the time after, and the largest SSIM change over the cases.
 
-    python benchmarks/guided_speed.py --profile default --threads 2 --out benchmarks/results/guided_speed.csv
+This machine's speed varies from run to run by more than 10 % (the same 4D-STEM code gave 2.36x and
+2.02x in two runs), so ``--repeats R`` measures every case and setting ``R`` times, alternating
+before / after; a case's time in a setting is the median of its repeats (:func:`case_times`), and the
+summary also gives the speed-up of each repeat alone (mean time before / mean time after over the
+cases), whose minimum is the speed-up that every repeat reached. ``--suites`` with ``--keep`` reruns
+some suites and keeps the other suites' rows of the existing CSV (each row records when it was measured).
+
+    python benchmarks/guided_speed.py --profile default --threads 2 --repeats 3 --out benchmarks/results/guided_speed.csv
 
 Results of the committed run: ``benchmarks/results/guided_speed.csv`` and its summary ``guided_speed.md``
 (a README block copies it).
@@ -33,6 +40,7 @@ import functools
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -149,29 +157,69 @@ def recorded_header(md: Path) -> str | None:
     return notes[0][2:].split(". Before:")[0] if notes else None
 
 
+def case_times(rows: list[dict], suite: str, method: str, setting: str) -> dict[str, float]:
+    """Per case, the median wall time of its repeats in ``setting`` (rows as written to the CSV; rows
+    without a ``repeat`` column count as one repeat)."""
+    times: dict[str, list[float]] = {}
+    for r in rows:
+        if (r["suite"], r["method"], r["setting"]) == (suite, method, setting):
+            times.setdefault(r["case"], []).append(float(r["wall_time_s"]))
+    return {case: statistics.median(v) for case, v in times.items()}
+
+
+def per_repeat_speedups(rows: list[dict], suite: str, method: str) -> list[float]:
+    """Each repeat's speed-up alone: mean time before / mean time after over the cases of that repeat."""
+    out = []
+    for rep in sorted({r.get("repeat") or "0" for r in rows}, key=int):
+        pick = {s: [float(r["wall_time_s"]) for r in rows if (r["suite"], r["method"], r["setting"]) ==
+                    (suite, method, s) and (r.get("repeat") or "0") == rep] for s in SETTINGS}
+        if pick["before"] and pick["after"]:
+            out.append((sum(pick["before"]) / len(pick["before"])) / (sum(pick["after"]) / len(pick["after"])))
+    return out
+
+
+def setting_means(rows: list[dict], suite: str, method: str) -> dict[str, float] | None:
+    """Mean over the cases of each setting's per-case median time (:func:`case_times`) and of the mean
+    SSIM, or None when a setting has no row."""
+    out = {}
+    for s in SETTINGS:
+        times = case_times(rows, suite, method, s)
+        if not times:
+            return None
+        ssim = [float(r["ssim"]) for r in rows if (r["suite"], r["method"], r["setting"]) == (suite, method, s)]
+        out[s] = sum(times.values()) / len(times)
+        out[f"ssim_{s}"] = sum(ssim) / len(ssim)
+    return out
+
+
 def summary(rows: list[dict], header: str) -> str:
-    """Markdown: per suite and method, mean wall time before / after, the speed-up, mean SSIM of
-    each setting and the largest SSIM change of one case (rows as written to the CSV)."""
+    """Markdown: per suite and method, mean over the cases of the median time of each setting, the
+    speed-up, the speed-ups of the cases and of the repeats alone, mean SSIM of each setting and the
+    largest SSIM change of one case and repeat (rows as written to the CSV)."""
     lines = ["# DART, DRIFT and the projection method: before / after the sampling speed-up", "",
-             "| Suite | Method | n | Before s | After s | Speed-up | Per-case speed-up, min - max | "
-             "Physics share after | "
-             "SSIM before | SSIM after | max abs SSIM change |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| Suite | Method | n cases | Repeats | Before s | After s | Speed-up | Per-case speed-up, min - max | "
+             "Per-repeat speed-up, min - max | Physics share after | "
+             "SSIM before | SSIM after | max abs SSIM change | Measured |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, _, _, methods in SUITES:
         for method in methods:
-            pair = {s: [r for r in rows if r["suite"] == label and r["method"] == method and r["setting"] == s]
-                    for s in SETTINGS}
-            if not pair["before"]:
+            means = setting_means(rows, label, method)
+            if means is None:
                 continue
-            tb, ta = (sum(float(r["wall_time_s"]) for r in pair[s]) / len(pair[s]) for s in SETTINGS)
-            sb, sa = (sum(float(r["ssim"]) for r in pair[s]) / len(pair[s]) for s in SETTINGS)
+            tb, ta = means["before"], means["after"]
+            before, after = (case_times(rows, label, method, s) for s in SETTINGS)
+            per_case = [before[c] / after[c] for c in after]
+            per_rep = per_repeat_speedups(rows, label, method)
+            pair = {s: [r for r in rows if (r["suite"], r["method"], r["setting"]) == (label, method, s)]
+                    for s in SETTINGS}
             dmax = max(abs(float(a["ssim"]) - float(b["ssim"])) for a, b in zip(pair["after"], pair["before"]))
-            per_case = [float(b["wall_time_s"]) / float(a["wall_time_s"])
-                        for a, b in zip(pair["after"], pair["before"])]
-            phys = sum(float(r.get("physics_s") or "nan") for r in pair["after"]) / len(pair["after"]) / ta
-            lines.append(f"| {label} | {method} | {len(pair['after'])} | {tb:.2f} | {ta:.2f} | {tb / ta:.2f}x | "
-                         f"{min(per_case):.2f}x - {max(per_case):.2f}x | {phys:.2f} | {sb:.4f} | {sa:.4f} | "
-                         f"{dmax:.4f} |")
+            phys = sum(float(r.get("physics_s") or "nan") for r in pair["after"]) / sum(
+                float(r["wall_time_s"]) for r in pair["after"])
+            when = ", ".join(sorted({r.get("measured") or "not recorded" for r in pair["after"]}))
+            lines.append(f"| {label} | {method} | {len(after)} | {len(per_rep)} | {tb:.2f} | {ta:.2f} | "
+                         f"{tb / ta:.2f}x | {min(per_case):.2f}x - {max(per_case):.2f}x | "
+                         f"{min(per_rep):.2f}x - {max(per_rep):.2f}x | {phys:.2f} | {means['ssim_before']:.4f} | "
+                         f"{means['ssim_after']:.4f} | {dmax:.4f} | {when} |")
     lines += ["", f"- {header}. Before: float32, MRI DART at 80 steps (70 after), contiguous activations, "
               "group networks one after the other, "
               "4D-STEM physics step by autograd (intensities checked every step), glibc's default allocator; "
@@ -180,6 +228,8 @@ def summary(rows: list[dict], header: str) -> str:
               "by side, the hand-written multislice adjoint bound to its measurement, the allocator thresholds of "
               "paperlib._malloc. Each case and setting in a "
               "process of its own, timed after one untimed warm-up run. SSIM: whole-image (MRI), projection (4D-STEM).",
+              "- Times: per case the median of its repeats (before and after alternate within a repeat), then the "
+              "mean over the cases; per-repeat speed-up: each repeat alone, mean time before / mean time after.",
               "- MRI suites: validation volumes / tuning scans; 4D-STEM: validation crystals (no test case).", ""]
     return "\n".join(lines)
 
@@ -230,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n", type=int, default=2, help="cases per suite")
     ap.add_argument("--suites", nargs="+", default=[s[0] for s in SUITES])
+    ap.add_argument("--repeats", type=int, default=3, help="runs of every case and setting (median per case)")
+    ap.add_argument("--keep", action="store_true", help="keep the other suites' rows of the existing --out CSV")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/guided_speed.csv"))
     ap.add_argument("--summarise", action="store_true", help="only rewrite the .md summary from the CSV")
     ap.add_argument("--one", nargs=3, metavar=("SUITE", "INDEX", "SETTING"),
@@ -244,17 +296,25 @@ def main(argv: list[str] | None = None) -> int:
         md = args.out.with_suffix(".md")
         atomic_write_text(md, summary(rows, recorded_header(md) or f"profile {args.profile}"))
         return 0
+    measured = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rows = []
+    if args.keep and args.out.exists():  # the other suites' rows of the existing CSV
+        committed = subprocess.run(["git", "log", "-1", "--format=%cd", "--date=format:%Y-%m-%d %H:%M",
+                                    "--", str(args.out)], capture_output=True, text=True).stdout.strip()
+        rows = [{**r, "repeat": r.get("repeat") or 0, "measured": r.get("measured") or f"committed {committed}"}
+                for r in csv.DictReader(open(args.out)) if r["suite"] not in args.suites]
     for label, *_ in SUITES:
         if label not in args.suites:
             continue
         for index in range(args.n):
-            for setting in SETTINGS:
-                env = dict(os.environ, PAPERLIB_MALLOC="tuned" if setting == "after" else "default")
-                got = subprocess.run([sys.executable, __file__, "--profile", args.profile, "--threads",
-                                      str(args.threads), "--one", label, str(index), setting],
-                                     env=env, stdout=subprocess.PIPE, text=True, check=True)
-                rows += json.loads(got.stdout.strip().splitlines()[-1])
+            for repeat in range(args.repeats):
+                for setting in SETTINGS:
+                    env = dict(os.environ, PAPERLIB_MALLOC="tuned" if setting == "after" else "default")
+                    got = subprocess.run([sys.executable, __file__, "--profile", args.profile, "--threads",
+                                          str(args.threads), "--one", label, str(index), setting],
+                                         env=env, stdout=subprocess.PIPE, text=True, check=True)
+                    rows += [{**r, "repeat": repeat, "measured": measured}
+                             for r in json.loads(got.stdout.strip().splitlines()[-1])]
     write_csv_rows(rows, args.out)
     header = (f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}, "
               f"profile {args.profile}, {args.n} cases per suite, seed 0")
