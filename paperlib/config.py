@@ -159,6 +159,8 @@ class GuidedStepsConfig(_Section):
     step_size: float | None = Field(1.0, gt=0.0, description="MRI: Eq. 4 lambda; 4D-STEM: Eq. 5 mu (None = operator default)")
     threshold: float | None = Field(None, ge=0.0, description="4D-STEM: Eq. 5 soft threshold, V*Angstrom")
     nonnegative: bool | None = Field(None, description="4D-STEM: project onto V >= 0 after each step")
+    likelihood: Literal["amplitude", "poisson"] | None = Field(
+        None, description="4D-STEM: the physics step's data term (MultisliceOperator.loss; None = amplitude)")
     translate: bool = Field(False, description="DRIFT, 4D-STEM: align candidates laterally by whole scan steps first")
     vacuum_threshold: float | None = Field(
         None, ge=0.0, description="DRIFT, 4D-STEM: slices of the selected sample with mean potential below this "
@@ -166,7 +168,8 @@ class GuidedStepsConfig(_Section):
 
     def step_kwargs(self) -> dict:
         """Keyword arguments of ``operator.physics_step`` (only those set)."""
-        kw = {"step_size": self.step_size, "threshold": self.threshold, "nonnegative": self.nonnegative}
+        kw = {"step_size": self.step_size, "threshold": self.threshold, "nonnegative": self.nonnegative,
+              "likelihood": self.likelihood}
         return {k: v for k, v in kw.items() if v is not None}
 
 
@@ -511,6 +514,20 @@ class Profile(_Section):
     resolution_robust: ResolutionRobustConfig | None = None
     tab3: Table3Config = Table3Config()
     fig5: Fig5Config = Fig5Config()
+
+    @model_validator(mode="after")
+    def _stem_only_settings(self) -> "Profile":
+        """``likelihood`` is a setting of the 4D-STEM physics step; the MRI sections refuse it by name."""
+        sections = [("mri_diffusion", self.mri_diffusion)]
+        if self.real_mri is not None:
+            sections.append(("real_mri.diffusion", self.real_mri.diffusion))
+        for where, section in sections:
+            for method in ("dart", "drift", "projection"):
+                steps = getattr(section, method)
+                if steps is not None and steps.likelihood is not None:
+                    raise ValueError(f"{where}.{method}.likelihood: a 4D-STEM setting (the multislice data term); "
+                                     f"the MRI physics step has none, remove it")
+        return self
 
     @model_validator(mode="after")
     def _validation_grid_fits(self) -> "Profile":

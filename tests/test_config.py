@@ -130,3 +130,19 @@ def test_validation_section_is_optional(tmp_path):
     assert load_profile(_write(tmp_path, data)).validation is None
     with pytest.raises(ValueError, match=r"method: expected one of .*'three_pie'.*got 'dart3'"):
         load_profile("ci").with_overrides("stem", "dart3", {})
+
+
+def test_likelihood_is_a_4dstem_setting(tmp_path):
+    """``likelihood`` reaches the 4D-STEM physics step's keyword arguments; an MRI section refuses it by name."""
+    data = _ci_dict()
+    data["stem_diffusion"]["dart"]["likelihood"] = "poisson"
+    data["stem_diffusion"]["drift"].pop("likelihood", None)  # unset: the operator's default (amplitude)
+    cfg = load_profile(_write(tmp_path, data))
+    assert cfg.stem_diffusion.dart.step_kwargs()["likelihood"] == "poisson"
+    assert "likelihood" not in cfg.stem_diffusion.drift.step_kwargs()
+    data["mri_diffusion"]["dart"]["likelihood"] = "poisson"
+    with pytest.raises(ConfigError, match="mri_diffusion.dart.likelihood: a 4D-STEM setting"):
+        load_profile(_write(tmp_path, data))
+    data["mri_diffusion"]["dart"]["likelihood"] = "gaussian"
+    with pytest.raises(ConfigError, match="mri_diffusion.dart.likelihood"):
+        load_profile(_write(tmp_path, data))

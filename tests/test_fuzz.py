@@ -209,7 +209,8 @@ def test_make_mask(good, faulty, bad):
 
 @FUZZ
 @pytest.mark.parametrize("method", ["forward", "gradient", "physics_step", "bind_physics_step"])
-@given(data=st.data(), kw=one_fault(step_size=[None, 1.0], threshold=[0.0, 0.1], nonnegative=[False, True]))
+@given(data=st.data(), kw=one_fault(step_size=[None, 1.0], threshold=[0.0, 0.1], nonnegative=[False, True],
+                                    likelihood=["amplitude", "poisson"]))
 def test_multislice_operator(method, data, kw):
     fuzz_volume = method == "forward" or data.draw(st.booleans(), label="fuzz the potential (else the intensities)")
     V = data.draw(arrays((D, H, W)), label="V") if fuzz_volume else STEM_V
@@ -217,7 +218,7 @@ def test_multislice_operator(method, data, kw):
     if method == "forward":
         clean_error_or_finite(lambda: STEM.forward(V), STEM.measurement_shape)
     elif method == "gradient":
-        out = clean_error_or_finite(lambda: STEM.gradient(V, intensities))
+        out = clean_error_or_finite(lambda: STEM.gradient(V, intensities, likelihood=kw["likelihood"]))
         if out is not None:
             assert out[0].shape == () and out[1].shape == (D, H, W)
     elif method == "physics_step":

@@ -245,6 +245,103 @@ def test_hand_written_gradient_matches_autograd(window, monkeypatch):
                 torch.testing.assert_close(op.forward(V), before, rtol=0, atol=0)
 
 
+def _poisson_counts(op, V, dose, seed):
+    """Poisson counts of ``op.forward(V)`` at ``dose`` electrons per pattern (zeros included) and the
+    normalised intensities they estimate."""
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.poisson(op.forward(V) * dose, generator=g)
+    assert bool((counts == 0).any())  # dark pixels with no count: the offset's case
+    return counts, counts / dose
+
+
+@pytest.mark.parametrize("window", [None, 6])
+def test_poisson_gradient_matches_autograd(window):
+    """The Poisson data term: the hand-written gradient (FFTW and torch transforms, any batch size, a
+    mini-batch with repeats) equals autograd through ``loss(likelihood="poisson")`` in float64, on
+    counts with zeros; the loss is zero at the data."""
+    scan = grid_scan((0, 0), (2.4, 2.1), (3, 3))
+    g = torch.Generator().manual_seed(11)
+    ref_op = _tiny(window=window, n_slices=3, scan_positions=scan)
+    V = torch.rand(ref_op.shape, generator=g, dtype=torch.float64) * 300
+    _, target = _poisson_counts(ref_op, torch.rand(ref_op.shape, generator=g, dtype=torch.float64) * 300, 200, 0)
+    index = torch.tensor([7, 2, 2, 0])
+    for backend in ("fftw", "torch"):
+        for batch in (1, 4, 32):
+            op = _tiny(window=window, n_slices=3, scan_positions=scan, fft_backend=backend, batch_size=batch)
+            for idx in (None, index):
+                v = V.clone().requires_grad_(True)
+                value = op.loss(v, target, index=idx, likelihood="poisson")
+                want = torch.autograd.grad(value, v)[0]
+                got_loss, got = op.gradient(V, target, index=idx, likelihood="poisson")
+                torch.testing.assert_close(got_loss, value.detach(), rtol=1e-12, atol=0)
+                torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-14 * float(want.abs().max()))
+    noiseless = ref_op.forward(V)
+    assert float(ref_op.loss(V, noiseless, likelihood="poisson")) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_poisson_term_is_the_counts_likelihood_and_near_the_amplitude_curvature():
+    """Differences of the Poisson term between two potentials are those of the counts' negative
+    log-likelihood divided by the dose (normalised intensities, no offset); near the data its gradient
+    is the amplitude form's (equal Gauss-Newton curvature, so the same default step); far from it they
+    differ."""
+    op, _, g = _two_slice_problem()
+    op = _tiny(dtype=torch.float64, gpts=16, sampling=0.25, n_slices=2, scan_positions=op.scan_positions)
+    V = torch.rand(op.shape, generator=g, dtype=torch.float64) * 100
+    dose = 1e4
+    counts, normalised = _poisson_counts(op, V, dose, 1)
+    W = V + torch.rand(op.shape, generator=g, dtype=torch.float64)
+
+    def nll(U):
+        return -torch.distributions.Poisson(op.forward(U) * dose + 1e-300).log_prob(counts).sum()
+
+    ours = (op.loss(W, normalised, likelihood="poisson", poisson_offset=1e-300)
+            - op.loss(V, normalised, likelihood="poisson", poisson_offset=1e-300))
+    assert float(ours) == pytest.approx(float(nll(W) - nll(V)) / dose / 2, rel=1e-6)
+    exact = op.forward(V)
+    near = V + 1e-3 * torch.randn(op.shape, generator=g, dtype=torch.float64)
+    _, g_amp = op.gradient(near, exact)
+    _, g_poi = op.gradient(near, exact, likelihood="poisson", poisson_offset=1e-12)
+    assert float((g_poi - g_amp).norm() / g_amp.norm()) < 0.05
+    far = torch.rand(op.shape, generator=g, dtype=torch.float64) * 100
+    _, g_amp = op.gradient(far, exact)
+    _, g_poi = op.gradient(far, exact, likelihood="poisson")
+    assert float((g_poi - g_amp).norm() / g_amp.norm()) > 0.05
+
+
+def test_poisson_physics_step_decreases_its_loss_and_binds():
+    op, _, g = _two_slice_problem()
+    truth = torch.rand(op.shape, generator=g) * 100
+    _, intens = _poisson_counts(op, truth, 1e6, 2)
+    V = torch.zeros(op.shape)
+    losses = [float(op.loss(V, intens, likelihood="poisson"))]
+    step = op.bind_physics_step(intens, likelihood="poisson", nonnegative=True)
+    for _ in range(5):
+        new = step(V)
+        assert torch.equal(new, op.physics_step(V, intens, likelihood="poisson", nonnegative=True))
+        V = new
+        losses.append(float(op.loss(V, intens, likelihood="poisson")))
+    assert all(b < a for a, b in zip(losses, losses[1:]))  # every step lowers it
+    assert losses[-1] < 0.8 * losses[0] and all(torch.isfinite(torch.tensor(losses)))
+
+
+@pytest.mark.parametrize("kwargs, intens_scale, match", [
+    ({"likelihood": "gaussian"}, 1.0, "likelihood: expected one of"),
+    ({"likelihood": "amplitude", "poisson_offset": 0.1}, 1.0, "poisson_offset: only with"),
+    ({"likelihood": "poisson", "poisson_offset": 0.0}, 1.0, "poisson_offset: expected None or a finite number > 0"),
+    ({"likelihood": "poisson", "poisson_offset": float("nan")}, 1.0, "poisson_offset"),
+    ({"likelihood": "poisson"}, 0.0, "intensities: all zero"),
+])
+def test_likelihood_bad_settings_are_named(kwargs, intens_scale, match):
+    op, intens, _ = _two_slice_problem()
+    V = torch.zeros(op.shape)
+    for call in (lambda: op.physics_step(V, intens * intens_scale, **kwargs),
+                 lambda: op.bind_physics_step(intens * intens_scale, **kwargs),
+                 lambda: op.loss(V, intens * intens_scale, **kwargs),
+                 lambda: op.gradient(V, intens * intens_scale, **kwargs)):
+        with pytest.raises(InputValidationError, match=match):
+            call()
+
+
 def test_operator_pickles_after_fftw_use():
     import pickle
 

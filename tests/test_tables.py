@@ -161,6 +161,23 @@ def test_stem_table_and_depth_notes():
         "Per-slice SSIM above the depth-blind reference (0.460): three_pie 0.510. Not above it: drift 0.400."]
 
 
+def test_depth_margin_notes_pair_each_crystal():
+    """Differences are taken per crystal (not between means), crystals above are counted, and a baseline
+    the rows lack is left out rather than invented."""
+    rows = _stem_rows()  # drift 0.50, 0.51, 0.52 against depth-blind 0.45, 0.46, 0.47
+    rows[1] = dict(rows[1], ssim_slice_mean=0.40)  # crystal c0 below its depth-blind reference
+    rows += [dict(r, method="three_pie_thickness", ssim_slice_mean=0.505) for r in _stem_rows()
+             if r["method"] == "drift"]
+    (note,) = tables.depth_margin_notes(rows, {"drift": "DRIFT"}, methods=("drift", "dart"))
+    assert "DRIFT - depth-blind reference +0.017 [" in note and "], 2 of 3" in note  # (-0.05 + 0.05 + 0.05) / 3
+    assert "DRIFT - 3PIE + thickness search -0.028 [" in note  # (-0.105 + 0.005 + 0.015) / 3
+    assert note.count("DRIFT - ") == 2 and "DART" not in note  # dart: no rows
+    no_physics = [r for r in rows if r["method"] != "three_pie_thickness"]
+    (note,) = tables.depth_margin_notes(no_physics, {}, methods=("drift",))
+    assert "thickness" not in note
+    assert tables.depth_margin_notes([r for r in rows if r["method"] == "three_pie"], {}) == []
+
+
 @pytest.mark.parametrize("paper", [PAPER_TABLE1, PAPER_TABLE2], ids=["table1", "table2"])
 def test_paper_column_is_the_reference_and_nothing_else_uses_it(paper):
     """The paper's numbers fill only their own column: each equals the reference dict's entry,

@@ -98,6 +98,12 @@ __all__ = [
 ANTIALIAS_CUTOFF = 0.6666666  # abTEM 1.0.11 config value (not exactly 2/3)
 ANTIALIAS_TAPER = 0.01
 
+#: The data terms of :meth:`MultisliceOperator.loss` (``likelihood=``).
+LIKELIHOODS = ("amplitude", "poisson")
+#: Default offset ``b`` of the Poisson data term, as a fraction of the mean measured intensity per
+#: detector pixel (see :meth:`MultisliceOperator.loss`).
+POISSON_OFFSET_FRACTION = 0.01
+
 
 # --------------------------------------------------------------------------- constants
 #: SI constants of the CODATA release ase uses (abTEM's, so both agree to the last digit), read from
@@ -897,13 +903,26 @@ class MultisliceOperator:
 
     __call__ = forward
     # ------------------------------------------------------------------ loss and step
-    def loss(self, V, intensities, *, index: torch.Tensor | None = None) -> torch.Tensor:
-        """Paper Eq. 2 in amplitude form: ``sum_j || |F psi_N^j(V)| - sqrt(I_j) ||_F^2``.
+    def loss(self, V, intensities, *, index: torch.Tensor | None = None, likelihood: str = "amplitude",
+             poisson_offset: float | None = None) -> torch.Tensor:
+        """Paper Eq. 2 in amplitude form: ``sum_j || |F psi_N^j(V)| - sqrt(I_j) ||_F^2``, or (``likelihood=
+        "poisson"``) the Poisson deviance of the intensities.
 
-        We chose the amplitude form (not ``|| |F psi|^2 - I ||^2``): its Gauss-Newton curvature
-        does not depend on the dose, it is the Gaussian approximation of Poisson noise after the
-        variance-stabilising square root, and it is what ePIE/3PIE minimise, so all methods
+        We chose the amplitude form as the default (not ``|| |F psi|^2 - I ||^2``): its Gauss-Newton
+        curvature does not depend on the dose, it is the Gaussian approximation of Poisson noise after
+        the variance-stabilising square root, and it is what ePIE/3PIE minimise, so all methods
         share one objective. Summed over positions and detector pixels (not averaged).
+
+        ``likelihood="poisson"``: half the Poisson deviance of intensities with a constant offset ``b``
+        added to model and data, ``1/2 sum (m - y - y log(m / y))`` with ``m = |F psi|^2 + b`` and
+        ``y = I + b`` (with ``b = 0``: the negative log-likelihood of the counts ``d I``, ``d`` electrons per
+        pattern, divided by ``2 d`` up to a constant; so the dose need not be known). It is zero at
+        ``|F psi|^2 = I``, and near there its Gauss-Newton curvature in ``|F psi|`` equals the amplitude
+        form's (both gradients are ``~ 2 (|F psi| - sqrt(I)) sgn(F psi)``), so the physics step keeps its
+        step size. The offset (Thibault & Guizar-Sicairos 2012 regularise the same way) bounds the
+        gradient where the model is dark but a count was detected; ``poisson_offset`` in the units of
+        ``intensities``, ``None`` = :data:`POISSON_OFFSET_FRACTION` x the mean measured intensity per
+        detector pixel.
 
         Parameters
         ----------
@@ -913,47 +932,80 @@ class MultisliceOperator:
         """
         V = self.check_potential(V)
         intensities = self.check_intensities(intensities)
-        amp_meas = torch.sqrt(intensities.reshape(-1, *self.detector_shape))
+        offset = self._likelihood_offset(likelihood, poisson_offset, intensities)
+        meas = intensities.reshape(-1, *self.detector_shape)
         if index is not None:
-            amp_meas = amp_meas[index]
+            meas = meas[index]
         if V.requires_grad and torch.is_grad_enabled():
             amp = self._to_detector(self.exit_waves(V, index)).abs()
+            power = amp.square()
         else:  # no graph needed: the batched in-place forward (a value, e.g. the thickness search's)
-            amp = self._intensities_fast(V, index).sqrt_()
-        return ((amp - amp_meas) ** 2).sum()
+            power = self._intensities_fast(V, index)
+            amp = power.sqrt()
+        if offset is None:
+            return ((amp - meas.sqrt()) ** 2).sum()
+        model, data = power + offset, meas + offset
+        return (model - data - data * torch.log(model / data)).sum() / 2
 
-    def gradient(self, V, intensities, *, index: torch.Tensor | None = None):
-        """``(loss, dloss/dV)`` of :meth:`loss`; the gradient is (D, H, W) in 1/(V·Å) units of loss.
+    def _likelihood_offset(self, likelihood: str, poisson_offset, intensities: torch.Tensor) -> float | None:
+        """The Poisson offset ``b`` of :meth:`loss` for checked ``intensities`` (None: amplitude form);
+        a bad ``likelihood`` or ``poisson_offset`` is named."""
+        if likelihood not in LIKELIHOODS:
+            raise InputValidationError(f"likelihood: expected one of {LIKELIHOODS}, got {likelihood!r}")
+        if likelihood == "amplitude":
+            if poisson_offset is not None:
+                raise InputValidationError("poisson_offset: only with likelihood='poisson'")
+            return None
+        if poisson_offset is None:
+            mean = float(intensities.double().mean())
+            if not mean > 0:
+                raise InputValidationError("intensities: all zero; the Poisson data term needs a detected electron "
+                                           "(or give poisson_offset)")
+            return POISSON_OFFSET_FRACTION * mean
+        if not (_is_number(poisson_offset) and poisson_offset > 0):
+            raise InputValidationError(f"poisson_offset: expected None or a finite number > 0 in the units of the "
+                                       f"intensities, got {poisson_offset!r}")
+        return float(poisson_offset)
+
+    def gradient(self, V, intensities, *, index: torch.Tensor | None = None, likelihood: str = "amplitude",
+                 poisson_offset: float | None = None):
+        """``(loss, dloss/dV)`` of :meth:`loss` (same ``likelihood`` and ``poisson_offset``); the gradient
+        is (D, H, W) in 1/(V·Å) units of loss.
 
         Computed by the hand-written adjoint of the multislice recursion
         (:meth:`_loss_and_gradient`: the same transforms as autograd, batched over positions,
         without autograd's graph; ~2x faster on CPU, same numbers up to float rounding, tested
         against autograd through :meth:`loss`)."""
         V = self.check_potential(V).detach()
-        amp_meas = self._measured_amplitudes(self.check_intensities(intensities))
+        intensities = self.check_intensities(intensities)
+        offset = self._likelihood_offset(likelihood, poisson_offset, intensities)
+        meas = self._measured_values(intensities, offset)
         if index is not None:
-            amp_meas = amp_meas[index]
+            meas = meas[index]
         with torch.no_grad():
-            return self._loss_and_gradient(V, amp_meas, index)
+            return self._loss_and_gradient(V, meas, index, offset=offset)
 
-    def _measured_amplitudes(self, intensities: torch.Tensor) -> torch.Tensor:
-        """``sqrt(I)`` of checked intensities: (Sy Sx, Ky, Kx)."""
-        return torch.sqrt(intensities.reshape(-1, *self.detector_shape))
+    def _measured_values(self, intensities: torch.Tensor, offset: float | None) -> torch.Tensor:
+        """What the far-field gradient compares with, from checked intensities: ``sqrt(I)`` (amplitude
+        form, ``offset`` None) or ``I + b`` (Poisson); (Sy Sx, Ky, Kx)."""
+        flat = intensities.reshape(-1, *self.detector_shape)
+        return torch.sqrt(flat) if offset is None else flat + offset
 
-    def _far_field_targets(self, amp_meas: torch.Tensor) -> torch.Tensor:
-        """``2 a`` of measured amplitudes ``a`` (B, Ky, Kx) on the far-field grid in FFT order
-        (B, wy, wx), zero where the detector does not see: the inverse of the forward's fftshift
-        and crop, as <= 4 block copies."""
-        out = torch.zeros(amp_meas.shape[0], *self.window, dtype=amp_meas.dtype, device=self.device)
+    def _far_field_targets(self, meas: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
+        """``scale`` x the measured values (B, Ky, Kx) of :meth:`_measured_values` on the far-field grid
+        in FFT order (B, wy, wx), zero where the detector does not see: the inverse of the forward's
+        fftshift and crop, as <= 4 block copies (``2 a`` for the amplitude form, ``I + b`` for Poisson)."""
+        out = torch.zeros(meas.shape[0], *self.window, dtype=meas.dtype, device=self.device)
         for dst_r, src_r in self._det_blocks[0]:
             for dst_c, src_c in self._det_blocks[1]:
-                torch.mul(amp_meas[:, dst_r, dst_c], 2, out=out[:, src_r, src_c])
+                torch.mul(meas[:, dst_r, dst_c], scale, out=out[:, src_r, src_c])
         return out
 
-    def _loss_and_gradient(self, V: torch.Tensor, amp_meas: torch.Tensor, index: torch.Tensor | None, *,
-                           targets: torch.Tensor | None = None,
-                           with_loss: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Eq. 2 (amplitude form) and its gradient by reverse-mode differentiation written out.
+    def _loss_and_gradient(self, V: torch.Tensor, meas: torch.Tensor, index: torch.Tensor | None, *,
+                           targets: torch.Tensor | None = None, with_loss: bool = True,
+                           offset: float | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Eq. 2 (amplitude form, or Poisson with ``offset``: :meth:`loss`) and its gradient by
+        reverse-mode differentiation written out.
 
         Forward, per batch of positions (the incident waves ``psi_n`` kept): ``u_n = psi_n t_n``,
         ``k_n = F(u_n) P_n``, ``psi_{n+1} = F^-1 k_n``; far field ``Psi = crop(k_{D-1})``, loss
@@ -968,7 +1020,10 @@ class MultisliceOperator:
         conjugate propagators, and the inverse transforms of the forward sweep write the incident
         waves in place (no copy).
 
-        ``amp_meas``: the measured amplitudes of the positions (B, Ky, Kx); ``targets``: optionally
+        With the Poisson form only ``g_Psi`` changes: ``(1 - (I + b) / (|Psi|^2 + b)) Psi`` where the
+        detector sees (:meth:`_far_field_gradient_poisson`).
+
+        ``meas``: the positions' :meth:`_measured_values` (B, Ky, Kx); ``targets``: optionally
         their :meth:`_far_field_targets` already made (the bound physics step's). ``with_loss=False``
         skips the loss value (returned as None; the physics step needs only the gradient).
         """
@@ -977,7 +1032,12 @@ class MultisliceOperator:
         t_conj = t.conj().resolve_conj()
         g_t = torch.zeros_like(t)
         loss = torch.zeros((), dtype=torch.float64, device=self.device) if with_loss else None
-        seen2 = self._detector_seen * 2
+        if offset is None:
+            seen, scale = self._detector_seen * 2, 2.0
+            far_field = self._far_field_gradient
+        else:
+            seen, scale = self._detector_seen, 1.0
+            far_field = functools.partial(self._far_field_gradient_poisson, offset=offset)
         batch = self._adjoint_batch_fftw if self.fft_backend == "fftw" else self._adjoint_batch_torch
         n_out = self.n_positions if index is None else len(index)
         for start in range(0, n_out, self.batch_size):
@@ -985,10 +1045,10 @@ class MultisliceOperator:
             sel = torch.arange(start, stop, device=self.device) if index is None else index[start:stop]
             probes = (self._probes[start:stop] if index is None and self._probes is not None
                       else self.probe_batch(sel))
-            target2 = (targets[start:stop] if targets is not None
-                       else self._far_field_targets(amp_meas[start:stop]))  # memory O(batch)
-            value, g_win = batch(probes, self.windows(t, sel), self.windows(t_conj, sel), target2, seen2,
-                                 with_loss)
+            target = (targets[start:stop] if targets is not None
+                      else self._far_field_targets(meas[start:stop], scale))  # memory O(batch)
+            value, g_win = batch(probes, self.windows(t, sel), self.windows(t_conj, sel),
+                                 functools.partial(far_field, target=target, seen=seen, with_loss=with_loss))
             if with_loss:
                 loss += value
             g_t += self.scatter(g_win, sel)
@@ -996,11 +1056,11 @@ class MultisliceOperator:
         return (loss.to(V.dtype) if with_loss else None), grad
 
     @staticmethod
-    def _far_field_gradient(wave_k: torch.Tensor, target2: torch.Tensor, seen2: torch.Tensor,
+    def _far_field_gradient(wave_k: torch.Tensor, *, target: torch.Tensor, seen: torch.Tensor,
                             with_loss: bool) -> torch.Tensor | None:
         """``wave_k`` (the batch's far field ``Psi``, FFT order) := ``g_Psi`` of
-        :meth:`_loss_and_gradient` in place, ``2 seen (1 - a / |Psi|) Psi`` with ``target2 = 2 a``
-        (:meth:`_far_field_targets`) and ``seen2`` twice the detector's mask; returns the batch's
+        :meth:`_loss_and_gradient` in place, ``2 seen (1 - a / |Psi|) Psi`` with ``target = 2 a``
+        (:meth:`_far_field_targets`) and ``seen`` twice the detector's mask; returns the batch's
         loss (float64) when ``with_loss``, else None.
 
         Written with ``|Psi|^2`` from the real and imaginary parts and one reciprocal square root:
@@ -1011,17 +1071,33 @@ class MultisliceOperator:
         power = parts[..., 0].square().addcmul_(parts[..., 1], parts[..., 1])
         value = None
         if with_loss:
-            resid = power.sqrt().mul_(seen2).sub_(target2)  # 2 (|Psi| - a) where seen
+            resid = power.sqrt().mul_(seen).sub_(target)  # 2 (|Psi| - a) where seen
             value = resid.double().square().sum() / 4
-        factor = torch.addcmul(seen2, target2, power.clamp_min_(torch.finfo(power.dtype).tiny).rsqrt_(), value=-1)
+        factor = torch.addcmul(seen, target, power.clamp_min_(torch.finfo(power.dtype).tiny).rsqrt_(), value=-1)
         wave_k.mul_(factor)
         return value
 
-    def _adjoint_batch_torch(self, probes, t_sel, t_conj, target2, seen2, with_loss):
-        """One batch of :meth:`_loss_and_gradient` with ``torch.fft``: (loss, (D, B, wy, wx) g_t)."""
+    @staticmethod
+    def _far_field_gradient_poisson(wave_k: torch.Tensor, *, target: torch.Tensor, seen: torch.Tensor,
+                                    with_loss: bool, offset: float) -> torch.Tensor | None:
+        """The Poisson form of :meth:`_far_field_gradient`: ``wave_k := seen (1 - y / m) Psi`` with
+        ``m = |Psi|^2 + b`` and ``target = y = I + b`` where the detector sees (0 elsewhere); the
+        batch's loss ``1/2 sum seen (m - y - y log(m / y))`` (float64) when ``with_loss``."""
+        parts = torch.view_as_real(wave_k)
+        model = parts[..., 0].square().addcmul_(parts[..., 1], parts[..., 1]).add_(offset)
+        value = None
+        if with_loss:
+            m, y = model.double(), target.double()
+            value = (seen.double() * (m - y - y * torch.log(m / y.clamp_min(offset)))).sum() / 2
+        wave_k.mul_(seen - target / model)
+        return value
+
+    def _adjoint_batch_torch(self, probes, t_sel, t_conj, far_field):
+        """One batch of :meth:`_loss_and_gradient` with ``torch.fft`` (``far_field(wave_k)`` turns the far
+        field into ``g_Psi`` in place and returns the loss or None): (loss, (D, B, wy, wx) g_t)."""
         incident: list = []
         g = self.propagate(probes, t_sel, incident=incident)
-        value = self._far_field_gradient(g, target2, seen2, with_loss)
+        value = far_field(g)
         g_win = torch.empty((self.n_slices, *g.shape), dtype=g.dtype, device=self.device)
         n_pix = self.window[0] * self.window[1]
         for n in range(self.n_slices - 1, -1, -1):
@@ -1031,7 +1107,7 @@ class MultisliceOperator:
                 g = torch.fft.fft2(h.mul_(t_conj[n])).div_(n_pix)
         return value, g_win
 
-    def _adjoint_batch_fftw(self, probes, t_sel, t_conj, target2, seen2, with_loss):
+    def _adjoint_batch_fftw(self, probes, t_sel, t_conj, far_field):
         """One batch of :meth:`_loss_and_gradient` in FFTW's buffers (unnormalised transforms:
         the forward's ``1 / N`` sits in :attr:`_propagators_fftw`, the backward's in their
         conjugates). The incident waves and then ``g_t`` live in the plans' wave stack
@@ -1049,7 +1125,7 @@ class MultisliceOperator:
                 to_incident[n + 1].execute()  # psi_{n+1} (1 / N in props[n])
                 psi = incident[n + 1]
         incident[0].copy_(probes)
-        value = self._far_field_gradient(recip, target2, seen2, with_loss)
+        value = far_field(recip)
         g_win = incident  # overwritten slice by slice from the last: psi_n is read before g_t_n lands
         for n in range(self.n_slices - 1, -1, -1):
             recip.mul_(props_conj[n])  # conj(P_n), with 1 / N except for the last slice
@@ -1069,6 +1145,8 @@ class MultisliceOperator:
         threshold: float = 0.0,
         nonnegative: bool = False,
         support=None,
+        likelihood: str = "amplitude",
+        poisson_offset: float | None = None,
     ) -> torch.Tensor:
         """Paper Eq. 5: ``V <- Prox_{tau R}(V - mu grad L(V))`` with ``L`` the Eq. 2 loss.
 
@@ -1093,6 +1171,9 @@ class MultisliceOperator:
             0 (vacuum) after the step. With ``T`` free slices a change common to them adds up
             ``T`` times, not ``D``, so the default step is ``D / T`` times larger (an explicit
             ``step_size`` is used as given).
+        likelihood, poisson_offset : the data term ``L`` (:meth:`loss`): the amplitude form (default)
+            or the Poisson deviance, whose Gauss-Newton curvature near the data is the amplitude
+            form's, so the same default step.
 
         Returns
         -------
@@ -1101,7 +1182,8 @@ class MultisliceOperator:
         V = self.check_potential(V).detach()
         # the class's method, not an instance attribute that may wrap it (benchmarks time the bound step)
         return MultisliceOperator.bind_physics_step(self, intensities, step_size=step_size, threshold=threshold,
-                                                    nonnegative=nonnegative, support=support)(V)
+                                                    nonnegative=nonnegative, support=support, likelihood=likelihood,
+                                                    poisson_offset=poisson_offset)(V)
 
     def bind_physics_step(
         self,
@@ -1111,6 +1193,8 @@ class MultisliceOperator:
         threshold: float = 0.0,
         nonnegative: bool = False,
         support=None,
+        likelihood: str = "amplitude",
+        poisson_offset: float | None = None,
     ):
         """``step(V)`` = :meth:`physics_step` ``(V, intensities, ...)`` with the measurement and the
         settings bound (what DART's and DRIFT's callbacks call every step): the intensities are
@@ -1139,8 +1223,10 @@ class MultisliceOperator:
                 raise InputValidationError(
                     f"support: expected a ({depth},) bool tensor with at least one True slice, got {got}")
             vacuum = ~support.to(self.device)
-        amp_meas = self._measured_amplitudes(self.check_intensities(intensities))
-        targets = (self._far_field_targets(amp_meas)
+        intensities = self.check_intensities(intensities)
+        offset = self._likelihood_offset(likelihood, poisson_offset, intensities)
+        meas = self._measured_values(intensities, offset)
+        targets = (self._far_field_targets(meas, 2.0 if offset is None else 1.0)
                    if self.n_positions * self.window[0] * self.window[1] <= self.PROBE_CACHE_ELEMENTS else None)
         if step_size is not None:
             mu = float(step_size)
@@ -1151,7 +1237,7 @@ class MultisliceOperator:
         def step(V) -> torch.Tensor:
             V = self.check_potential(V).detach()
             with torch.no_grad():
-                _, grad = self._loss_and_gradient(V, amp_meas, None, targets=targets, with_loss=False)
+                _, grad = self._loss_and_gradient(V, meas, None, targets=targets, with_loss=False, offset=offset)
             V = soft_threshold(V - mu * grad, float(threshold), nonnegative=nonnegative)
             if support is not None:
                 V[vacuum] = 0
