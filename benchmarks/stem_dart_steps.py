@@ -13,7 +13,6 @@ Writes ``benchmarks/results/stem_dart_steps.csv`` (per crystal) and ``stem_dart_
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -23,8 +22,7 @@ from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.experiments.runner import run_cases
 from paperlib.experiments.stem import eval_cases
-from paperlib.io import atomic_write_text
-from paperlib.provenance import git_commit
+from stem_likelihood import base_parser, code_label, write_results  # a sibling script
 
 SCORES = ("ssim_slice_mean", "ssim_projected")
 
@@ -40,12 +38,6 @@ def run(profile_name: str, n: int, steps: list[int], seed: int = 0) -> list[dict
         got, _ = run_cases(p, "stem", cases, ["dart"], seeds=(seed,))
         rows += [{"steps": k, **r} for r in got]
     return rows
-
-
-def _code() -> str:
-    """The checkout's commit, short, with ``-dirty`` kept."""
-    commit = git_commit()
-    return commit[:10] + ("-dirty" if commit.endswith("-dirty") else "")
 
 
 def report(rows: list[dict], profile_name: str, threads: int) -> str:
@@ -69,24 +61,17 @@ def report(rows: list[dict], profile_name: str, threads: int) -> str:
     lines += ["", f"- Validation crystals made as the test tables' are (abTEM, frozen phonons, Poisson noise at the "
               f"profile's dose, random depth, tilt), profile {profile_name} (its DART: {ref} steps), seed 0, "
               f"{threads} threads. Differences paired per crystal, mean [95 % bootstrap interval over the crystals]; "
-              f"code {_code()}.", ""]
+              f"code {code_label()}.", ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="default")
-    p.add_argument("--n", type=int, default=4, help="validation crystals")
+    p = base_parser(__doc__.splitlines()[0], Path(__file__).parent / "results" / "stem_dart_steps.csv")
     p.add_argument("--steps", type=int, nargs="+", default=[10, 15, 20])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stem_dart_steps.csv")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = run(args.profile, args.n, args.steps)
-    tables.write_csv_rows(rows, args.out)
-    text = report(rows, args.profile, args.threads)
-    atomic_write_text(args.out.with_suffix(".md"), text)
-    print(text)
+    write_results(rows, args.out, report(rows, args.profile, args.threads))
     return 0
 
 

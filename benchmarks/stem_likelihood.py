@@ -53,10 +53,27 @@ def run(profile_name: str, n: int, doses: list[float], seed: int = 0) -> list[di
     return rows
 
 
-def _code() -> str:
+def code_label() -> str:
     """The checkout's commit, short, with ``-dirty`` kept."""
     commit = git_commit()
     return commit[:10] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
+def base_parser(description: str, default_out: Path) -> argparse.ArgumentParser:
+    """The options of the validation-crystal scripts (this one and ``stem_dart_steps.py``)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--profile", default="default")
+    p.add_argument("--n", type=int, default=4, help="validation crystals")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=default_out)
+    return p
+
+
+def write_results(rows: list[dict], out: Path, text: str) -> None:
+    """The per-crystal CSV ``out`` and its summary ``out.md`` (atomically); the summary printed."""
+    tables.write_csv_rows(rows, out)
+    atomic_write_text(out.with_suffix(".md"), text)
+    print(text)
 
 
 def report(rows: list[dict], profile_name: str, threads: int) -> str:
@@ -86,24 +103,17 @@ def report(rows: list[dict], profile_name: str, threads: int) -> str:
               f"profile {profile_name}, the profile's DART and DRIFT settings and prior, seed 0, {threads} threads; "
               f"only the physics step's data term differs. Depth-blind reference per slice over these rows: "
               f"{blind:.4f}. Differences paired per crystal, mean [95 % bootstrap interval over the crystals]; "
-              f"code {_code()}.", ""]
+              f"code {code_label()}.", ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="default")
-    p.add_argument("--n", type=int, default=4, help="validation crystals")
+    p = base_parser(__doc__.splitlines()[0], Path(__file__).parent / "results" / "stem_likelihood.csv")
     p.add_argument("--doses", type=float, nargs="+", default=[1e4, 1e5, 1e6])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stem_likelihood.csv")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = run(args.profile, args.n, args.doses)
-    tables.write_csv_rows(rows, args.out)
-    text = report(rows, args.profile, args.threads)
-    atomic_write_text(args.out.with_suffix(".md"), text)
-    print(text)
+    write_results(rows, args.out, report(rows, args.profile, args.threads))
     return 0
 
 
