@@ -466,24 +466,26 @@ def _guided_speed_rows() -> list[Row]:
                        "benchmarks/guided_speed.py")
     with open(path, newline="") as f:
         got = list(csv.DictReader(f))
-    from guided_speed import recorded_header
+    from guided_speed import recorded_header, setting_means
 
     machine_line = recorded_header(path.with_suffix(".md")) or "machine not recorded"
     when = subprocess.run(["git", "log", "-1", "--format=%cI", "--", str(path)], cwd=REPO, capture_output=True,
                           text=True).stdout.strip() or "uncommitted"
     rows = []
     for suite, method in dict.fromkeys((r["suite"], r["method"]) for r in got):
+        means = setting_means(got, suite, method)  # per case the median of its repeats, then the mean
+        if means is None:
+            continue
         pick = {k: [r for r in got if (r["suite"], r["method"], r["setting"]) == (suite, method, k)]
                 for k in ("before", "after")}
-        if not pick["before"] or not pick["after"]:
-            continue
-        t, a = ({k: sum(float(r[c]) for r in v) / len(v) for k, v in pick.items()} for c in ("wall_time_s", "ssim"))
+        t = {k: means[k] for k in ("before", "after")}
+        a = {k: means[f"ssim_{k}"] for k in ("before", "after")}
         steps = "; MRI DART 80 steps (70 after)" if (suite, method) == ("mri", "dart") else ""
         rows.append(Row("guided", f"{method.upper()} sampling speed-up ({suite})",
                         "after: profile precision (bf16 weights and activations), channels-last, groups side by side, "
                         "multislice adjoint, paperlib's allocator thresholds", "before: float32, contiguous, groups "
                         f"one after the other, autograd gradient, glibc's default allocator{steps}",
-                        f"{len(pick['after'])} validation case(s), {suite}",
+                        f"{len({r['case'] for r in pick['after']})} validation case(s), {suite}",
                         "s per volume", t["after"], t["before"], t["before"] / t["after"],
                         direction="before/after time (>1: faster now)", accuracy_metric="SSIM",
                         ours_accuracy=a["after"], peer_accuracy=a["before"], status="read",
