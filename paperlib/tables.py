@@ -273,6 +273,19 @@ def paired_differences(
     >>> d["n"], round(d["ssim_whole_mean"], 3), d["method"]
     (2, 0.075, 'dart - tv')
     """
+    return summarise(case_differences(rows, method, baseline, columns, by), by=(*by, "method"))
+
+
+def case_differences(
+    rows: Iterable[Mapping],
+    method: str,
+    baseline: str,
+    columns: Sequence[str],
+    by: Sequence[str] = ("modality", "dataset"),
+) -> list[dict]:
+    """The per-case differences that :func:`paired_differences` summarises: one dict per case with the
+    ``by`` keys, ``case``, ``method = "<method> - <baseline>"`` and each column's difference of the seed
+    means."""
     per: dict[tuple, dict[str, list[Mapping]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         if row["method"] in (method, baseline):
@@ -288,7 +301,7 @@ def paired_differences(
             means = [float(np.mean([_as_float(r[col]) for r in methods[m]])) for m in (method, baseline)]
             diff[col] = means[0] - means[1]
         diffs.append(diff)
-    return summarise(diffs, by=(*by, "method"))
+    return diffs
 
 
 def mean_std(mean: float, std: float, digits: int = 3) -> str:
@@ -585,13 +598,9 @@ def depth_margin_notes(cases: Sequence[Mapping], labels: Mapping[str, str],
                                      (physics, _short(labels.get(physics, "3PIE + thickness search")), cases)):
             if baseline != "depth-blind" and baseline not in present:
                 continue
-            per_case = defaultdict(dict)
-            for r in rows:
-                if r["method"] in (method, baseline):
-                    per_case[r["case"]].setdefault(r["method"], []).append(_as_float(r["ssim_slice_mean"]))
-            above = sum(np.mean(v[method]) > np.mean(v[baseline]) for v in per_case.values()
-                        if method in v and baseline in v)
-            for d in paired_differences(rows, method, baseline, ["ssim_slice_mean"]):
+            diffs = case_differences(rows, method, baseline, ["ssim_slice_mean"])
+            above = sum(d["ssim_slice_mean"] > 0 for d in diffs)
+            for d in summarise(diffs, by=("modality", "dataset", "method")):
                 parts.append(f"{_short(labels.get(method, method))} - {name} {d['ssim_slice_mean_mean']:+.3f} "
                              f"[{d['ssim_slice_mean_ci_low']:+.3f}, {d['ssim_slice_mean_ci_high']:+.3f}], "
                              f"{above} of {d['n_cases']}")

@@ -933,19 +933,18 @@ class MultisliceOperator:
         V = self.check_potential(V)
         intensities = self.check_intensities(intensities)
         offset = self._likelihood_offset(likelihood, poisson_offset, intensities)
-        meas = intensities.reshape(-1, *self.detector_shape)
+        meas = self._measured_values(intensities, offset)  # sqrt(I), or I + b
         if index is not None:
             meas = meas[index]
+        amp = power = None
         if V.requires_grad and torch.is_grad_enabled():
             amp = self._to_detector(self.exit_waves(V, index)).abs()
-            power = amp.square()
         else:  # no graph needed: the batched in-place forward (a value, e.g. the thickness search's)
             power = self._intensities_fast(V, index)
-            amp = power.sqrt()
         if offset is None:
-            return ((amp - meas.sqrt()) ** 2).sum()
-        model, data = power + offset, meas + offset
-        return (model - data - data * torch.log(model / data)).sum() / 2
+            return (((power.sqrt_() if amp is None else amp) - meas) ** 2).sum()
+        model = (amp.square() if power is None else power) + offset
+        return (model - meas - meas * torch.log(model / meas)).sum() / 2
 
     def _likelihood_offset(self, likelihood: str, poisson_offset, intensities: torch.Tensor) -> float | None:
         """The Poisson offset ``b`` of :meth:`loss` for checked ``intensities`` (None: amplitude form);
@@ -991,10 +990,12 @@ class MultisliceOperator:
         flat = intensities.reshape(-1, *self.detector_shape)
         return torch.sqrt(flat) if offset is None else flat + offset
 
-    def _far_field_targets(self, meas: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
-        """``scale`` x the measured values (B, Ky, Kx) of :meth:`_measured_values` on the far-field grid
-        in FFT order (B, wy, wx), zero where the detector does not see: the inverse of the forward's
-        fftshift and crop, as <= 4 block copies (``2 a`` for the amplitude form, ``I + b`` for Poisson)."""
+    def _far_field_targets(self, meas: torch.Tensor, offset: float | None) -> torch.Tensor:
+        """The measured values (B, Ky, Kx) of :meth:`_measured_values` as the far-field gradient takes them,
+        on the far-field grid in FFT order (B, wy, wx), zero where the detector does not see: the inverse of
+        the forward's fftshift and crop, as <= 4 block copies (``2 a`` for the amplitude form, ``offset``
+        None; ``I + b`` for Poisson)."""
+        scale = 2.0 if offset is None else 1.0
         out = torch.zeros(meas.shape[0], *self.window, dtype=meas.dtype, device=self.device)
         for dst_r, src_r in self._det_blocks[0]:
             for dst_c, src_c in self._det_blocks[1]:
@@ -1033,10 +1034,9 @@ class MultisliceOperator:
         g_t = torch.zeros_like(t)
         loss = torch.zeros((), dtype=torch.float64, device=self.device) if with_loss else None
         if offset is None:
-            seen, scale = self._detector_seen * 2, 2.0
-            far_field = self._far_field_gradient
+            seen, far_field = self._detector_seen * 2, self._far_field_gradient
         else:
-            seen, scale = self._detector_seen, 1.0
+            seen = self._detector_seen
             far_field = functools.partial(self._far_field_gradient_poisson, offset=offset)
         batch = self._adjoint_batch_fftw if self.fft_backend == "fftw" else self._adjoint_batch_torch
         n_out = self.n_positions if index is None else len(index)
@@ -1046,7 +1046,7 @@ class MultisliceOperator:
             probes = (self._probes[start:stop] if index is None and self._probes is not None
                       else self.probe_batch(sel))
             target = (targets[start:stop] if targets is not None
-                      else self._far_field_targets(meas[start:stop], scale))  # memory O(batch)
+                      else self._far_field_targets(meas[start:stop], offset))  # memory O(batch)
             value, g_win = batch(probes, self.windows(t, sel), self.windows(t_conj, sel),
                                  functools.partial(far_field, target=target, seen=seen, with_loss=with_loss))
             if with_loss:
@@ -1226,7 +1226,7 @@ class MultisliceOperator:
         intensities = self.check_intensities(intensities)
         offset = self._likelihood_offset(likelihood, poisson_offset, intensities)
         meas = self._measured_values(intensities, offset)
-        targets = (self._far_field_targets(meas, 2.0 if offset is None else 1.0)
+        targets = (self._far_field_targets(meas, offset)
                    if self.n_positions * self.window[0] * self.window[1] <= self.PROBE_CACHE_ELEMENTS else None)
         if step_size is not None:
             mu = float(step_size)
