@@ -161,15 +161,18 @@ class GuidedStepsConfig(_Section):
     nonnegative: bool | None = Field(None, description="4D-STEM: project onto V >= 0 after each step")
     likelihood: Literal["amplitude", "poisson"] | None = Field(
         None, description="4D-STEM: the physics step's data term (MultisliceOperator.loss; None = amplitude)")
+    momentum: bool | None = Field(None, description="the physics steps with Nesterov momentum and adaptive restart "
+                                                    "(paperlib.recon.dart.accelerated_steps; None = one after the other)")
     translate: bool = Field(False, description="DRIFT, 4D-STEM: align candidates laterally by whole scan steps first")
     vacuum_threshold: float | None = Field(
         None, ge=0.0, description="DRIFT, 4D-STEM: slices of the selected sample with mean potential below this "
                                   "(V*Angstrom) stay vacuum during the K physics steps (None: all slices free)")
 
     def step_kwargs(self) -> dict:
-        """Keyword arguments of ``operator.physics_step`` (only those set)."""
+        """Keyword arguments of ``operator.physics_step`` (only those set), with ``momentum``, which
+        :func:`paperlib.recon.dart.physics_callback` takes itself."""
         kw = {"step_size": self.step_size, "threshold": self.threshold, "nonnegative": self.nonnegative,
-              "likelihood": self.likelihood}
+              "likelihood": self.likelihood, "momentum": self.momentum}
         return {k: v for k, v in kw.items() if v is not None}
 
 
