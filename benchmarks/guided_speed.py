@@ -1,15 +1,17 @@
 """DART, DRIFT and the projection method per volume: before / after the sampling speed-up, at equal SSIM.
 
 "Before" is how DART and DRIFT ran until 2026-12: float32 arithmetic, the MRI DART sampler at 80 steps
-(70 since 2026-12-02, :data:`BEFORE_STEPS`), contiguous (N, C, H, W)
+(70 since 2026-12-02, :data:`BEFORE_SETTINGS`), contiguous (N, C, H, W)
 activations, the group networks one after the other, the 4D-STEM physics step with its gradient by
 autograd through :meth:`~paperlib.physics.multislice.MultisliceOperator.loss` and the intensities
-checked at every step (:func:`autograd_physics_step`), and glibc's default allocator. "After" is
+checked at every step (:func:`autograd_physics_step`), its steps one after the other (DRIFT: K = 100),
+and glibc's default allocator. "After" is
 now: the profile's ``precision`` (``bfloat16`` weights and activations in the default profile),
 channels-last activations (:attr:`paperlib.diffusion.unet3d.UNet3D.channels_last`), the group
 networks side by side (:attr:`paperlib.diffusion.partition.PartitionedPrior.parallel_groups`), the
 hand-written adjoint of the multislice model bound to the measurement
-(:meth:`~paperlib.physics.multislice.MultisliceOperator.bind_physics_step`) and the allocator
+(:meth:`~paperlib.physics.multislice.MultisliceOperator.bind_physics_step`), the 4D-STEM physics
+steps with momentum (DRIFT: K = 40; :func:`paperlib.recon.dart.accelerated_steps`) and the allocator
 thresholds that ``import paperlib`` sets (:mod:`paperlib._malloc`). Each case and setting runs in a process
 of its own (the allocator is per process: ``PAPERLIB_MALLOC=default`` for "before"), which first
 runs the suite's first method once untimed (warm-up: kernels, FFT plans, bfloat16 copies); the two
@@ -65,14 +67,17 @@ SUITES = (
 )
 
 
-#: steps per method that differ "before": the MRI DART sampler took 80 steps until 2026-12-02 (70 since,
-#: chosen on the validation split: ``mri_diffusion.tuned_on`` of the default profile)
-BEFORE_STEPS = {"mri_diffusion": {"dart": 80}}
+#: settings per method that differ "before": the MRI DART sampler took 80 steps until 2026-12-02 (70 since,
+#: chosen on the validation split: ``mri_diffusion.tuned_on`` of the default profile); the 4D-STEM physics
+#: steps ran one after the other until 2026-12-02 and DRIFT took K = 100 of them (since: with momentum, K = 40,
+#: chosen on validation crystals by ``benchmarks/stem_momentum.py``)
+BEFORE_SETTINGS = {"mri_diffusion": {"dart": {"steps": 80}},
+                   "stem_diffusion": {"dart": {"momentum": None}, "drift": {"momentum": None, "physics_steps": 100}}}
 
 
 def profile_for(profile, section: str | None, setting: str):
-    """``profile`` as it ran ``before`` (the guided section's precision at float32, the step counts of
-    :data:`BEFORE_STEPS`), unchanged for ``after``."""
+    """``profile`` as it ran ``before`` (the guided section's precision at float32, the settings of
+    :data:`BEFORE_SETTINGS`), unchanged for ``after``."""
     if setting == "after":
         return profile
     if section is None:  # real scans: profile.real_mri.diffusion
@@ -81,8 +86,8 @@ def profile_for(profile, section: str | None, setting: str):
             "diffusion": rm.diffusion.model_copy(update={"precision": "float32"})})})
     sec = getattr(profile, section)
     update = {"precision": "float32"}
-    for method, steps in BEFORE_STEPS.get(section, {}).items():
-        update[method] = getattr(sec, method).model_copy(update={"steps": steps})
+    for method, settings in BEFORE_SETTINGS.get(section, {}).items():
+        update[method] = getattr(sec, method).model_copy(update=settings)
     return profile.model_copy(update={section: sec.model_copy(update=update)})
 
 
@@ -95,21 +100,23 @@ def suite_cases(profile, modality: str, n: int):
     return spec, spec.cases(profile, "val", n)
 
 
-def autograd_gradient(op, V, intensities, *, index=None):
+def autograd_gradient(op, V, intensities, *, index=None, likelihood="amplitude"):
     """``MultisliceOperator.gradient`` as it was before the hand-written adjoint: autograd through
     :meth:`~paperlib.physics.multislice.MultisliceOperator.loss` (the "before" setting)."""
     V = op.check_potential(V).detach().requires_grad_(True)
     with torch.enable_grad():
-        value = op.loss(V, intensities, index=index)
+        value = op.loss(V, intensities, index=index, likelihood=likelihood)
         (grad,) = torch.autograd.grad(value, V)
     return value.detach(), grad
 
 
-def autograd_physics_step(op, V, intensities, *, step_size=None, threshold=0.0, nonnegative=False, support=None):
+def autograd_physics_step(op, V, intensities, *, step_size=None, threshold=0.0, nonnegative=False, support=None,
+                          likelihood="amplitude"):
     """``MultisliceOperator.physics_step`` as it was before the hand-written adjoint and the bound step
     (the "before" setting): intensities checked every step, the gradient by autograd
-    (:func:`autograd_gradient`), then the same step size, soft threshold and support as now."""
-    _, grad = autograd_gradient(op, V, intensities)
+    (:func:`autograd_gradient`, on the same data term), then the same step size, soft threshold and
+    support as now."""
+    _, grad = autograd_gradient(op, V, intensities, likelihood=likelihood)
     free = V.shape[0] if support is None else int(torch.as_tensor(support).sum())
     mu = float(step_size) if step_size is not None else op.default_step_size * V.shape[0] / free
     V = soft_threshold(op.check_potential(V).detach() - mu * grad, float(threshold), nonnegative=nonnegative)
@@ -222,10 +229,11 @@ def summary(rows: list[dict], header: str) -> str:
                          f"{means['ssim_after']:.4f} | {dmax:.4f} | {when} |")
     lines += ["", f"- {header}. Before: float32, MRI DART at 80 steps (70 after), contiguous activations, "
               "group networks one after the other, "
-              "4D-STEM physics step by autograd (intensities checked every step), glibc's default allocator; "
-              "after: the "
+              "4D-STEM physics step by autograd (intensities checked every step), its steps one after the other "
+              "(DRIFT: K = 100), glibc's default allocator; after: the "
               "profile's precision (bfloat16 weights and activations), channels-last activations, group networks side "
-              "by side, the hand-written multislice adjoint bound to its measurement, the allocator thresholds of "
+              "by side, the hand-written multislice adjoint bound to its measurement, the 4D-STEM physics steps "
+              "with momentum (DRIFT: K = 40), the allocator thresholds of "
               "paperlib._malloc. Each case and setting in a "
               "process of its own, timed after one untimed warm-up run. SSIM: whole-image (MRI), projection (4D-STEM).",
               "- Times: per case the median of its repeats (before and after alternate within a repeat), then the "

@@ -146,3 +146,17 @@ def test_likelihood_is_a_4dstem_setting(tmp_path):
     data["mri_diffusion"]["dart"]["likelihood"] = "gaussian"
     with pytest.raises(ConfigError, match="mri_diffusion.dart.likelihood"):
         load_profile(_write(tmp_path, data))
+
+
+def test_momentum_reaches_the_physics_callback(tmp_path):
+    """``momentum`` is passed with the physics step's keyword arguments (the callback takes it) when set;
+    a value that is not a bool names the setting."""
+    data = _ci_dict()
+    data["stem_diffusion"]["drift"]["momentum"] = True
+    data["stem_diffusion"]["dart"].pop("momentum", None)
+    cfg = load_profile(_write(tmp_path, data))
+    assert cfg.stem_diffusion.drift.step_kwargs()["momentum"] is True
+    assert "momentum" not in cfg.stem_diffusion.dart.step_kwargs()
+    data["stem_diffusion"]["drift"]["momentum"] = "often"
+    with pytest.raises(ConfigError, match="stem_diffusion.drift.momentum"):
+        load_profile(_write(tmp_path, data))
