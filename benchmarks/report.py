@@ -480,7 +480,10 @@ def _guided_speed_rows() -> list[Row]:
                 for k in ("before", "after")}
         t = {k: means[k] for k in ("before", "after")}
         a = {k: means[f"ssim_{k}"] for k in ("before", "after")}
-        steps = "; MRI DART 80 steps (70 after)" if (suite, method) == ("mri", "dart") else ""
+        steps = {("mri", "dart"): "; MRI DART 80 steps (70 after)",
+                 ("stem", "dart"): "; physics steps one after the other (with momentum after)",
+                 ("stem", "drift"): "; K = 100 physics steps one after the other (40 with momentum after)",
+                 }.get((suite, method), "")
         rows.append(Row("guided", f"{method.upper()} sampling speed-up ({suite})",
                         "after: profile precision (bf16 weights and activations), channels-last, groups side by side, "
                         "multislice adjoint, paperlib's allocator thresholds", "before: float32, contiguous, groups "

@@ -348,7 +348,8 @@ def _lasso(seed: int = 0):
     from paperlib.physics.multislice import soft_threshold
 
     g = torch.Generator().manual_seed(seed)
-    A = torch.randn(60, 40, generator=g, dtype=torch.float64) @ torch.diag(torch.logspace(0, -2, 40, dtype=torch.float64))
+    decay = torch.diag(torch.logspace(0, -2, 40, dtype=torch.float64))  # ill-conditioned columns
+    A = torch.randn(60, 40, generator=g, dtype=torch.float64) @ decay
     b = A @ torch.rand(40, generator=g, dtype=torch.float64)
     mu, tau = 1.0 / float(torch.linalg.matrix_norm(A, 2)) ** 2, 1e-3
 
