@@ -69,6 +69,11 @@ def base_parser(description: str, default_out: Path) -> argparse.ArgumentParser:
     return p
 
 
+def paired_cell(diff: dict, column: str) -> str:
+    """``+mean [+low, +high]`` of ``column`` in a :func:`paperlib.tables.paired_differences` entry, 4 decimals."""
+    return f"{diff[column + '_mean']:+.4f} [{diff[column + '_ci_low']:+.4f}, {diff[column + '_ci_high']:+.4f}]"
+
+
 def write_results(rows: list[dict], out: Path, text: str) -> None:
     """The per-crystal CSV ``out`` and its summary ``out.md`` (atomically); the summary printed."""
     tables.write_csv_rows(rows, out)
@@ -95,7 +100,7 @@ def report(rows: list[dict], profile_name: str, threads: int) -> str:
             cells = []
             for c in SCORES:
                 cells += [f"{means['amplitude'][c]:.4f}", f"{means['poisson'][c]:.4f}",
-                          f"{d[c + '_mean']:+.4f} [{d[c + '_ci_low']:+.4f}, {d[c + '_ci_high']:+.4f}]"]
+                          paired_cell(d, c)]
             lines.append(f"| {dose:g} | {method.upper()} | {d['n_cases']} | " + " | ".join(cells) +
                          f" | {means['amplitude']['wall_time_s']:.1f} / {means['poisson']['wall_time_s']:.1f} |")
     blind = sum(float(r["ssim_depth_blind"]) for r in rows) / len(rows)

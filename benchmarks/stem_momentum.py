@@ -33,7 +33,7 @@ from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.experiments.runner import run_cases
 from paperlib.experiments.stem import eval_cases
-from stem_likelihood import SCORES, base_parser, code_label, write_results  # a sibling script
+from stem_likelihood import SCORES, base_parser, code_label, paired_cell, write_results  # a sibling script
 
 KINDS = {"plain": False, "momentum": True}
 
@@ -82,8 +82,7 @@ def report(rows: list[dict], settings: list[tuple[str, str, int]], profile_name:
                     cells += [f"{mean:.4f}", "reference"]
                     continue
                 (d,) = tables.paired_differences(pick, name, ref, [c], by=())
-                cells += [f"{mean:.4f}",
-                          f"{d[c + '_mean']:+.4f} [{d[c + '_ci_low']:+.4f}, {d[c + '_ci_high']:+.4f}]"]
+                cells += [f"{mean:.4f}", paired_cell(d, c)]
             wall = sum(float(r["wall_time_s"]) for r in own) / len(own)
             lines.append(f"| {method} | {name} | {len(own)} | " + " | ".join(cells) + f" | {wall:.2f} |")
     lines += ["", f"- Validation crystals made as the test tables' are (abTEM, frozen phonons, Poisson noise at the "
