@@ -2,8 +2,8 @@
 
 Issue 19 asks DART and DRIFT to be 2x faster at equal SSIM. On the 4D-STEM crystals their time is mostly
 physics steps (DART: 5 after each of 20 denoising steps; DRIFT: K = 100 after the selection), and the
-steps are plain proximal-gradient steps at the operator's Gauss-Newton step size, so K = 100 is still
-short of convergence (DRIFT's SSIM rises from K = 50 to 75 to 100). With momentum
+steps are plain proximal-gradient steps at the operator's Gauss-Newton step size, which converge slowly
+(a first look on validation crystals had DRIFT's SSIM still rising from K = 50 to 75 to 100). With momentum
 (``stem_diffusion.<method>.momentum``, :func:`paperlib.recon.dart.accelerated_steps`: FISTA with
 adaptive restart) the same data fit takes fewer steps. This script runs each ``--settings`` entry
 ``method:plain|momentum:physics_steps`` on the first ``--n`` **validation** crystals made as the test
