@@ -229,11 +229,12 @@ def accelerated_steps(step: Callable[[Tensor], Tensor], x: Tensor, steps: int) -
     z, theta = x, 1.0
     for _ in range(steps):
         x_new = step(z)
+        move = x_new - x
         theta_new = (1.0 + math.sqrt(1.0 + 4.0 * theta * theta)) / 2.0
-        if float(((z - x_new).conj() * (x_new - x)).real.sum()) > 0:  # restart
+        if float(((z - x_new).conj() * move).real.sum()) > 0:  # restart
             theta_new, z = 1.0, x_new
         else:
-            z = x_new + ((theta - 1.0) / theta_new) * (x_new - x)
+            z = x_new + ((theta - 1.0) / theta_new) * move
         x, theta = x_new, theta_new
     return x
 
