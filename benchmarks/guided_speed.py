@@ -4,14 +4,15 @@
 (70 since 2026-12-02, :data:`BEFORE_SETTINGS`), contiguous (N, C, H, W)
 activations, the group networks one after the other, the 4D-STEM physics step with its gradient by
 autograd through :meth:`~paperlib.physics.multislice.MultisliceOperator.loss` and the intensities
-checked at every step (:func:`autograd_physics_step`), its steps one after the other (DRIFT: K = 100),
-and glibc's default allocator. "After" is
+checked at every step (:func:`autograd_physics_step`), its steps one after the other (DRIFT: K = 100;
+DART: 20 diffusion steps), and glibc's default allocator. "After" is
 now: the profile's ``precision`` (``bfloat16`` weights and activations in the default profile),
 channels-last activations (:attr:`paperlib.diffusion.unet3d.UNet3D.channels_last`), the group
 networks side by side (:attr:`paperlib.diffusion.partition.PartitionedPrior.parallel_groups`), the
 hand-written adjoint of the multislice model bound to the measurement
 (:meth:`~paperlib.physics.multislice.MultisliceOperator.bind_physics_step`), the 4D-STEM physics
-steps with momentum (DRIFT: K = 40; :func:`paperlib.recon.dart.accelerated_steps`) and the allocator
+steps with momentum (DRIFT: K = 40; DART: 18 diffusion steps;
+:func:`paperlib.recon.dart.accelerated_steps`) and the allocator
 thresholds that ``import paperlib`` sets (:mod:`paperlib._malloc`). Each case and setting runs in a process
 of its own (the allocator is per process: ``PAPERLIB_MALLOC=default`` for "before"), which first
 runs the suite's first method once untimed (warm-up: kernels, FFT plans, bfloat16 copies); the two
@@ -70,9 +71,11 @@ SUITES = (
 #: settings per method that differ "before": the MRI DART sampler took 80 steps until 2026-12-02 (70 since,
 #: chosen on the validation split: ``mri_diffusion.tuned_on`` of the default profile); the 4D-STEM physics
 #: steps ran one after the other until 2026-12-02 and DRIFT took K = 100 of them (since: with momentum, K = 40,
-#: chosen on validation crystals by ``benchmarks/stem_momentum.py``)
+#: chosen on validation crystals by ``benchmarks/stem_momentum.py``), and the 4D-STEM DART took 20 diffusion
+#: steps (18 since 2026-12-02, with momentum, chosen by the same script)
 BEFORE_SETTINGS = {"mri_diffusion": {"dart": {"steps": 80}},
-                   "stem_diffusion": {"dart": {"momentum": None}, "drift": {"momentum": None, "physics_steps": 100}}}
+                   "stem_diffusion": {"dart": {"momentum": None, "steps": 20},
+                                      "drift": {"momentum": None, "physics_steps": 100}}}
 
 
 def profile_for(profile, section: str | None, setting: str):
@@ -230,10 +233,10 @@ def summary(rows: list[dict], header: str) -> str:
     lines += ["", f"- {header}. Before: float32, MRI DART at 80 steps (70 after), contiguous activations, "
               "group networks one after the other, "
               "4D-STEM physics step by autograd (intensities checked every step), its steps one after the other "
-              "(DRIFT: K = 100), glibc's default allocator; after: the "
+              "(DRIFT: K = 100; DART: 20 diffusion steps), glibc's default allocator; after: the "
               "profile's precision (bfloat16 weights and activations), channels-last activations, group networks side "
               "by side, the hand-written multislice adjoint bound to its measurement, the 4D-STEM physics steps "
-              "with momentum (DRIFT: K = 40), the allocator thresholds of "
+              "with momentum (DRIFT: K = 40; DART: 18 diffusion steps), the allocator thresholds of "
               "paperlib._malloc. Each case and setting in a "
               "process of its own, timed after one untimed warm-up run. SSIM: whole-image (MRI), projection (4D-STEM).",
               "- Times: per case the median of its repeats (before and after alternate within a repeat), then the "
