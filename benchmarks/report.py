@@ -481,7 +481,7 @@ def _guided_speed_rows() -> list[Row]:
         t = {k: means[k] for k in ("before", "after")}
         a = {k: means[f"ssim_{k}"] for k in ("before", "after")}
         steps = {("mri", "dart"): "; MRI DART 80 steps (70 after)",
-                 ("stem", "dart"): "; physics steps one after the other (with momentum after)",
+                 ("stem", "dart"): "; 20 diffusion steps, physics steps one after the other (18, with momentum after)",
                  ("stem", "drift"): "; K = 100 physics steps one after the other (40 with momentum after)",
                  }.get((suite, method), "")
         rows.append(Row("guided", f"{method.upper()} sampling speed-up ({suite})",

@@ -257,13 +257,15 @@ MEASUREMENTS = {"mri": (MRI, MRI_Y.shape, False), "stem": (STEM, STEM.measuremen
 
 @FUZZ
 @given(data=st.data(), modality=st.sampled_from(["mri", "stem"]),
-       kw=one_fault(num_steps=[1, 2], start=[1.0, 0.5], samples=[1, 2], scale=[1.0, 3.0], physics_steps=[1, 2]))
+       kw=one_fault(num_steps=[1, 2], start=[1.0, 0.5], samples=[1, 2], scale=[1.0, 3.0], physics_steps=[1, 2],
+                    momentum=[False, True]))
 def test_dart(data, modality, kw):
     op, shape, nonnegative = MEASUREMENTS[modality]
     y = data.draw(arrays(shape, nonnegative), label="y")
     init = data.draw(arrays((D, H, W)), label="init") if kw["start"] != 1.0 else None
-    clean_error_or_finite(lambda: dart(PRIOR, op, y, generator=torch.Generator().manual_seed(0), init=init, **kw),
-                          (D, H, W))
+    step_kwargs = {"momentum": kw.pop("momentum")}  # the physics steps with momentum or one after the other
+    clean_error_or_finite(lambda: dart(PRIOR, op, y, generator=torch.Generator().manual_seed(0), init=init,
+                                       step_kwargs=step_kwargs, **kw), (D, H, W))
 
 
 @FUZZ
