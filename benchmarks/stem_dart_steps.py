@@ -24,9 +24,7 @@ from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.experiments.runner import run_cases
 from paperlib.experiments.stem import eval_cases
-from stem_likelihood import base_parser, code_label, paired_cell, write_results  # a sibling script
-
-SCORES = ("ssim_slice_mean", "ssim_projected")
+from stem_likelihood import SCORES, base_parser, code_label, paired_cell, write_results  # a sibling script
 
 
 def run(profile_name: str, n: int, steps: list[int], seed: int = 0) -> list[dict]:
@@ -42,9 +40,8 @@ def run(profile_name: str, n: int, steps: list[int], seed: int = 0) -> list[dict
     return rows
 
 
-def report(rows: list[dict], profile_name: str, threads: int) -> str:
-    profile = load_profile(profile_name)
-    ref = profile.stem_diffusion.dart.steps
+def report(rows: list[dict], profile_name: str, ref: int, threads: int) -> str:
+    """The summary table; ``ref``: the profile's step count, the one every other count is paired with."""
     lines = ["| DART steps | n | Per-slice SSIM | minus the profile's steps | Projection SSIM | "
              "minus the profile's steps | s per crystal |", "|---|---|---|---|---|---|---|"]
     for k in sorted({int(r["steps"]) for r in rows}):
@@ -74,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     ref = load_profile(args.profile).stem_diffusion.dart.steps
     rows = run(args.profile, args.n, sorted(set(args.steps) | {ref}))  # the reference always runs
-    write_results(rows, args.out, report(rows, args.profile, args.threads))
+    write_results(rows, args.out, report(rows, args.profile, ref, args.threads))
     return 0
 
 
