@@ -1,10 +1,12 @@
 """What limits DART on real scans? Variants of DART on the *tuning* scans, each against TV.
 
-On the real scans (notebook ``tab_real_mri``) DART stays below TV. This script separates the
+On the real scans (notebook ``tab_real_mri``) DART with the paper's chain stayed below TV. This script separates the
 candidate causes on the **tuning** scans only (the held-out scans are never touched), with the
 profile's general prior and ``real_mri`` settings, one DART variant per row:
 
-* ``profile``: DART as the table runs it (``--steps`` sets the steps per sample of this row and of
+* ``profile``: DART as the table ran it until 2026-12-02 (:data:`CHAIN`: the paper's noisy chain from the
+  zero-filled image; the table now runs the plug-and-play form from the TV image, which these
+  rows led to) (``--steps`` sets the steps per sample of this row and of
   every row that does not set its own);
 * ``prior=…``: the profile's DART with another prior, tiled like the general one (group 0 of
   ``checkpoints/mri_default``: the synthetic-brain prior the general one was fine-tuned from, so
@@ -65,17 +67,21 @@ VARIANTS = (
     ("tv_init=0.15", {"start": 0.15}, "tv_init"),
     ("tv_init=0.3", {"start": 0.3}, "tv_init"),
 )
+#: The chain every row varies: the paper's noisy DDIM chain from the zero-filled image as the real-scan table ran
+#: it until 2026-12-02 (start 0.5, mean of 4 samples; 10 steps unless ``--steps``). The table's DART now takes
+#: the plug-and-play form from the TV image (``real_mri.diffusion.dart``), which these rows led to.
+CHAIN = {"num_steps": 10, "start": 0.5, "samples": 4, "stop": 0.0}
 #: ρ of the ``tv_anchor`` rows (relative to the data term, whose curvature is 1 on sampled frequencies)
 ANCHOR_WEIGHTS = (0.1, 0.3, 1.0)
 
 
 def run(profile_name: str, seed: int = 0, progress: bool = True, steps: int | None = None) -> list[dict]:
     """One row per (tuning case, variant) plus TV's rows (``variant = "tv"``); ``steps``: DART's
-    steps per sample where a variant does not set its own (default: the profile's)."""
+    steps per sample where a variant does not set its own (default: :data:`CHAIN`'s 10)."""
     profile = load_profile(profile_name)
     section = profile.real_mri
     d = section.diffusion.dart
-    steps = steps or d.steps
+    steps = steps or CHAIN["num_steps"]
     prior = real_mri.general_prior(profile)
     others = {sp: tiled(guided_prior(section.diffusion, sp.split(":", 1)[1], groups=(0,)),
                         overlap=section.overlap)
@@ -94,8 +100,7 @@ def run(profile_name: str, seed: int = 0, progress: bool = True, steps: int | No
         runs = [("tv", tv, time.perf_counter() - t0)]
         bar.update()
         for label, overrides, special in VARIANTS:
-            kw = dict(num_steps=steps, start=d.start, physics_steps=d.physics_steps,
-                      step_kwargs=d.step_kwargs(), samples=d.samples, stop=d.stop)
+            kw = dict(CHAIN, num_steps=steps, physics_steps=d.physics_steps, step_kwargs=d.step_kwargs())
             kw.update(overrides)
             scale, meas = (truth_scale, y / truth_scale) if special == "oracle_scale" else (s, ys)
             init = (tv / scale) if special == "tv_init" else op.zero_filled(meas).real
@@ -155,12 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="default")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=None, help="DART steps per sample (default: the profile's)")
+    p.add_argument("--steps", type=int, default=None, help="DART steps per sample (default: CHAIN's 10)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "real_mri_limits.csv")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     section = load_profile(args.profile).real_mri
-    steps = args.steps or section.diffusion.dart.steps
+    steps = args.steps or CHAIN["num_steps"]
     rows = run(args.profile, args.seed, steps=steps)
     tables.write_csv_rows(rows, args.out)
     text = report(rows, args.profile, section.checkpoint, args.threads, steps)

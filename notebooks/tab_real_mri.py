@@ -26,6 +26,10 @@
 # network trained on domain-randomised slabs (`paperlib.data.randomized`: random contrast per
 # tissue, voxel size, slice thickness, skull, field of view, bias, noise, artefacts), tiled over
 # each volume's depth with overlapping windows and padded in-plane (`paperlib.diffusion.tiling`).
+# DART takes the form the profile's `real_mri.diffusion.dart` names (the table's notes print it):
+# with `sigma_max`/`sigma_min` set, the plug-and-play form of `paperlib.recon.dart` (the network
+# denoises the data-consistent estimate itself at decreasing noise levels, no noise drawn),
+# started from the image `init_from` names; otherwise the paper's noisy chain.
 #
 # **Roles.** The *tuning* scans may inform choices (generator ranges, weights, steps); the
 # *held-out* scans informed none and are reported apart. SSIM is computed on the whole image and
@@ -51,7 +55,7 @@ import torch
 from paperlib import tables
 from paperlib.data.real_mri import REAL_SCANS, load_real_scan
 from paperlib.experiments.priors import prior_weights
-from paperlib.experiments.real_mri import REAL_MRI, real_cases
+from paperlib.experiments.real_mri import REAL_MRI, dart_form, real_cases
 from paperlib.experiments.runner import run_cases
 from paperlib.plotting import notebook_setup, save_figure
 from paperlib.provenance import provenance
@@ -130,6 +134,7 @@ notes = [
     "Prior methods: the general prior (checkpoints/mri_general), tiled over the depth "
     f"(windows of 8 slices, overlap {section.overlap}); intensities divided by the zero-filled image's "
     "intensity scale (paperlib.data.intensity) and multiplied back; outputs clamped at 0 (magnitude).",
+    dart_form(section.diffusion.dart),
     f"Baselines: TV weight {section.baselines.tv_weight:g}, CS-MRI weight {section.baselines.cs_weight:g} "
     f"({section.baselines.cs_wavelet}); settings: {section.diffusion.tuned_on or section.baselines.tuned_on}",
     f"Output validity over all {len(rows)} runs: largest fraction of negative voxels {worst_negative:.3g}; "

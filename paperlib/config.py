@@ -163,10 +163,34 @@ class GuidedStepsConfig(_Section):
         None, description="4D-STEM: the physics step's data term (MultisliceOperator.loss; None = amplitude)")
     momentum: bool | None = Field(None, description="the physics steps with Nesterov momentum and adaptive restart "
                                                     "(paperlib.recon.dart.accelerated_steps; None = one after the other)")
+    sigma_max: float | None = Field(None, gt=0.0, description="DART: the plug-and-play form (paperlib.recon.dart, "
+                                    "levels): noise level of the first of `steps` denoising steps, prior units "
+                                    "(None = the paper's noisy chain from `start`)")
+    sigma_min: float | None = Field(None, gt=0.0, description="DART, plug-and-play form: noise level of the last "
+                                    "denoising step (levels spaced geometrically in between)")
+    init_from: Literal["default", "tv"] = Field(
+        "default", description="DART on real MRI scans (tab_real_mri, the reconstruct command): the starting image, "
+                               "'default' the zero-filled image, 'tv' the TV reconstruction at real_mri.baselines")
     translate: bool = Field(False, description="DRIFT, 4D-STEM: align candidates laterally by whole scan steps first")
     vacuum_threshold: float | None = Field(
         None, ge=0.0, description="DRIFT, 4D-STEM: slices of the selected sample with mean potential below this "
                                   "(V*Angstrom) stay vacuum during the K physics steps (None: all slices free)")
+
+    @model_validator(mode="after")
+    def _levels_pair(self):
+        if (self.sigma_max is None) != (self.sigma_min is None):
+            raise ValueError("sigma_max and sigma_min: set both (the plug-and-play form of DART) or neither")
+        if self.sigma_max is not None:
+            if self.sigma_max < self.sigma_min:
+                raise ValueError(f"sigma_max ({self.sigma_max}) must be >= sigma_min ({self.sigma_min})")
+            if self.samples != 1 or self.stop != 0.0 or self.start != 1.0:
+                raise ValueError("sigma_max / sigma_min (the plug-and-play form of DART) draw no noise and place their "
+                                 "own levels: leave samples, start and stop out")
+        return self
+
+    def levels(self) -> tuple[float, float] | None:
+        """``(sigma_max, sigma_min)`` of DART's plug-and-play form, or ``None`` (the paper's chain)."""
+        return None if self.sigma_max is None else (self.sigma_max, self.sigma_min)
 
     def step_kwargs(self) -> dict:
         """Keyword arguments of ``operator.physics_step`` (only those set), with ``momentum``, which

@@ -401,3 +401,72 @@ def test_physics_callback_momentum_switch():
     assert float(op.loss(fast, y)) < float(op.loss(plain, y))
     with pytest.raises(InputValidationError, match="momentum: expected True or False"):
         physics_callback(op, y, steps=1, step_kwargs={"momentum": "yes"})
+
+
+def test_dart_plug_and_play_matches_the_closed_form_on_the_gaussian_problem():
+    """``levels=(σ_max, σ_min)``: each step denoises the corrected estimate itself at the level
+    σ_k (no noise drawn) and Eq. 4 (λ = 1) puts the measurement back. With the exact Gaussian
+    denoiser ``D_σ(x) = mu + s^2 / (s^2 + σ^2) (x - mu)`` every k-space coefficient is on its own:
+    the measured ones equal ``y``, the others end at ``mu + prod_k g_k (init - mu)`` with
+    ``g_k = s^2 / (s^2 + σ_k^2)`` and ``σ_k`` the noise level of the timestep the step takes.
+    The result does not depend on the generator."""
+    from paperlib.recon.dart import plug_and_play_timesteps
+
+    s = 0.3
+    op, y, prior, _ = _gaussian_problem(3, s)
+    mu = torch.cat([m.mu for m in prior.models])
+    init = op.zero_filled(y).real
+    levels, steps = (0.5, 0.05), 7
+    ts = plug_and_play_timesteps(prior, levels, steps)
+    abar = prior.sampler.abar.double()
+    gain = math.prod(s * s / (s * s + float((1 - abar[t]) / abar[t])) for t in ts)
+    expected = ifft2c(y + (~op.mask) * (fft2c(mu) + gain * (fft2c(init.double()) - fft2c(mu)))).real
+    out = dart(prior, op, y, generator=torch.Generator().manual_seed(0), num_steps=steps, init=init, levels=levels)
+    again = dart(prior, op, y, generator=torch.Generator().manual_seed(99), num_steps=steps, init=init, levels=levels)
+    assert torch.equal(out, again)
+    assert torch.allclose(out.double(), expected, atol=1e-5)
+    assert torch.allclose(op.forward(out.double()), y, atol=1e-5)
+    assert 0.01 < gain < 0.99  # the levels are neither negligible nor overwhelming here
+
+
+def test_plug_and_play_timesteps_are_the_geometric_levels():
+    from paperlib.diffusion.evaluate import noise_level_timestep
+    from paperlib.recon.dart import plug_and_play_timesteps
+
+    prior = _gaussian_prior(torch.zeros(2, 8, 8, dtype=torch.float64), 0.3)
+    abar = prior.sampler.abar
+    ts = plug_and_play_timesteps(prior, (1.0, 0.01), 5)
+    assert ts == [noise_level_timestep(abar, v) for v in (1.0, 10 ** -0.5, 0.1, 10 ** -1.5, 0.01)]
+    assert ts == sorted(ts, reverse=True) and ts[0] > ts[-1]
+    assert plug_and_play_timesteps(prior, (1e-6, 1e-6), 3) == [0, 0, 0]  # below the schedule: t = 0, repeated
+    for bad in ((0.01, 0.1), (0.1, 0.0), (0.1,), (0.1, float("nan")), "0.1", (True, 0.1)):
+        with pytest.raises(InputValidationError, match="levels"):
+            plug_and_play_timesteps(prior, bad, 3)
+
+
+def test_dart_plug_and_play_rejects_what_it_does_not_use():
+    s = 0.3
+    op, y, prior, _ = _gaussian_problem(4, s)
+    init = op.zero_filled(y).real
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(InputValidationError, match="init"):
+        dart(prior, op, y, generator=g, num_steps=3, levels=(0.5, 0.05))
+    for kw in ({"samples": 2}, {"start": 0.5}, {"stop": 0.2, "start": 0.5}):
+        with pytest.raises(InputValidationError, match="levels"):
+            dart(prior, op, y, generator=g, num_steps=3, init=init, levels=(0.5, 0.05), **kw)
+    with pytest.raises(InputValidationError, match="levels"):
+        dart(prior, op, y, generator=g, num_steps=3, init=init, levels=(0.05, 0.5))
+
+
+def test_an_init_far_outside_the_priors_range_is_refused():
+    """An init of 1e30 passes the finiteness check but overflows the network (NaN out of every
+    normalisation); with no physics step after it, nothing else would notice."""
+    op, y, prior, _ = _gaussian_problem(5, 0.3)
+    huge = torch.full((2, 8, 8), 1e30)
+    for kw in ({"start": 0.5}, {"levels": (0.5, 0.05)}):
+        with pytest.raises(InputValidationError, match="init: values up to 1e"):
+            dart(prior, op, y, generator=torch.Generator().manual_seed(0), num_steps=2, init=huge,
+                 physics_steps=0, **kw)
+    fine = dart(prior, op, y, generator=torch.Generator().manual_seed(0), num_steps=2, init=huge * 1e-27,
+                start=0.5, scale=1e3)  # 1e3 / 1e3: in range
+    assert bool(torch.isfinite(fine).all())

@@ -270,6 +270,17 @@ def test_dart(data, modality, kw):
 
 @FUZZ
 @given(data=st.data(), modality=st.sampled_from(["mri", "stem"]),
+       kw=one_fault(num_steps=[1, 3], levels=[(0.5, 0.05), (0.1, 0.1)], scale=[1.0, 3.0], physics_steps=[1, 0]))
+def test_dart_plug_and_play(data, modality, kw):
+    op, shape, nonnegative = MEASUREMENTS[modality]
+    y = data.draw(arrays(shape, nonnegative), label="y")
+    init = data.draw(arrays((D, H, W)), label="init")
+    clean_error_or_finite(lambda: dart(PRIOR, op, y, generator=torch.Generator().manual_seed(0), init=init, **kw),
+                          (D, H, W))
+
+
+@FUZZ
+@given(data=st.data(), modality=st.sampled_from(["mri", "stem"]),
        kw=one_fault(num_steps=[1, 2], n_candidates=[1, 2], physics_steps=[1, 0], scale=[1.0, 3.0]),
        translate=st.booleans())
 def test_drift(data, modality, kw, translate):

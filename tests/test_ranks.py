@@ -62,5 +62,8 @@ def test_samples_above_one_and_a_case_outside_the_split_are_refused():
         "dart": profile.mri_diffusion.dart.model_copy(update={"samples": 2})})})
     with pytest.raises(ValueError, match="samples = 2"):
         ranks.dart_ranks(many, "mri", case)
+    pnp = profile.with_overrides("mri", "dart", {"sigma_max": 0.03, "sigma_min": 0.005, "start": 1.0, "samples": 1})
+    with pytest.raises(ValueError, match="paper's chain only"):
+        ranks.dart_ranks(pnp, "mri", case)
     with pytest.raises(ValueError, match="--cases"):
         ranks._cases(profile, "mri", "test", [99])

@@ -82,3 +82,38 @@ def test_reconstruct_takes_any_shape_and_keeps_the_header(tmp_path, shape, zooms
     assert int(got.header["qform_code"]) == 1 and int(got.header["sform_code"]) == 4
     assert np.allclose(got.header.get_zooms()[:3], zooms) and got.header.get_xyzt_units() == ref.header.get_xyzt_units()
     assert np.allclose(got.affine, ref.affine)
+
+
+def test_dart_init_from_names_the_starting_image(ci):
+    from paperlib.experiments.real_mri import dart_init
+
+    case = real_cases(ci, role="tuning")[0]
+    op, y = case.operator, case.kspace
+    zf_start = ci.with_overrides("real_mri", "dart", {"init_from": "default"})
+    assert torch.equal(dart_init(op, y, zf_start), op.zero_filled(y).real)
+    tv_start = ci.with_overrides("real_mri", "dart", {"init_from": "tv"})
+    assert torch.equal(dart_init(op, y, tv_start), REAL_MRI_METHODS["tv"].fn(op, y, ci, None))
+
+
+def test_plug_and_play_settings_are_checked_together(ci):
+    with pytest.raises(ValueError, match="sigma_min"):
+        ci.with_overrides("real_mri", "dart", {"sigma_max": 0.03, "sigma_min": None})
+    with pytest.raises(ValueError, match="sigma_min"):
+        ci.with_overrides("real_mri", "dart", {"sigma_max": None})
+    with pytest.raises(ValueError, match="samples, start and stop"):
+        ci.with_overrides("real_mri", "dart", {"sigma_max": 0.03, "sigma_min": 0.005, "start": 1.0, "samples": 4})
+    with pytest.raises(ValueError, match="sigma_max .* must be >= sigma_min"):
+        ci.with_overrides("real_mri", "dart", {"sigma_max": 0.003, "sigma_min": 0.005, "start": 1.0})
+    pnp = ci.with_overrides("real_mri", "dart", {"sigma_max": 0.03, "sigma_min": 0.005, "start": 1.0, "samples": 1,
+                                                 "init_from": "tv"}).real_mri.diffusion.dart
+    assert pnp.levels() == (0.03, 0.005)
+
+
+def test_init_from_is_refused_outside_the_real_scans(ci):
+    from paperlib.config import ConfigError
+    from paperlib.experiments.mri import MRI_METHODS, mri_cases
+
+    profile = ci.with_overrides("mri", "dart", {"init_from": "tv"})
+    case = mri_cases(profile, split="val", n=1)[0]
+    with pytest.raises(ConfigError, match="init_from"):
+        MRI_METHODS["dart"].fn(case.operator, case.kspace, profile, torch.Generator().manual_seed(0))

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 from torch import Tensor
 
-from ..config import DiffusionReconConfig, Profile
+from ..config import ConfigError, DiffusionReconConfig, Profile
 from ..diffusion.checkpoints import load_partitioned_prior
 from ..diffusion.partition import PartitionedPrior
 from ..paths import repo_root
@@ -120,10 +120,13 @@ def run_dart(setup: GuidedSetup, operator, y: Tensor, profile: Profile, generato
     ``steps`` diffusion steps from ``start``, ``physics_steps`` physics steps (Eq. 4 / Eq. 5)
     after each."""
     d = setup.settings(profile).dart
+    if d.init_from != "default":
+        raise ConfigError(f"profile {profile.name}: {setup.diffusion}.dart.init_from = {d.init_from!r}; only the "
+                          f"real-scan DART (real_mri.diffusion.dart) starts from another reconstruction")
     return dart(setup.load(profile), operator, y, generator=generator, num_steps=d.steps, start=d.start,
                 init=setup.initial(operator, y), physics_steps=d.physics_steps,
                 step_kwargs=d.step_kwargs(), scale=setup.scale(profile), samples=d.samples,
-                stop=d.stop)
+                stop=d.stop, levels=d.levels())
 
 
 def register_guided(registry, setup: GuidedSetup) -> None:

@@ -81,6 +81,9 @@ def dart_ranks(profile: Profile, modality: str, case, *, seed: int = 0, progress
     if d.samples != 1:
         raise InputValidationError(f"profile {profile.name}: {setup.diffusion}.dart.samples = {d.samples}; the "
                                    "distributed run draws one DART sample (set samples: 1)")
+    if d.levels() is not None or d.init_from != "default":
+        raise InputValidationError(f"profile {profile.name}: {setup.diffusion}.dart sets sigma_max / sigma_min or "
+                                   "init_from; the distributed run takes the paper's chain only (leave them out)")
     ctx = current_context()
     folder = resolve_checkpoint(getattr(profile, setup.prior).checkpoint)
     manifests = sorted(folder.glob("prior_group*.json"))

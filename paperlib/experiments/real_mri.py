@@ -37,6 +37,7 @@ from .priors import guided_prior
 from .registry import Registry
 
 __all__ = ["REAL_MRI_METHODS", "RealMRICase", "real_cases", "general_prior", "valid_magnitude", "scaled_measurement",
+           "dart_init", "dart_form",
            "REAL_MRI"]
 
 #: The reconstructions of real scans under their table names.
@@ -91,13 +92,42 @@ def _tv(op, y, profile, generator, progress=False):
     return mri_baselines.total_variation(op, y, weight=b.tv_weight, iters=b.tv_iters).clamp_min(0)
 
 
+def dart_init(op: MRIOperator, y: Tensor, profile: Profile) -> Tensor:
+    """DART's starting image for the measurement ``y`` (in the units of ``y``'s zero-filled image):
+    ``real_mri.diffusion.dart.init_from`` = ``"default"`` the real part of the zero-filled image,
+    ``"tv"`` the TV reconstruction at ``real_mri.baselines``' weight and iterations."""
+    if _section(profile).diffusion.dart.init_from == "tv":
+        return _tv(op, y, profile, None)
+    return op.zero_filled(y).real
+
+
+def dart_form(d) -> str:
+    """One sentence for a table's notes: which DART a ``real_mri.diffusion.dart`` section runs.
+
+    >>> from paperlib.config import GuidedStepsConfig
+    >>> dart_form(GuidedStepsConfig(steps=60, sigma_max=0.03, sigma_min=0.005, init_from="tv"))
+    'DART: plug-and-play form (paperlib.recon.dart, levels): 60 denoising steps at noise levels from 0.03 down to 0.005 (prior units, geometric), each followed by 1 physics step(s) (Eq. 4, step size 1), from the TV reconstruction; deterministic.'
+    >>> dart_form(GuidedStepsConfig(steps=20, start=0.5, samples=4))
+    "DART: the paper's noisy chain, mean of 4 sample(s) of 20 steps each from the zero-filled image noised to 0.5 of the schedule, 1 physics step(s) (Eq. 4, step size 1) per step."
+    """
+    start = "the TV reconstruction" if d.init_from == "tv" else "the zero-filled image"
+    physics = f"{d.physics_steps} physics step(s) (Eq. 4, step size {d.step_size:g})"
+    if d.levels() is not None:
+        return (f"DART: plug-and-play form (paperlib.recon.dart, levels): {d.steps} denoising steps at noise levels "
+                f"from {d.sigma_max:g} down to {d.sigma_min:g} (prior units, geometric), each followed by {physics}, "
+                f"from {start}; deterministic.")
+    origin = "pure noise" if d.start >= 1.0 else f"{start} noised to {d.start:g} of the schedule"
+    return (f"DART: the paper's noisy chain, mean of {d.samples} sample(s) of {d.steps} steps each from {origin}, "
+            f"{physics} per step.")
+
+
 @REAL_MRI_METHODS.register("dart", stochastic=True)
 def _dart(op, y, profile, generator, progress=False):
     d = _section(profile).diffusion.dart
     ys, s = scaled_measurement(op, y)
     x = dart(general_prior(profile), op, ys, generator=generator, num_steps=d.steps, start=d.start,
-             init=op.zero_filled(ys).real, physics_steps=d.physics_steps, step_kwargs=d.step_kwargs(),
-             samples=d.samples, stop=d.stop, progress=progress)
+             init=dart_init(op, ys, profile), physics_steps=d.physics_steps, step_kwargs=d.step_kwargs(),
+             samples=d.samples, stop=d.stop, levels=d.levels(), progress=progress)
     return valid_magnitude(x, s)
 
 

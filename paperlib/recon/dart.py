@@ -28,6 +28,14 @@ Where the paper is silent (our choices, configurable):
   at the timestep at that fraction of the schedule and returns the physics-corrected denoised
   estimate there (a posterior-mean-like estimate at that noise level instead of a sample with
   its own texture; chosen on validation where it is used);
+* the noise of the chain (``levels``): the paper's DDIM/DDPM chain re-noises the corrected estimate
+  to the next timestep (with the network's own noise estimate, or fresh noise); the
+  *plug-and-play* form (``levels=(σ_max, σ_min)``, our option) hands the corrected estimate
+  itself to the network as the noisy image at the next of ``num_steps`` geometrically spaced
+  noise levels, so the estimate's remaining error plays the noise and nothing is drawn (the
+  half-quadratic-splitting scheme of DPIR, Zhang et al. 2021, with the diffusion network as the
+  Gaussian denoiser). It is deterministic and needs a starting image; on real brain scans it is
+  what lifts DART above TV (``tab_real_mri``; chosen on the tuning scans);
 * the physics steps between two denoising steps (and DRIFT's K): one after the other, or with
   momentum (``step_kwargs["momentum"]``, :func:`accelerated_steps`: FISTA with adaptive restart),
   which reaches the same data fit in fewer steps where the steps are many (DRIFT's K).
@@ -46,6 +54,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..diffusion.partition import PartitionedPrior
 from ..diffusion.tiling import TiledPrior
@@ -54,7 +63,7 @@ from ..physics.base import Operator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["dart", "physics_callback", "accelerated_steps", "start_point", "stop_timestep", "check_prior_fits", "check_sampling_args"]
+__all__ = ["dart", "plug_and_play_timesteps", "physics_callback", "accelerated_steps", "start_point", "stop_timestep", "check_prior_fits", "check_sampling_args"]
 
 
 def check_prior_fits(prior: PartitionedPrior | TiledPrior, shape: tuple[int, int, int]) -> None:
@@ -78,6 +87,11 @@ def check_prior_fits(prior: PartitionedPrior | TiledPrior, shape: tuple[int, int
             f"trained for {shape[0]} slices")
 
 
+#: Largest ``|init| / scale`` a guided sampler accepts (the priors' data are of order 1 in their units;
+#: the networks' normalisations overflow in float32 long before ~1e19).
+INIT_LIMIT = 1e6
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -93,7 +107,8 @@ def check_sampling_args(shape: tuple[int, ...], *, generator: Any, num_steps: An
     Raises :class:`~paperlib.io.InputValidationError` (a ``ValueError``) naming the argument:
     ``generator`` not a :class:`torch.Generator`; ``num_steps`` / ``physics_steps`` not integers
     >= 1 / >= 0; ``start`` not a number in (0, 1]; ``stop`` not a number in [0, ``start``); ``scale`` not a finite number > 0; ``init``
-    (when given) not a finite real floating-point or complex tensor of the volume's ``shape``.
+    (when given) not a finite real floating-point or complex tensor of the volume's ``shape``, or
+    with ``|init| / scale`` above :data:`INIT_LIMIT` (prior units: the network would overflow).
     """
     if not isinstance(generator, torch.Generator):
         raise InputValidationError(f"generator: expected a torch.Generator (explicit seeding), got "
@@ -119,6 +134,11 @@ def check_sampling_args(shape: tuple[int, ...], *, generator: Any, num_steps: An
     if not bool(torch.isfinite(init).all()):
         raise InputValidationError(f"init: {int((~torch.isfinite(init)).sum())} non-finite values (NaN/Inf) "
                                    f"of {init.numel()}")
+    peak = float(init.abs().max()) / scale if init.numel() else 0.0
+    if peak > INIT_LIMIT:
+        raise InputValidationError(f"init: values up to {peak:.3g} in prior units (init / scale, scale {scale!r}); the "
+                                   f"prior's data are of order 1 and the network overflows far above "
+                                   f"{INIT_LIMIT:g}: check the image's units or the scale")
 
 
 def start_point(
@@ -242,7 +262,7 @@ def accelerated_steps(step: Callable[[Tensor], Tensor], x: Tensor, steps: int) -
 def dart(prior: PartitionedPrior | TiledPrior, operator: Operator, y: Tensor, *, generator: torch.Generator,
          num_steps: int = 50, start: float = 1.0, init: Tensor | None = None, physics_steps: int = 1,
          step_kwargs: Mapping[str, Any] | None = None, scale: float = 1.0, samples: int = 1,
-         stop: float = 0.0, progress: bool = False) -> Tensor:
+         stop: float = 0.0, levels: tuple[float, float] | None = None, progress: bool = False) -> Tensor:
     """Reconstruct a volume by alternating denoising and physics steps (DART).
 
     Parameters
@@ -268,6 +288,12 @@ def dart(prior: PartitionedPrior | TiledPrior, operator: Operator, y: Tensor, *,
         open, which SSIM and PSNR penalise, the mean keeps only what the samples agree on. Each
         sample is consistent with the measurement where Eq. 4 is hard (λ = 1), so is their mean
         (Eq. 4 is affine in ``x``). Slice-local operators (MRI) run the K samples as one batch.
+    levels : ``(σ_max, σ_min)`` with ``σ_max >= σ_min > 0`` (prior units): the plug-and-play form
+        (module docstring): ``num_steps`` denoising steps at the training timesteps of noise levels
+        spaced geometrically from ``σ_max`` to ``σ_min`` (:func:`plug_and_play_timesteps`), each
+        applied to the physics-corrected estimate itself, from ``init``; no noise is drawn, so
+        ``samples`` must be 1, and ``start`` / ``stop`` (which place a noisy chain) must keep their
+        defaults. ``None`` (default): the paper's chain.
 
     Returns
     -------
@@ -279,6 +305,20 @@ def dart(prior: PartitionedPrior | TiledPrior, operator: Operator, y: Tensor, *,
     check_prior_fits(prior, shape)
     check_sampling_args(shape, generator=generator, num_steps=num_steps, start=start, init=init, scale=scale,
                         physics_steps=physics_steps, stop=stop)
+    if levels is not None:
+        if samples != 1 or start != 1.0 or stop != 0.0:
+            raise InputValidationError(
+                f"levels: the plug-and-play form draws no noise and places its own levels, so samples must be 1 "
+                f"and start / stop keep their defaults; got samples={samples!r}, start={start!r}, stop={stop!r}")
+        if init is None:
+            raise InputValidationError("init: the plug-and-play form (levels) starts from an image; pass init "
+                                       "(D, H, W), e.g. a TV or zero-filled reconstruction")
+        timesteps = plug_and_play_timesteps(prior, levels, num_steps)
+        cb = physics_callback(operator, y, scale=scale, steps=physics_steps, step_kwargs=step_kwargs)
+        x = init.real.float() / scale
+        for t in tqdm(timesteps, desc="DART (plug-and-play)", disable=not progress, leave=False):
+            x = cb(prior.denoise(math.sqrt(float(prior.sampler.abar[t])) * x, t), t)
+        return (x * scale).float()
     if samples > 1:
         kwargs = dict(num_steps=num_steps, start=start, init=init, physics_steps=physics_steps,
                       step_kwargs=step_kwargs, scale=scale, stop=stop, progress=progress)
@@ -290,6 +330,27 @@ def dart(prior: PartitionedPrior | TiledPrior, operator: Operator, y: Tensor, *,
     x = prior.sample(shape, num_steps=num_steps, generator=generator, callback=cb, x_T=x_T, t_start=t_start,
                      t_stop=stop_timestep(prior, stop, num_steps, t_start), progress=progress)
     return (x * scale).float()
+
+
+def plug_and_play_timesteps(prior: PartitionedPrior | TiledPrior, levels: Any, num_steps: int) -> list[int]:
+    """The training timesteps of DART's plug-and-play form: for ``num_steps`` noise levels
+    ``σ_k`` spaced geometrically from ``σ_max`` to ``σ_min`` (``levels``, prior units), the
+    timestep whose ``sqrt((1 - abar_t) / abar_t)`` is nearest to ``σ_k``
+    (:func:`~paperlib.diffusion.evaluate.noise_level_timestep`; levels below the schedule's
+    smallest map to ``t = 0``, which then repeats: more denoising steps at the finest level).
+
+    Raises :class:`~paperlib.io.InputValidationError` unless ``levels`` is two finite numbers
+    ``σ_max >= σ_min > 0``.
+    """
+    from ..diffusion.evaluate import noise_level_timestep
+
+    ok = (isinstance(levels, (tuple, list)) and len(levels) == 2 and all(_is_number(v) for v in levels)
+          and levels[0] >= levels[1] > 0)
+    if not ok:
+        raise InputValidationError(f"levels: expected two noise levels (sigma_max, sigma_min) with "
+                                   f"sigma_max >= sigma_min > 0, got {levels!r}")
+    sigmas = torch.logspace(math.log10(levels[0]), math.log10(levels[1]), num_steps, dtype=torch.float64)
+    return [noise_level_timestep(prior.sampler.abar, float(s)) for s in sigmas]
 
 
 def _batched_mean(prior, operator: Operator, y: Tensor, shape: tuple[int, int, int], samples: int,
