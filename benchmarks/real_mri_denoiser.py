@@ -44,7 +44,7 @@ from paperlib.recon import mri_baselines
 #: Noise standard deviations, prior units (the tuning scans' intensity scale is 1).
 SIGMAS = (0.02, 0.05, 0.1, 0.2)
 #: TV weights tried per case and level (relative to the noisy image's maximum, as the baseline's).
-TV_WEIGHTS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
+TV_WEIGHTS = (0.00125, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
 
 
 def run(profile_name: str, seed: int = 0, progress: bool = True) -> list[dict]:
