@@ -17,10 +17,12 @@
 # # Real brain scans — does the learned prior beat physics-only reconstruction on data we did not make?
 #
 # Tables 1 and 2 use volumes from our own generator. Here every method meets **real magnitude
-# scans that ship inside pip packages** (dipy and nibabel; `paperlib.data.real_mri` lists them with
-# their contrast, shape and voxel size), each reconstructed **as it is**: its own depth, in-plane
-# size and voxel size, no cropping or resampling. Every slice is undersampled retrospectively
-# with its own uniform 1D Cartesian mask (paper Eq. 3) at 4x and 8x.
+# scans that ship inside pip packages** (dipy, nibabel and nilearn; `paperlib.data.real_mri` lists
+# them with their contrast, shape and voxel size), each reconstructed **as it is**: its own depth,
+# in-plane size and voxel size, no cropping or resampling. The one exception is not a scan: the
+# MNI152 T1 template (`nilearn_mni152`, an average of 152 adults' scans, noise-free) is
+# block-averaged from 1 mm to 3 mm on loading to keep `make figures` within its hour. Every slice
+# is undersampled retrospectively with its own uniform 1D Cartesian mask (paper Eq. 3) at 4x and 8x.
 #
 # DART, DRIFT and the projection method use the **general prior** (`checkpoints/mri_general`): one
 # network trained on domain-randomised slabs (`paperlib.data.randomized`: random contrast per
@@ -109,15 +111,22 @@ role_rows = [[s["role"], f"{s['n_cases']} scans", f"{float(s['acceleration']):g}
 #
 # Paired per scan (DART averaged over its seeds first): mean difference, its 95 % bootstrap
 # interval over the scans, and whether the mean clears +0.02, for the whole image and the head.
+# The held-out set holds a population template (`kind: template` in the registry: an average of
+# many scans, noise-free, not one acquisition); the rows "held_out, scans only" leave it out.
 
 # %%
 margins = tables.paired_differences(rows, "dart", "tv", ("ssim_whole", "ssim_head"), by=("role", "acceleration"))
+templates = sorted(name for name, entry in REAL_SCANS.items() if entry.kind == "template")
+if templates:
+    scans_only = [r for r in rows if r["role"] == "held_out" and r["scan"] not in templates]
+    margins += [{**m, "role": "held_out, scans only"} for m in tables.paired_differences(
+        scans_only, "dart", "tv", ("ssim_whole", "ssim_head"), by=("role", "acceleration"))]
 margin_rows = []
 for m in margins:
     verdict = ["yes" if m[f"{c}_mean"] >= 0.02 else "NO" for c in ("ssim_whole", "ssim_head")]
     margin_rows.append([m["role"], f"{float(m['acceleration']):g}x", str(m["n"]), tables.mean_std_ci(m, "ssim_whole"),
                         verdict[0], tables.mean_std_ci(m, "ssim_head"), verdict[1]])
-    print(f"{m['role']:9s} {float(m['acceleration']):g}x: DART - TV whole {m['ssim_whole_mean']:+.3f}, "
+    print(f"{m['role']:20s} {float(m['acceleration']):g}x: DART - TV whole {m['ssim_whole_mean']:+.3f}, "
           f"head {m['ssim_head_mean']:+.3f} over {m['n']} scans")
 valid = [(r["method"], float(r["negative_fraction"]), float(r["max_ratio"])) for r in rows]
 worst_negative = max(v[1] for v in valid)
@@ -148,7 +157,9 @@ tables.write_table(out / "tab_real_mri_margin",
                     "head >= +0.02"], margin_rows, provenance=prov,
                    title="DART minus TV on real scans (paired per scan)",
                    notes=["Mean difference ± sample std [95 % bootstrap interval over the scans]; "
-                          "'NO' where the mean misses the +0.02 target."])
+                          "'NO' where the mean misses the +0.02 target.",
+                          f"'held_out, scans only': the held-out rows without the population template(s) "
+                          f"{', '.join(templates) or '-'} (noise-free averages of many scans, not acquisitions)."])
 tables.write_json(out / "tab_real_mri.json", {"provenance": prov, "per_role": per_role, "per_scan": per_scan,
                                               "dart_minus_tv": margins})
 print((out / "tab_real_mri_margin.md").read_text())

@@ -1,4 +1,4 @@
-"""Real brain scans shipped in dipy and nibabel: registry, loading, orientation, head masks."""
+"""Real brain scans shipped in dipy, nibabel and nilearn: registry, loading, orientation, head masks."""
 from __future__ import annotations
 
 import importlib.util
@@ -21,6 +21,8 @@ DOCUMENTED = {
     "nib_example4d": ((24, 96, 128), (2.2, 2.0, 2.0)),
     "nib_anatomical": ((25, 41, 33), (2.0, 2.0, 2.0)),
     "dipy_piesno": ((14, 96, 96), (1.0, 1.0, 1.0)),
+    "nib_afni_epi": ((25, 41, 33), (3.0, 3.0, 3.0)),
+    "nilearn_mni152": ((63, 77, 65), (3.0, 3.0, 3.0)),
 }
 
 
@@ -37,7 +39,15 @@ def _header_read(name: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     data = np.asanyarray(img.dataobj).astype(np.float64)
     if data.ndim == 4:
         data = data[..., source.volume]
-    return data, img.affine, tuple(float(z) for z in img.header.get_zooms()[:3])
+    affine, zooms = img.affine, tuple(float(z) for z in img.header.get_zooms()[:3])
+    b = source.block
+    if b > 1:  # mean of b x b x b blocks, the incomplete last block dropped; affine to the block centres
+        n = [size // b for size in data.shape]
+        data = np.stack([data[i :: b][: n[0], j :: b][:, : n[1], k :: b][:, :, : n[2]]
+                         for i in range(b) for j in range(b) for k in range(b)]).mean(axis=0)
+        affine = affine @ np.array([[b, 0, 0, (b - 1) / 2], [0, b, 0, (b - 1) / 2], [0, 0, b, (b - 1) / 2], [0, 0, 0, 1]])
+        zooms = tuple(z * b for z in zooms)
+    return data, affine, zooms
 
 
 def test_registry_documents_every_scan():
@@ -54,7 +64,7 @@ def test_scan_loads_as_its_header_says(scans, name):
     assert scan.voxel_mm == pytest.approx(zooms[::-1], abs=1e-6)
     assert scan.image.dtype == torch.float32 and scan.head_mask.dtype == torch.bool
     assert scan.head_mask.shape == scan.image.shape
-    np.testing.assert_array_equal(scan.affine, affine)
+    np.testing.assert_allclose(scan.affine, affine, rtol=0, atol=1e-9)
     assert scan.affine.dtype == np.float64
     # (D, H, W)[d, h, w] is the file's voxel (i, j, k) = (w, h, d), in the file's units
     expected = np.maximum(data, 0).transpose(2, 1, 0)
@@ -76,8 +86,10 @@ def test_head_mask_is_sensible(scans, name):
 def test_head_masks_leave_out_the_background_except_for_the_cropped_t1(scans):
     fractions = {name: float(scan.head_mask.float().mean()) for name, scan in scans.items()}
     assert fractions["nib_anatomical"] == 1.0  # cropped to the brain: no background to remove
-    for name in ("dipy_aniso", "dipy_s0", "nib_example4d", "dipy_piesno"):
+    for name in ("dipy_aniso", "dipy_s0", "nib_example4d", "dipy_piesno", "nilearn_mni152"):
         assert 0.15 < fractions[name] < 0.45, (name, fractions[name])
+    # field of view inside the head, but a signal void below the brain darker than any tissue
+    assert 0.75 < fractions["nib_afni_epi"] < 0.9
     piesno = scans["dipy_piesno"]
     # every image of the single-slice DWI stack gets a brain-sized mask, not just the bright b0s
     per_image = piesno.head_mask.float().mean(dim=(1, 2))
@@ -91,8 +103,10 @@ def test_roles_partition_the_registry():
     held_out = [name for name, role in roles.items() if role == "held_out"]
     assert sorted(tuning + held_out) == sorted(REAL_SCANS)
     assert tuning == ["dipy_aniso", "dipy_s0"]
-    assert held_out == ["nib_example4d", "nib_anatomical", "dipy_piesno"]
+    assert held_out == ["nib_example4d", "nib_anatomical", "dipy_piesno", "nib_afni_epi", "nilearn_mni152"]
     assert [scan.name for scan in load_real_scans("held_out")] == held_out
+    # the one population average (not an acquisition) is marked, so tables can leave it out
+    assert [name for name, source in REAL_SCANS.items() if source.kind == "template"] == ["nilearn_mni152"]
     assert all(scan.role == "held_out" for scan in load_real_scans("held_out"))
     with pytest.raises(InputValidationError, match="role"):
         load_real_scans("validation")
@@ -108,6 +122,28 @@ def test_missing_package_names_it_and_the_pip_command(monkeypatch):
     with pytest.raises(InputValidationError, match=r"'dipy' package, which is not installed: pip install dipy"):
         load_real_scan("dipy_aniso")
     assert load_real_scan("nib_anatomical").image.shape == (25, 41, 33)
+
+
+def test_block_average_means_blocks_and_moves_the_affine_to_their_centres():
+    data = np.arange(5 * 4 * 7, dtype=np.float32).reshape(5, 4, 7)
+    affine = np.array([[1.0, 0, 0, -10], [0, 2.0, 0, 5], [0, 0, 0.5, 1], [0, 0, 0, 1]])
+    out, out_affine, zooms = real_mri.block_average(data, affine, (1.0, 2.0, 0.5), 2)
+    assert out.shape == (2, 2, 3) and out.dtype == np.float32 and zooms == (2.0, 4.0, 1.0)
+    assert out[1, 0, 2] == pytest.approx(data[2:4, 0:2, 4:6].mean())
+    # output voxel (1, 0, 2) is centred on input voxel (2.5, 0.5, 4.5), in world coordinates
+    np.testing.assert_allclose(out_affine @ [1, 0, 2, 1], affine @ [2.5, 0.5, 4.5, 1])
+    for bad in (0, 1.5, "2"):
+        with pytest.raises(InputValidationError, match="factor"):
+            real_mri.block_average(data, affine, (1.0, 1.0, 1.0), bad)
+    with pytest.raises(InputValidationError, match=r"at least 5 voxels.*\(5, 4, 7\)"):
+        real_mri.block_average(data, affine, (1.0, 1.0, 1.0), 5)
+
+
+def test_unreadable_afni_dataset_names_the_file(tmp_path):
+    head = tmp_path / "broken+orig.HEAD"
+    head.write_text("not an AFNI header")
+    with pytest.raises(InputValidationError, match=r"broken\+orig.HEAD: not a readable AFNI dataset"):
+        real_mri._read_volume(head, expected_ndim=4)
 
 
 def test_unknown_scan_lists_the_registered_ones():
