@@ -198,7 +198,7 @@ REAL_SCANS: dict[str, RealScanSource] = {
         RealScanSource(
             "nib_afni_epi", "nibabel", "tests/data/example4d+orig.HEAD", 0,
             "EPI time series in AFNI format (first of 3 volumes, TR 3 s), 3 mm isotropic, field of "
-            "view inside the head (no background), int16 0..13722",
+            "view inside the head (a signal void below the brain), int16 0..13722",
             "held_out",
         ),
         RealScanSource(
