@@ -6,7 +6,7 @@ against the scan, so what a user gets from the CLI is measured, not assumed. Sca
 
 * the registered real scans (``--scans``, default: every *held-out* one of
   :data:`paperlib.data.real_mri.REAL_SCANS`), each written to a NIfTI exactly as it is loaded (the
-  AFNI dataset converted, the template at its registered 2 mm), undersampled with the notebook's
+  AFNI dataset converted), undersampled with the notebook's
   mask seed (``real_mri.mask_seed + 100 i`` for registry index ``i``), so that its rows can be
   compared with ``figures/tab_real_mri_cases.csv`` (they differ only where the notebook's output
   exceeds the scan's maximum: the CLI clamps its output to ``[0, max(scan)]``);
@@ -124,19 +124,10 @@ def report(rows: list[dict], profile: str) -> str:
         lines += ["", "## DART - TV, paired per scan", "",
                   "| Role | Acceleration | n scans | whole image | head | whole >= +0.02 | head >= +0.02 |",
                   "|---|---|---|---|---|---|---|"]
-        templates = {r["scan"] for r in rows if r["scan"] in REAL_SCANS and REAL_SCANS[r["scan"]].kind == "template"}
-        margins = tables.paired_differences(rows, "dart", "tv", ("ssim_whole", "ssim_head"), by=("role", "acceleration"))
-        if templates:
-            margins += [{**m, "role": f"{m['role']}, scans only"} for m in tables.paired_differences(
-                [r for r in rows if r["scan"] not in templates], "dart", "tv", ("ssim_whole", "ssim_head"),
-                by=("role", "acceleration"))]
-        for m in margins:
+        for m in tables.paired_differences(rows, "dart", "tv", ("ssim_whole", "ssim_head"), by=("role", "acceleration")):
             verdict = ["yes" if m[f"{c}_mean"] >= 0.02 else "NO" for c in ("ssim_whole", "ssim_head")]
             lines.append(f"| {m['role']} | {float(m['acceleration']):g}x | {m['n']} | {tables.mean_std_ci(m, 'ssim_whole')} "
                          f"| {tables.mean_std_ci(m, 'ssim_head')} | {verdict[0]} | {verdict[1]} |")
-        if templates:
-            lines += ["", f"'scans only': without the population template(s) {', '.join(sorted(templates))} "
-                          "(noise-free averages of many scans, not acquisitions)."]
         lines += ["", tables.INTERVAL_NOTE.replace("test cases", "scans")]
     return "\n".join(lines) + "\n"
 

@@ -1,8 +1,9 @@
 """Does DART's gain over TV depend on the field of view? The tuning scans, cropped in-plane.
 
 On the held-out real scans DART's gain over TV is not uniform (``figures/tab_real_mri_margin.md``):
-it is large on scans whose field of view holds the whole head with air around it (nib_example4d,
-the MNI template) and nil or negative on the two whose field of view lies inside the head
+it is large on the scan whose field of view holds the whole head with air around it
+(nib_example4d; also on the MNI template, the source of the training anatomy) and nil or negative
+on the two whose field of view lies inside the head
 (nib_anatomical, nib_afni_epi). This script tests that reading on the *tuning* scans only (the
 held-out scans stay out of every experiment): each tuning scan is reconstructed by DART and TV (the
 profile's ``real_mri`` settings, as in the table) at three in-plane fields of view of the same

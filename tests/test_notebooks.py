@@ -308,7 +308,7 @@ def _check_denoising(rows) -> None:
 def test_real_mri_outputs(ci_outputs):
     """The real-scan notebook: every scan x acceleration x method has a row; the zero-filled row
     re-scored independently; no output negative; the margin table is the paired DART - TV of the
-    rows, per role (held-out apart, then without the population template) and acceleration."""
+    rows, per role (held-out apart, the training anatomy's source apart) and acceleration."""
     from paperlib.data.real_mri import REAL_SCANS
     from paperlib.experiments.real_mri import real_cases
     from paperlib.metrics.image import volume_scores
@@ -325,14 +325,11 @@ def test_real_mri_outputs(ci_outputs):
         assert float(by_case[case.case_id]["zero_filled"]["ssim_whole"]) == pytest.approx(s["ssim"], rel=1e-5)
     assert all(float(r["negative_fraction"]) == 0.0 for r in rows)
     margins = tables.read_csv_rows(ci_outputs / "tab_real_mri_margin.csv")
-    assert {m["Role"] for m in margins} == {"tuning", "held_out", "held_out, scans only"}
-    templates = {name for name, entry in REAL_SCANS.items() if entry.kind == "template"}
+    assert {m["Role"] for m in margins} == {source.role for source in REAL_SCANS.values()}
     for m in margins:
         role, acc = m["Role"], float(m["Acceleration"].rstrip("x"))
-        scans_only = role.endswith("scans only")
         diffs = []
-        for case in (c for c in cases if c.role == role.split(",")[0] and c.acceleration == acc
-                     and not (scans_only and c.scan in templates)):
+        for case in (c for c in cases if c.role == role and c.acceleration == acc):
             got = by_case[case.case_id]
             diffs.append(float(got["dart"]["ssim_whole"]) - float(got["tv"]["ssim_whole"]))
         assert m["DART - TV, whole image"].startswith(f"{sum(diffs) / len(diffs):.3f}")

@@ -101,12 +101,15 @@ def test_roles_partition_the_registry():
     assert set(roles.values()) <= set(ROLES)
     tuning = [name for name, role in roles.items() if role == "tuning"]
     held_out = [name for name, role in roles.items() if role == "held_out"]
-    assert sorted(tuning + held_out) == sorted(REAL_SCANS)
+    source = [name for name, role in roles.items() if role == "training_source"]
+    assert sorted(tuning + held_out + source) == sorted(REAL_SCANS)
     assert tuning == ["dipy_aniso", "dipy_s0"]
-    assert held_out == ["nib_example4d", "nib_anatomical", "dipy_piesno", "nib_afni_epi", "nilearn_mni152"]
+    assert held_out == ["nib_example4d", "nib_anatomical", "dipy_piesno", "nib_afni_epi"]
     assert [scan.name for scan in load_real_scans("held_out")] == held_out
-    # the one population average (not an acquisition) is marked, so tables can leave it out
-    assert [name for name, source in REAL_SCANS.items() if source.kind == "template"] == ["nilearn_mni152"]
+    # the template our synthetic training anatomy is made from is not held-out data
+    from paperlib.data.brain import _TEMPLATE_FILES
+    assert source == ["nilearn_mni152"]
+    assert REAL_SCANS["nilearn_mni152"].relative_path.endswith(_TEMPLATE_FILES["t1"])
     assert all(scan.role == "held_out" for scan in load_real_scans("held_out"))
     with pytest.raises(InputValidationError, match="role"):
         load_real_scans("validation")

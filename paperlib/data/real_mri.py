@@ -11,12 +11,18 @@ Registry and roles
 
 * ``"tuning"`` (``dipy_aniso``, ``dipy_s0``): may be looked at and used for choices (design of the
   training-data generator, data-consistency weights, last step, normalisation, ...).
-* ``"held_out"`` (``nib_example4d``, ``nib_anatomical``, ``dipy_piesno``, ``nib_afni_epi``,
-  ``nilearn_mni152``): must not be used for any choice, neither generator design nor tuning; they
-  are only reconstructed and scored, and reported as held out. Changing a role after results on a
-  held-out scan have been seen defeats its purpose: add a new scan instead. The last two were added
-  on 2026-12-03, after every setting of the profile's ``real_mri`` section had been fixed and
-  before any method had been run on them (they had been seen by nothing but their loader).
+* ``"held_out"`` (``nib_example4d``, ``nib_anatomical``, ``dipy_piesno``, ``nib_afni_epi``): must
+  not be used for any choice, neither generator design nor tuning; they are only reconstructed and
+  scored, and reported as held out. Changing a role after results on a held-out scan have been seen
+  defeats its purpose: add a new scan instead. ``nib_afni_epi`` was added on 2026-12-03, after every
+  setting of the profile's ``real_mri`` section had been fixed and before any method had been run
+  on it.
+* ``"training_source"`` (``nilearn_mni152``): the MNI152 template file that every synthetic training
+  subject is made from (:mod:`paperlib.data.brain` deforms its tissue maps; the domain-randomised
+  slabs of the general prior start from those subjects), so it is neither tuning nor held-out data:
+  its rows measure what the prior gains on the anatomy it was trained from, reported apart. It was
+  registered as held out on 2026-12-03 and moved here the same day, when this was noticed (its rows
+  had been seen; nothing was chosen from them).
 
 The scans, as read from their headers (array shapes are the files' ``(i, j, k)``; the loaded image is
 ``(D, H, W) = (k, j, i)``):
@@ -52,13 +58,12 @@ Oddities, reported as read rather than corrected:
   (resampled onto its grid through the affines, their correlations with it are -0.23 and 0.04).
   Read with nibabel's AFNI reader (:func:`paperlib.io.load_nifti` reads NIfTI only).
 * ``nilearn_mni152``: not one scan but a population template, the ICBM 2009a nonlinear symmetric
-  T1 average of 152 adults' scans (Fonov et al. 2011), as nilearn ships it (quantised to uint8): a
-  real-anatomy image that no scanner's noise reaches. It is block-averaged 3 x 3 x 3 on loading
+  T1 average of 152 adults' scans (Fonov et al. 2011), as nilearn ships it (quantised to uint8,
+  skull-stripped): noise-free, and the source of our synthetic anatomy (role above). It is block-averaged 3 x 3 x 3 on loading
   (:attr:`RealScanSource.block`: each 3 mm voxel the mean of 27 1 mm voxels, the incomplete last
   planes of an axis dropped; loaded shape ``(63, 77, 65)``), which keeps make figures within its
   hour: the 1 mm volume has 8.7 M voxels, and at 2 mm (1.07 M) the table took 731 s instead of
-  219 s, 473 s of it on this volume (measured before any of its scores was looked at). Report it
-  apart from the scans where the noise matters.
+  219 s, 473 s of it on this volume (measured before any of its scores was looked at).
 
 Head mask
 ---------
@@ -114,10 +119,10 @@ from ..reconstruct import to_dhw
 
 logger = logging.getLogger(__name__)
 
-Role = Literal["tuning", "held_out"]
+Role = Literal["tuning", "held_out", "training_source"]
 
 #: The roles a scan can have.
-ROLES: tuple[str, ...] = ("tuning", "held_out")
+ROLES: tuple[str, ...] = ("tuning", "held_out", "training_source")
 
 #: Radius of the closing in :func:`head_mask`, mm (bridges sulci and small signal voids).
 CLOSING_RADIUS_MM = 4.0
@@ -146,13 +151,12 @@ class RealScanSource:
     relative_path : path of the NIfTI file (or the ``.HEAD`` of an AFNI dataset) inside that folder.
     volume : index along the fourth axis for 4D files, ``None`` for 3D files.
     contrast : what the image shows (sequence, weighting, intensity range as read).
-    role : ``"tuning"`` (may inform choices) or ``"held_out"`` (no choice may use it).
+    role : ``"tuning"`` (may inform choices), ``"held_out"`` (no choice may use it) or
+        ``"training_source"`` (the anatomy the training data were made from: reported apart).
     slices_are_spatial : ``False`` when the third voxel axis is not space (several images of one
         slice); the head mask is then computed per slice.
     block : block-averaging factor applied to every spatial axis on loading (1 = as stored); see
         :func:`block_average`.
-    kind : ``"scan"`` (one acquisition, with its noise) or ``"template"`` (an average of many
-        scans, noise-free): tables report the held-out scans with and without templates.
     """
 
     name: str
@@ -163,7 +167,6 @@ class RealScanSource:
     role: Role
     slices_are_spatial: bool = True
     block: int = 1
-    kind: Literal["scan", "template"] = "scan"
 
 
 #: The registered scans, in a fixed order; the roles are fixed here (see the module docstring).
@@ -206,7 +209,7 @@ REAL_SCANS: dict[str, RealScanSource] = {
             None,
             "T1-weighted population template (ICBM 2009a nonlinear symmetric, average of 152 adults, "
             "not one scan), uint8 0..255, block-averaged from 1 mm to 3 mm on loading",
-            "held_out", block=3, kind="template",
+            "training_source", block=3,
         ),
     )
 }
