@@ -69,11 +69,13 @@ def _inputs(folder: Path, scans: list[str], images: list[Path], mask_seed: int) 
         save_nifti(path, from_dhw(scan.image.numpy()), scan.affine)
         inputs.append({"scan": name, "role": scan.role, "path": path, "image": scan.image,
                        "head_mask": scan.head_mask, "mask_seed": mask_seed + 100 * order.index(name)})
+    names = [path.name for path in images]
     for path in images:
+        label = path.name if names.count(path.name) == 1 else str(path)  # two files of one name stay apart
         data, _, zooms = load_nifti(path)
         image = torch.from_numpy(to_dhw(np.maximum(data, 0))).float()
         voxel_mm = (float(zooms[2]), float(zooms[1]), float(zooms[0]))
-        inputs.append({"scan": path.name, "role": "user", "path": path, "image": image,
+        inputs.append({"scan": label, "role": "user", "path": path, "image": image,
                        "head_mask": head_mask(image, voxel_mm), "mask_seed": mask_seed})
     return inputs
 
@@ -92,10 +94,10 @@ def run(profile_name: str, scans: list[str], images: list[Path], methods: tuple[
         inputs = _inputs(folder, scans, images, section.mask_seed)
         bar = tqdm(total=len(inputs) * len(section.accelerations) * len(methods), desc="CLI reconstructions",
                    disable=not progress)
-        for item in inputs:
+        for k, item in enumerate(inputs):
             for acc in section.accelerations:
                 for method in methods:
-                    out = folder / f"recon_{item['scan']}_{acc:g}_{method}.nii.gz"
+                    out = folder / f"recon_{k}_{acc:g}_{method}.nii.gz"
                     wall = _cli(item["path"], out, method, acc, item["mask_seed"], profile_name, section, threads)
                     recon = torch.from_numpy(to_dhw(load_nifti(out)[0])).float()
                     s = volume_scores(recon, item["image"], head_mask=item["head_mask"])

@@ -64,6 +64,12 @@ def test_user_images_and_the_paired_summary(bench, tmp_path):
     assert {(r["scan"], r["role"], r["method"]) for r in rows} == {("mine.nii.gz", "user", m) for m in ("dart", "tv")}
     md = bench.report(rows, "ci")
     assert "## DART - TV, paired per scan" in md and "| user | 4x | 1 |" in md
+    # two files of the same name are two scans, not one
+    (tmp_path / "b").mkdir()
+    other = tmp_path / "b" / "mine.nii.gz"
+    save_nifti(other, from_dhw(scan.image[6:12].numpy()), scan.affine)
+    rows = bench.run("ci", [], [image, other], ("tv",), threads=1, progress=False)
+    assert sorted(r["scan"] for r in rows) == sorted([str(image), str(other)])
 
 
 def test_unknown_scan_is_refused_before_any_work(bench, tmp_path):
