@@ -1,0 +1,82 @@
+"""The real-scan diagnostics in benchmarks/: field-of-view crops (real_mri_fov.py) and the noisy
+training-source template (real_mri_source_noise.py). Their case builders, not their (slow) runs."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from paperlib.config import load_profile
+from paperlib.data.intensity import intensity_scale
+from paperlib.data.real_mri import load_real_scan
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def fov():
+    yield _load("real_mri_fov")
+    sys.modules.pop("bench_real_mri_fov", None)
+
+
+@pytest.fixture(scope="module")
+def source_noise():
+    yield _load("real_mri_source_noise")
+    sys.modules.pop("bench_real_mri_source_noise", None)
+
+
+def test_crop_boxes_are_the_head_box_and_its_central_half(fov):
+    mask = torch.zeros(3, 40, 30, dtype=torch.bool)
+    mask[1, 5:25, 10:26] = True  # rows 5..24, columns 10..25
+    assert fov.crop_box(mask, "full") == (slice(None), slice(None))
+    assert fov.crop_box(mask, "head box") == (slice(5, 25), slice(10, 26))
+    assert fov.crop_box(mask, "inside") == (slice(10, 20), slice(14, 22))
+    with pytest.raises(ValueError, match="fov"):
+        fov.crop_box(mask, "centre")
+
+
+def test_fov_cases_crop_the_tuning_scans_only(fov):
+    cases = fov.cases(load_profile("ci"))
+    assert {c.role for c in cases} == {"tuning"}
+    assert len(cases) == 2 * len(fov.FOVS) * len(load_profile("ci").real_mri.accelerations)
+    full = next(c for c in cases if c.scan == "dipy_aniso|full")
+    inside = next(c for c in cases if c.scan == "dipy_aniso|inside")
+    assert tuple(full.image.shape) == (24, 58, 58) and inside.image.shape[1:] < full.image.shape[1:]
+    assert inside.head_mask.float().mean() > full.head_mask.float().mean()
+
+
+def test_noisy_template_has_the_stated_rician_floor(source_noise):
+    cases, fractions = source_noise.cases(load_profile("ci"), seed=0)
+    assert len(cases) == len(source_noise.SIGMAS) * len(load_profile("ci").real_mri.accelerations)
+    scan = load_real_scan(source_noise.SOURCE)
+    scale = intensity_scale(scan.image, name="template")
+    for sigma in source_noise.SIGMAS:
+        case = next(c for c in cases if c.case_id.startswith(f"sigma={sigma:g}@"))
+        assert case.role == "training_source" and f"{sigma:g}" in fractions
+        if sigma == 0:
+            assert torch.equal(case.image, scan.image)
+            continue
+        air = scan.image == 0  # the template's background is exactly 0: pure Rayleigh noise there
+        expected = sigma * scale * math.sqrt(math.pi / 2)  # mean of a Rayleigh variable of parameter sigma
+        assert float(case.image[air].mean()) == pytest.approx(expected, rel=0.02)
+    # the noise is drawn from the seed: the same cases again
+    again, _ = source_noise.cases(load_profile("ci"), seed=0)
+    assert all(torch.equal(a.image, b.image) for a, b in zip(cases, again))
+
+
+def test_background_noise_of_a_tuning_scan(source_noise):
+    # the value benchmarks/results/real_mri_source_noise.md (and the README) quote
+    assert source_noise.background_noise("dipy_aniso") == pytest.approx(0.0184, abs=5e-5)
+    assert source_noise.background_noise("dipy_s0") == pytest.approx(0.0075, abs=5e-5)
