@@ -7,7 +7,7 @@ against the scan, so what a user gets from the CLI is measured, not assumed. Sca
 * the registered real scans (``--scans``, default: every *held-out* one of
   :data:`paperlib.data.real_mri.REAL_SCANS`), each written to a NIfTI exactly as it is loaded (the
   AFNI dataset converted), undersampled with the notebook's
-  mask seed (``real_mri.mask_seed + 100 i`` for registry index ``i``), so that its rows can be
+  mask seed (:func:`paperlib.experiments.real_mri.scan_mask_seed`), so that its rows can be
   compared with ``figures/tab_real_mri_cases.csv`` (they differ only where the notebook's output
   exceeds the scan's maximum: the CLI clamps its output to ``[0, max(scan)]``);
 * any NIfTI of your own (``--images a.nii.gz b.nii ...``, mask seed ``real_mri.mask_seed``).
@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.data.real_mri import REAL_SCANS, head_mask, load_real_scan
+from paperlib.experiments.real_mri import scan_mask_seed
 from paperlib.io import InputValidationError, atomic_write_text, load_nifti, save_nifti
 from paperlib.metrics.image import volume_scores
 from paperlib.provenance import git_commit
@@ -59,16 +60,15 @@ def _cli(image: Path, out: Path, method: str, acceleration: float, seed: int, pr
     return time.perf_counter() - start
 
 
-def _inputs(folder: Path, scans: list[str], images: list[Path], mask_seed: int) -> list[dict]:
+def _inputs(folder: Path, scans: list[str], images: list[Path], profile) -> list[dict]:
     """Scans to reconstruct: name, role, NIfTI path, (D, H, W) image, head mask, mask seed."""
-    order = list(REAL_SCANS)
     inputs = []
     for name in scans:
         scan = load_real_scan(name)
         path = folder / f"{name}.nii.gz"
         save_nifti(path, from_dhw(scan.image.numpy()), scan.affine)
         inputs.append({"scan": name, "role": scan.role, "path": path, "image": scan.image,
-                       "head_mask": scan.head_mask, "mask_seed": mask_seed + 100 * order.index(name)})
+                       "head_mask": scan.head_mask, "mask_seed": scan_mask_seed(profile, name)})
     names = [path.name for path in images]
     for path in images:
         label = path.name if names.count(path.name) == 1 else str(path)  # two files of one name stay apart
@@ -76,7 +76,7 @@ def _inputs(folder: Path, scans: list[str], images: list[Path], mask_seed: int) 
         image = torch.from_numpy(to_dhw(np.maximum(data, 0))).float()
         voxel_mm = (float(zooms[2]), float(zooms[1]), float(zooms[0]))
         inputs.append({"scan": label, "role": "user", "path": path, "image": image,
-                       "head_mask": head_mask(image, voxel_mm), "mask_seed": mask_seed})
+                       "head_mask": head_mask(image, voxel_mm), "mask_seed": profile.real_mri.mask_seed})
     return inputs
 
 
@@ -91,7 +91,7 @@ def run(profile_name: str, scans: list[str], images: list[Path], methods: tuple[
     rows = []
     with tempfile.TemporaryDirectory(prefix="real_mri_cli_") as tmp:
         folder = Path(tmp)
-        inputs = _inputs(folder, scans, images, section.mask_seed)
+        inputs = _inputs(folder, scans, images, profile)
         bar = tqdm(total=len(inputs) * len(section.accelerations) * len(methods), desc="CLI reconstructions",
                    disable=not progress)
         for k, item in enumerate(inputs):

@@ -14,7 +14,7 @@ slices:
 * ``inside``: the central half (per in-plane axis) of that box, a field of view inside the head.
 
 Every crop keeps the depth, and each case gets the table's per-slice masks for its shape (seed
-``real_mri.mask_seed + 100 i``). SSIM whole and in the (cropped) head mask as in the table.
+``paperlib.experiments.real_mri.scan_mask_seed``). SSIM whole and in the (cropped) head mask as in the table.
 Writes ``benchmarks/results/real_mri_fov.{csv,md}``.
 
     python benchmarks/real_mri_fov.py --profile default
@@ -29,11 +29,9 @@ import torch
 from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.data.real_mri import REAL_SCANS, load_real_scan
-from paperlib.experiments.mri import slice_masks
-from paperlib.experiments.real_mri import REAL_MRI, RealMRICase
+from paperlib.experiments.real_mri import REAL_MRI, RealMRICase, real_case
 from paperlib.experiments.runner import run_cases
 from paperlib.io import atomic_write_text
-from paperlib.physics.mri import MRIOperator
 from paperlib.provenance import git_commit
 
 #: The fields of view compared, in order.
@@ -59,9 +57,8 @@ def crop_box(mask: torch.Tensor, fov: str) -> tuple[slice, slice]:
 
 def cases(profile) -> list[RealMRICase]:
     """Every tuning scan x field of view x acceleration of ``profile.real_mri``."""
-    section = profile.real_mri
     out = []
-    for i, (name, source) in enumerate(REAL_SCANS.items()):
+    for name, source in REAL_SCANS.items():
         if source.role != "tuning":
             continue
         scan = load_real_scan(name)
@@ -69,30 +66,48 @@ def cases(profile) -> list[RealMRICase]:
             rows, cols = crop_box(scan.head_mask, fov)
             image = scan.image[:, rows, cols].contiguous()
             mask = scan.head_mask[:, rows, cols].contiguous()
-            for acc in section.accelerations:
-                op = MRIOperator(slice_masks(section.mask_kind, tuple(image.shape), acc, section.center_fraction,
-                                             section.mask_seed + 100 * i))
-                out.append(RealMRICase(f"{name}|{fov}@{acc:g}x", f"{name}|{fov}", source.role, float(acc), image,
-                                       mask, op, op.forward(image)))
+            out += [real_case(profile, name, f"{name}|{fov}@{acc:g}x", f"{name}|{fov}", source.role, acc, image, mask)
+                    for acc in profile.real_mri.accelerations]
     return out
+
+
+#: The DART / TV cells of one case in a paired report (:func:`pair_rows`).
+PAIR_COLUMNS = "DART whole | TV whole | DART - TV whole | DART head | TV head | DART - TV head"
+
+
+def pair_rows(rows: list[dict]) -> list[tuple[dict, str]]:
+    """Per case, in order: its DART row and its :data:`PAIR_COLUMNS` cells (SSIM, 4 decimals)."""
+    by = {(r["case"], r["method"]): r for r in rows}
+    out = []
+    for case_id in dict.fromkeys(r["case"] for r in rows):
+        dart, tv = by[(case_id, "dart")], by[(case_id, "tv")]
+        cells = []
+        for column in ("ssim_whole", "ssim_head"):
+            d, t = float(dart[column]), float(tv[column])
+            cells += [f"{d:.4f}", f"{t:.4f}", f"{d - t:+.4f}"]
+        out.append((dart, " | ".join(cells)))
+    return out
+
+
+def run_dart_tv(profile, todo: list[RealMRICase], out: Path, report_of) -> None:
+    """DART and TV on ``todo`` (one seed); the rows to ``out`` (CSV), ``report_of(rows)`` to ``out.md`` and stdout."""
+    rows, _ = run_cases(profile, REAL_MRI, todo, ["dart", "tv"], seeds=(0,), progress=True)
+    tables.write_csv_rows(rows, out)
+    text = report_of(rows)
+    atomic_write_text(out.with_suffix(".md"), text)
+    print(text)
 
 
 def report(rows: list[dict], profile: str, shapes: dict[str, tuple]) -> str:
     """Markdown: DART, TV and DART - TV per scan, field of view and acceleration."""
-    by = {(r["case"], r["method"]): r for r in rows}
     lines = [f"# DART - TV against the field of view, tuning scans only (profile `{profile}`)", "",
              f"Commit {git_commit()}; SSIM as in tab_real_mri (whole image, inside the cropped head mask).", "",
-             "| Scan | Field of view | (D, H, W) | head fraction | Acceleration | DART whole | TV whole | "
-             "DART - TV whole | DART head | TV head | DART - TV head |",
+             f"| Scan | Field of view | (D, H, W) | head fraction | Acceleration | {PAIR_COLUMNS} |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for case_id in dict.fromkeys(r["case"] for r in rows):
-        d, t = by[(case_id, "dart")], by[(case_id, "tv")]
-        scan, fov = d["scan"].split("|")
-        shape, fraction = shapes[d["scan"]]
-        lines.append(f"| {scan} | {fov} | {shape} | {fraction:.2f} | {float(d['acceleration']):g}x | "
-                     f"{float(d['ssim_whole']):.4f} | {float(t['ssim_whole']):.4f} | "
-                     f"{float(d['ssim_whole']) - float(t['ssim_whole']):+.4f} | {float(d['ssim_head']):.4f} | "
-                     f"{float(t['ssim_head']):.4f} | {float(d['ssim_head']) - float(t['ssim_head']):+.4f} |")
+    for dart, cells in pair_rows(rows):
+        scan, fov = dart["scan"].split("|")
+        shape, fraction = shapes[dart["scan"]]
+        lines.append(f"| {scan} | {fov} | {shape} | {fraction:.2f} | {float(dart['acceleration']):g}x | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -106,11 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = load_profile(args.profile)
     todo = cases(profile)
     shapes = {c.scan: (tuple(c.image.shape), float(c.head_mask.float().mean())) for c in todo}
-    rows, _ = run_cases(profile, REAL_MRI, todo, ["dart", "tv"], seeds=(0,), progress=True)
-    tables.write_csv_rows(rows, args.out)
-    text = report(rows, args.profile, shapes)
-    atomic_write_text(args.out.with_suffix(".md"), text)
-    print(text)
+    run_dart_tv(profile, todo, args.out, lambda rows: report(rows, args.profile, shapes))
     return 0
 
 

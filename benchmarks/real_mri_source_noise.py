@@ -22,16 +22,12 @@ from pathlib import Path
 import torch
 from scipy import ndimage
 
-from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.data.intensity import intensity_scale
 from paperlib.data.real_mri import REAL_SCANS, head_mask, load_real_scan
-from paperlib.experiments.mri import slice_masks
-from paperlib.experiments.real_mri import REAL_MRI, RealMRICase
-from paperlib.experiments.runner import run_cases
-from paperlib.io import atomic_write_text
-from paperlib.physics.mri import MRIOperator
+from paperlib.experiments.real_mri import RealMRICase, real_case
 from paperlib.provenance import git_commit
+from real_mri_fov import PAIR_COLUMNS, pair_rows, run_dart_tv  # a sibling script (benchmarks/)
 
 #: Rician noise levels, in units of the template's intensity scale.
 SIGMAS = (0.0, 0.01, 0.02, 0.05)
@@ -50,8 +46,6 @@ def background_noise(name: str) -> float:
 
 def cases(profile, seed: int = 0) -> tuple[list[RealMRICase], dict[str, float]]:
     """The template at every noise level and acceleration; the head-mask fraction per level."""
-    section = profile.real_mri
-    index = list(REAL_SCANS).index(SOURCE)
     scan = load_real_scan(SOURCE)
     scale = intensity_scale(scan.image, name=SOURCE)
     gen = torch.Generator().manual_seed(seed)
@@ -61,31 +55,22 @@ def cases(profile, seed: int = 0) -> tuple[list[RealMRICase], dict[str, float]]:
         image = torch.hypot(scan.image + noise[0], noise[1]) if sigma > 0 else scan.image
         mask = head_mask(image, scan.voxel_mm)
         fractions[f"{sigma:g}"] = float(mask.float().mean())
-        for acc in section.accelerations:
-            op = MRIOperator(slice_masks(section.mask_kind, tuple(image.shape), acc, section.center_fraction,
-                                         section.mask_seed + 100 * index))
-            out.append(RealMRICase(f"sigma={sigma:g}@{acc:g}x", f"{SOURCE} sigma={sigma:g}", "training_source",
-                                   float(acc), image, mask, op, op.forward(image)))
+        out += [real_case(profile, SOURCE, f"sigma={sigma:g}@{acc:g}x", f"{SOURCE} sigma={sigma:g}",
+                          REAL_SCANS[SOURCE].role, acc, image, mask) for acc in profile.real_mri.accelerations]
     return out, fractions
 
 
 def report(rows: list[dict], profile: str, fractions: dict[str, float], tuning_noise: dict[str, float]) -> str:
     """Markdown: DART, TV and DART - TV per noise level and acceleration."""
-    by = {(r["case"], r["method"]): r for r in rows}
     lines = [f"# DART - TV on the training-source template with Rician noise (profile `{profile}`)", "",
              f"Commit {git_commit()}; sigma in units of the template's intensity scale; scored against the noisy "
              "volume, SSIM whole and in its own head mask, as in tab_real_mri. Tuning scans' background noise "
              "(std outside the dilated head mask, same units): "
              + ", ".join(f"{name} {value:.4f}" for name, value in tuning_noise.items()) + ".", "",
-             "| sigma | Acceleration | head fraction | DART whole | TV whole | DART - TV whole | DART head | TV head | "
-             "DART - TV head |", "|---|---|---|---|---|---|---|---|---|"]
-    for case_id in dict.fromkeys(r["case"] for r in rows):
-        d, t = by[(case_id, "dart")], by[(case_id, "tv")]
-        sigma = case_id.split("@")[0].removeprefix("sigma=")
-        lines.append(f"| {sigma} | {float(d['acceleration']):g}x | {fractions[sigma]:.2f} | {float(d['ssim_whole']):.4f} | "
-                     f"{float(t['ssim_whole']):.4f} | {float(d['ssim_whole']) - float(t['ssim_whole']):+.4f} | "
-                     f"{float(d['ssim_head']):.4f} | {float(t['ssim_head']):.4f} | "
-                     f"{float(d['ssim_head']) - float(t['ssim_head']):+.4f} |")
+             f"| sigma | Acceleration | head fraction | {PAIR_COLUMNS} |", "|---|---|---|---|---|---|---|---|---|"]
+    for dart, cells in pair_rows(rows):
+        sigma = dart["case"].split("@")[0].removeprefix("sigma=")
+        lines.append(f"| {sigma} | {float(dart['acceleration']):g}x | {fractions[sigma]:.2f} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -100,11 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = load_profile(args.profile)
     todo, fractions = cases(profile, args.seed)
     tuning_noise = {name: background_noise(name) for name, s in REAL_SCANS.items() if s.role == "tuning"}
-    rows, _ = run_cases(profile, REAL_MRI, todo, ["dart", "tv"], seeds=(0,), progress=True)
-    tables.write_csv_rows(rows, args.out)
-    text = report(rows, args.profile, fractions, tuning_noise)
-    atomic_write_text(args.out.with_suffix(".md"), text)
-    print(text)
+    run_dart_tv(profile, todo, args.out, lambda rows: report(rows, args.profile, fractions, tuning_noise))
     return 0
 
 

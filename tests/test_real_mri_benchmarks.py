@@ -18,6 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _load(name: str):
+    if str(REPO / "benchmarks") not in sys.path:  # real_mri_source_noise imports its sibling real_mri_fov
+        sys.path.append(str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -74,6 +76,26 @@ def test_noisy_template_has_the_stated_rician_floor(source_noise):
     # the noise is drawn from the seed: the same cases again
     again, _ = source_noise.cases(load_profile("ci"), seed=0)
     assert all(torch.equal(a.image, b.image) for a, b in zip(cases, again))
+
+
+def test_reports_render_the_committed_results(fov, source_noise):
+    """Both reports, re-rendered from their committed CSVs, give the committed tables (commit line aside)."""
+    from paperlib import tables
+
+    profile = load_profile("default")
+    results = REPO / "benchmarks" / "results"
+    todo = fov.cases(profile)
+    shapes = {c.scan: (tuple(c.image.shape), float(c.head_mask.float().mean())) for c in todo}
+    text = fov.report(tables.read_csv_rows(results / "real_mri_fov.csv"), "default", shapes)
+    assert _body(text) == _body((results / "real_mri_fov.md").read_text())
+    noisy, fractions = source_noise.cases(profile, seed=0)
+    noise = {name: source_noise.background_noise(name) for name in ("dipy_aniso", "dipy_s0")}
+    text = source_noise.report(tables.read_csv_rows(results / "real_mri_source_noise.csv"), "default", fractions, noise)
+    assert _body(text) == _body((results / "real_mri_source_noise.md").read_text())
+
+
+def _body(markdown: str) -> list[str]:
+    return [line.split("; ", 1)[-1] if line.startswith("Commit ") else line for line in markdown.splitlines()]
 
 
 def test_background_noise_of_a_tuning_scan(source_noise):

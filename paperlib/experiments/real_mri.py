@@ -36,7 +36,7 @@ from .mri import slice_masks
 from .priors import guided_prior
 from .registry import Registry
 
-__all__ = ["REAL_MRI_METHODS", "RealMRICase", "real_cases", "general_prior", "valid_magnitude", "scaled_measurement",
+__all__ = ["REAL_MRI_METHODS", "RealMRICase", "real_cases", "real_case", "scan_mask_seed", "general_prior", "valid_magnitude", "scaled_measurement",
            "dart_init", "dart_form",
            "REAL_MRI"]
 
@@ -168,25 +168,39 @@ class RealMRICase:
     measurement = property(lambda self: self.kspace)
 
 
+def scan_mask_seed(profile: Profile, name: str) -> int:
+    """Seed of the per-slice masks of registered scan ``name``: ``real_mri.mask_seed + 100 i`` for
+    its registry index ``i`` (every method, and every derived volume of that scan, gets these masks)."""
+    from ..data.real_mri import REAL_SCANS
+
+    if name not in REAL_SCANS:
+        raise ValueError(f"name: unknown real scan {name!r}; registered: {list(REAL_SCANS)}")
+    return _section(profile).mask_seed + 100 * list(REAL_SCANS).index(name)
+
+
+def real_case(profile: Profile, name: str, case_id: str, label: str, role: str, acceleration: float,
+              image: Tensor, head_mask: Tensor) -> RealMRICase:
+    """``image`` (registered scan ``name`` or a volume derived from it: cropped, noised) undersampled
+    slice by slice at ``acceleration`` with the profile's mask settings and :func:`scan_mask_seed`."""
+    section = _section(profile)
+    op = MRIOperator(slice_masks(section.mask_kind, tuple(image.shape), acceleration, section.center_fraction,
+                                 scan_mask_seed(profile, name)))
+    return RealMRICase(case_id, label, role, float(acceleration), image, head_mask, op, op.forward(image))
+
+
 def real_cases(profile: Profile, role: str | None = None, n: int | None = None, progress: bool = False
                ) -> list[RealMRICase]:
     """Every registered scan of ``role`` (``"tuning"``, ``"held_out"``, ``None`` = all) at every
-    acceleration of ``profile.real_mri``; scan ``i`` of the registry at acceleration ``a`` gets
-    per-slice masks seeded ``mask_seed + 100 i`` (the same masks for every method)."""
+    acceleration of ``profile.real_mri`` (:func:`real_case`: the same masks for every method)."""
     from ..data.real_mri import REAL_SCANS, load_real_scan
 
-    section = _section(profile)
     cases = []
-    for i, entry in enumerate(REAL_SCANS.values()):
+    for entry in REAL_SCANS.values():
         if role is not None and entry.role != role:
             continue
         scan = load_real_scan(entry.name)
-        for acc in section.accelerations:
-            masks = slice_masks(section.mask_kind, tuple(scan.image.shape), acc, section.center_fraction,
-                                section.mask_seed + 100 * i)
-            op = MRIOperator(masks)
-            cases.append(RealMRICase(f"{entry.name}@{acc:g}x", entry.name, entry.role, float(acc), scan.image,
-                                     scan.head_mask, op, op.forward(scan.image)))
+        cases += [real_case(profile, entry.name, f"{entry.name}@{acc:g}x", entry.name, entry.role, acc, scan.image,
+                            scan.head_mask) for acc in _section(profile).accelerations]
     return cases[:n] if n is not None else cases
 
 
