@@ -152,6 +152,7 @@ ifeq ($(PROFILE),default)
 	$(PY) -m paperlib train --modality stem --profile default --preset stem_default_l2 --threads $(THREADS)
 	$(PY) -m paperlib train --modality stem --profile default --preset stem_anydepth --threads $(THREADS)
 	$(PY) -m paperlib train --modality mri --profile default --preset mri_general --threads $(THREADS)
+	$(PY) -m paperlib train --modality mri --profile default --preset mri_general_lownoise --threads $(THREADS)
 endif
 # the second system's 2D priors (issue 18): checkpoints/slice2d_fixed and checkpoints/slice2d_diverse,
 # slices of the default profile's resolution_robust section (every profile uses these two)

@@ -24,9 +24,11 @@
 # block-averaged from 1 mm to 3 mm on loading to keep `make figures` within its hour. Every slice
 # is undersampled retrospectively with its own uniform 1D Cartesian mask (paper Eq. 3) at 4x and 8x.
 #
-# DART, DRIFT and the projection method use the **general prior** (`checkpoints/mri_general`): one
+# DART, DRIFT and the projection method use the **general prior** (the profile's
+# `real_mri.checkpoint`; in the default profile `checkpoints/mri_general_lownoise`): one
 # network trained on domain-randomised slabs (`paperlib.data.randomized`: random contrast per
-# tissue, voxel size, slice thickness, skull, field of view, bias, noise, artefacts), tiled over
+# tissue, voxel size, slice thickness, skull, field of view, bias, noise, artefacts), then mostly
+# at the low noise levels DART's plug-and-play form visits (preset `mri_general_lownoise`), tiled over
 # each volume's depth with overlapping windows and padded in-plane (`paperlib.diffusion.tiling`).
 # DART takes the form the profile's `real_mri.diffusion.dart` names (the table's notes print it):
 # with `sigma_max`/`sigma_min` set, the plug-and-play form of `paperlib.recon.dart` (the network
@@ -136,7 +138,7 @@ notes = [
     f"({', '.join(f'{sum(e.role == r for e in REAL_SCANS.values())} {r}' for r in ROLES)}), "
     "each at its own shape and voxel size; "
     f"uniform 1D masks, centre fraction {section.center_fraction:g}, one mask per slice.",
-    "Prior methods: the general prior (checkpoints/mri_general), tiled over the depth "
+    f"Prior methods: the general prior ({section.checkpoint}), tiled over the depth "
     f"(windows of 8 slices, overlap {section.overlap}); intensities divided by the zero-filled image's "
     "intensity scale (paperlib.data.intensity) and multiplied back; outputs clamped at 0 (magnitude).",
     dart_form(section.diffusion.dart),

@@ -179,6 +179,25 @@ def test_config_round_trip():
         TrainConfig.from_dict({"learning_rate": 1.0})
 
 
+def test_focus_draws_part_of_each_batch_at_low_timesteps(data):
+    """``focus_fraction`` of each micro-batch draws ``t < focus_t``; without a focus the random stream
+    (and so every earlier prior's training run) is what uniform draws alone give."""
+    plain = train_mod._sample_batch(CFG, data, 0, torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    torch.randint(data.shape[0], (CFG.batch_size,), generator=gen)  # the draws _sample_batch makes, in order
+    torch.randint(-1, 2, (CFG.batch_size,), generator=gen)
+    torch.rand(CFG.batch_size, generator=gen)
+    t = torch.randint(100, (CFG.batch_size,), generator=gen)
+    assert torch.equal(plain[1], t) and torch.equal(plain[2], torch.randn(plain[2].shape, generator=gen))
+    cfg = replace(CFG, batch_size=400, focus_t=5, focus_fraction=0.75)
+    ts = train_mod._sample_batch(cfg, data, 0, torch.Generator().manual_seed(5))[1]
+    assert int(ts[:300].max()) < 5 and len(set(ts[:300].tolist())) == 5
+    assert int(ts[300:].max()) >= 50  # the rest still covers the whole schedule
+    for bad in ({"focus_fraction": 1.5, "focus_t": 5}, {"focus_fraction": 0.5}, {"focus_t": 101}):
+        with pytest.raises(ValueError, match="focus"):
+            replace(CFG, **bad)
+
+
 def test_main_trains_stem_from_the_profile_or_a_file(tmp_path, capsys, one_thread):
     from paperlib.config import load_profile
 

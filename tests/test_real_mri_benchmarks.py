@@ -1,5 +1,6 @@
-"""The real-scan diagnostics in benchmarks/: field-of-view crops (real_mri_fov.py) and the noisy
-training-source template (real_mri_source_noise.py). Their case builders, not their (slow) runs."""
+"""The real-scan diagnostics in benchmarks/: field-of-view crops (real_mri_fov.py), the noisy
+training-source template (real_mri_source_noise.py) and the choice of the real-scan prior
+(real_mri_prior_choice.py). Their case builders and reports, not their (slow) runs."""
 from __future__ import annotations
 
 import importlib.util
@@ -102,3 +103,28 @@ def test_background_noise_of_a_tuning_scan(source_noise):
     # the value benchmarks/results/real_mri_source_noise.md (and the README) quote
     assert source_noise.background_noise("dipy_aniso") == pytest.approx(0.0184, abs=5e-5)
     assert source_noise.background_noise("dipy_s0") == pytest.approx(0.0075, abs=5e-5)
+
+
+def test_the_profile_samples_the_prior_the_tuning_scans_chose():
+    """benchmarks/results/real_mri_prior_choice.csv (tuning scans only): the default profile's
+    real_mri.checkpoint is the candidate with the best criterion (mean of whole and head SSIM), its
+    rows were made with the weights shipped now, and the report re-renders from the CSV."""
+    from paperlib import tables
+    from paperlib.validation import prior_sha256
+
+    choice = _load("real_mri_prior_choice")
+    results = REPO / "benchmarks" / "results"
+    rows = tables.read_csv_rows(results / "real_mri_prior_choice.csv")
+    assert {r["role"] for r in rows} == {"tuning"}
+    dart = [r for r in rows if r["method"] == "dart"]
+    shipped = {c for c in choice.CANDIDATES if (REPO / c).is_dir()}
+    crit = {}
+    for r in dart:
+        crit.setdefault((r["checkpoint"], r["prior_sha256"]), []).append((float(r["ssim_whole"]) + float(r["ssim_head"])) / 2)
+    best_folder, best_sha = max(crit, key=lambda k: sum(crit[k]) / len(crit[k]))
+    profile = load_profile("default")
+    assert best_folder == profile.real_mri.checkpoint and best_folder in shipped
+    assert best_sha == prior_sha256(best_folder)
+    text = choice.report(rows, "default", 2)
+    assert _body(text) == _body((results / "real_mri_prior_choice.md").read_text())
+    sys.modules.pop("bench_real_mri_prior_choice", None)

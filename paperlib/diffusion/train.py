@@ -21,7 +21,8 @@ batch-level gradient accumulation over 2 steps, and other hyperparameters follow
   The presets use ``"v"``: at low noise ``x0_hat = sqrt(abar) x_t - sqrt(1 - abar) v_hat`` is close
   to the input even for a briefly trained network, which a direct ``x0`` target is not (measured
   in ``benchmarks/diffusion_prior_quality.py``);
-* ``t`` is uniform over the training timesteps, ``x_t`` from :func:`~paperlib.diffusion.schedules.q_sample`;
+* ``t`` is uniform over the training timesteps (a fine-tune may draw part of each batch from the
+  lowest ``focus_t`` timesteps only: :class:`TrainConfig`), ``x_t`` from :func:`~paperlib.diffusion.schedules.q_sample`;
 * one *step* is one optimiser update over ``grad_accum`` micro-batches of ``batch_size`` volumes;
 * EMA of the weights with warm-up ``decay_k = min(ema_decay, (1 + k) / (10 + k))`` (k = step);
 * gradient-norm clipping at ``grad_clip`` (Ho et al. use 1).
@@ -117,6 +118,9 @@ def _sample_batch(cfg: TrainConfig, data: Tensor, group: int, gen: torch.Generat
         flip = torch.rand(cfg.batch_size, generator=gen) < 0.5
         x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
     t = torch.randint(cfg.schedule.num_timesteps, (cfg.batch_size,), generator=gen)
+    n_focus = round(cfg.focus_fraction * cfg.batch_size)
+    if n_focus:  # drawn only here, so configs without a focus keep their random stream
+        t[:n_focus] = torch.randint(cfg.focus_t, (n_focus,), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     return x0, t, noise
 

@@ -47,6 +47,12 @@ class TrainConfig:
     slice_jitter : the group's slice window is shifted by a random offset in ``[-j, j]``
         (clamped to the volume), a light augmentation across the group borders.
     weights_dtype : storage dtype of the exported prior, ``"float16"`` or ``"float32"``.
+    focus_t, focus_fraction : the first ``round(focus_fraction * batch_size)`` volumes of each
+        micro-batch draw their timestep uniformly from ``[0, focus_t)`` instead of the whole
+        schedule (``focus_fraction = 0``, the default: every timestep uniform). A fine-tune for a
+        sampler that only visits low noise levels (DART's plug-and-play form: σ 0.03 to 0.005,
+        timesteps 0 to 12 of the cosine schedule, which uniform draws visit in 1.3 % of the
+        samples) while the rest keeps the whole schedule (DRIFT and projection start from noise).
     init_from : fine-tuning: a prior folder (relative paths are relative to the repository root)
         whose group-``g`` weights start the run instead of a random initialisation (model and EMA;
         the optimiser starts afresh). Its architecture, schedule, prediction and group layout must
@@ -71,6 +77,8 @@ class TrainConfig:
     slice_jitter: int = 0
     weights_dtype: Literal["float16", "float32"] = "float16"
     init_from: str | None = None
+    focus_t: int = 0
+    focus_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -86,6 +94,8 @@ class TrainConfig:
             "ckpt_every": self.ckpt_every >= 1,
             "slice_jitter": self.slice_jitter >= 0,
             "weights_dtype": self.weights_dtype in ("float16", "float32"),
+            "focus_fraction": 0.0 <= self.focus_fraction <= 1.0,
+            "focus_t": 0 <= self.focus_t <= self.schedule.num_timesteps and (self.focus_t >= 1 or self.focus_fraction == 0),
             "init_from": self.init_from is None or (isinstance(self.init_from, str) and bool(self.init_from)),
         }
         bad = [k for k, ok in checks.items() if not ok]
@@ -156,13 +166,22 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "stem_anydepth": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000),
                                  prediction="v", loss="l2", num_groups=2, lr=2e-4, batch_size=8, grad_accum=1,
                                  steps=800, ckpt_every=100, ema_decay=0.99, hflip=True),
-    # checkpoints/mri_general, the prior of real scans and of the reconstruct command: one model
+    # checkpoints/mri_general, the base of mri_general_lownoise (below; the prior of real scans): one model
     # (slabs of 8 slices from random depths, so one network serves every window of a volume of any
     # depth, paperlib.diffusion.tiling), fine-tuned from group 0 of mri_default on the
     # domain-randomised slabs of the profile's real_mri section (paperlib.data.randomized).
     "mri_general": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
                                num_groups=1, lr=2e-4, batch_size=8, grad_accum=1, steps=1100, ckpt_every=100,
                                ema_decay=0.995, hflip=True),
+    # checkpoints/mri_general_lownoise: mri_general fine-tuned at the noise levels DART's
+    # plug-and-play form visits on real scans (the real_mri section: σ 0.03 to 0.005, timesteps
+    # 0-12): three quarters of every batch draw t < 32 (σ < 0.065), a quarter the whole schedule.
+    # Trained on mri_general's data (the same randomised slabs). 800 steps of ~0.8 s on 2 threads (638 s);
+    # run on to 1600 steps it scored level on the tuning scans (benchmarks/results/real_mri_prior_choice.md).
+    "mri_general_lownoise": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000),
+                                        prediction="v", num_groups=1, lr=2e-4, batch_size=8, grad_accum=1,
+                                        steps=800, ckpt_every=100, ema_decay=0.995, hflip=True,
+                                        focus_t=32, focus_fraction=0.75),
     # checkpoints/{mri,stem}_single: the paper's "vanilla video diffusion" baseline, ONE network over
     # the whole depth (16 slices) instead of a stack of group networks (Figure 5 top, Table 3). The
     # network is convolutional in depth with relative slice-position attention, so it starts from
@@ -203,7 +222,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 #: Fine-tuning presets and the preset whose trained prior they start from. The command line sets
 #: ``init_from`` to that prior's folder (the same modality), unless ``--init-from`` names another.
 FINE_TUNE_BASES: dict[str, str] = {"stem_default_l2": "stem_default", "stem_anydepth": "stem_default_l2",
-                                   "mri_general": "mri_default",
+                                   "mri_general": "mri_default", "mri_general_lownoise": "mri_general",
                                    "mri_single": "mri_default", "stem_single": "stem_default_l2",
                                    "mri_single_ci": "ci", "stem_single_ci": "ci"}
 
