@@ -63,7 +63,7 @@ def cases(profile, seed: int = 0) -> tuple[list[RealMRICase], dict[str, float]]:
 def report(rows: list[dict], profile: str, fractions: dict[str, float], tuning_noise: dict[str, float]) -> str:
     """Markdown: DART, TV and DART - TV per noise level and acceleration."""
     lines = [f"# DART - TV on the training-source template with Rician noise (profile `{profile}`)", "",
-             f"Commit {git_commit()}; sigma in units of the template's intensity scale; scored against the noisy "
+             f"Commit {git_commit()}; prior {load_profile(profile).real_mri.checkpoint}; sigma in units of the template's intensity scale; scored against the noisy "
              "volume, SSIM whole and in its own head mask, as in tab_real_mri. Tuning scans' background noise "
              "(std outside the dilated head mask, same units): "
              + ", ".join(f"{name} {value:.4f}" for name, value in tuning_noise.items()) + ".", "",
