@@ -193,7 +193,8 @@ def test_focus_draws_part_of_each_batch_at_low_timesteps(data):
     ts = train_mod._sample_batch(cfg, data, 0, torch.Generator().manual_seed(5))[1]
     assert int(ts[:300].max()) < 5 and len(set(ts[:300].tolist())) == 5
     assert int(ts[300:].max()) >= 50  # the rest still covers the whole schedule
-    for bad in ({"focus_fraction": 1.5, "focus_t": 5}, {"focus_fraction": 0.5}, {"focus_t": 101}):
+    for bad in ({"focus_fraction": 1.5, "focus_t": 5}, {"focus_fraction": 0.5}, {"focus_t": 101},
+                {"focus_t": 2.5, "focus_fraction": 0.5}):
         with pytest.raises(ValueError, match="focus"):
             replace(CFG, **bad)
 

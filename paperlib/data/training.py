@@ -13,8 +13,8 @@ MODALITIES = ("mri", "stem")
 
 
 #: Training presets whose data are not the profile's ``mri`` split: the preset -> the data's name.
-PRESET_DATA = {"mri_general": "randomized", "mri_general_lownoise": "randomized", "slice2d_fixed": "slices_fixed", "slice2d_diverse": "slices_diverse",
-               "stem_anydepth": "random_depth"}
+PRESET_DATA = {"mri_general": "randomized", "mri_general_lownoise": "randomized", "slice2d_fixed": "slices_fixed",
+               "slice2d_diverse": "slices_diverse", "stem_anydepth": "random_depth"}
 
 
 def load_training_data(modality: str, profile: str, *, preset: str | None = None) -> tuple[Tensor, dict]:

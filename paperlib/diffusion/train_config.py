@@ -95,7 +95,8 @@ class TrainConfig:
             "slice_jitter": self.slice_jitter >= 0,
             "weights_dtype": self.weights_dtype in ("float16", "float32"),
             "focus_fraction": 0.0 <= self.focus_fraction <= 1.0,
-            "focus_t": 0 <= self.focus_t <= self.schedule.num_timesteps and (self.focus_t >= 1 or self.focus_fraction == 0),
+            "focus_t": (isinstance(self.focus_t, int) and 0 <= self.focus_t <= self.schedule.num_timesteps
+                        and (self.focus_t >= 1 or self.focus_fraction == 0)),
             "init_from": self.init_from is None or (isinstance(self.init_from, str) and bool(self.init_from)),
         }
         bad = [k for k, ok in checks.items() if not ok]
