@@ -11,9 +11,20 @@ DART with every prior of ``--checkpoints`` (the profile's DART settings, chosen 
 reports per case and the mean, with the criterion of the ``tuned_on`` texts (the mean of
 whole-image and head SSIM). The held-out scans are never touched.
 
-Writes ``benchmarks/results/real_mri_prior_choice.{csv,md}``.
+Writes ``benchmarks/results/real_mri_prior_choice.{csv,md}``. The committed results compare the
+two shipped priors and two variants that were not shipped, made (and deleted after the run) with::
 
-    python benchmarks/real_mri_prior_choice.py --profile default
+    python -m paperlib train --modality mri --profile default --preset mri_general_lownoise \
+        --steps 1600 --out checkpoints/mri_general_lownoise_1600
+    python -c "import torch; from paperlib.data.randomized import randomized_set; \
+        torch.save(randomized_set(1536, (8, 64, 64), seed=0), '/tmp/slabs1536.pt')"
+    python -m paperlib train --modality mri --preset mri_general_lownoise --data /tmp/slabs1536.pt \
+        --init-from checkpoints/mri_general --out checkpoints/mri_general_lownoise_1536slabs
+    python benchmarks/real_mri_prior_choice.py --profile default --checkpoints checkpoints/mri_general \
+        checkpoints/mri_general_lownoise checkpoints/mri_general_lownoise_1600 \
+        checkpoints/mri_general_lownoise_1536slabs
+
+(``--report-only`` re-renders the report from the CSV.)
 """
 from __future__ import annotations
 
