@@ -38,11 +38,9 @@ from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.diffusion.checkpoints import manifest_path
 from paperlib.experiments.priors import prior_weights
-from paperlib.experiments.real_mri import REAL_MRI
-from paperlib.experiments.runner import run_cases
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
-from paperlib.validation import prior_sha256, validation_cases, with_checkpoint
+from paperlib.validation import validation_rows
 
 CANDIDATES = ("checkpoints/mri_general", "checkpoints/mri_general_lownoise")
 #: said under the table: the two variants tried and not shipped (copies of their folders were
@@ -55,25 +53,23 @@ NOTE = ("Not shipped: mri_general_lownoise_1600, the fine-tune run on to 1600 st
 
 
 def run(profile_name: str, checkpoints: tuple[str, ...] = CANDIDATES, progress: bool = True) -> list[dict]:
-    """Per-case rows: TV once, DART once per prior (``checkpoint`` and ``prior_sha256`` columns)."""
+    """Per-case rows: TV once, DART once per prior. The profile's own ``validation.real_mri`` grid
+    (its cases and seeds) with its methods replaced by DART and TV at the profile's settings and its
+    ``checkpoints`` by ``checkpoints``, run by :func:`paperlib.validation.validation_rows` (which
+    records ``prior_checkpoint`` and ``prior_sha256``); ``prior_steps`` is added from each manifest."""
     profile = load_profile(profile_name)
     grid = profile.validation.real_mri if profile.validation is not None else None
     if grid is None:
         raise SystemExit(f"profile {profile_name}: no validation.real_mri grid (its n_volumes and seeds)")
-    cases = validation_cases(profile, "real_mri", grid.n_volumes)
-    rows, _ = run_cases(profile, REAL_MRI, cases, ["tv"], seeds=grid.seeds, progress=progress)
-    rows = [{**r, "checkpoint": "", "prior_steps": "", "prior_sha256": ""} for r in rows]
-    for checkpoint in checkpoints:
-        tuned = with_checkpoint(profile, "real_mri", checkpoint)
-        dart, _ = run_cases(tuned, REAL_MRI, cases, ["dart"], seeds=grid.seeds, progress=progress)
-        steps = json.loads(manifest_path(prior_weights(checkpoint)[0]).read_text())["steps"]
-        rows += [{**r, "checkpoint": checkpoint, "prior_steps": steps, "prior_sha256": prior_sha256(checkpoint)}
-                 for r in dart]
-    return rows
+    grid = grid.model_copy(update={"methods": {"tv": ({},), "dart": ({},)}, "checkpoints": tuple(checkpoints)})
+    profile = profile.model_copy(update={"validation": profile.validation.model_copy(update={"real_mri": grid})})
+    steps = {c: json.loads(manifest_path(prior_weights(c)[0]).read_text())["steps"] for c in checkpoints}
+    return [{**r, "prior_steps": steps.get(r["prior_checkpoint"], "")}
+            for r in validation_rows(profile, "real_mri", progress=progress)]
 
 
 def _label(row: dict) -> str:
-    return "TV" if row["method"] == "tv" else f"DART, {row['checkpoint']} ({int(row['prior_steps'])} steps)"
+    return "TV" if row["method"] == "tv" else f"DART, {row['prior_checkpoint']} ({int(row['prior_steps'])} steps)"
 
 
 def report(rows: list[dict], profile: str, threads: int) -> str:

@@ -120,7 +120,7 @@ def test_the_profile_samples_the_prior_the_tuning_scans_chose():
     shipped = {c for c in choice.CANDIDATES if (REPO / c).is_dir()}
     crit = {}
     for r in dart:
-        crit.setdefault((r["checkpoint"], r["prior_sha256"]), []).append((float(r["ssim_whole"]) + float(r["ssim_head"])) / 2)
+        crit.setdefault((r["prior_checkpoint"], r["prior_sha256"]), []).append((float(r["ssim_whole"]) + float(r["ssim_head"])) / 2)
     best_folder, best_sha = max(crit, key=lambda k: sum(crit[k]) / len(crit[k]))
     profile = load_profile("default")
     assert best_folder == profile.real_mri.checkpoint and best_folder in shipped
