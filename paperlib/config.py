@@ -168,6 +168,9 @@ class GuidedStepsConfig(_Section):
                                     "(None = the paper's noisy chain from `start`)")
     sigma_min: float | None = Field(None, gt=0.0, description="DART, plug-and-play form: noise level of the last "
                                     "denoising step (levels spaced geometrically in between)")
+    self_ensemble: bool = Field(False, description="DART, plug-and-play form: denoising step k sees the estimate in "
+                                "the (k mod 8)-th in-plane orientation (flips, transpose) and is turned back "
+                                "(DPIR's periodical geometric self-ensemble; paperlib.recon.dart)")
     init_from: Literal["default", "tv"] = Field(
         "default", description="DART on real MRI scans (tab_real_mri, the reconstruct command): the starting image, "
                                "'default' the zero-filled image, 'tv' the TV reconstruction at real_mri.baselines")
@@ -186,6 +189,8 @@ class GuidedStepsConfig(_Section):
             if self.samples != 1 or self.stop != 0.0 or self.start != 1.0:
                 raise ValueError("sigma_max / sigma_min (the plug-and-play form of DART) draw no noise and place their "
                                  "own levels: leave samples, start and stop out")
+        elif self.self_ensemble:
+            raise ValueError("self_ensemble: only DART's plug-and-play form takes it (set sigma_max / sigma_min)")
         return self
 
     def levels(self) -> tuple[float, float] | None:

@@ -429,6 +429,102 @@ def test_dart_plug_and_play_matches_the_closed_form_on_the_gaussian_problem():
     assert 0.01 < gain < 0.99  # the levels are neither negligible nor overwhelming here
 
 
+#: the 8 in-plane orientations as paperlib.recon.dart.in_plane_transform documents them (bit 0 flips H,
+#: bit 1 flips W, bit 2 transposes after the flips), each with its inverse, written out here
+_ORIENTATIONS = [
+    (lambda x: x, lambda x: x),
+    (lambda x: x.flip(-2), lambda x: x.flip(-2)),
+    (lambda x: x.flip(-1), lambda x: x.flip(-1)),
+    (lambda x: x.flip(-2).flip(-1), lambda x: x.flip(-1).flip(-2)),
+    (lambda x: x.transpose(-1, -2), lambda x: x.transpose(-1, -2)),
+    (lambda x: x.flip(-2).transpose(-1, -2), lambda x: x.transpose(-1, -2).flip(-2)),
+    (lambda x: x.flip(-1).transpose(-1, -2), lambda x: x.transpose(-1, -2).flip(-1)),
+    (lambda x: x.flip(-2).flip(-1).transpose(-1, -2), lambda x: x.transpose(-1, -2).flip(-1).flip(-2)),
+]
+
+
+def test_in_plane_transform_is_the_documented_group_element():
+    from paperlib.recon.dart import in_plane_transform
+
+    x = torch.arange(2 * 3 * 5, dtype=torch.float32).reshape(2, 3, 5)
+    for g, (forward, inverse) in enumerate(_ORIENTATIONS):
+        assert torch.equal(in_plane_transform(x, g), forward(x))
+        assert torch.equal(in_plane_transform(forward(x), g, inverse=True), inverse(forward(x)))
+        assert torch.equal(inverse(forward(x)), x)
+    for bad in (8, -1, 1.0, True, "0"):
+        with pytest.raises(ValueError, match="g: expected an integer in 0..7"):
+            in_plane_transform(x, bad)
+
+
+def test_dart_self_ensemble_denoises_step_k_in_the_k_mod_8_orientation():
+    """``self_ensemble=True``: step ``k`` hands ``g(x)`` to the network and turns its output back
+    with ``g^-1``, ``g`` the ``k mod 8``-th orientation. For the exact Gaussian denoiser of mean
+    ``mu`` that is the Gaussian denoiser of mean ``g^-1(mu)``: the reference below runs that loop
+    (the orientations written out in ``_ORIENTATIONS``). A mean the 8 orientations leave unchanged
+    gives the plain result; a generic one does not."""
+    from paperlib.recon.dart import plug_and_play_timesteps
+
+    s, steps, levels = 0.3, 11, (0.5, 0.05)
+    op, y, prior, _ = _gaussian_problem(6, s)
+    mu = torch.cat([m.mu for m in prior.models])
+    init = op.zero_filled(y).real
+    abar = prior.sampler.abar.double()
+    x = init.double()
+    for k, t in enumerate(plug_and_play_timesteps(prior, levels, steps)):
+        c = s * s / (s * s + float((1 - abar[t]) / abar[t]))
+        m = _ORIENTATIONS[k % 8][1](mu)
+        x = ifft2c(op.mask * y + (~op.mask) * fft2c(m + c * (x - m))).real
+    kw = dict(generator=torch.Generator().manual_seed(0), num_steps=steps, init=init, levels=levels)
+    turned = dart(prior, op, y, self_ensemble=True, **kw)
+    plain = dart(prior, op, y, **kw)
+    assert torch.allclose(turned.double(), x, atol=1e-5)
+    assert float((turned - plain).abs().max()) > 1e-3
+
+    sym = torch.zeros(2, 8, 8, dtype=torch.float64)
+    sym[:, 2:6, 2:6] = 0.7  # a centred square: every flip and the transpose leave it as it is
+    sym[:, 3:5, 3:5] = 0.2
+    sym_prior = _gaussian_prior(sym, s)
+    a = dart(sym_prior, op, y, self_ensemble=True, **kw)
+    b = dart(sym_prior, op, y, **kw)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_dart_self_ensemble_on_a_non_square_fixed_shape_prior_uses_the_four_flips():
+    """A prior of one fixed (D, H, W) with H != W cannot take the transposed volume: the
+    self-ensemble cycles through the 4 flips only (the reference loop with ``k mod 4``)."""
+    from paperlib.recon.dart import plug_and_play_timesteps
+
+    s, steps, levels = 0.3, 6, (0.5, 0.05)
+    g = torch.Generator().manual_seed(7)
+    mu = 0.5 + 0.2 * torch.rand(2, 8, 12, generator=g, dtype=torch.float64)
+    mask = torch.zeros(2, 8, 12, dtype=torch.bool)
+    mask[:, :, ::3] = True
+    op = MRIOperator(mask)
+    y = op.forward(mu + s * torch.randn(2, 8, 12, generator=g, dtype=torch.float64))
+    prior = _gaussian_prior(mu, s)
+    init = op.zero_filled(y).real
+    out = dart(prior, op, y, generator=torch.Generator().manual_seed(0), num_steps=steps, init=init, levels=levels,
+               self_ensemble=True)
+    abar = prior.sampler.abar.double()
+    x = init.double()
+    for k, t in enumerate(plug_and_play_timesteps(prior, levels, steps)):
+        c = s * s / (s * s + float((1 - abar[t]) / abar[t]))
+        m = _ORIENTATIONS[k % 4][1](mu)
+        x = op.physics_step(m + c * (x - m), y, step_size=1.0)
+    assert out.shape == (2, 8, 12)
+    assert torch.allclose(out.double(), x.real.double(), atol=1e-5)
+
+
+def test_dart_self_ensemble_needs_the_plug_and_play_form():
+    op, y, prior, _ = _gaussian_problem(4, 0.3)
+    init = op.zero_filled(y).real
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(InputValidationError, match="self_ensemble: only the plug-and-play form"):
+        dart(prior, op, y, generator=g, num_steps=3, start=0.5, init=init, self_ensemble=True)
+    with pytest.raises(InputValidationError, match="self_ensemble: expected True or False"):
+        dart(prior, op, y, generator=g, num_steps=3, init=init, levels=(0.5, 0.05), self_ensemble=1)
+
+
 def test_plug_and_play_timesteps_are_the_geometric_levels():
     from paperlib.diffusion.evaluate import noise_level_timestep
     from paperlib.recon.dart import plug_and_play_timesteps

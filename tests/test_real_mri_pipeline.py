@@ -107,6 +107,21 @@ def test_plug_and_play_settings_are_checked_together(ci):
     pnp = ci.with_overrides("real_mri", "dart", {"sigma_max": 0.03, "sigma_min": 0.005, "start": 1.0, "samples": 1,
                                                  "init_from": "tv"}).real_mri.diffusion.dart
     assert pnp.levels() == (0.03, 0.005)
+    with pytest.raises(ValueError, match="self_ensemble: only DART's plug-and-play form"):
+        ci.with_overrides("real_mri", "dart", {"sigma_max": None, "sigma_min": None, "self_ensemble": True})
+
+
+def test_the_real_scan_dart_passes_its_self_ensemble_setting_on(ci, monkeypatch):
+    import paperlib.experiments.real_mri as real_mri
+
+    seen = []
+    monkeypatch.setattr(real_mri, "dart", lambda *a, **kw: seen.append(kw["self_ensemble"]) or kw["init"])
+    case = real_mri.real_cases(ci, role="tuning", n=1)[0]
+    for flag in (True, False):
+        profile = ci.with_overrides("real_mri", "dart", {"self_ensemble": flag})
+        real_mri.REAL_MRI_METHODS["dart"].fn(case.operator, case.kspace, profile, torch.Generator().manual_seed(0))
+        assert ("self-ensemble" in real_mri.dart_form(profile.real_mri.diffusion.dart)) is flag
+    assert seen == [True, False]
 
 
 def test_init_from_is_refused_outside_the_real_scans(ci):

@@ -126,7 +126,7 @@ def run_dart(setup: GuidedSetup, operator, y: Tensor, profile: Profile, generato
     return dart(setup.load(profile), operator, y, generator=generator, num_steps=d.steps, start=d.start,
                 init=setup.initial(operator, y), physics_steps=d.physics_steps,
                 step_kwargs=d.step_kwargs(), scale=setup.scale(profile), samples=d.samples,
-                stop=d.stop, levels=d.levels())
+                stop=d.stop, levels=d.levels(), self_ensemble=d.self_ensemble)
 
 
 def register_guided(registry, setup: GuidedSetup) -> None:

@@ -113,9 +113,11 @@ def dart_form(d) -> str:
     start = "the TV reconstruction" if d.init_from == "tv" else "the zero-filled image"
     physics = f"{d.physics_steps} physics step(s) (Eq. 4, step size {d.step_size:g})"
     if d.levels() is not None:
+        ensemble = (", each in the next of the 8 in-plane orientations (self_ensemble, DPIR's periodical geometric "
+                    "self-ensemble)" if d.self_ensemble else "")
         return (f"DART: plug-and-play form (paperlib.recon.dart, levels): {d.steps} denoising steps at noise levels "
-                f"from {d.sigma_max:g} down to {d.sigma_min:g} (prior units, geometric), each followed by {physics}, "
-                f"from {start}; deterministic.")
+                f"from {d.sigma_max:g} down to {d.sigma_min:g} (prior units, geometric){ensemble}, each followed by "
+                f"{physics}, from {start}; deterministic.")
     origin = "pure noise" if d.start >= 1.0 else f"{start} noised to {d.start:g} of the schedule"
     return (f"DART: the paper's noisy chain, mean of {d.samples} sample(s) of {d.steps} steps each from {origin}, "
             f"{physics} per step.")
@@ -127,7 +129,7 @@ def _dart(op, y, profile, generator, progress=False):
     ys, s = scaled_measurement(op, y)
     x = dart(general_prior(profile), op, ys, generator=generator, num_steps=d.steps, start=d.start,
              init=dart_init(op, ys, profile), physics_steps=d.physics_steps, step_kwargs=d.step_kwargs(),
-             samples=d.samples, stop=d.stop, levels=d.levels(), progress=progress)
+             samples=d.samples, stop=d.stop, levels=d.levels(), self_ensemble=d.self_ensemble, progress=progress)
     return valid_magnitude(x, s)
 
 
