@@ -78,3 +78,37 @@ def test_intensity_scale_ignores_background_and_units():
 def test_intensity_scale_rejects_bad_volumes(bad, match):
     with pytest.raises(InputValidationError, match=match):
         intensity_scale(bad, name="scan.nii")
+
+
+def test_wide_anatomy_moves_the_same_subject_further_from_the_template():
+    """``anatomy="wide"`` scales the same draws of the subject's pose and deformation
+    (paperlib.data.brain.ANATOMY_SPREADS): the head's extent changes more across seeds than with the
+    template's spread, tissue fractions stay partial volumes, and the default is the template."""
+    from paperlib.data.brain import ANATOMY_SPREADS, synthetic_tissues
+
+    grid = (12, 48, 48)
+    default, voxel = synthetic_tissues(4, grid)
+    template, _ = synthetic_tissues(4, grid, anatomy="template")
+    wide, wide_voxel = synthetic_tissues(4, grid, anatomy="wide")
+    assert np.array_equal(default, template) and np.array_equal(voxel, wide_voxel)
+    assert not np.array_equal(template, wide)
+    assert float(wide.min()) >= 0.0 and float(wide.sum(0).max()) <= 1 + 1e-5
+    spread = lambda a: np.std([synthetic_tissues(s, grid, anatomy=a)[0].sum(0).sum() for s in range(6)])
+    assert spread("wide") > 1.5 * spread("template")  # brain volumes vary more across subjects
+    wide_spread, narrow = ANATOMY_SPREADS["wide"], ANATOMY_SPREADS["template"]
+    assert min(wide_spread.degrees) > max(narrow.degrees) and wide_spread.deformation_mm > narrow.deformation_mm
+    with pytest.raises(ValueError, match="anatomy: expected one of"):
+        synthetic_tissues(4, grid, anatomy="broad")
+
+
+def test_wide_slabs_are_cached_apart_and_the_template_cache_keeps_its_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    # the name of the shipped general prior's slab cache (real_mri: 384 slabs of 8 x 64 x 64, seed 0)
+    assert randomized._cache_file(384, (8, 64, 64), 0).name == "randomized_1e4c558561031de6.pt"
+    assert randomized._cache_file(384, (8, 64, 64), 0, "wide") != randomized._cache_file(384, (8, 64, 64), 0)
+    wide = randomized.randomized_set(1, SHAPE, seed=3, anatomy="wide", progress=False)
+    assert torch.equal(wide[0], randomized.randomized_slab(3, SHAPE, anatomy="wide")[0])
+    assert not torch.equal(wide[0], randomized.randomized_slab(3, SHAPE)[0])
+    assert len(list(tmp_path.glob("randomized_*.pt"))) == 1
+    with pytest.raises(ValueError, match="anatomy"):
+        randomized.randomized_set(1, SHAPE, anatomy="broad", progress=False)

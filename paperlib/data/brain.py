@@ -322,20 +322,44 @@ def _draw_lesions(rng: np.random.Generator, sites: np.ndarray) -> list[_Lesion]:
     return lesions
 
 
+@dataclass(frozen=True)
+class AnatomySpread:
+    """How far a synthetic subject's anatomy strays from the template (:func:`_template_positions`):
+    rotations up to ``degrees`` about (x, y, z), an overall scale uniform in ``scale`` times a
+    per-axis factor ``1 +- axis_scale``, and a smooth displacement of ``deformation_mm`` rms."""
+
+    degrees: tuple[float, float, float]
+    scale: tuple[float, float]
+    axis_scale: float
+    deformation_mm: float
+
+
+#: ``anatomy`` of :func:`synthetic_tissues`: ``"template"``, every synthetic subject of this module
+#: (Table 1's data; the general MRI prior's slabs); ``"wide"`` (:mod:`paperlib.data.randomized`):
+#: heads of other sizes, shapes and tilts, the same draws scaled (so one seed is one subject's
+#: lesions and tissue either way).
+ANATOMY_SPREADS = {
+    "template": AnatomySpread(degrees=(4.0, 4.0, 6.0), scale=(0.90, 1.00), axis_scale=0.03, deformation_mm=2.5),
+    "wide": AnatomySpread(degrees=(15.0, 15.0, 15.0), scale=(0.85, 1.10), axis_scale=0.08, deformation_mm=5.0),
+}
+
+
 def _template_positions(
-    rng: np.random.Generator, shape: tuple[int, int, int], centre: np.ndarray
+    rng: np.random.Generator, shape: tuple[int, int, int], centre: np.ndarray,
+    spread: AnatomySpread = ANATOMY_SPREADS["template"],
 ) -> torch.Tensor:
     """Template world positions (3, D, H, W) mm (x, y, z) of the output voxels.
 
     ``centre + R diag(1 / s) (p + u(p)) + t`` for output positions ``p`` (mm from the centre of
     the field of view): rotation ``R``, per-axis scale ``s`` (the subject's brain is ``s`` times
-    the template's), translation ``t`` and a smooth displacement field ``u``.
+    the template's), translation ``t`` and a smooth displacement field ``u``, their ranges from
+    ``spread``.
     """
-    angles = rng.uniform(-1, 1, 3) * np.array([4.0, 4.0, 6.0])  # degrees about x, y, z
-    scale = rng.uniform(0.90, 1.00) * (1 + rng.uniform(-0.03, 0.03, 3))
+    angles = rng.uniform(-1, 1, 3) * np.array(spread.degrees)  # degrees about x, y, z
+    scale = rng.uniform(*spread.scale) * (1 + rng.uniform(-spread.axis_scale, spread.axis_scale, 3))
     shift = rng.uniform(-3.0, 3.0, 3)
     matrix = torch.from_numpy((_rotation(angles) / scale[None, :]).astype(np.float32))
-    points = 2.5 * _smooth_fields(rng, 3, shape, correlation_mm=20.0)  # u: 2.5 mm rms
+    points = spread.deformation_mm * _smooth_fields(rng, 3, shape, correlation_mm=20.0)  # u: rms in mm
     z, y, x = (torch.from_numpy(a.astype(np.float32)) for a in _axes_mm(shape))
     points[0] += x[None, None, :]
     points[1] += y[None, :, None]
@@ -465,7 +489,8 @@ def _mass_effect(pos: torch.Tensor, lesion: _Lesion) -> tuple[torch.Tensor, torc
 
 
 def _deformed_anatomy(
-    rng_geom: np.random.Generator, rng_lesion: np.random.Generator, shape: tuple[int, int, int], voxel: np.ndarray
+    rng_geom: np.random.Generator, rng_lesion: np.random.Generator, shape: tuple[int, int, int], voxel: np.ndarray,
+    spread: AnatomySpread = ANATOMY_SPREADS["template"],
 ) -> tuple[torch.Tensor, list[_Lesion], list[torch.Tensor]]:
     """Step 1, anatomy: the template sampled through the subject's deformation and its tumours' mass effect.
 
@@ -476,7 +501,7 @@ def _deformed_anatomy(
     distances : per tumour, (D, H, W) mm from its centre in template space.
     """
     tpl = _template()
-    pos = _template_positions(rng_geom, shape, tpl.centre)
+    pos = _template_positions(rng_geom, shape, tpl.centre, spread)
     lesions = _draw_lesions(rng_lesion, tpl.lesion_sites)
     distances = []
     for lesion in lesions:
@@ -597,6 +622,7 @@ def _simulate(
     modalities: Sequence[str] = MODALITIES,
     *,
     tissues: bool = False,
+    anatomy: str = "template",
 ) -> dict[str, np.ndarray]:
     """One synthetic subject; only the listed modalities are rendered.
 
@@ -614,7 +640,9 @@ def _simulate(
     rng_geom, rng_lesion, rng_tissue, rng_contrast = (np.random.default_rng(s) for s in streams[:4])
     voxel = np.asarray(FOV_MM) / np.asarray(shape)
 
-    sampled, lesions, distances = _deformed_anatomy(rng_geom, rng_lesion, shape, voxel)
+    if anatomy not in ANATOMY_SPREADS:
+        raise ValueError(f"anatomy: expected one of {sorted(ANATOMY_SPREADS)}, got {anatomy!r}")
+    sampled, lesions, distances = _deformed_anatomy(rng_geom, rng_lesion, shape, voxel, ANATOMY_SPREADS[anatomy])
     voxels = _BrainVoxels.from_fraction(sampled[0])
     brain, prob, fold, fine = _healthy_tissue(rng_tissue, sampled, voxels, voxel)
     del sampled
@@ -671,11 +699,13 @@ def synthetic_subject(
     return _simulate(seed, shape, noise_std, MODALITIES)
 
 
-def synthetic_tissues(seed: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_tissues(seed: int, shape: tuple[int, int, int], *,
+                      anatomy: str = "template") -> tuple[np.ndarray, np.ndarray]:
     """The partial-volume tissue maps of synthetic subject ``seed`` on a ``shape`` grid (no contrast).
 
     The anatomy, tissue and tumour steps of :func:`synthetic_subject` without its fixed contrasts:
     the label maps from which :mod:`paperlib.data.randomized` draws images of any contrast.
+    ``anatomy``: a key of :data:`ANATOMY_SPREADS` (how far the head strays from the template).
 
     Returns
     -------
@@ -687,7 +717,7 @@ def synthetic_tissues(seed: int, shape: tuple[int, int, int]) -> tuple[np.ndarra
     >>> t.shape, bool(t.sum(0).max() <= 1 + 1e-5), v.tolist()
     ((6, 8, 32, 32), True, [19.375, 7.5, 7.5])
     """
-    out = _simulate(seed, shape, 0.0, ("t1",), tissues=True)
+    out = _simulate(seed, shape, 0.0, ("t1",), tissues=True, anatomy=anatomy)
     return out["tissues"], np.asarray(FOV_MM) / np.asarray(_check_shape(shape))
 
 

@@ -10,7 +10,10 @@ the training distribution:
 * anatomy: a synthetic subject of :func:`paperlib.data.brain.synthetic_tissues` (MNI152-based,
   deformed, with BraTS-like tumours), rendered on a grid of random in-plane voxel size
   (:data:`INPLANE_MM`) and slice thickness (:data:`THICKNESS_MM`), i.e. the matching blur of
-  thick slices and coarse voxels (the generator box-filters the template to the voxel);
+  thick slices and coarse voxels (the generator box-filters the template to the voxel); with
+  ``anatomy="wide"`` the subject strays further from the template (rotations up to 15 degrees about
+  each axis, scale 0.85-1.10 with 8 % per axis, 5 mm of smooth deformation:
+  :data:`paperlib.data.brain.ANATOMY_SPREADS`), the extra-cerebral layers following the brain;
 * head: with probability :data:`P_SKULL` extra-cerebral layers outside the brain, CSF/dura, skull
   and scalp, of random thickness, whose boundaries wander with a smooth random field; otherwise
   skull-stripped;
@@ -141,13 +144,16 @@ def _transform(voxel: np.ndarray):
     ])
 
 
-def randomized_slab(seed: int, shape: tuple[int, int, int] = (8, 64, 64)) -> tuple[Tensor, Tensor]:
+def randomized_slab(seed: int, shape: tuple[int, int, int] = (8, 64, 64), *,
+                    anatomy: str = "template") -> tuple[Tensor, Tensor]:
     """One domain-randomised slab (module docstring).
 
     Parameters
     ----------
     seed : determines the slab entirely (subject, voxel size, head, window, contrast, artefacts).
     shape : (D, H, W) of the slab.
+    anatomy : how far the subject strays from the template, a key of
+        :data:`paperlib.data.brain.ANATOMY_SPREADS` (``"template"`` or ``"wide"``).
 
     Returns
     -------
@@ -163,7 +169,7 @@ def randomized_slab(seed: int, shape: tuple[int, int, int] = (8, 64, 64)) -> tup
     inplane = rng.uniform(*INPLANE_MM)
     thickness = rng.uniform(max(THICKNESS_MM[0], inplane), THICKNESS_MM[1])
     grid = (max(shape[0], round(FOV_MM[0] / thickness)), round(FOV_MM[1] / inplane), round(FOV_MM[2] / inplane))
-    tissues, voxel = synthetic_tissues(int(seed), grid)
+    tissues, voxel = synthetic_tissues(int(seed), grid, anatomy=anatomy)
     labels = _window(_head_labels(rng, tissues, voxel), rng, shape)
     head = labels[0] < 0.5
     # TorchIO's spatial axes are (x, y, z) = our (W, H, D)
@@ -182,20 +188,29 @@ def randomized_slab(seed: int, shape: tuple[int, int, int] = (8, 64, 64)) -> tup
     return image / intensity_scale(image, name=f"randomized slab {seed}"), head.contiguous()
 
 
-def _cache_file(n: int, shape: tuple[int, int, int], seed: int) -> Path:
-    key = json.dumps({"v": GENERATOR_VERSION, "n": n, "shape": list(shape), "seed": seed}, sort_keys=True)
+def _cache_file(n: int, shape: tuple[int, int, int], seed: int, anatomy: str = "template") -> Path:
+    record = {"v": GENERATOR_VERSION, "n": n, "shape": list(shape), "seed": seed}
+    if anatomy != "template":  # the template's files keep their names
+        record["anatomy"] = anatomy
+    key = json.dumps(record, sort_keys=True)
     return paths.cache_dir() / f"randomized_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
-def randomized_set(n: int, shape: tuple[int, int, int], *, seed: int = 0, progress: bool = True) -> Tensor:
-    """``n`` slabs of seeds ``seed, seed + 1, ...`` as one (n, D, H, W) float32 tensor (cached)."""
+def randomized_set(n: int, shape: tuple[int, int, int], *, seed: int = 0, anatomy: str = "template",
+                   progress: bool = True) -> Tensor:
+    """``n`` slabs of seeds ``seed, seed + 1, ...`` with ``anatomy`` (:func:`randomized_slab`) as
+    one (n, D, H, W) float32 tensor (cached)."""
+    from .brain import ANATOMY_SPREADS
+
     shape = tuple(int(s) for s in shape)
-    path = _cache_file(int(n), shape, int(seed))
+    if anatomy not in ANATOMY_SPREADS:
+        raise ValueError(f"anatomy: expected one of {sorted(ANATOMY_SPREADS)}, got {anatomy!r}")
+    path = _cache_file(int(n), shape, int(seed), anatomy)
     if path.exists():
         data = torch.load(path, weights_only=True)
         if tuple(data.shape) == (n, *shape):
             return data
-    data = torch.stack([randomized_slab(seed + i, shape)[0]
+    data = torch.stack([randomized_slab(seed + i, shape, anatomy=anatomy)[0]
                         for i in tqdm(range(n), desc="randomised slabs", disable=not progress)])
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

@@ -13,7 +13,8 @@ MODALITIES = ("mri", "stem")
 
 
 #: Training presets whose data are not the profile's ``mri`` split: the preset -> the data's name.
-PRESET_DATA = {"mri_general": "randomized", "mri_general_lownoise": "randomized", "slice2d_fixed": "slices_fixed",
+PRESET_DATA = {"mri_general": "randomized", "mri_general_lownoise": "randomized", "mri_general_wide": "randomized_wide",
+               "slice2d_fixed": "slices_fixed",
                "slice2d_diverse": "slices_diverse", "stem_anydepth": "random_depth"}
 
 
@@ -43,17 +44,20 @@ def load_training_data(modality: str, profile: str, *, preset: str | None = None
     from ..config import load_profile
 
     prof = load_profile(profile)
-    if modality == "mri" and PRESET_DATA.get(preset or "") == "randomized":
+    if modality == "mri" and PRESET_DATA.get(preset or "") in ("randomized", "randomized_wide"):
         from .randomized import GENERATOR_VERSION, randomized_set
 
         section = prof.real_mri
         if section is None:
             raise ValueError(f"profile {prof.name}: preset {preset} trains on the real_mri section's "
                              "randomised slabs, but the profile has no real_mri section")
-        data = randomized_set(section.n_slabs, section.slab, seed=section.slab_seed)
+        wide = PRESET_DATA[preset] == "randomized_wide"  # the same slabs' seeds, the head further from the template
+        data = randomized_set(section.n_slabs, section.slab, seed=section.slab_seed,
+                              anatomy="wide" if wide else "template")
         return data, {"modality": "mri", "profile": prof.name, "source": "randomized",
                       "generator_version": GENERATOR_VERSION, "n": section.n_slabs, "slab": list(section.slab),
-                      "slab_seed": section.slab_seed, "shape": list(data.shape)}
+                      "slab_seed": section.slab_seed, **({"anatomy": "wide"} if wide else {}),
+                      "shape": list(data.shape)}
     if modality == "mri" and PRESET_DATA.get(preset or "", "").startswith("slices_"):
         from .slices2d import DIVERSE_VOXEL_MM, FIXED_VOXEL_MM, prior_slice_set
 

@@ -183,6 +183,14 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
                                         prediction="v", num_groups=1, lr=2e-4, batch_size=8, grad_accum=1,
                                         steps=800, ckpt_every=100, ema_decay=0.995, hflip=True,
                                         focus_t=32, focus_fraction=0.75),
+    # checkpoints/mri_general_wide: mri_general_lownoise trained on (the same recipe, 800 more steps)
+    # slabs of the same seeds whose heads stray further from the one template every synthetic
+    # subject is made from (paperlib.data.brain.ANATOMY_SPREADS["wide"]: tilts up to 15 degrees,
+    # scale 0.85-1.10, 5 mm of deformation; PRESET_DATA "randomized_wide").
+    "mri_general_wide": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000),
+                                    prediction="v", num_groups=1, lr=2e-4, batch_size=8, grad_accum=1,
+                                    steps=800, ckpt_every=100, ema_decay=0.995, hflip=True,
+                                    focus_t=32, focus_fraction=0.75),
     # checkpoints/{mri,stem}_single: the paper's "vanilla video diffusion" baseline, ONE network over
     # the whole depth (16 slices) instead of a stack of group networks (Figure 5 top, Table 3). The
     # network is convolutional in depth with relative slice-position attention, so it starts from
@@ -224,6 +232,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 #: ``init_from`` to that prior's folder (the same modality), unless ``--init-from`` names another.
 FINE_TUNE_BASES: dict[str, str] = {"stem_default_l2": "stem_default", "stem_anydepth": "stem_default_l2",
                                    "mri_general": "mri_default", "mri_general_lownoise": "mri_general",
+                                   "mri_general_wide": "mri_general_lownoise",
                                    "mri_single": "mri_default", "stem_single": "stem_default_l2",
                                    "mri_single_ci": "ci", "stem_single_ci": "ci"}
 
