@@ -1,7 +1,10 @@
 """Which general MRI prior for the real scans? DART with each candidate prior on the *tuning* scans.
 
 DART on real scans runs in its plug-and-play form (``real_mri.diffusion.dart``: from the TV image,
-60 denoising steps from σ 0.03 to 0.005, i.e. the lowest 13 timesteps of the cosine schedule).
+denoising steps from σ 0.03 to 0.005, i.e. the lowest 13 timesteps of the cosine schedule). The
+committed results were run with the profile's setting of that day (60 steps, no self-ensemble);
+the validation grid (``validation.real_mri.checkpoints``) compares the two shipped priors at every
+setting since, the self-ensemble's included.
 ``checkpoints/mri_general`` was trained with timesteps uniform over the schedule, so those levels
 were 1.3 % of its training samples; ``checkpoints/mri_general_lownoise`` is it fine-tuned with
 three quarters of every batch at ``t < 32`` (preset ``mri_general_lownoise``). This script runs
@@ -24,6 +27,15 @@ two shipped priors and two variants that were not shipped, made (and deleted aft
         checkpoints/mri_general_lownoise checkpoints/mri_general_lownoise_1600 \
         checkpoints/mri_general_lownoise_1536slabs
 
+The comparison with the wider synthetic anatomy (``benchmarks/results/real_mri_prior_anatomy.md``,
+run with the profile's DART setting since 2026-12-03: 90 steps with the self-ensemble; the prior
+deleted after the run, its sha256 in the CSV)::
+
+    python -m paperlib train --modality mri --profile default --preset mri_general_wide
+    python benchmarks/real_mri_prior_choice.py --profile default --checkpoints \
+        checkpoints/mri_general_lownoise checkpoints/mri_general_wide \
+        --out benchmarks/results/real_mri_prior_anatomy.csv
+
 (``--report-only`` re-renders the report from the CSV.)
 """
 from __future__ import annotations
@@ -43,13 +55,21 @@ from paperlib.provenance import git_commit
 from paperlib.validation import validation_rows
 
 CANDIDATES = ("checkpoints/mri_general", "checkpoints/mri_general_lownoise")
-#: said under the table: the two variants tried and not shipped (copies of their folders were
-#: passed with ``--checkpoints``): the fine-tune run on to 1600 steps (resumed from 800; a straight
-#: run equals it), and the same 800 steps on 4x the slabs (``randomized_set(1536, ...)``, passed
-#: with ``train --data``)
-NOTE = ("Not shipped: mri_general_lownoise_1600, the fine-tune run on to 1600 steps (level with 800 steps, so "
-        "the preset stops at 800); mri_general_lownoise_1536slabs, the same 800 steps on 4x the slabs (the "
-        "first 384 and 1152 more of the same generator; lower: more slabs of the same anatomy do not help here).")
+#: said under the table for each of these candidates in it: the variants tried and not shipped
+#: (copies of their folders were passed with ``--checkpoints``): the fine-tune run on to 1600 steps
+#: (resumed from 800; a straight run equals it), and the same 800 steps on 4x the slabs
+#: (``randomized_set(1536, ...)``, passed with ``train --data``)
+NOTES = {
+    "checkpoints/mri_general_lownoise_1600": "Not shipped: mri_general_lownoise_1600, the fine-tune run on to 1600 "
+    "steps (level with 800 steps, so the preset stops at 800).",
+    "checkpoints/mri_general_lownoise_1536slabs": "Not shipped: mri_general_lownoise_1536slabs, the same 800 steps "
+    "on 4x the slabs (the first 384 and 1152 more of the same generator; lower: more slabs of the same anatomy do "
+    "not help here).",
+    "checkpoints/mri_general_wide": "Not shipped: mri_general_wide (preset mri_general_wide), mri_general_lownoise "
+    "trained 800 more steps with the same recipe on slabs of the same seeds whose heads stray further from the "
+    "template (paperlib.data.brain.ANATOMY_SPREADS['wide']: tilts up to 15 degrees, scale 0.85-1.10, 5 mm of "
+    "deformation); lower in every case: a wider spread of the one template's anatomy is not what is missing either.",
+}
 
 
 def run(profile_name: str, checkpoints: tuple[str, ...] = CANDIDATES, progress: bool = True) -> list[dict]:
@@ -64,7 +84,8 @@ def run(profile_name: str, checkpoints: tuple[str, ...] = CANDIDATES, progress: 
     grid = grid.model_copy(update={"methods": {"tv": ({},), "dart": ({},)}, "checkpoints": tuple(checkpoints)})
     profile = profile.model_copy(update={"validation": profile.validation.model_copy(update={"real_mri": grid})})
     steps = {c: json.loads(manifest_path(prior_weights(c)[0]).read_text())["steps"] for c in checkpoints}
-    return [{**r, "prior_steps": steps.get(r["prior_checkpoint"], "")}
+    commit = git_commit()
+    return [{**r, "prior_steps": steps.get(r["prior_checkpoint"], ""), "git_commit": commit}
             for r in validation_rows(profile, "real_mri", progress=progress)]
 
 
@@ -78,7 +99,7 @@ def report(rows: list[dict], profile: str, threads: int) -> str:
     cases = list(dict.fromkeys(r["case"] for r in rows))
     by = {(r["case"], _label(r)): r for r in rows}
     lines = [f"# DART on the tuning real scans with each candidate prior (profile `{profile}`)", "",
-             f"Commit {git_commit()}; {threads} thread(s); DART settings of real_mri.diffusion.dart (not re-tuned); "
+             f"Commit {rows[0].get('git_commit') or git_commit()}; {threads} thread(s); DART settings of real_mri.diffusion.dart (not re-tuned); "
              "SSIM whole image / inside the head mask, as in tab_real_mri. Held-out scans never touched.", "",
              "| Case | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for case in cases:
@@ -94,7 +115,8 @@ def report(rows: list[dict], profile: str, threads: int) -> str:
         crit[lab] = (whole, head, (whole + head) / 2)
     for lab, (whole, head, c) in crit.items():
         lines.append(f"| {lab} | {len(cases)} | {whole:.6f} | {head:.6f} | {c:.6f} | {c - crit['TV'][2]:+.6f} |")
-    lines += ["", NOTE]
+    notes = [NOTES[c] for c in dict.fromkeys(r["prior_checkpoint"] for r in rows) if c in NOTES]
+    lines += ["", " ".join(notes)] if notes else []
     return "\n".join(lines) + "\n"
 
 

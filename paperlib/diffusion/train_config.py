@@ -186,7 +186,9 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # checkpoints/mri_general_wide: mri_general_lownoise trained on (the same recipe, 800 more steps)
     # slabs of the same seeds whose heads stray further from the one template every synthetic
     # subject is made from (paperlib.data.brain.ANATOMY_SPREADS["wide"]: tilts up to 15 degrees,
-    # scale 0.85-1.10, 5 mm of deformation; PRESET_DATA "randomized_wide").
+    # scale 0.85-1.10, 5 mm of deformation; PRESET_DATA "randomized_wide"). Not shipped and not in make
+    # train: on the tuning scans it scored below mri_general_lownoise in every case
+    # (benchmarks/results/real_mri_prior_anatomy.md, whose script docstring gives the commands).
     "mri_general_wide": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000),
                                     prediction="v", num_groups=1, lr=2e-4, batch_size=8, grad_accum=1,
                                     steps=800, ckpt_every=100, ema_decay=0.995, hflip=True,
