@@ -1,6 +1,7 @@
 """The real-scan diagnostics in benchmarks/: field-of-view crops (real_mri_fov.py), the noisy
-training-source template (real_mri_source_noise.py) and the choice of the real-scan prior
-(real_mri_prior_choice.py). Their case builders and reports, not their (slow) runs."""
+training-source template (real_mri_source_noise.py), the held-out scans' background
+(real_mri_background.py) and the choice of the real-scan prior (real_mri_prior_choice.py). Their
+case builders and reports, not their (slow) runs."""
 from __future__ import annotations
 
 import importlib.util
@@ -131,3 +132,31 @@ def test_the_profile_samples_the_prior_the_tuning_scans_chose(name):
     text = choice.report(rows, "default", 2)
     assert _body(text) == _body((results / f"{name}.md").read_text())
     sys.modules.pop("bench_real_mri_prior_choice", None)
+
+
+def test_background_cases_score_outside_the_head_of_the_tables_cases():
+    """real_mri_background.py: the held-out scans with a background, the table's own cases (image,
+    k-space) with the complement of the head mask as the scored mask; its committed report
+    re-renders from its CSV, whose whole-image SSIMs are the table's."""
+    from paperlib import tables
+    from paperlib.experiments.real_mri import real_cases
+
+    background = _load("real_mri_background")
+    profile = load_profile("ci")
+    todo, fractions = background.cases(profile)
+    table = {c.case_id: c for c in real_cases(profile, role="held_out")}
+    assert {c.role for c in todo} == {"held_out"} and "nib_anatomical" not in fractions  # no background
+    for case in todo:
+        same = table[case.case_id]
+        assert torch.equal(case.kspace, same.kspace) and torch.equal(case.head_mask, ~same.head_mask)
+        assert 0 < fractions[case.scan] < 1
+    results = REPO / "benchmarks" / "results"
+    rows = tables.read_csv_rows(results / "real_mri_background.csv")
+    committed = load_profile("default")
+    text = background.report(rows, "default", background.cases(committed)[1])
+    assert _body(text) == _body((results / "real_mri_background.md").read_text())
+    table_rows = {(r["case"], r["method"]): r for r in tables.read_csv_rows(REPO / "figures" / "tab_real_mri_cases.csv")}
+    assert len(rows) == 2 * len(background.cases(committed)[0])  # DART and TV per case
+    for r in rows:  # the same reconstructions as the table's (deterministic DART; TV)
+        assert float(r["ssim_whole"]) == pytest.approx(float(table_rows[r["case"], r["method"]]["ssim_whole"]), abs=2e-4)
+    sys.modules.pop("bench_real_mri_background", None)
