@@ -200,11 +200,7 @@ def randomized_set(n: int, shape: tuple[int, int, int], *, seed: int = 0, anatom
                    progress: bool = True) -> Tensor:
     """``n`` slabs of seeds ``seed, seed + 1, ...`` with ``anatomy`` (:func:`randomized_slab`) as
     one (n, D, H, W) float32 tensor (cached)."""
-    from .brain import ANATOMY_SPREADS
-
     shape = tuple(int(s) for s in shape)
-    if anatomy not in ANATOMY_SPREADS:
-        raise ValueError(f"anatomy: expected one of {sorted(ANATOMY_SPREADS)}, got {anatomy!r}")
     path = _cache_file(int(n), shape, int(seed), anatomy)
     if path.exists():
         data = torch.load(path, weights_only=True)

@@ -130,6 +130,10 @@ class TrainConfig:
 _SLICE2D = TrainConfig(model=PRESETS["slice2d"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
                        num_groups=1, lr=1e-3, batch_size=8, grad_accum=1, steps=3600, ckpt_every=200,
                        ema_decay=0.995, hflip=True)
+#: presets mri_general_lownoise and mri_general_wide (one recipe, their data differ; comments below)
+_MRI_LOWNOISE = TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
+                            num_groups=1, lr=2e-4, batch_size=8, grad_accum=1, steps=800, ckpt_every=100,
+                            ema_decay=0.995, hflip=True, focus_t=32, focus_fraction=0.75)
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "ci": TrainConfig(model=PRESETS["ci"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
@@ -179,20 +183,14 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # 0-12): three quarters of every batch draw t < 32 (σ < 0.065), a quarter the whole schedule.
     # Trained on mri_general's data (the same randomised slabs). 800 steps of ~0.8 s on 2 threads (638 s);
     # run on to 1600 steps it scored level on the tuning scans (benchmarks/results/real_mri_prior_choice.md).
-    "mri_general_lownoise": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000),
-                                        prediction="v", num_groups=1, lr=2e-4, batch_size=8, grad_accum=1,
-                                        steps=800, ckpt_every=100, ema_decay=0.995, hflip=True,
-                                        focus_t=32, focus_fraction=0.75),
+    "mri_general_lownoise": _MRI_LOWNOISE,
     # checkpoints/mri_general_wide: mri_general_lownoise trained on (the same recipe, 800 more steps)
     # slabs of the same seeds whose heads stray further from the one template every synthetic
     # subject is made from (paperlib.data.brain.ANATOMY_SPREADS["wide"]: tilts up to 15 degrees,
     # scale 0.85-1.10, 5 mm of deformation; PRESET_DATA "randomized_wide"). Not shipped and not in make
     # train: on the tuning scans it scored below mri_general_lownoise in every case
     # (benchmarks/results/real_mri_prior_anatomy.md, whose script docstring gives the commands).
-    "mri_general_wide": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000),
-                                    prediction="v", num_groups=1, lr=2e-4, batch_size=8, grad_accum=1,
-                                    steps=800, ckpt_every=100, ema_decay=0.995, hflip=True,
-                                    focus_t=32, focus_fraction=0.75),
+    "mri_general_wide": _MRI_LOWNOISE,  # the same recipe; only the data differ (PRESET_DATA)
     # checkpoints/{mri,stem}_single: the paper's "vanilla video diffusion" baseline, ONE network over
     # the whole depth (16 slices) instead of a stack of group networks (Figure 5 top, Table 3). The
     # network is convolutional in depth with relative slice-position attention, so it starts from

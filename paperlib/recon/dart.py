@@ -334,7 +334,7 @@ def dart(prior: PartitionedPrior | TiledPrior, operator: Operator, y: Tensor, *,
             x_t = in_plane_transform(math.sqrt(float(prior.sampler.abar[t])) * x, g)
             x = cb(in_plane_transform(prior.denoise(x_t, t), g, inverse=True), t)
         return (x * scale).float()
-    if self_ensemble is not False:
+    if self_ensemble:
         raise InputValidationError(f"self_ensemble: only the plug-and-play form (levels) takes it, got "
                                    f"self_ensemble={self_ensemble!r} without levels")
     if samples > 1:
