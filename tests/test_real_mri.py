@@ -22,6 +22,7 @@ DOCUMENTED = {
     "nib_anatomical": ((25, 41, 33), (2.0, 2.0, 2.0)),
     "dipy_piesno": ((14, 96, 96), (1.0, 1.0, 1.0)),
     "nib_afni_epi": ((25, 41, 33), (3.0, 3.0, 3.0)),
+    "nib_afni_tlrc": ((43, 54, 47), (3.0, 3.0, 3.0)),
     "nilearn_mni152": ((63, 77, 65), (3.0, 3.0, 3.0)),
 }
 
@@ -86,7 +87,7 @@ def test_head_mask_is_sensible(scans, name):
 def test_head_masks_leave_out_the_background_except_for_the_cropped_t1(scans):
     fractions = {name: float(scan.head_mask.float().mean()) for name, scan in scans.items()}
     assert fractions["nib_anatomical"] == 1.0  # cropped to the brain: no background to remove
-    for name in ("dipy_aniso", "dipy_s0", "nib_example4d", "dipy_piesno", "nilearn_mni152"):
+    for name in ("dipy_aniso", "dipy_s0", "nib_example4d", "dipy_piesno", "nilearn_mni152", "nib_afni_tlrc"):
         assert 0.15 < fractions[name] < 0.45, (name, fractions[name])
     # field of view inside the head, but a signal void below the brain darker than any tissue
     assert 0.75 < fractions["nib_afni_epi"] < 0.9
@@ -104,7 +105,7 @@ def test_roles_partition_the_registry():
     source = [name for name, role in roles.items() if role == "training_source"]
     assert sorted(tuning + held_out + source) == sorted(REAL_SCANS)
     assert tuning == ["dipy_aniso", "dipy_s0"]
-    assert held_out == ["nib_example4d", "nib_anatomical", "dipy_piesno", "nib_afni_epi"]
+    assert held_out == ["nib_example4d", "nib_anatomical", "dipy_piesno", "nib_afni_epi", "nib_afni_tlrc"]
     assert [scan.name for scan in load_real_scans("held_out")] == held_out
     # the template our synthetic training anatomy is made from is not held-out data
     from paperlib.data.brain import _TEMPLATE_FILES

