@@ -37,7 +37,6 @@ Results of the committed run: ``benchmarks/results/guided_speed.csv`` and its su
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import functools
 import json
@@ -58,6 +57,7 @@ from paperlib.physics.multislice import MultisliceOperator, soft_threshold
 from paperlib.experiments.runner import MODALITIES, run_cases
 from paperlib.io import atomic_write_text
 from paperlib.tables import write_csv_rows
+from _cli import bench_parser  # a sibling script (benchmarks/)
 
 SETTINGS = ("before", "after")
 #: (label, modality, profile section of the guided methods, methods)
@@ -286,14 +286,11 @@ def run_one(profile_name: str, label: str, index: int, setting: str, threads: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="default")
-    ap.add_argument("--threads", type=int, default=2)
+    ap = bench_parser(__doc__, __file__)
     ap.add_argument("--n", type=int, default=2, help="cases per suite")
     ap.add_argument("--suites", nargs="+", default=[s[0] for s in SUITES])
     ap.add_argument("--repeats", type=int, default=3, help="runs of every case and setting (median per case)")
     ap.add_argument("--keep", action="store_true", help="keep the other suites' rows of the existing --out CSV")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/guided_speed.csv"))
     ap.add_argument("--summarise", action="store_true", help="only rewrite the .md summary from the CSV")
     ap.add_argument("--one", nargs=3, metavar=("SUITE", "INDEX", "SETTING"),
                     help="(internal) run one case and setting here, print its rows as JSON")

@@ -13,7 +13,6 @@ projection SSIM per crystal and cap to ``benchmarks/results/isa_repro.csv`` and 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -21,7 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-OUT = Path("benchmarks/results/isa_repro.csv")
+from _cli import bench_parser  # a sibling script (benchmarks/)
+
 ISAS = ("default", "AVX2", "AVX512_CORE", "AVX512_CORE_BF16")
 
 
@@ -52,12 +52,9 @@ def cpu_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="default")
+    ap = bench_parser(__doc__, __file__)
     ap.add_argument("--n", type=int, default=3, help="test crystals (Table 1's first)")
     ap.add_argument("--isas", nargs="+", default=list(ISAS), help="ONEDNN_MAX_CPU_ISA values; 'default': unset")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--here", action="store_true", help="(internal) run in this process, print JSON rows")
     args = ap.parse_args(argv)
     if args.here:

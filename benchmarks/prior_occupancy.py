@@ -16,7 +16,6 @@ atomically: the table, the settings and each prior's weights' sha256.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import sys
 import time
@@ -31,6 +30,7 @@ from paperlib.diffusion.checkpoints import load_partitioned_prior, load_prior
 from paperlib.diffusion.evaluate import prior_occupancy
 from paperlib.io import atomic_write_text
 from paperlib.paths import repo_root
+from _cli import bench_parser  # a sibling script (benchmarks/)
 
 
 def _table(columns: dict[str, list[dict]]) -> list[str]:
@@ -44,8 +44,7 @@ def _table(columns: dict[str, list[dict]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="default")
+    p = bench_parser(__doc__, __file__, suffix=".txt")
     p.add_argument("--priors", nargs="+", type=Path,
                    help="prior folders (default: checkpoints/stem_<profile> and the profile's stem_prior.checkpoint)")
     p.add_argument("--data", type=Path, help="a train --export-data bundle instead of the profile's crystals")
@@ -53,8 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-samples", type=int, default=16)
     p.add_argument("--sampling-steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "prior_occupancy.txt")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     prof = load_profile(args.profile)

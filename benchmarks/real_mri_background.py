@@ -14,8 +14,6 @@ Writes ``benchmarks/results/real_mri_background.{csv,md}``::
 """
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 
 import torch
 
@@ -24,6 +22,7 @@ from paperlib.data.real_mri import REAL_SCANS, load_real_scan
 from paperlib.experiments.real_mri import RealMRICase, real_case
 from paperlib.provenance import git_commit
 from real_mri_fov import pair_rows, run_dart_tv  # a sibling script (benchmarks/)
+from _cli import bench_parser  # a sibling script (benchmarks/)
 
 
 def cases(profile, role: str = "held_out") -> tuple[list[RealMRICase], dict[str, float]]:
@@ -59,10 +58,7 @@ def report(rows: list[dict], profile: str, fractions: dict[str, float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="default")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "real_mri_background.csv")
+    p = bench_parser(__doc__, __file__)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)

@@ -22,7 +22,6 @@ then DART - TV paired per scan with its 95 % bootstrap interval (``paperlib.tabl
 """
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from paperlib.io import InputValidationError, atomic_write_text, load_nifti, sav
 from paperlib.metrics.image import volume_scores
 from paperlib.provenance import git_commit
 from paperlib.reconstruct import from_dhw, to_dhw
+from _cli import bench_parser  # a sibling script (benchmarks/)
 
 #: Methods compared by default: the claim's two.
 METHODS = ("dart", "tv")
@@ -135,14 +135,11 @@ def report(rows: list[dict], profile: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="default")
+    p = bench_parser(__doc__, __file__)
     p.add_argument("--scans", nargs="*", default=[n for n, s in REAL_SCANS.items() if s.role == "held_out"],
                    help="registered scans (default: the held-out ones; none: only --images)")
     p.add_argument("--images", nargs="*", type=Path, default=[], help="NIfTI magnitude volumes of your own")
     p.add_argument("--methods", nargs="+", default=list(METHODS))
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "real_mri_cli.csv")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from the rows of --out")
     args = p.parse_args(argv)
     if args.report_only:

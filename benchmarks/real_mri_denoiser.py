@@ -22,9 +22,7 @@ Writes ``benchmarks/results/real_mri_denoiser.{csv,md}``.
 """
 from __future__ import annotations
 
-import argparse
 import math
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -40,6 +38,7 @@ from paperlib.metrics.image import psnr_volume
 from paperlib.physics.mri import MRIOperator
 from paperlib.provenance import git_commit
 from paperlib.recon import mri_baselines
+from _cli import bench_parser  # a sibling script (benchmarks/)
 
 #: Noise standard deviations, prior units (the tuning scans' intensity scale is 1).
 SIGMAS = (0.02, 0.05, 0.1, 0.2)
@@ -95,11 +94,8 @@ def report(rows: list[dict], profile_name: str, checkpoint: str, threads: int) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="default")
+    p = bench_parser(__doc__, __file__)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "real_mri_denoiser.csv")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = run(args.profile, args.seed)

@@ -21,7 +21,6 @@ Writes ``benchmarks/results/real_mri_fov.{csv,md}``.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -33,6 +32,7 @@ from paperlib.experiments.real_mri import REAL_MRI, RealMRICase, real_case
 from paperlib.experiments.runner import run_cases
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
+from _cli import bench_parser  # a sibling script (benchmarks/)
 
 #: The fields of view compared, in order.
 FOVS = ("full", "head box", "inside")
@@ -113,10 +113,7 @@ def report(rows: list[dict], profile: str, shapes: dict[str, tuple]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="default")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "real_mri_fov.csv")
+    p = bench_parser(__doc__, __file__)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)

@@ -34,10 +34,8 @@ interval over the cases, and the wall time).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -53,6 +51,7 @@ from paperlib.provenance import git_commit
 from paperlib.metrics.image import volume_scores
 from paperlib.recon import mri_baselines
 from paperlib.recon.dart import dart
+from _cli import bench_parser  # a sibling script (benchmarks/)
 
 #: (label, dart keyword overrides, special) — special: "oracle_scale", "tv_init" or "prior:<checkpoint>"
 VARIANTS = (
@@ -156,12 +155,9 @@ def report(rows: list[dict], profile_name: str, checkpoint: str, threads: int, s
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="default")
+    p = bench_parser(__doc__, __file__)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=None, help="DART steps per sample (default: CHAIN's 10)")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "real_mri_limits.csv")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     section = load_profile(args.profile).real_mri

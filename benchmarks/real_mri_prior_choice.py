@@ -40,9 +40,7 @@ deleted after the run, its sha256 in the CSV)::
 """
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import torch
 
@@ -53,6 +51,7 @@ from paperlib.experiments.priors import prior_weights
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
 from paperlib.validation import validation_rows
+from _cli import bench_parser  # a sibling script (benchmarks/)
 
 CANDIDATES = ("checkpoints/mri_general", "checkpoints/mri_general_lownoise")
 #: said under the table for each of these candidates in it: the variants tried and not shipped
@@ -121,11 +120,8 @@ def report(rows: list[dict], profile: str, threads: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="default")
+    p = bench_parser(__doc__, __file__)
     p.add_argument("--checkpoints", nargs="+", default=list(CANDIDATES), help="prior folders to compare")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "real_mri_prior_choice.csv")
     p.add_argument("--report-only", action="store_true", help="re-render the report from --out's CSV, run nothing")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -16,8 +16,6 @@ Writes ``benchmarks/results/real_mri_source_noise.{csv,md}``.
 """
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 
 import torch
 from scipy import ndimage
@@ -28,6 +26,7 @@ from paperlib.data.real_mri import REAL_SCANS, head_mask, load_real_scan
 from paperlib.experiments.real_mri import RealMRICase, real_case
 from paperlib.provenance import git_commit
 from real_mri_fov import PAIR_COLUMNS, pair_rows, run_dart_tv  # a sibling script (benchmarks/)
+from _cli import bench_parser  # a sibling script (benchmarks/)
 
 #: Rician noise levels, in units of the template's intensity scale.
 SIGMAS = (0.0, 0.01, 0.02, 0.05)
@@ -75,11 +74,8 @@ def report(rows: list[dict], profile: str, fractions: dict[str, float], tuning_n
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="default")
+    p = bench_parser(__doc__, __file__)
     p.add_argument("--seed", type=int, default=0, help="seed of the added noise")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "real_mri_source_noise.csv")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)

@@ -30,10 +30,8 @@ Writes ``benchmarks/results/slice2d_denoise.csv`` (per subject, shift, fraction,
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -46,8 +44,8 @@ from paperlib.data.slices2d import FIXED_VOXEL_MM, SLICE_PRIOR_SEED, subject_sha
 from paperlib.experiments.resolution_robust import section_of, slice_priors
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
+from _cli import bench_parser  # a sibling script (benchmarks/)
 
-OUT = Path("benchmarks/results/slice2d_denoise.csv")
 
 
 def denoise_rows(profile_name: str, subjects: list[int], fractions: list[float], seed: int = 0,
@@ -112,12 +110,9 @@ def report(rows: list[dict], profile_name: str, subjects: list[int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="default")
+    ap = bench_parser(__doc__, __file__)
     ap.add_argument("--subjects", nargs="+", type=int, default=[39_000, 39_001, 39_002, 39_003])
     ap.add_argument("--fractions", nargs="+", type=float, default=[0.02, 0.05, 0.1, 0.2])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = denoise_rows(args.profile, args.subjects, args.fractions)

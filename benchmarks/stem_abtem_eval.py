@@ -28,10 +28,8 @@ the place of the thickness search over slabs anywhere and of other phonon / tilt
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
-from pathlib import Path
 
 import torch
 
@@ -42,6 +40,7 @@ from paperlib.experiments.runner import run_cases
 from paperlib.experiments.stem import STEMCase
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
+from _cli import bench_parser  # a sibling script (benchmarks/)
 
 COLUMNS = ("ssim_slice_mean", "ssim_projected", "ssim_depth_blind", "wall_time_s")
 
@@ -55,8 +54,7 @@ def cases_at(profile, dose: float | None, args) -> list[STEMCase]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="default")
+    p = bench_parser(__doc__, __file__)
     p.add_argument("--n", type=int, default=4, help="fresh test crystals")
     p.add_argument("--doses", nargs="+", type=float, default=[1e5], help="e-/Å^2; inf = noiseless")
     p.add_argument("--frozen-phonons", type=int, default=4)
@@ -64,8 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tilt", type=float, default=1.0, help="largest beam tilt per axis, mrad")
     p.add_argument("--no-anywhere", action="store_true", help="skip the thickness search over slabs anywhere "
                    "(D (D + 1) / 2 hypotheses: the slowest row)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stem_abtem_eval.csv")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)

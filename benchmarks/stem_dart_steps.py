@@ -16,7 +16,6 @@ Writes ``benchmarks/results/stem_dart_steps.csv`` (per crystal) and ``stem_dart_
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 
@@ -65,7 +64,7 @@ def report(rows: list[dict], profile_name: str, ref: int, threads: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = base_parser(__doc__.splitlines()[0], Path(__file__).parent / "results" / "stem_dart_steps.csv")
+    p = base_parser(__doc__, __file__)
     p.add_argument("--steps", type=int, nargs="+", default=[10, 15, 20])
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

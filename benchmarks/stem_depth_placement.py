@@ -22,9 +22,7 @@ Writes the CSV (one row per crystal and method) and a Markdown summary next to i
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import torch
 
@@ -35,6 +33,7 @@ from paperlib.experiments.runner import run_cases
 from paperlib.io import atomic_write_text
 from paperlib.metrics.stem import align
 from paperlib.provenance import git_commit
+from _cli import bench_parser  # a sibling script (benchmarks/)
 
 
 def depth_centre(volume: torch.Tensor) -> float:
@@ -51,11 +50,8 @@ def occupied(volume: torch.Tensor, fraction: float = 0.05) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="default")
+    p = bench_parser(__doc__, __file__)
     p.add_argument("--methods", nargs="+", default=["dart", "drift", "three_pie_thickness"])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stem_depth_placement.csv")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = load_profile(args.profile)

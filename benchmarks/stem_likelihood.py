@@ -29,6 +29,7 @@ from paperlib.experiments.runner import run_cases
 from paperlib.experiments.stem import eval_cases
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
+from _cli import bench_parser  # a sibling script (benchmarks/)
 
 LIKELIHOODS = ("amplitude", "poisson")
 METHODS = ("dart", "drift")
@@ -59,13 +60,11 @@ def code_label() -> str:
     return commit[:10] + ("-dirty" if commit.endswith("-dirty") else "")
 
 
-def base_parser(description: str, default_out: Path) -> argparse.ArgumentParser:
-    """The options of the validation-crystal scripts (this one and ``stem_dart_steps.py``)."""
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--profile", default="default")
+def base_parser(doc: str, script: str) -> argparse.ArgumentParser:
+    """The options of the validation-crystal scripts (this one, ``stem_dart_steps.py`` and
+    ``stem_momentum.py``): :func:`_cli.bench_parser`'s and ``--n``."""
+    p = bench_parser(doc, script)
     p.add_argument("--n", type=int, default=4, help="validation crystals")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=default_out)
     return p
 
 
@@ -113,7 +112,7 @@ def report(rows: list[dict], profile_name: str, threads: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = base_parser(__doc__.splitlines()[0], Path(__file__).parent / "results" / "stem_likelihood.csv")
+    p = base_parser(__doc__, __file__)
     p.add_argument("--doses", type=float, nargs="+", default=[1e4, 1e5, 1e6])
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

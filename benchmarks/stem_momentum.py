@@ -34,7 +34,6 @@ Writes ``benchmarks/results/stem_momentum.csv`` (per crystal) and ``stem_momentu
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 
@@ -112,7 +111,7 @@ def report(rows: list[dict], settings: list[Setting], profile_name: str, threads
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = base_parser(__doc__.splitlines()[0], Path(__file__).parent / "results" / "stem_momentum.csv")
+    p = base_parser(__doc__, __file__)
     p.add_argument("--settings", nargs="+", default=["dart:plain:5:20", "dart:momentum:4:20", "dart:momentum:5:20",
                                                      "dart:momentum:5:18", "dart:momentum:5:16", "drift:plain:100",
                                                      "drift:momentum:30", "drift:momentum:40", "drift:momentum:60"])

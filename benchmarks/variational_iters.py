@@ -14,9 +14,7 @@ with the wall time) and ``variational_iters.md``.
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -28,8 +26,8 @@ from paperlib.experiments.resolution_robust import run_case, section_of, slice_p
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
 from tune_resolution_robust import validation_case  # benchmarks/, next to this script
+from _cli import bench_parser  # a sibling script (benchmarks/)
 
-OUT = Path("benchmarks/results/variational_iters.csv")
 #: (label, method of paperlib.experiments.resolution_robust.METHODS, section field of the count, overrides)
 ROWS = (("variational, fixed prior", "variational_fixed", "iters", {}),
         ("same optimiser, no prior (weight 0)", "variational_fixed", "iters", {"weight": 0.0}),
@@ -37,13 +35,10 @@ ROWS = (("variational, fixed prior", "variational_fixed", "iters", {}),
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="default")
+    ap = bench_parser(__doc__, __file__)
     ap.add_argument("--subject", type=int, default=39_000, help="synthetic_subject seed (validation)")
     ap.add_argument("--acceleration", type=float, default=4.0)
     ap.add_argument("--iters", nargs="+", type=int, default=[100, 300, 1000])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)

@@ -4,12 +4,12 @@ training-source template (real_mri_source_noise.py), the held-out scans' backgro
 case builders and reports, not their (slow) runs."""
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 from pathlib import Path
 
 import pytest
+from _bench import load_benchmark  # tests/
 import torch
 
 from paperlib.config import load_profile
@@ -19,25 +19,15 @@ from paperlib.data.real_mri import load_real_scan
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str):
-    if str(REPO / "benchmarks") not in sys.path:  # real_mri_source_noise imports its sibling real_mri_fov
-        sys.path.append(str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def fov():
-    yield _load("real_mri_fov")
+    yield load_benchmark("real_mri_fov")
     sys.modules.pop("bench_real_mri_fov", None)
 
 
 @pytest.fixture(scope="module")
 def source_noise():
-    yield _load("real_mri_source_noise")
+    yield load_benchmark("real_mri_source_noise")
     sys.modules.pop("bench_real_mri_source_noise", None)
 
 
@@ -115,7 +105,7 @@ def test_the_profile_samples_the_prior_the_tuning_scans_chose(name):
     from paperlib import tables
     from paperlib.validation import prior_sha256
 
-    choice = _load("real_mri_prior_choice")
+    choice = load_benchmark("real_mri_prior_choice")
     results = REPO / "benchmarks" / "results"
     rows = tables.read_csv_rows(results / f"{name}.csv")
     assert {r["role"] for r in rows} == {"tuning"}
@@ -141,7 +131,7 @@ def test_background_cases_score_outside_the_head_of_the_tables_cases():
     from paperlib import tables
     from paperlib.experiments.real_mri import real_cases
 
-    background = _load("real_mri_background")
+    background = load_benchmark("real_mri_background")
     profile = load_profile("ci")
     todo, fractions = background.cases(profile)
     table = {c.case_id: c for c in real_cases(profile, role="held_out")}

@@ -7,28 +7,22 @@ round trip, and its report must give every row and the paired DART - TV summary.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
+from _bench import load_benchmark  # tests/
 
 from paperlib.config import load_profile
 from paperlib.experiments.real_mri import REAL_MRI, real_cases
 from paperlib.experiments.runner import run_cases
 from paperlib.io import InputValidationError
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_real_mri_cli", REPO / "benchmarks" / "real_mri_cli.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_benchmark("real_mri_cli")
     yield module
-    sys.modules.pop(spec.name, None)
+    sys.modules.pop(module.__name__, None)
 
 
 def test_cli_rows_equal_the_runners_rows(bench, tmp_path, capsys):
