@@ -158,20 +158,36 @@ def load_nifti(
         dimensionality, unsupported dtype, non-finite voxels, invalid voxel sizes. The message
         names the file and what was expected.
     """
-    import nibabel as nib
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such NIfTI file")
     if not path.name.endswith((".nii", ".nii.gz")):
         raise InputValidationError(f"{path}: expected a .nii or .nii.gz file")
+    return load_volume(path, expected_ndim=expected_ndim, allow_nonfinite=allow_nonfinite, kind="NIfTI file")
+
+
+def load_volume(
+    path: str | os.PathLike,
+    *,
+    expected_ndim: int = 3,
+    allow_nonfinite: bool = False,
+    kind: str = "image file",
+) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Read a volume in any format nibabel reads (NIfTI, an AFNI ``.HEAD``, MINC, ...) with
+    :func:`load_nifti`'s checks; ``kind`` names the format in the messages (``"AFNI dataset"``).
+    Returns and raises as :func:`load_nifti`, without its extension check."""
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such {kind}")
     if path.stat().st_size == 0:
-        raise InputValidationError(f"{path}: the file is empty (0 bytes), expected a NIfTI volume")
+        raise InputValidationError(f"{path}: the file is empty (0 bytes), expected a {kind}")
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several unrelated types for broken files
         raise InputValidationError(
-            f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})"
+            f"{path}: not a readable {kind} ({type(exc).__name__}: {exc})"
         ) from exc
     shape = tuple(int(s) for s in img.shape)
     while len(shape) > expected_ndim and shape[-1] == 1:
@@ -198,8 +214,8 @@ def load_nifti(
                 "expected finite intensities (clean the volume first)"
             )
     zooms = tuple(float(z) for z in img.header.get_zooms()[:expected_ndim])
-    if any(not np.isfinite(z) or z <= 0 for z in zooms):
-        raise InputValidationError(f"{path}: invalid voxel sizes {zooms}, expected positive numbers")
+    if any(not np.isfinite(z) or z <= 0 for z in zooms[:3]):  # a fourth (time) step may be 0: unset
+        raise InputValidationError(f"{path}: invalid voxel sizes {zooms[:3]}, expected positive numbers")
     return data, np.asarray(img.affine, dtype=np.float64), zooms
 
 

@@ -74,3 +74,28 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_load_volume_reads_other_formats_with_the_same_checks(tmp_path):
+    """load_volume: nibabel's other formats (an AFNI dataset here) through load_nifti's checks."""
+    import importlib.util
+    from pathlib import Path
+
+    from paperlib.io import load_volume
+
+    folder = Path(importlib.util.find_spec("nibabel").submodule_search_locations[0]) / "tests" / "data"
+    head = folder / "example4d+orig.HEAD"
+    data, affine, zooms = load_volume(head, expected_ndim=4, kind="AFNI dataset")
+    np.testing.assert_array_equal(data, np.asarray(nib.load(str(head)).dataobj, dtype=np.float32))
+    assert affine.shape == (4, 4) and zooms == (3.0, 3.0, 3.0, 3.0)
+    with pytest.raises(InputValidationError, match=r"example4d\+orig\.HEAD: expected a 3D volume, got shape \(33, 41, 25, 3\)"):
+        load_volume(head, expected_ndim=3, kind="AFNI dataset")
+    (tmp_path / "empty+orig.HEAD").write_bytes(b"")
+    with pytest.raises(InputValidationError, match=r"empty\+orig\.HEAD: the file is empty \(0 bytes\), expected a AFNI"):
+        load_volume(tmp_path / "empty+orig.HEAD", kind="AFNI dataset")
+    with pytest.raises(FileNotFoundError, match=r"missing\+orig\.HEAD: no such AFNI dataset"):
+        load_volume(tmp_path / "missing+orig.HEAD", kind="AFNI dataset")
+    # a NIfTI file reads the same through either function
+    path = _nifti(tmp_path / "v.nii.gz", np.arange(60, dtype=np.float32).reshape(3, 4, 5))
+    for got, want in zip(load_volume(path), load_nifti(path)):
+        np.testing.assert_array_equal(got, want)

@@ -59,7 +59,7 @@ Oddities, reported as read rather than corrected:
   void below the brain is darker than any tissue, so its head mask is not the whole volume (83 %
   of the voxels; step 3 below). It is not a copy of ``nib_example4d`` or ``nib_anatomical``
   (resampled onto its grid through the affines, their correlations with it are -0.23 and 0.04).
-  Read with nibabel's AFNI reader (:func:`paperlib.io.load_nifti` reads NIfTI only).
+  Read through :func:`paperlib.io.load_volume` (nibabel's AFNI reader, with the NIfTI reader's checks).
 * ``nib_afni_tlrc``: nibabel's AFNI test dataset ``scaled+tlrc`` (one float-scaled brick, made
   in 2018 for testing AFNI's scale factors; its provenance is not documented by nibabel): a whole
   head in Talairach space with a noisy background, ghosting and the signal drop-out above the
@@ -143,7 +143,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..io import InputValidationError, load_nifti
+from ..io import InputValidationError, load_volume
 from ..reconstruct import to_dhw
 
 logger = logging.getLogger(__name__)
@@ -367,23 +367,10 @@ def block_average(
 
 
 def _read_volume(path: Path, expected_ndim: int) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """(i, j, k[, t]) float32 data, affine, zooms of a registered file: NIfTI through
-    :func:`paperlib.io.load_nifti` (the CLI's reader), an AFNI ``.HEAD``/``.BRIK`` pair through
-    nibabel's AFNI reader with the same checks (shape, finite voxels)."""
-    if path.name.endswith((".nii", ".nii.gz")):
-        return load_nifti(path, expected_ndim=expected_ndim)
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as exc:  # nibabel raises several unrelated types for broken files
-        raise InputValidationError(f"{path}: not a readable AFNI dataset ({type(exc).__name__}: {exc})") from exc
-    if data.ndim != expected_ndim or not np.isfinite(data).all():
-        raise InputValidationError(
-            f"{path}: expected {expected_ndim} axes of finite voxels, got shape {data.shape}"
-        )
-    return data, np.asarray(img.affine, dtype=np.float64), tuple(float(z) for z in img.header.get_zooms())
+    """(i, j, k[, t]) float32 data, affine, zooms of a registered file, with the CLI's checks
+    (:func:`paperlib.io.load_volume`): a NIfTI file or an AFNI ``.HEAD``/``.BRIK`` pair."""
+    kind = "NIfTI file" if path.name.endswith((".nii", ".nii.gz")) else "AFNI dataset"
+    return load_volume(path, expected_ndim=expected_ndim, kind=kind)
 
 
 def load_real_scans(role: str | None = None) -> list[RealScan]:
