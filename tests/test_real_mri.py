@@ -14,7 +14,8 @@ from paperlib.data import real_mri
 from paperlib.data.real_mri import REAL_SCANS, ROLES, head_mask, load_real_scan, load_real_scans
 from paperlib.io import InputValidationError
 
-#: Documented (D, H, W) shapes and voxel sizes (mm), as in the module docstring.
+#: Documented (D, H, W) shapes and voxel sizes (mm), as in the module docstring, in registry order (new
+#: scans are appended: a scan's index seeds its masks, so this order must not change).
 DOCUMENTED = {
     "dipy_aniso": ((24, 58, 58), (5.0, 4.0, 4.0)),
     "dipy_s0": ((10, 128, 128), (53.1413, 2.0, 2.0)),
@@ -22,8 +23,8 @@ DOCUMENTED = {
     "nib_anatomical": ((25, 41, 33), (2.0, 2.0, 2.0)),
     "dipy_piesno": ((14, 96, 96), (1.0, 1.0, 1.0)),
     "nib_afni_epi": ((25, 41, 33), (3.0, 3.0, 3.0)),
-    "nib_afni_tlrc": ((43, 54, 47), (3.0, 3.0, 3.0)),
     "nilearn_mni152": ((63, 77, 65), (3.0, 3.0, 3.0)),
+    "nib_afni_tlrc": ((43, 54, 47), (3.0, 3.0, 3.0)),
 }
 
 

@@ -38,8 +38,8 @@ name                      file shape          voxel (i, j, k) mm  contrast
 ``nib_anatomical``        33 x 41 x 25        2 x 2 x 2           T1, cropped to the brain, big-endian int16
 ``dipy_piesno``           96 x 96 x 14        1 x 1 x 1           DWI of one slice, noisy background, 0..2.13
 ``nib_afni_epi``          33 x 41 x 25 x 3    3 x 3 x 3           EPI (AFNI file), volume 0, 0..13722
-``nib_afni_tlrc``         47 x 54 x 43 x 1    3 x 3 x 3           EPI-like, Talairach space (AFNI), 0..0.00127
 ``nilearn_mni152``        197 x 233 x 189     1 x 1 x 1 -> 3      T1 template (average of 152), 0..255
+``nib_afni_tlrc``         47 x 54 x 43 x 1    3 x 3 x 3           EPI-like, Talairach space (AFNI), 0..0.00127
 ========================  ==================  ==================  ==========================================
 
 Oddities, reported as read rather than corrected:
@@ -198,7 +198,10 @@ class RealScanSource:
     block: int = 1
 
 
-#: The registered scans, in a fixed order; the roles are fixed here (see the module docstring).
+#: The registered scans, in a fixed order; the roles are fixed here (see the module docstring). A new
+#: scan is appended: a scan's index sets the seed of its k-space masks
+#: (:func:`paperlib.experiments.real_mri.scan_mask_seed`), so inserting one would redraw the masks
+#: of those after it.
 REAL_SCANS: dict[str, RealScanSource] = {
     source.name: source
     for source in (
@@ -234,17 +237,18 @@ REAL_SCANS: dict[str, RealScanSource] = {
             "held_out",
         ),
         RealScanSource(
-            "nib_afni_tlrc", "nibabel", "tests/data/scaled+tlrc.HEAD", 0,
-            "T2*-weighted EPI-like whole-head volume in Talairach space (AFNI file scaled+tlrc), 3 mm "
-            "isotropic, noisy background, float-scaled 1.9e-7..1.3e-3",
-            "held_out",
-        ),
-        RealScanSource(
             "nilearn_mni152", "nilearn", "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
             None,
             "T1-weighted population template (ICBM 2009a nonlinear symmetric, average of 152 adults, "
             "not one scan), uint8 0..255, block-averaged from 1 mm to 3 mm on loading",
             "training_source", block=3,
+        ),
+        # added later: appended, so that every earlier scan keeps its index (its masks' seed)
+        RealScanSource(
+            "nib_afni_tlrc", "nibabel", "tests/data/scaled+tlrc.HEAD", 0,
+            "T2*-weighted EPI-like whole-head volume in Talairach space (AFNI file scaled+tlrc), 3 mm "
+            "isotropic, noisy background, float-scaled 1.9e-7..1.3e-3",
+            "held_out",
         ),
     )
 }
