@@ -14,7 +14,6 @@ Writes ``benchmarks/results/real_mri_background.{csv,md}``::
 """
 from __future__ import annotations
 
-
 import torch
 
 from paperlib.config import load_profile

@@ -16,7 +16,6 @@ Writes ``benchmarks/results/real_mri_source_noise.{csv,md}``.
 """
 from __future__ import annotations
 
-
 import torch
 from scipy import ndimage
 

@@ -150,3 +150,51 @@ def test_background_cases_score_outside_the_head_of_the_tables_cases():
     for r in rows:  # the same reconstructions as the table's (deterministic DART; TV)
         assert float(r["ssim_whole"]) == pytest.approx(float(table_rows[r["case"], r["method"]]["ssim_whole"]), abs=2e-4)
     sys.modules.pop("bench_real_mri_background", None)
+
+
+def test_mask_draws_redraw_only_the_masks_and_draw_0_is_the_tables():
+    """real_mri_mask_draws.py: draw 0 is the table's case (same k-space), other draws other masks of the
+    same kind and sampling rate on the same image; its committed report re-renders from its CSV, draw 0's
+    rows are the table's and its draw-0 summary is the table's held-out margin row."""
+    from paperlib import tables
+    from paperlib.experiments.real_mri import real_cases, scan_mask_seed
+
+    draws = load_benchmark("real_mri_mask_draws")
+    profile = load_profile("ci")
+    todo = draws.cases(profile, 2)
+    table = {c.case_id: c for c in real_cases(profile, role="held_out")}
+    assert len(todo) == 2 * len(table)
+    for case in todo:
+        base = table[case.case_id.rsplit("#", 1)[0]]
+        same = torch.equal(case.kspace, base.kspace)
+        assert same == case.case_id.endswith("#0")
+        assert torch.equal(case.image, base.image) and torch.equal(case.head_mask, base.head_mask)
+        masks, base_masks = case.operator.mask, base.operator.mask
+        assert masks.shape == base_masks.shape
+        assert abs(float(masks.float().mean()) - float(base_masks.float().mean())) < 0.02  # same sampling rate
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ValueError, match="draw"):
+            scan_mask_seed(profile, "nib_anatomical", bad)
+    with pytest.raises(ValueError, match="draws"):
+        draws.cases(profile, 0)
+
+    results = REPO / "benchmarks" / "results"
+    rows = tables.read_csv_rows(results / "real_mri_mask_draws.csv")
+    text = draws.report(rows, "default")
+    assert _body(text) == _body((results / "real_mri_mask_draws.md").read_text())
+    table_rows = {(r["case"], r["method"]): r for r in tables.read_csv_rows(REPO / "figures" / "tab_real_mri_cases.csv")}
+    zero = [r for r in rows if r["case"].endswith("#0")]
+    assert zero and len(rows) % len(zero) == 0
+    for r in zero:
+        want = table_rows[r["case"].rsplit("#", 1)[0], r["method"]]
+        for column in ("ssim_whole", "ssim_head"):
+            assert float(r[column]) == pytest.approx(float(want[column]), abs=2e-4)
+    margin = {(r["Role"], r["Acceleration"]): r for r in tables.read_csv_rows(REPO / "figures" / "tab_real_mri_margin.csv")}
+    for line in text.splitlines():
+        if "| 0 (the table's) |" in line:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            want = margin["held_out", cells[0]]
+            assert int(cells[2]) == int(float(want["n scans"]))
+            assert cells[3:7] == [want["DART - TV, whole image"], want["whole >= +0.02"], want["DART - TV, head"],
+                                  want["head >= +0.02"]]
+    sys.modules.pop("bench_real_mri_mask_draws", None)

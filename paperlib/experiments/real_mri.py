@@ -170,23 +170,32 @@ class RealMRICase:
     measurement = property(lambda self: self.kspace)
 
 
-def scan_mask_seed(profile: Profile, name: str) -> int:
+#: Seed step between two mask draws of one scan (above any scan's ``100 i``).
+MASK_DRAW_STEP = 10_000
+
+
+def scan_mask_seed(profile: Profile, name: str, draw: int = 0) -> int:
     """Seed of the per-slice masks of registered scan ``name``: ``real_mri.mask_seed + 100 i`` for
-    its registry index ``i`` (every method, and every derived volume of that scan, gets these masks)."""
+    its registry index ``i`` (every method, and every derived volume of that scan, gets these masks).
+    ``draw`` > 0 gives other masks of the same kind (``+ MASK_DRAW_STEP * draw``: the spread of a
+    result over mask draws); draw 0 is the table's."""
     from ..data.real_mri import REAL_SCANS
 
     if name not in REAL_SCANS:
         raise ValueError(f"name: unknown real scan {name!r}; registered: {list(REAL_SCANS)}")
-    return _section(profile).mask_seed + 100 * list(REAL_SCANS).index(name)
+    if isinstance(draw, bool) or not isinstance(draw, int) or draw < 0:
+        raise ValueError(f"draw: expected an integer >= 0, got {draw!r}")
+    return _section(profile).mask_seed + 100 * list(REAL_SCANS).index(name) + MASK_DRAW_STEP * draw
 
 
 def real_case(profile: Profile, name: str, case_id: str, label: str, role: str, acceleration: float,
-              image: Tensor, head_mask: Tensor) -> RealMRICase:
+              image: Tensor, head_mask: Tensor, draw: int = 0) -> RealMRICase:
     """``image`` (registered scan ``name`` or a volume derived from it: cropped, noised) undersampled
-    slice by slice at ``acceleration`` with the profile's mask settings and :func:`scan_mask_seed`."""
+    slice by slice at ``acceleration`` with the profile's mask settings and :func:`scan_mask_seed`
+    (of mask draw ``draw``)."""
     section = _section(profile)
     op = MRIOperator(slice_masks(section.mask_kind, tuple(image.shape), acceleration, section.center_fraction,
-                                 scan_mask_seed(profile, name)))
+                                 scan_mask_seed(profile, name, draw)))
     return RealMRICase(case_id, label, role, float(acceleration), image, head_mask, op, op.forward(image))
 
 
