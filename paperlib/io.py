@@ -182,7 +182,7 @@ def load_volume(
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such {kind}")
     if path.stat().st_size == 0:
-        raise InputValidationError(f"{path}: the file is empty (0 bytes), expected a {kind}")
+        raise InputValidationError(f"{path}: the file is empty (0 bytes), expected a volume ({kind})")
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several unrelated types for broken files

@@ -91,7 +91,7 @@ def test_load_volume_reads_other_formats_with_the_same_checks(tmp_path):
     with pytest.raises(InputValidationError, match=r"example4d\+orig\.HEAD: expected a 3D volume, got shape \(33, 41, 25, 3\)"):
         load_volume(head, expected_ndim=3, kind="AFNI dataset")
     (tmp_path / "empty+orig.HEAD").write_bytes(b"")
-    with pytest.raises(InputValidationError, match=r"empty\+orig\.HEAD: the file is empty \(0 bytes\), expected a AFNI"):
+    with pytest.raises(InputValidationError, match=r"empty\+orig\.HEAD: the file is empty \(0 bytes\), expected a volume \(AFNI dataset\)"):
         load_volume(tmp_path / "empty+orig.HEAD", kind="AFNI dataset")
     with pytest.raises(FileNotFoundError, match=r"missing\+orig\.HEAD: no such AFNI dataset"):
         load_volume(tmp_path / "missing+orig.HEAD", kind="AFNI dataset")

@@ -77,15 +77,17 @@ Oddities, reported as read rather than corrected:
 
 Searched and not registered
 ---------------------------
-The installed packages' data folders were searched (2026-12-03) for every volume of a real head;
-besides the registered ones they hold, and were left out because:
+The installed packages' data folders were searched (2026-12-03) for every volume of a real head.
+The rule (applied before any method ran on any of them): a scan of a head, not a copy or derivative of a
+registered one, at least as large as the smallest volume issue 15 asks the CLI to take (4 slices,
+32 x 32 in-plane). Besides the registered ones the folders hold, and were left out because:
 
-* nibabel ``tests/data``: ``functional.nii`` (17 x 21 x 3: three slices, below the CLI's four);
-  ``example_nifti2.nii.gz`` (32 x 20 x 12, 20 voxels in-plane); ``reoriented_anat_moved.nii`` and
-  ``resampled_anat_moved.nii`` (``anatomical.nii`` moved and resampled: a copy of a held-out scan);
-  ``small.mnc`` (18 x 28 x 29 voxels of 7-9 mm with piecewise-constant tissue classes: a digital
-  phantom, not a scan, and 28 voxels in-plane); the other MINC files (test arrays of at most
-  20 x 20 in-plane); ``0.dcm`` / ``1.dcm`` (a Siemens mosaic header over synthetic ramps);
+* nibabel ``tests/data``: ``functional.nii`` (17 x 21 x 3: too small); ``example_nifti2.nii.gz``
+  (32 x 20 x 12: too small); ``reoriented_anat_moved.nii`` and ``resampled_anat_moved.nii``
+  (``anatomical.nii`` moved and resampled: a copy of a held-out scan); ``small.mnc`` (18 x 28 x 29
+  voxels of 7-9 mm: 28 in-plane, too small; provenance undocumented); the other MINC files (test
+  arrays of at most 20 x 20 in-plane); ``0.dcm`` / ``1.dcm`` (a Siemens mosaic header over
+  synthetic ramps, not an image of a head);
 * nibabel ``nicom/tests/data``: ``philips_mprage.dcm.gz``, ``siemens_dwi_*.dcm.gz`` (pixel data
   all zero);
 * dipy ``data/files``: ``ascm_out_test.nii.gz`` (a denoised ``aniso_vox``: the tuning scan);
