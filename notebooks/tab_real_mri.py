@@ -116,7 +116,7 @@ role_rows = [[s["role"], f"{s['n_cases']} scans", f"{float(s['acceleration']):g}
 # Paired per scan (DART averaged over its seeds first): mean difference, its 95 % bootstrap
 # interval over the scans, and whether the mean clears +0.02, for the whole image and the head.
 # Each scan has one draw of the random k-space masks here (`real_mri.mask_seed`); a scan's
-# difference moves with the draw by up to about 0.01, and `benchmarks/real_mri_mask_draws.py`
+# difference moves with the draw by up to about 0.015, and `benchmarks/real_mri_mask_draws.py`
 # repeats DART and TV under several draws (draw 0 is this table's) for the mean over scans and draws.
 
 # %%
