@@ -4,7 +4,8 @@ Every script is run as ``python benchmarks/<script>.py [options]`` from the repo
 options that recur in all of them are made here once: ``--profile`` (the notebook profile that
 sizes the run), ``--threads`` (torch threads) and ``--out`` (the result file, by default
 ``benchmarks/results/<script>.csv``; the Markdown summary goes beside it with the suffix ``.md``).
-Each script adds its own options to the parser this returns.
+Each script adds its own options to the parser this returns and reads them with :func:`parse_args`,
+which also applies ``--threads``.
 """
 from __future__ import annotations
 
@@ -31,3 +32,13 @@ def bench_parser(doc: str, script: str, *, suffix: str = ".csv", threads: int = 
     name = Path(script).stem + suffix
     p.add_argument("--out", type=Path, default=RESULTS / name, help=f"result file (default: benchmarks/results/{name})")
     return p
+
+
+def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``p``'s options from ``argv``, with torch's thread count set to ``--threads`` (every script's
+    first step; ``p`` must have ``--threads``, as :func:`bench_parser`'s has)."""
+    import torch
+
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args

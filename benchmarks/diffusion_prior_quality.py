@@ -29,6 +29,7 @@ from paperlib.diffusion.partition import PartitionedPrior, group_slices
 from paperlib.diffusion.sampler import Sampler
 from paperlib.diffusion.train import TRAIN_PRESETS, train_prior
 from paperlib.io import atomic_write_bytes
+from _cli import parse_args  # a sibling script (benchmarks/)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise-levels", nargs="+", type=float, default=[0.02, 0.05, 0.1, 0.2])
     p.add_argument("--n-test", type=int, default=None, help="score only the first n test volumes")
     p.add_argument("--json", type=Path)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(p, argv)
     prof = load_profile(args.profile)
     cfg = TRAIN_PRESETS[args.preset or prof.name]
     if args.lr:

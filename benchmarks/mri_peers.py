@@ -29,6 +29,7 @@ from paperlib.data.brain import synthetic_subject
 from paperlib.metrics.image import ssim_slices
 from paperlib.physics.mri import MRIOperator, make_mask
 from paperlib.recon import mri_baselines
+from _cli import parse_args  # a sibling script (benchmarks/)
 
 
 def stack(slices: int, size: int, seed: int) -> torch.Tensor:
@@ -72,8 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sigpy-iters", type=int, nargs="+", default=[100, 300])
     parser.add_argument("--levels", type=int, default=None, help="wavelet levels (default: the profile's)")
     parser.add_argument("--seed", type=int, default=20_000)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(parser, argv)
     cfg = load_profile(args.profile)
     b = cfg.mri_baselines
 

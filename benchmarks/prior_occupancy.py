@@ -30,7 +30,7 @@ from paperlib.diffusion.checkpoints import load_partitioned_prior, load_prior
 from paperlib.diffusion.evaluate import prior_occupancy
 from paperlib.io import atomic_write_text
 from paperlib.paths import repo_root
-from _cli import bench_parser  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
 
 
 def _table(columns: dict[str, list[dict]]) -> list[str]:
@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-samples", type=int, default=16)
     p.add_argument("--sampling-steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(p, argv)
     prof = load_profile(args.profile)
     priors = args.priors or [repo_root() / f"checkpoints/stem_{prof.name}", repo_root() / prof.stem_prior.checkpoint]
     data, info = load_data_file(args.data, with_info=True) if args.data else load_training_data("stem", args.profile)

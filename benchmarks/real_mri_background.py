@@ -14,14 +14,12 @@ Writes ``benchmarks/results/real_mri_background.{csv,md}``::
 """
 from __future__ import annotations
 
-import torch
-
 from paperlib.config import load_profile
 from paperlib.data.real_mri import REAL_SCANS, load_real_scan
 from paperlib.experiments.real_mri import RealMRICase, real_case
 from paperlib.provenance import git_commit
 from real_mri_fov import pair_rows, run_dart_tv  # a sibling script (benchmarks/)
-from _cli import bench_parser  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
 
 
 def cases(profile, role: str = "held_out") -> tuple[list[RealMRICase], dict[str, float]]:
@@ -58,8 +56,7 @@ def report(rows: list[dict], profile: str, fractions: dict[str, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser(__doc__, __file__)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(p, argv)
     profile = load_profile(args.profile)
     todo, fractions = cases(profile)
     run_dart_tv(profile, todo, args.out, lambda rows: report(rows, args.profile, fractions))

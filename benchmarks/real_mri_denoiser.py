@@ -38,7 +38,7 @@ from paperlib.metrics.image import psnr_volume
 from paperlib.physics.mri import MRIOperator
 from paperlib.provenance import git_commit
 from paperlib.recon import mri_baselines
-from _cli import bench_parser  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
 
 #: Noise standard deviations, prior units (the tuning scans' intensity scale is 1).
 SIGMAS = (0.02, 0.05, 0.1, 0.2)
@@ -96,8 +96,7 @@ def report(rows: list[dict], profile_name: str, checkpoint: str, threads: int) -
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser(__doc__, __file__)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(p, argv)
     rows = run(args.profile, args.seed)
     tables.write_csv_rows(rows, args.out)
     text = report(rows, args.profile, load_profile(args.profile).real_mri.checkpoint, args.threads)

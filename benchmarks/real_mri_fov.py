@@ -32,7 +32,7 @@ from paperlib.experiments.real_mri import REAL_MRI, RealMRICase, real_case
 from paperlib.experiments.runner import run_cases
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
-from _cli import bench_parser  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
 
 #: The fields of view compared, in order.
 FOVS = ("full", "head box", "inside")
@@ -114,8 +114,7 @@ def report(rows: list[dict], profile: str, shapes: dict[str, tuple]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser(__doc__, __file__)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(p, argv)
     profile = load_profile(args.profile)
     todo = cases(profile)
     shapes = {c.scan: (tuple(c.image.shape), float(c.head_mask.float().mean())) for c in todo}

@@ -51,7 +51,7 @@ from paperlib.provenance import git_commit
 from paperlib.metrics.image import volume_scores
 from paperlib.recon import mri_baselines
 from paperlib.recon.dart import dart
-from _cli import bench_parser  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
 
 #: (label, dart keyword overrides, special) — special: "oracle_scale", "tv_init" or "prior:<checkpoint>"
 VARIANTS = (
@@ -158,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p = bench_parser(__doc__, __file__)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="DART steps per sample (default: CHAIN's 10)")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(p, argv)
     section = load_profile(args.profile).real_mri
     steps = args.steps or CHAIN["num_steps"]
     rows = run(args.profile, args.seed, steps=steps)

@@ -16,15 +16,13 @@ Writes ``benchmarks/results/real_mri_mask_draws.{csv,md}``::
 """
 from __future__ import annotations
 
-import torch
-
 from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.data.real_mri import REAL_SCANS, load_real_scan
 from paperlib.experiments.real_mri import RealMRICase, real_case
 from paperlib.provenance import git_commit
 from real_mri_fov import run_dart_tv  # a sibling script (benchmarks/)
-from _cli import bench_parser  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
 
 COLUMNS = ("ssim_whole", "ssim_head")
 
@@ -90,8 +88,7 @@ def report(rows: list[dict], profile: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser(__doc__, __file__)
     p.add_argument("--draws", type=int, default=4, help="mask draws per scan and acceleration (0 = the table's)")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(p, argv)
     profile = load_profile(args.profile)
     run_dart_tv(profile, cases(profile, args.draws), args.out, lambda rows: report(rows, args.profile))
     return 0

@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import json
 
-import torch
-
 from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.diffusion.checkpoints import manifest_path
@@ -51,7 +49,7 @@ from paperlib.experiments.priors import prior_weights
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
 from paperlib.validation import validation_rows
-from _cli import bench_parser  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
 
 CANDIDATES = ("checkpoints/mri_general", "checkpoints/mri_general_lownoise")
 #: said under the table for each of these candidates in it: the variants tried and not shipped
@@ -123,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p = bench_parser(__doc__, __file__)
     p.add_argument("--checkpoints", nargs="+", default=list(CANDIDATES), help="prior folders to compare")
     p.add_argument("--report-only", action="store_true", help="re-render the report from --out's CSV, run nothing")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(p, argv)
     if not args.report_only:
         tables.write_csv_rows(run(args.profile, tuple(args.checkpoints)), args.out)
     rows = tables.read_csv_rows(args.out)  # the report from the CSV as written, so that it re-renders

@@ -25,7 +25,7 @@ from paperlib.data.real_mri import REAL_SCANS, head_mask, load_real_scan
 from paperlib.experiments.real_mri import RealMRICase, real_case
 from paperlib.provenance import git_commit
 from real_mri_fov import PAIR_COLUMNS, pair_rows, run_dart_tv  # a sibling script (benchmarks/)
-from _cli import bench_parser  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
 
 #: Rician noise levels, in units of the template's intensity scale.
 SIGMAS = (0.0, 0.01, 0.02, 0.05)
@@ -75,8 +75,7 @@ def report(rows: list[dict], profile: str, fractions: dict[str, float], tuning_n
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser(__doc__, __file__)
     p.add_argument("--seed", type=int, default=0, help="seed of the added noise")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(p, argv)
     profile = load_profile(args.profile)
     todo, fractions = cases(profile, args.seed)
     tuning_noise = {name: background_noise(name) for name, s in REAL_SCANS.items() if s.role == "tuning"}

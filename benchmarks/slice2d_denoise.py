@@ -44,7 +44,7 @@ from paperlib.data.slices2d import FIXED_VOXEL_MM, SLICE_PRIOR_SEED, subject_sha
 from paperlib.experiments.resolution_robust import section_of, slice_priors
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
-from _cli import bench_parser  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
 
 
 
@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = bench_parser(__doc__, __file__)
     ap.add_argument("--subjects", nargs="+", type=int, default=[39_000, 39_001, 39_002, 39_003])
     ap.add_argument("--fractions", nargs="+", type=float, default=[0.02, 0.05, 0.1, 0.2])
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(ap, argv)
     rows = denoise_rows(args.profile, args.subjects, args.fractions)
     tables.write_csv_rows(rows, args.out)
     md = report(rows, args.profile, args.subjects)

@@ -31,8 +31,6 @@ from __future__ import annotations
 import math
 import sys
 
-import torch
-
 from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.data.crystals import STEMDataParams, stem_dataset
@@ -40,7 +38,7 @@ from paperlib.experiments.runner import run_cases
 from paperlib.experiments.stem import STEMCase
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
-from _cli import bench_parser  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
 
 COLUMNS = ("ssim_slice_mean", "ssim_projected", "ssim_depth_blind", "wall_time_s")
 
@@ -62,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tilt", type=float, default=1.0, help="largest beam tilt per axis, mrad")
     p.add_argument("--no-anywhere", action="store_true", help="skip the thickness search over slabs anywhere "
                    "(D (D + 1) / 2 hypotheses: the slowest row)")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(p, argv)
     profile = load_profile(args.profile)
     anywhere = profile.with_overrides("stem", "three_pie_thickness", {"placement": "anywhere"})
     methods = list(profile.stem_eval.methods)

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.experiments.runner import run_cases
 from paperlib.experiments.stem import eval_cases
 from stem_likelihood import SCORES, base_parser, code_label, paired_cell, write_results  # a sibling script
+from _cli import parse_args  # a sibling script (benchmarks/)
 
 
 def run(profile_name: str, n: int, steps: list[int], seed: int = 0) -> list[dict]:
@@ -66,8 +65,7 @@ def report(rows: list[dict], profile_name: str, ref: int, threads: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__, __file__)
     p.add_argument("--steps", type=int, nargs="+", default=[10, 15, 20])
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(p, argv)
     ref = load_profile(args.profile).stem_diffusion.dart.steps
     rows = run(args.profile, args.n, sorted(set(args.steps) | {ref}))  # the reference always runs
     write_results(rows, args.out, report(rows, args.profile, ref, args.threads))

@@ -33,7 +33,7 @@ from paperlib.experiments.runner import run_cases
 from paperlib.io import atomic_write_text
 from paperlib.metrics.stem import align
 from paperlib.provenance import git_commit
-from _cli import bench_parser  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
 
 
 def depth_centre(volume: torch.Tensor) -> float:
@@ -52,8 +52,7 @@ def occupied(volume: torch.Tensor, fraction: float = 0.05) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser(__doc__, __file__)
     p.add_argument("--methods", nargs="+", default=["dart", "drift", "three_pie_thickness"])
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(p, argv)
     cfg = load_profile(args.profile)
     cases = stem_exp.eval_cases(cfg, "test", progress=True)
     got, recons = run_cases(cfg, "stem", cases, args.methods, seeds=cfg.stem_eval.seeds[:1], keep=True)

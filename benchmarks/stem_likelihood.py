@@ -21,15 +21,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.experiments.runner import run_cases
 from paperlib.experiments.stem import eval_cases
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
-from _cli import bench_parser  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
 
 LIKELIHOODS = ("amplitude", "poisson")
 METHODS = ("dart", "drift")
@@ -114,8 +112,7 @@ def report(rows: list[dict], profile_name: str, threads: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__, __file__)
     p.add_argument("--doses", type=float, nargs="+", default=[1e4, 1e5, 1e6])
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(p, argv)
     rows = run(args.profile, args.n, args.doses)
     write_results(rows, args.out, report(rows, args.profile, args.threads))
     return 0

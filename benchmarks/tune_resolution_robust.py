@@ -29,6 +29,7 @@ from paperlib.data.brain import FOV_MM, synthetic_subject
 from paperlib.data.slices2d import FIXED_VOXEL_MM, subject_shape
 from paperlib.experiments.resolution_robust import Case, run_case, section_of, slice_priors
 from paperlib.recon.variational2d import simulate_multicoil
+from _cli import parse_args  # a sibling script (benchmarks/)
 
 
 def validation_case(profile, subject: int, shift: float, acceleration: float) -> Case:
@@ -60,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dps-steps", nargs="*", type=int, default=[15, 50])
     p.add_argument("--dds-weights", nargs="*", type=float, default=[0.001, 0.01, 0.1])
     p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(p, argv)
     profile = load_profile(args.profile)
     section = section_of(profile)
     case = validation_case(profile, args.subject, 2.0, args.acceleration)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sys
 
-import torch
 from tqdm.auto import tqdm
 
 from paperlib import tables
@@ -26,7 +25,7 @@ from paperlib.experiments.resolution_robust import run_case, section_of, slice_p
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
 from tune_resolution_robust import validation_case  # benchmarks/, next to this script
-from _cli import bench_parser  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
 
 #: (label, method of paperlib.experiments.resolution_robust.METHODS, section field of the count, overrides)
 ROWS = (("variational, fixed prior", "variational_fixed", "iters", {}),
@@ -39,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subject", type=int, default=39_000, help="synthetic_subject seed (validation)")
     ap.add_argument("--acceleration", type=float, default=4.0)
     ap.add_argument("--iters", nargs="+", type=int, default=[100, 300, 1000])
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse_args(ap, argv)
     profile = load_profile(args.profile)
     section = section_of(profile)
     case = validation_case(profile, args.subject, 1.0, args.acceleration)

@@ -19,3 +19,15 @@ def test_bench_parser_gives_the_shared_options_and_the_scripts_result_file(capsy
     with pytest.raises(SystemExit):
         p.parse_args(["--threads", "two"])
     assert "--threads: invalid int value" in capsys.readouterr().err
+
+
+def test_parse_args_applies_the_thread_count():
+    import torch
+
+    cli = load_benchmark("_cli")
+    before = torch.get_num_threads()
+    try:
+        args = cli.parse_args(cli.bench_parser("Doc.", "x.py"), ["--threads", "1", "--profile", "ci"])
+        assert (args.threads, args.profile, torch.get_num_threads()) == (1, "ci", 1)
+    finally:
+        torch.set_num_threads(before)
