@@ -112,3 +112,24 @@ def test_wide_slabs_are_cached_apart_and_the_template_cache_keeps_its_name(tmp_p
     assert len(list(tmp_path.glob("randomized_*.pt"))) == 1
     with pytest.raises(ValueError, match="anatomy"):
         randomized.randomized_set(1, SHAPE, anatomy="broad", progress=False)
+
+
+def test_training_presets_get_the_slabs_of_their_anatomy(tmp_path, monkeypatch):
+    """load_training_data: mri_general(_lownoise) train on the template's slabs, mri_general_wide on the
+    same seeds' wide-anatomy slabs, and only the latter's dataset record names an anatomy."""
+    import yaml
+
+    from paperlib.config import profile_path
+    from paperlib.data.training import load_training_data
+
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    profile = yaml.safe_load(profile_path("ci").read_text())
+    profile["real_mri"].update(n_slabs=2, slab=list(SHAPE), slab_seed=3)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    got = {p: load_training_data("mri", str(path), preset=p) for p in ("mri_general", "mri_general_wide")}
+    assert torch.equal(got["mri_general"][0], randomized.randomized_set(2, SHAPE, seed=3, progress=False))
+    assert torch.equal(got["mri_general_wide"][0], randomized.randomized_set(2, SHAPE, seed=3, anatomy="wide",
+                                                                              progress=False))
+    assert "anatomy" not in got["mri_general"][1] and got["mri_general_wide"][1]["anatomy"] == "wide"
+    assert got["mri_general_wide"][1]["shape"] == [2, *SHAPE]

@@ -16,6 +16,9 @@ MODALITIES = ("mri", "stem")
 PRESET_DATA = {"mri_general": "randomized", "mri_general_lownoise": "randomized", "mri_general_wide": "randomized_wide",
                "slice2d_fixed": "slices_fixed",
                "slice2d_diverse": "slices_diverse", "stem_anydepth": "random_depth"}
+#: The data names of the domain-randomised MRI slabs -> their anatomy (``paperlib.data.brain.ANATOMY_SPREADS``):
+#: the same slabs' seeds, the head further from the template for ``randomized_wide``.
+_RANDOMIZED_ANATOMY = {"randomized": "template", "randomized_wide": "wide"}
 
 
 def load_training_data(modality: str, profile: str, *, preset: str | None = None) -> tuple[Tensor, dict]:
@@ -44,19 +47,18 @@ def load_training_data(modality: str, profile: str, *, preset: str | None = None
     from ..config import load_profile
 
     prof = load_profile(profile)
-    if modality == "mri" and PRESET_DATA.get(preset or "") in ("randomized", "randomized_wide"):
+    anatomy = _RANDOMIZED_ANATOMY.get(PRESET_DATA.get(preset or "", "")) if modality == "mri" else None
+    if anatomy is not None:
         from .randomized import GENERATOR_VERSION, randomized_set
 
         section = prof.real_mri
         if section is None:
             raise ValueError(f"profile {prof.name}: preset {preset} trains on the real_mri section's "
                              "randomised slabs, but the profile has no real_mri section")
-        wide = PRESET_DATA[preset] == "randomized_wide"  # the same slabs' seeds, the head further from the template
-        data = randomized_set(section.n_slabs, section.slab, seed=section.slab_seed,
-                              anatomy="wide" if wide else "template")
+        data = randomized_set(section.n_slabs, section.slab, seed=section.slab_seed, anatomy=anatomy)
         return data, {"modality": "mri", "profile": prof.name, "source": "randomized",
                       "generator_version": GENERATOR_VERSION, "n": section.n_slabs, "slab": list(section.slab),
-                      "slab_seed": section.slab_seed, **({"anatomy": "wide"} if wide else {}),
+                      "slab_seed": section.slab_seed, **({"anatomy": anatomy} if anatomy != "template" else {}),
                       "shape": list(data.shape)}
     if modality == "mri" and PRESET_DATA.get(preset or "", "").startswith("slices_"):
         from .slices2d import DIVERSE_VOXEL_MM, FIXED_VOXEL_MM, prior_slice_set
