@@ -7,12 +7,16 @@ table's settings and prior) under draws ``0 .. K-1`` of the same mask kind, acce
 centre fraction; draw 0's rows are the table's. Reported: DART - TV per scan, acceleration and
 draw, its mean over the draws, and per acceleration the mean over scans and draws with its 95 %
 bootstrap interval over the *scans* (the draws of one scan resampled together:
-:func:`paperlib.tables.summarise` resamples cases), beside draw 0 alone (the table's summary).
+:func:`paperlib.tables.summarise` resamples cases), beside draw 0 alone (the table's summary);
+then the same means as the held-out set grew (the scans of the first k registry searches,
+:data:`paperlib.data.real_mri.BATCHES`), and with the scans of one subject averaged first.
 A measurement of held-out rows after every choice was made: nothing is chosen from it.
 
 Writes ``benchmarks/results/real_mri_mask_draws.{csv,md}``::
 
     python benchmarks/real_mri_mask_draws.py --profile default --draws 4
+
+(``--report-only`` re-renders the report from the CSV.)
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.data.real_mri import REAL_SCANS, load_real_scan
 from paperlib.experiments.real_mri import RealMRICase, real_case
+from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
 from real_mri_fov import run_dart_tv  # a sibling script (benchmarks/)
 from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
@@ -81,14 +86,60 @@ def report(rows: list[dict], profile: str) -> str:
                          f"{tables.mean_std_ci(s, 'ssim_whole')} | {verdict[0]} | "
                          f"{tables.mean_std_ci(s, 'ssim_head')} | {verdict[1]} |")
     lines += ["", "- Mean ± sample std over the rows (scans x draws) [95 % bootstrap interval, resampling scans "
-              "with all their draws]; 'NO' where the mean misses +0.02."]
-    return "\n".join(lines) + "\n"
+              "with all their draws]; 'NO' where the mean misses +0.02.", ""]
+    return "\n".join(lines + growth_lines(diffs, draws)) + "\n"
+
+
+def _mean_by_subject(diffs: list[dict], column: str) -> float:
+    """Mean over subjects of the mean over each subject's rows (scans x draws)."""
+    by: dict[str, list[float]] = {}
+    for d in diffs:
+        by.setdefault(REAL_SCANS[d["scan"]].subject_key, []).append(float(d[column]))
+    return sum(sum(v) / len(v) for v in by.values()) / len(by)
+
+
+def growth_lines(diffs: list[dict], draws: list[int]) -> list[str]:
+    """Markdown: the mean DART - TV over the held-out scans registered by each search (cumulative,
+    :data:`paperlib.data.real_mri.BATCHES`), for draw 0 and for all draws; and over every held-out
+    scan with the scans of one subject averaged first."""
+    batches = sorted({REAL_SCANS[d["scan"]].batch for d in diffs})
+    accelerations = sorted({float(d["acceleration"]) for d in diffs})
+    lines = ["**As the held-out set grew** (the held-out scans registered by searches 1..k of "
+             "`paperlib.data.real_mri.BATCHES`; the last rows are every held-out scan, as above, then the same "
+             "with the scans of one subject averaged first)", "",
+             f"| Held-out scans | n | Acceleration | draw 0: whole / head | draws 0-{draws[-1]}: whole / head |",
+             "|---|---|---|---|---|"]
+    groups = [(f"searches 1-{k}" if k > batches[0] else f"search {k}",
+               [d for d in diffs if REAL_SCANS[d["scan"]].batch <= k], None) for k in batches]
+    groups.append(("per subject, all searches", diffs, "subject"))
+    for label, chosen, per in groups:
+        for acc in accelerations:
+            mine = [d for d in chosen if float(d["acceleration"]) == acc]
+            if not mine:
+                continue
+            first = [d for d in mine if d["draw"] == 0]
+            cells = []
+            for subset in (first, mine):
+                if per == "subject":
+                    means = [_mean_by_subject(subset, c) for c in COLUMNS]
+                else:
+                    means = [sum(float(d[c]) for d in subset) / len(subset) for c in COLUMNS]
+                cells.append(f"{means[0]:+.4f} / {means[1]:+.4f}")
+            n = len({REAL_SCANS[d["scan"]].subject_key if per else d["scan"] for d in mine})
+            lines.append(f"| {label} | {n}{' subjects' if per else ' scans'} | {acc:g}x | {cells[0]} | {cells[1]} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser(__doc__, __file__)
     p.add_argument("--draws", type=int, default=4, help="mask draws per scan and acceleration (0 = the table's)")
+    p.add_argument("--report-only", action="store_true", help="re-render the report from --out's CSV, run nothing")
     args = parse_args(p, argv)
+    if args.report_only:
+        text = report(tables.read_csv_rows(args.out), args.profile)
+        atomic_write_text(args.out.with_suffix(".md"), text)
+        print(text)
+        return 0
     profile = load_profile(args.profile)
     run_dart_tv(profile, cases(profile, args.draws), args.out, lambda rows: report(rows, args.profile))
     return 0

@@ -332,3 +332,16 @@ def test_makefile_downloads_every_registered_archive():
     (line,) = [line for line in makefile.splitlines() if line.startswith("SCAN_DOWNLOADS =")]
     assert set(line.split("=", 1)[1].split()) == downloads
     assert "--dest $(SCAN_WHEELS) $(SCAN_DOWNLOADS)" in makefile
+
+
+def test_batches_record_the_order_of_registration_and_subjects_are_shared_only_where_known():
+    batches = [source.batch for source in REAL_SCANS.values()]
+    assert batches == sorted(batches), "scans are appended: a later search cannot precede an earlier one"
+    assert set(batches) == set(real_mri.BATCHES) and min(batches) == 1
+    for k, text in real_mri.BATCHES.items():  # each search's text names the held-out scans it registered
+        found = [n for n, s in REAL_SCANS.items() if s.batch == k and s.role == "held_out" and k > 1]
+        assert all(n in text for n in found), (k, found)
+    shared = {}
+    for name, source in REAL_SCANS.items():
+        shared.setdefault(source.subject_key, []).append(name)
+    assert [names for names in shared.values() if len(names) > 1] == [["pycortex_s1_t1", "pycortex_s1_epi"]]

