@@ -198,3 +198,55 @@ def test_mask_draws_redraw_only_the_masks_and_draw_0_is_the_tables():
             assert cells[3:7] == [want["DART - TV, whole image"], want["whole >= +0.02"], want["DART - TV, head"],
                                   want["head >= +0.02"]]
     sys.modules.pop("bench_real_mri_mask_draws", None)
+
+
+def test_mask_draws_growth_rows_are_the_means_of_their_scans():
+    """The 'as the held-out set grew' rows: cumulative means over the scans of searches 1..k, the last
+    equal to the over-scans mean; the per-subject row averages the two scans of pycortex's S1 first."""
+    from paperlib.data.real_mri import REAL_SCANS
+
+    draws = load_benchmark("real_mri_mask_draws")
+    diffs = [{"scan": s, "acceleration": 4.0, "draw": k, "ssim_whole": v, "ssim_head": v / 2, "case": s}
+             for s, v in (("nib_example4d", 0.1), ("nib_afni_epi", 0.2), ("pycortex_s1_t1", 0.3),
+                          ("pycortex_s1_epi", 0.5)) for k in (0, 1)]
+    diffs[1]["ssim_whole"] = 0.3  # nib_example4d, draw 1: the draws differ
+    lines = draws.growth_lines(diffs, [0, 1])
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line.strip("|").split("|")[3:]
+            for line in lines if line.startswith("| search")}
+    assert REAL_SCANS["nib_afni_epi"].batch == 2 and REAL_SCANS["pycortex_s1_t1"].batch == 4
+    assert rows["search 1", "1 scans", "4x"] == [" +0.1000 / +0.0500 ", " +0.2000 / +0.0500 "]
+    assert rows["searches 1-2", "2 scans", "4x"][0].strip() == "+0.1500 / +0.0750"
+    assert rows["searches 1-4", "4 scans", "4x"][0].strip() == "+0.2750 / +0.1375"
+    (subject,) = [line for line in lines if line.startswith("| per subject")]
+    # (0.1 + 0.2 + (0.3 + 0.5) / 2) / 3 for draw 0
+    assert "| 3 subjects | 4x | +0.2333 / +0.1167 |" in subject
+    sys.modules.pop("bench_real_mri_mask_draws", None)
+
+
+def test_tv_oracle_picks_the_best_weight_per_case_and_renders_the_committed_report():
+    """real_mri_tv_oracle.py: per case the oracle weight is the one with the best mean of whole and head
+    SSIM; the committed report re-renders from its CSV, and TV at the table's weight is the table's TV."""
+    from paperlib import tables
+
+    oracle = load_benchmark("real_mri_tv_oracle")
+    results = REPO / "benchmarks" / "results"
+    rows = tables.read_csv_rows(results / "real_mri_tv_oracle.csv")
+    text = oracle.report(rows, "default")
+    assert _body(text) == _body((results / "real_mri_tv_oracle.md").read_text())
+    weight = load_profile("default").real_mri.baselines.tv_weight
+    table_tv = oracle.table_rows("tv")
+    scans = {(r["scan"], float(r["acceleration"])) for r in rows}
+    assert scans == {k for k in table_tv if k[0] in {r["scan"] for r in rows}} and len(scans) == 16
+    for key in scans:
+        mine = [r for r in rows if (r["scan"], float(r["acceleration"])) == key]
+        assert len(mine) == len(oracle.WEIGHTS)
+        at_table = next(r for r in mine if float(r["tv_weight"]) == weight)
+        assert float(at_table["ssim_whole"]) == pytest.approx(float(table_tv[key]["ssim_whole"]), abs=2e-4)
+        best = max(mine, key=oracle._criterion)
+        assert f"| {key[0]} | {key[1]:g}x |" in text and f"| {float(best['tv_weight']):g} |" in text
+    # a made-up pair of weights: the oracle takes the better criterion, not the better whole-image SSIM
+    fake = [{"scan": "nib_example4d", "acceleration": "4", "tv_weight": w, "ssim_whole": a, "ssim_head": b,
+             "case": "nib_example4d@4x"} for w, a, b in ((weight, 0.9, 0.5), (0.01, 0.8, 0.7))]
+    line = next(l for l in oracle.report(fake, "default").splitlines() if l.startswith("| nib_example4d | 4x"))
+    assert "| 0.01 | 0.8000 / 0.7000 |" in line
+    sys.modules.pop("bench_real_mri_tv_oracle", None)
