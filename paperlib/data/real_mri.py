@@ -111,7 +111,9 @@ Searched and not registered
 The installed packages' data folders were searched (2026-12-03) for every volume of a real head.
 The rule (applied before any method ran on any of them): a scan of a head, not a copy or derivative of a
 registered one, at least as large as the smallest volume issue 15 asks the CLI to take (4 slices,
-32 x 32 in-plane). Besides the registered ones the folders hold, and were left out because:
+32 x 32 in-plane), in a format whose header gives the voxel size (issue 15 asks that it be read from
+the header and handled; every NIfTI and AFNI file does). Besides the registered ones the folders
+hold, and were left out because:
 
 * nibabel ``tests/data``: ``functional.nii`` (17 x 21 x 3: too small); ``example_nifti2.nii.gz``
   (32 x 20 x 12: too small); ``reoriented_anat_moved.nii`` and ``resampled_anat_moved.nii``
