@@ -29,6 +29,12 @@ def test_dependencies_follow_imports_transitively_and_lazily():
         notebook_dependencies(ROOT / "notebooks" / "missing.py")
 
 
+def _scan_stamp() -> str:
+    """The name of the Makefile's SCAN_STAMP in the venv: ``.scans-`` and its SCAN_DOWNLOADS joined."""
+    (line,) = [line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith("SCAN_DOWNLOADS =")]
+    return ".scans-" + "+".join(r.replace("==", "-") for r in line.split("=", 1)[1].split())
+
+
 def _what_if(tmp_path: Path, changed: str) -> set[str]:
     """The notebooks ``make -n figures`` would execute if ``changed`` were modified, with every
     notebook built after every source (a fake, already-installed venv; a temporary build folder)."""
@@ -41,6 +47,8 @@ def _what_if(tmp_path: Path, changed: str) -> set[str]:
     (build / "deps.mk").write_text(make_rules(NOTEBOOKS))
     for nb in NOTEBOOKS:
         (build / f"{nb.stem}.ipynb").write_text("{}")
+    # the stamp of the scan archives (Makefile SCAN_STAMP), then .installed: a set-up checkout
+    (venv / _scan_stamp()).write_text("")
     (venv / ".installed").write_text("")
     env = {**os.environ, "MAKEFLAGS": ""}
     out = subprocess.run(["make", "-n", "-W", changed, "figures", f"BUILD={build}", f"VENV={venv}",
