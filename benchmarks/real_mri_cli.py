@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.data.real_mri import REAL_SCANS, head_mask, load_real_scan
-from paperlib.experiments.real_mri import scan_mask_seed
+from paperlib.experiments.real_mri import margin_verdicts, scan_mask_seed
 from paperlib.io import InputValidationError, atomic_write_text, load_nifti, save_nifti
 from paperlib.metrics.image import volume_scores
 from paperlib.provenance import git_commit
@@ -127,7 +127,7 @@ def report(rows: list[dict], profile: str) -> str:
                   "| Role | Acceleration | n scans | whole image | head | whole >= +0.02 | head >= +0.02 |",
                   "|---|---|---|---|---|---|---|"]
         for m in tables.paired_differences(rows, "dart", "tv", ("ssim_whole", "ssim_head"), by=("role", "acceleration")):
-            verdict = ["yes" if m[f"{c}_mean"] >= 0.02 else "NO" for c in ("ssim_whole", "ssim_head")]
+            verdict = margin_verdicts(m)
             lines.append(f"| {m['role']} | {float(m['acceleration']):g}x | {m['n']} | {tables.mean_std_ci(m, 'ssim_whole')} "
                          f"| {tables.mean_std_ci(m, 'ssim_head')} | {verdict[0]} | {verdict[1]} |")
         lines += ["", tables.INTERVAL_NOTE.replace("test cases", "scans")]

@@ -23,7 +23,7 @@ from __future__ import annotations
 from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.data.real_mri import REAL_SCANS, load_real_scan
-from paperlib.experiments.real_mri import RealMRICase, real_case
+from paperlib.experiments.real_mri import RealMRICase, margin_verdicts, real_case
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
 from real_mri_fov import run_dart_tv  # a sibling script (benchmarks/)
@@ -81,7 +81,7 @@ def report(rows: list[dict], profile: str) -> str:
               "|---|---|---|---|---|---|---|"]
     for label, chosen in (("0 (the table's)", [d for d in diffs if d["draw"] == 0]), (f"0-{draws[-1]}", diffs)):
         for s in tables.summarise(chosen, by=("acceleration",)):
-            verdict = ["yes" if s[f"{c}_mean"] >= 0.02 else "NO" for c in COLUMNS]
+            verdict = margin_verdicts(s, COLUMNS)
             lines.append(f"| {float(s['acceleration']):g}x | {label} | {s['n_cases']} | "
                          f"{tables.mean_std_ci(s, 'ssim_whole')} | {verdict[0]} | "
                          f"{tables.mean_std_ci(s, 'ssim_head')} | {verdict[1]} |")
@@ -110,9 +110,9 @@ def growth_lines(diffs: list[dict], draws: list[int]) -> list[str]:
              f"| Held-out scans | n | Acceleration | draw 0: whole / head | draws 0-{draws[-1]}: whole / head |",
              "|---|---|---|---|---|"]
     groups = [(f"searches 1-{k}" if k > batches[0] else f"search {k}",
-               [d for d in diffs if REAL_SCANS[d["scan"]].batch <= k], None) for k in batches]
-    groups.append(("per subject, all searches", diffs, "subject"))
-    for label, chosen, per in groups:
+               [d for d in diffs if REAL_SCANS[d["scan"]].batch <= k], False) for k in batches]
+    groups.append(("per subject, all searches", diffs, True))
+    for label, chosen, per_subject in groups:
         for acc in accelerations:
             mine = [d for d in chosen if float(d["acceleration"]) == acc]
             if not mine:
@@ -120,13 +120,13 @@ def growth_lines(diffs: list[dict], draws: list[int]) -> list[str]:
             first = [d for d in mine if d["draw"] == 0]
             cells = []
             for subset in (first, mine):
-                if per == "subject":
+                if per_subject:
                     means = [_mean_by_subject(subset, c) for c in COLUMNS]
                 else:
                     means = [sum(float(d[c]) for d in subset) / len(subset) for c in COLUMNS]
                 cells.append(f"{means[0]:+.4f} / {means[1]:+.4f}")
-            n = len({REAL_SCANS[d["scan"]].subject_key if per else d["scan"] for d in mine})
-            lines.append(f"| {label} | {n}{' subjects' if per else ' scans'} | {acc:g}x | {cells[0]} | {cells[1]} |")
+            n = len({REAL_SCANS[d["scan"]].subject_key if per_subject else d["scan"] for d in mine})
+            lines.append(f"| {label} | {n}{' subjects' if per_subject else ' scans'} | {acc:g}x | {cells[0]} | {cells[1]} |")
     return lines
 
 

@@ -20,16 +20,15 @@ from __future__ import annotations
 
 from paperlib import paths, tables
 from paperlib.config import load_profile
-from paperlib.experiments.real_mri import REAL_MRI
+from paperlib.experiments.real_mri import REAL_MRI, margin_verdicts
 from paperlib.experiments.runner import run_cases
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
-from real_mri_mask_draws import cases  # a sibling script (benchmarks/)
+from real_mri_mask_draws import COLUMNS, cases  # a sibling script (benchmarks/)
 from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
 
 #: TV weights tried per case (the tuning grid's 0.001-0.01 and a decade around it)
 WEIGHTS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
-COLUMNS = ("ssim_whole", "ssim_head")
 
 
 def run(profile_name: str, weights: tuple[float, ...] = WEIGHTS) -> list[dict]:
@@ -87,7 +86,7 @@ def report(rows: list[dict], profile: str) -> str:
     lines += ["", "| Acceleration | TV | n scans | DART - TV, whole image | whole >= +0.02 | DART - TV, head | head >= +0.02 |",
               "|---|---|---|---|---|---|---|"]
     for s in tables.summarise(diffs, by=("acceleration", "tv")):
-        verdict = ["yes" if s[f"{c}_mean"] >= 0.02 else "NO" for c in COLUMNS]
+        verdict = margin_verdicts(s, COLUMNS)
         lines.append(f"| {float(s['acceleration']):g}x | {s['tv']} | {s['n_cases']} | {tables.mean_std_ci(s, 'ssim_whole')} | "
                      f"{verdict[0]} | {tables.mean_std_ci(s, 'ssim_head')} | {verdict[1]} |")
     lines += ["", f"- TV at the table's weight reproduces the table's TV rows: largest difference {worst:.1e}.",

@@ -61,7 +61,7 @@ import torch
 from paperlib import tables
 from paperlib.data.real_mri import REAL_SCANS, ROLES, load_real_scan
 from paperlib.experiments.priors import prior_weights
-from paperlib.experiments.real_mri import REAL_MRI, dart_form, real_cases
+from paperlib.experiments.real_mri import REAL_MRI, dart_form, margin_verdicts, real_cases
 from paperlib.experiments.runner import run_cases
 from paperlib.plotting import notebook_setup, save_figure
 from paperlib.provenance import provenance
@@ -123,7 +123,7 @@ role_rows = [[s["role"], f"{s['n_cases']} scans", f"{float(s['acceleration']):g}
 margins = tables.paired_differences(rows, "dart", "tv", ("ssim_whole", "ssim_head"), by=("role", "acceleration"))
 margin_rows = []
 for m in margins:
-    verdict = ["yes" if m[f"{c}_mean"] >= 0.02 else "NO" for c in ("ssim_whole", "ssim_head")]
+    verdict = margin_verdicts(m)
     margin_rows.append([m["role"], f"{float(m['acceleration']):g}x", str(m["n"]), tables.mean_std_ci(m, "ssim_whole"),
                         verdict[0], tables.mean_std_ci(m, "ssim_head"), verdict[1]])
     print(f"{m['role']:15s} {float(m['acceleration']):g}x: DART - TV whole {m['ssim_whole_mean']:+.3f}, "

@@ -21,6 +21,7 @@ Methods (:data:`REAL_MRI_METHODS`, ``(operator, kspace, profile, generator, prog
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 from torch import Tensor
 
@@ -36,7 +37,7 @@ from .mri import slice_masks
 from .priors import guided_prior
 from .registry import Registry
 
-__all__ = ["REAL_MRI_METHODS", "RealMRICase", "real_cases", "real_case", "scan_mask_seed", "general_prior", "valid_magnitude", "scaled_measurement",
+__all__ = ["REAL_MRI_METHODS", "RealMRICase", "real_cases", "real_case", "scan_mask_seed", "MARGIN_TARGET", "margin_verdicts", "general_prior", "valid_magnitude", "scaled_measurement",
            "dart_init", "dart_form",
            "REAL_MRI"]
 
@@ -168,6 +169,21 @@ class RealMRICase:
 
     truth = property(lambda self: self.image)
     measurement = property(lambda self: self.kspace)
+
+
+#: Issue 15's target: on held-out scans DART's SSIM at least this far above TV's, whole image and head.
+MARGIN_TARGET = 0.02
+
+
+def margin_verdicts(summary: Mapping, columns: tuple[str, ...] = ("ssim_whole", "ssim_head")) -> list[str]:
+    """``"yes"`` / ``"NO"`` per column: whether the mean of a DART - TV summary
+    (:func:`paperlib.tables.paired_differences` or :func:`~paperlib.tables.summarise` of differences)
+    reaches :data:`MARGIN_TARGET`.
+
+    >>> margin_verdicts({"ssim_whole_mean": 0.025, "ssim_head_mean": 0.019})
+    ['yes', 'NO']
+    """
+    return ["yes" if summary[f"{c}_mean"] >= MARGIN_TARGET else "NO" for c in columns]
 
 
 #: Seed step between two mask draws of one scan (above any scan's ``100 i``).
