@@ -501,6 +501,7 @@ def section_guided(s: Settings) -> list[Row]:
     import torch
 
     from paperlib.config import load_profile
+    from paperlib.diffusion.partition import resolve_precision
     from paperlib.experiments.runner import MODALITIES, run_cases
 
     torch.set_num_threads(s.threads)
@@ -512,7 +513,7 @@ def section_guided(s: Settings) -> list[Row]:
     d = profile.mri_diffusion
     data = f"{len(cases)} MRI validation volume(s) {tuple(cases[0].image.shape)} of profile {s.profile!r}"
     rows = [Row("guided", f"{m.upper()} per volume vs TV", f"{m.upper()} ({getattr(d, m).steps} steps, "
-                f"{d.precision})", f"TV ({profile.mri_baselines.tv_iters} primal-dual iterations)", data,
+                f"{resolve_precision(d.precision)})", f"TV ({profile.mri_baselines.tv_iters} primal-dual iterations)", data,
                 "s per volume", mean[m]["wall_time_s"], mean["tv"]["wall_time_s"],
                 mean["tv"]["wall_time_s"] / mean[m]["wall_time_s"], accuracy_metric="whole-image SSIM",
                 ours_accuracy=mean[m]["ssim_whole"], peer_accuracy=mean["tv"]["ssim_whole"],

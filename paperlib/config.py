@@ -211,9 +211,10 @@ class DiffusionReconConfig(_Section):
     sampler: Literal["ddim", "ddpm"] = "ddim"
     eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM stochasticity")
     clip: tuple[float, float] | None = Field(None, description="clamp of x0_hat in prior units (MRI: [0, 1])")
-    precision: Literal["float32", "bfloat16"] = Field(
-        "float32", description="the networks' arithmetic (bfloat16: weights and activations; see "
-                               "benchmarks/guided_speed.py)")
+    precision: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32", description="the networks' arithmetic (bfloat16: weights and activations; auto: bfloat16 where "
+                               "the CPU or GPU computes it natively, else float32, paperlib.diffusion.partition."
+                               "resolve_precision; see benchmarks/guided_speed.py)")
     dart: GuidedStepsConfig
     drift: GuidedStepsConfig
     projection: GuidedStepsConfig | None = None

@@ -8,6 +8,7 @@ from typing import Iterable
 import torch
 
 from . import __version__, paths
+from .diffusion.partition import resolve_precision
 from .io import sha256_file
 
 
@@ -56,5 +57,7 @@ def provenance(profile, notebook: str, *, checkpoints: Iterable = ()) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
+        # what a profile's ``precision: auto`` ran the networks in on this machine's CPU
+        "auto_precision_cpu": resolve_precision("auto", "cpu"),
         "checkpoints": {_relative(p): sha256_file(p) for p in checkpoints},
     }

@@ -55,9 +55,11 @@ def test_denoise_runs_each_group_through_its_own_model(prediction):
     t = 37
     want = merge_groups([sampler.predict_x0(m(xg[None, None], torch.tensor([t]))[0, 0], xg, t)
                          for m, xg in zip(models, split_groups(x, G))])
-    assert torch.allclose(prior.denoise(x, t), want, atol=1e-6)
+    # float32 rounding only (kernels blocked by batch size differ by ~1e-6 on AVX2); a group through
+    # another model's weights would be off by O(1)
+    assert torch.allclose(prior.denoise(x, t), want, rtol=1e-5, atol=1e-5)
     xb = torch.stack([x, -x])  # batched volumes
-    assert torch.allclose(prior.denoise(xb, t)[0], want, atol=1e-6)
+    assert torch.allclose(prior.denoise(xb, t)[0], want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="2 groups x 4 slices"):
         prior.denoise(torch.randn(6, H, H), t)
 
@@ -77,6 +79,30 @@ def test_bfloat16_precision_is_close_to_float32_and_returns_float32():
         PartitionedPrior(models, sampler, S, precision="float16")
     with pytest.raises(ValueError, match="precision"):
         run_network(models[0], x[:S][None], 50, "half")
+
+
+def test_auto_precision_is_bfloat16_only_where_the_device_computes_it_natively(monkeypatch):
+    """``auto`` (the profiles' setting): bfloat16 on a CPU with AVX-512 BF16 or AMX, else float32,
+    where emulated bfloat16 was 6x slower than float32 (paperlib.diffusion.partition.native_bfloat16)."""
+    from paperlib.diffusion import partition
+
+    models = _models()
+    sampler = Sampler(SCHEDULE, prediction="v")
+    x = torch.randn(G * S, H, H)
+    for native, expect in ((False, "float32"), (True, "bfloat16")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert partition.native_bfloat16("cpu") is native
+        assert partition.resolve_precision("auto", "cpu") == expect
+        auto = PartitionedPrior(models, sampler, S, precision="auto").denoise(x, 50)
+        assert torch.equal(auto, PartitionedPrior(models, sampler, S, precision=expect).denoise(x, 50))
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert partition.resolve_precision("auto", torch.device("cpu")) == "bfloat16"
+    assert partition.resolve_precision("auto", "meta") == "float32"  # no native bfloat16 known
+    assert partition.resolve_precision("float32", "cpu") == "float32"
+    with pytest.raises(ValueError, match=r"precision: expected one of \['auto', 'bfloat16', 'float32'\]"):
+        partition.resolve_precision("fp16", "cpu")
 
 
 def test_bfloat16_copy_follows_the_weights_and_passes_gradients_to_the_input():

@@ -40,12 +40,52 @@ Callback = Callable[[Tensor, int], Tensor]
 #: activations in bfloat16; the sampler, the physics and the returned estimate in float32).
 PRECISIONS: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
+#: The precision names a prior or profile accepts: :data:`PRECISIONS` and ``"auto"``
+#: (:func:`resolve_precision`).
+PRECISION_NAMES = (*PRECISIONS, "auto")
 
-def check_precision(precision: str) -> torch.dtype:
-    """The dtype of a precision name (a key of :data:`PRECISIONS`); anything else is a ``ValueError``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {sorted(PRECISIONS)}, got {precision!r}")
-    return PRECISIONS[precision]
+
+def native_bfloat16(device: torch.device | str = "cpu") -> bool:
+    """Whether ``device`` computes in bfloat16 natively (not by emulation in float32).
+
+    CPU: AVX-512 BF16 or AMX instructions (``torch.cpu._is_avx512_bf16_supported`` /
+    ``_is_amx_tile_supported``; torch has no public test). Without them oneDNN converts every
+    operand: measured on a 2-core AMD EPYC with AVX2 only, one denoiser step of the MRI prior
+    (16 x 64 x 64, 2 threads) took 1.43 s in bfloat16 against 0.23 s in float32, while on a CPU
+    with AVX-512 BF16 bfloat16 is the faster one (``benchmarks/results/guided_speed.md``).
+    CUDA: ``torch.cuda.is_bf16_supported()``. Any other device: False.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    checks = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
+    return any(bool(check()) for check in checks if callable(check))
+
+
+def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
+    """The arithmetic ``precision`` means on ``device``: ``"auto"`` is ``"bfloat16"`` where the
+    device computes it natively (:func:`native_bfloat16`), else ``"float32"``; the other names
+    are themselves. Anything else is a ``ValueError``.
+
+    >>> resolve_precision("float32"), resolve_precision("bfloat16")
+    ('float32', 'bfloat16')
+    >>> resolve_precision("auto") == ("bfloat16" if native_bfloat16("cpu") else "float32")
+    True
+    """
+    check_precision(precision)
+    if precision == "auto":
+        return "bfloat16" if native_bfloat16(device) else "float32"
+    return precision
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is a precision name (:data:`PRECISION_NAMES`); anything else is a ``ValueError``."""
+    if precision not in PRECISION_NAMES:
+        raise ValueError(f"precision: expected one of {sorted(PRECISION_NAMES)}, got {precision!r}")
+    return precision
 
 
 _LOW_PRECISION: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, nn.Module]]" = weakref.WeakKeyDictionary()
@@ -94,7 +134,8 @@ def release_low_precision(model: nn.Module) -> None:
 
 def run_network(model: nn.Module, x: Tensor, t: int, precision: str = "float32") -> Tensor:
     """One network evaluation on slice groups: ``model(x[:, None], t)[:, 0]`` for ``x`` (B, s, H, W) at
-    timestep ``t``, in ``precision`` (:data:`PRECISIONS`), returned as float32.
+    timestep ``t``, in ``precision`` (:data:`PRECISION_NAMES`; ``"auto"`` resolved for ``x``'s
+    device by :func:`resolve_precision`), returned as float32.
 
     ``bfloat16`` runs a bfloat16 copy of the network (:func:`low_precision_copy`) on the input
     rounded to bfloat16: convolutions, matrix products, normalisations (which accumulate in
@@ -104,7 +145,7 @@ def run_network(model: nn.Module, x: Tensor, t: int, precision: str = "float32")
     from float32 and its throughput: the denoiser rows of ``figures/benchmarks.md``). Autocast, the
     previous setting, kept the normalisations in float32 at the cost of a cast around each.
     """
-    dtype = check_precision(precision)
+    dtype = PRECISIONS[resolve_precision(precision, x.device)]
     tt = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
     if dtype == torch.float32:
         return model(x[:, None], tt)[:, 0].float()
@@ -193,7 +234,8 @@ class PartitionedPrior(nn.Module):
     group_size : slices per group, ``s``.
     group_indices : global indices of the groups held here (default ``0 .. len(models)-1``); a rank
         of a distributed run holds only some groups. They fix the per-group random streams.
-    precision : the networks' arithmetic, ``"float32"`` or ``"bfloat16"`` (:func:`run_network`).
+    precision : the networks' arithmetic, ``"float32"``, ``"bfloat16"`` or ``"auto"`` (bfloat16
+        where the device computes it natively; :func:`resolve_precision`, :func:`run_network`).
 
     Volumes are (D, H, W) or batched (B, D, H, W) with ``D = len(models) * group_size``.
 

@@ -104,7 +104,7 @@ class SlicePrior:
         put in eval mode.
     sampler : :class:`~paperlib.diffusion.sampler.Sampler` of its training schedule and target.
     voxel_size : in-plane pixel size (mm) of the training slices, or None (unknown: no resampling).
-    precision : ``"float32"`` or ``"bfloat16"`` (:func:`~paperlib.diffusion.partition.run_network`).
+    precision : ``"float32"``, ``"bfloat16"`` or ``"auto"`` (:func:`~paperlib.diffusion.partition.run_network`).
 
     >>> from paperlib.diffusion.unet3d import UNet3D, PRESETS
     >>> from paperlib.diffusion.schedules import ScheduleConfig
