@@ -82,7 +82,7 @@ def test_bfloat16_precision_is_close_to_float32_and_returns_float32():
 
 
 def test_auto_precision_is_bfloat16_only_where_the_device_computes_it_natively(monkeypatch):
-    """``auto`` (the profiles' setting): bfloat16 on a CPU with AVX-512 BF16 or AMX, else float32,
+    """``auto`` (the profiles' setting): bfloat16 on a CPU with AVX-512 BF16 or AMX-BF16, else float32,
     where emulated bfloat16 was 6x slower than float32 (paperlib.diffusion.partition.native_bfloat16)."""
     from paperlib.diffusion import partition
 
@@ -90,17 +90,19 @@ def test_auto_precision_is_bfloat16_only_where_the_device_computes_it_natively(m
     sampler = Sampler(SCHEDULE, prediction="v")
     x = torch.randn(G * S, H, H)
     for native, expect in ((False, "float32"), (True, "bfloat16")):
-        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        monkeypatch.setattr(partition, "cpu_flags", lambda: frozenset({"avx2", "fma"} | ({"avx512_bf16"} if native else set())))
         assert partition.native_bfloat16("cpu") is native
         assert partition.resolve_precision("auto", "cpu") == expect
         auto = PartitionedPrior(models, sampler, S, precision="auto").denoise(x, 50)
         assert torch.equal(auto, PartitionedPrior(models, sampler, S, precision=expect).denoise(x, 50))
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(partition, "cpu_flags", lambda: frozenset({"amx_bf16", "amx_tile"}))
     assert partition.resolve_precision("auto", torch.device("cpu")) == "bfloat16"
+    monkeypatch.setattr(partition, "cpu_flags", frozenset)  # flags not readable (not Linux): float32
+    assert partition.resolve_precision("auto", "cpu") == "float32"
     assert partition.resolve_precision("auto", "meta") == "float32"  # no native bfloat16 known
     assert partition.resolve_precision("float32", "cpu") == "float32"
+    monkeypatch.undo()
+    assert partition.native_bfloat16("cpu") == bool({"avx512_bf16", "amx_bf16"} & partition.cpu_flags())
     with pytest.raises(ValueError, match=r"precision: expected one of \['auto', 'bfloat16', 'float32'\]"):
         partition.resolve_precision("fp16", "cpu")
 

@@ -45,24 +45,40 @@ PRECISIONS: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torc
 PRECISION_NAMES = (*PRECISIONS, "auto")
 
 
+#: /proc/cpuinfo flags of the x86 instructions that compute bfloat16 natively
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (``/proc/cpuinfo``, the first ``flags`` line);
+    empty where that file does not exist or has none (macOS, Windows, some containers)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def native_bfloat16(device: torch.device | str = "cpu") -> bool:
     """Whether ``device`` computes in bfloat16 natively (not by emulation in float32).
 
-    CPU: AVX-512 BF16 or AMX instructions (``torch.cpu._is_avx512_bf16_supported`` /
-    ``_is_amx_tile_supported``; torch has no public test). Without them oneDNN converts every
-    operand: measured on a 2-core AMD EPYC with AVX2 only, one denoiser step of the MRI prior
-    (16 x 64 x 64, 2 threads) took 1.43 s in bfloat16 against 0.23 s in float32, while on a CPU
-    with AVX-512 BF16 bfloat16 is the faster one (``benchmarks/results/guided_speed.md``).
-    CUDA: ``torch.cuda.is_bf16_supported()``. Any other device: False.
+    CPU: the x86 flags AVX-512 BF16 or AMX-BF16 (:func:`cpu_flags`, :data:`NATIVE_BF16_FLAGS`;
+    torch's own test is private). Without them oneDNN converts every operand: measured on a 2-core
+    AMD EPYC with AVX2 only, one denoiser step of the real-scan MRI prior (16 x 64 x 64, 2 threads)
+    took 7.7x as long in bfloat16 as in float32 (``benchmarks/results/precision_speed.md``), while on a CPU
+    with AVX-512 BF16 bfloat16 is the faster one (``benchmarks/results/guided_speed.md``). A CPU
+    whose flags cannot be read (not Linux) counts as without. CUDA: ``torch.cuda.is_bf16_supported()``.
+    Any other device: False.
     """
     device = torch.device(device)
     if device.type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if device.type != "cpu":
         return False
-    cpu = getattr(torch, "cpu", None)
-    checks = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
-    return any(bool(check()) for check in checks if callable(check))
+    return bool(cpu_flags() & NATIVE_BF16_FLAGS)
 
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
