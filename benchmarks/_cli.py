@@ -42,3 +42,14 @@ def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     return args
+
+
+def write_summary(out: Path, text: str) -> Path:
+    """Write ``text``, a script's Markdown summary, beside its result file ``out`` (suffix ``.md``,
+    atomically) and print it; returns the path written."""
+    from paperlib.io import atomic_write_text
+
+    path = Path(out).with_suffix(".md")
+    atomic_write_text(path, text)
+    print(text)
+    return path

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _cli import bench_parser  # a sibling script (benchmarks/)
+from _cli import bench_parser, write_summary  # a sibling script (benchmarks/)
 
 ISAS = ("default", "AVX2", "AVX512_CORE", "AVX512_CORE_BF16")
 
@@ -61,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_here(args.profile, args.n, args.threads)))
         return 0
     from paperlib import tables
-    from paperlib.io import atomic_write_text
     from paperlib.provenance import git_commit
 
     rows = []
@@ -84,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {isa} | " + " | ".join(f"{by[c]['ssim_slice_mean']:.6f} / {by[c]['ssim_projected']:.6f}"
                                                 for c in cases) + " |")
     md = "\n".join(lines) + "\n"
-    atomic_write_text(args.out.with_suffix(".md"), md)
-    print(md)
+    write_summary(args.out, md)
     return 0
 
 

@@ -27,10 +27,9 @@ from paperlib.config import load_profile
 from paperlib.diffusion.partition import native_bfloat16, resolve_precision
 from paperlib.diffusion.tiling import tiled
 from paperlib.experiments.priors import guided_prior
-from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
 from isa_repro import cpu_name  # a sibling script (benchmarks/)
-from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -88,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {r['prior']} | {r['float32_s']:.3f} | {r['bfloat16_s']:.3f} | {r['bfloat16_over_float32']:.2f}x | "
               f"{r['bfloat16_rel_l2']:.4f} |" for r in rows]
     md = "\n".join(lines) + "\n"
-    atomic_write_text(args.out.with_suffix(".md"), md)
-    print(md)
+    write_summary(args.out, md)
     return 0
 
 

@@ -36,11 +36,11 @@ from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.data.real_mri import REAL_SCANS, head_mask, load_real_scan
 from paperlib.experiments.real_mri import margin_verdicts, scan_mask_seed
-from paperlib.io import InputValidationError, atomic_write_text, load_nifti, save_nifti
+from paperlib.io import InputValidationError, load_nifti, save_nifti
 from paperlib.metrics.image import volume_scores
 from paperlib.provenance import git_commit
 from paperlib.reconstruct import from_dhw, to_dhw
-from _cli import bench_parser  # a sibling script (benchmarks/)
+from _cli import bench_parser, write_summary  # a sibling script (benchmarks/)
 
 #: Methods compared by default: the claim's two.
 METHODS = ("dart", "tv")
@@ -150,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = run(args.profile, args.scans, args.images, tuple(args.methods), args.threads)
         tables.write_csv_rows(rows, args.out)
     text = report(rows, args.profile)
-    atomic_write_text(args.out.with_suffix(".md"), text)
-    print(text)
+    write_summary(args.out, text)
     return 0
 
 

@@ -33,12 +33,11 @@ from paperlib.data.intensity import intensity_scale
 from paperlib.data.real_mri import REAL_SCANS, load_real_scan
 from paperlib.diffusion.evaluate import DEFAULT_FILTER_SIGMAS, gaussian_filter_volume, noise_level_timestep
 from paperlib.experiments import real_mri
-from paperlib.io import atomic_write_text
 from paperlib.metrics.image import psnr_volume
 from paperlib.physics.mri import MRIOperator
 from paperlib.provenance import git_commit
 from paperlib.recon import mri_baselines
-from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
 
 #: Noise standard deviations, prior units (the tuning scans' intensity scale is 1).
 SIGMAS = (0.02, 0.05, 0.1, 0.2)
@@ -100,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(args.profile, args.seed)
     tables.write_csv_rows(rows, args.out)
     text = report(rows, args.profile, load_profile(args.profile).real_mri.checkpoint, args.threads)
-    atomic_write_text(args.out.with_suffix(".md"), text)
-    print(text)
+    write_summary(args.out, text)
     return 0
 
 

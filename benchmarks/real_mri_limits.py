@@ -46,12 +46,11 @@ from paperlib.data.intensity import intensity_scale
 from paperlib.diffusion.tiling import tiled
 from paperlib.experiments import real_mri
 from paperlib.experiments.priors import guided_prior
-from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
 from paperlib.metrics.image import volume_scores
 from paperlib.recon import mri_baselines
 from paperlib.recon.dart import dart
-from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
 
 #: (label, dart keyword overrides, special) — special: "oracle_scale", "tv_init" or "prior:<checkpoint>"
 VARIANTS = (
@@ -164,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(args.profile, args.seed, steps=steps)
     tables.write_csv_rows(rows, args.out)
     text = report(rows, args.profile, section.checkpoint, args.threads, steps)
-    atomic_write_text(args.out.with_suffix(".md"), text)
-    print(text)
+    write_summary(args.out, text)
     return 0
 
 

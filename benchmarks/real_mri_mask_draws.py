@@ -24,10 +24,9 @@ from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.data.real_mri import REAL_SCANS, load_real_scan
 from paperlib.experiments.real_mri import RealMRICase, margin_verdicts, real_case
-from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
 from real_mri_fov import run_dart_tv  # a sibling script (benchmarks/)
-from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
 
 COLUMNS = ("ssim_whole", "ssim_head")
 
@@ -137,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(p, argv)
     if args.report_only:
         text = report(tables.read_csv_rows(args.out), args.profile)
-        atomic_write_text(args.out.with_suffix(".md"), text)
-        print(text)
+        write_summary(args.out, text)
         return 0
     profile = load_profile(args.profile)
     run_dart_tv(profile, cases(profile, args.draws), args.out, lambda rows: report(rows, args.profile))

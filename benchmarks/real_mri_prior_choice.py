@@ -46,10 +46,9 @@ from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.diffusion.checkpoints import manifest_path
 from paperlib.experiments.priors import prior_weights
-from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
 from paperlib.validation import validation_rows
-from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
 
 CANDIDATES = ("checkpoints/mri_general", "checkpoints/mri_general_lownoise")
 #: said under the table for each of these candidates in it: the variants tried and not shipped
@@ -126,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         tables.write_csv_rows(run(args.profile, tuple(args.checkpoints)), args.out)
     rows = tables.read_csv_rows(args.out)  # the report from the CSV as written, so that it re-renders
     text = report(rows, args.profile, args.threads)
-    atomic_write_text(args.out.with_suffix(".md"), text)
-    print(text)
+    write_summary(args.out, text)
     return 0
 
 

@@ -22,10 +22,9 @@ from paperlib import paths, tables
 from paperlib.config import load_profile
 from paperlib.experiments.real_mri import REAL_MRI, margin_verdicts
 from paperlib.experiments.runner import run_cases
-from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
 from real_mri_mask_draws import COLUMNS, cases  # a sibling script (benchmarks/)
-from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
 
 #: TV weights tried per case (the tuning grid's 0.001-0.01 and a decade around it)
 WEIGHTS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
@@ -102,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         tables.write_csv_rows(run(args.profile, tuple(args.weights)), args.out)
     text = report(tables.read_csv_rows(args.out), args.profile)  # from the CSV as written
-    atomic_write_text(args.out.with_suffix(".md"), text)
-    print(text)
+    write_summary(args.out, text)
     return 0
 
 

@@ -42,9 +42,8 @@ from paperlib.data.brain import synthetic_subject
 from paperlib.data.intensity import intensity_scale
 from paperlib.data.slices2d import FIXED_VOXEL_MM, SLICE_PRIOR_SEED, subject_shape
 from paperlib.experiments.resolution_robust import section_of, slice_priors
-from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
-from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
 
 
 
@@ -117,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = denoise_rows(args.profile, args.subjects, args.fractions)
     tables.write_csv_rows(rows, args.out)
     md = report(rows, args.profile, args.subjects)
-    atomic_write_text(args.out.with_suffix(".md"), md)
-    print(md)
+    write_summary(args.out, md)
     return 0
 
 

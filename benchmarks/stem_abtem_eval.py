@@ -36,9 +36,8 @@ from paperlib.config import load_profile
 from paperlib.data.crystals import STEMDataParams, stem_dataset
 from paperlib.experiments.runner import run_cases
 from paperlib.experiments.stem import STEMCase
-from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
-from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
 
 COLUMNS = ("ssim_slice_mean", "ssim_projected", "ssim_depth_blind", "wall_time_s")
 
@@ -88,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {s['dataset']} | {s['method']} | {s['n']} | " + " | ".join(cells)
                      + f" | {s['wall_time_s_mean']:.1f} |")
     text = "\n".join(lines) + "\n"
-    atomic_write_text(args.out.with_suffix(".md"), text)
-    print(text)
+    write_summary(args.out, text)
     return 0
 
 

@@ -30,10 +30,9 @@ from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.experiments import stem as stem_exp
 from paperlib.experiments.runner import run_cases
-from paperlib.io import atomic_write_text
 from paperlib.metrics.stem import align
 from paperlib.provenance import git_commit
-from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
 
 
 def depth_centre(volume: torch.Tensor) -> float:
@@ -85,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "of the reconstruction / the truth's (1: the truth's strength). Fitted scale: the metric's truth ~ a * "
         "reconstruction + b, a = corr * std(truth) / std(reconstruction) (small for a misplaced potential too).",
         f"- Seed {seed}; code {git_commit()[:10]}, {args.threads} thread(s).", ""])
-    atomic_write_text(args.out.with_suffix(".md"), text)
-    print(text)
+    write_summary(args.out, text)
     return 0
 
 

@@ -22,10 +22,9 @@ from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.data.slices2d import FIXED_VOXEL_MM
 from paperlib.experiments.resolution_robust import run_case, section_of, slice_priors
-from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
 from tune_resolution_robust import validation_case  # benchmarks/, next to this script
-from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
 
 #: (label, method of paperlib.experiments.resolution_robust.METHODS, section field of the count, overrides)
 ROWS = (("variational, fixed prior", "variational_fixed", "iters", {}),
@@ -58,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {r['variant']} | {r['iterations']} | {r['psnr_volume']:.2f} | {r['ssim_whole']:.4f} | "
               f"{r['ssim_head']:.4f} | {r['wall_time_s']:.1f} |" for r in rows]
     md = "\n".join(lines) + "\n"
-    atomic_write_text(args.out.with_suffix(".md"), md)
-    print(md)
+    write_summary(args.out, md)
     return 0
 
 
