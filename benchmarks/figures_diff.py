@@ -1,0 +1,111 @@
+"""How far apart are two runs of the notebooks? Per-case SSIM / PSNR and time, figures/ against another run's.
+
+Every notebook writes its per-case rows to ``figures/<name>_cases.csv``. This script pairs the rows
+of each such file in ``--base`` (default: the committed ``figures/``, read from git at ``--rev``)
+with the same file in ``--other`` (the ``figures/`` of another checkout, e.g. a ``make figures`` run
+on another machine or with another ``precision``), row by row, after checking that both list the
+same cases, methods and seeds in the same order, and reports per file and method: the largest
+per-case difference of every SSIM / PSNR column, the difference of their means over the rows
+(what a table's mean moves by), and the ratio of the mean wall time (other / base). Files present
+in only one run are listed as such. Writes ``benchmarks/results/figures_diff.csv`` and ``.md``.
+
+    python benchmarks/figures_diff.py --other /path/to/other/checkout/figures --label "float32, AVX2-only CPU"
+"""
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+from paperlib import tables
+from paperlib.provenance import git_commit
+from _cli import bench_parser, write_summary  # a sibling script (benchmarks/)
+
+#: the columns that identify a row (those a file has)
+KEYS = ("case", "method", "seed", "scan", "acceleration", "dose")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_base(name: str, base: Path | None, rev: str) -> list[dict] | None:
+    """Rows of ``figures/<name>`` from the folder ``base`` or, when ``base`` is None, from git at ``rev``."""
+    if base is not None:
+        path = base / name
+        return list(csv.DictReader(path.open())) if path.exists() else None
+    got = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:figures/{name}"], capture_output=True, text=True)
+    return list(csv.DictReader(io.StringIO(got.stdout))) if got.returncode == 0 else None
+
+
+def _float(value: str) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def compare(name: str, base: list[dict], other: list[dict]) -> list[dict]:
+    """One row per method (and metric column) of the file ``name``; raises ``ValueError`` when the
+    two runs do not list the same rows."""
+    keys = [k for k in KEYS if base and k in base[0]]
+    ident = lambda r: tuple(r.get(k) for k in keys)  # noqa: E731
+    if [ident(r) for r in base] != [ident(r) for r in other]:
+        raise ValueError(f"{name}: the two runs list other rows ({len(base)} against {len(other)}; keys {keys})")
+    metrics = [c for c in base[0] if c.startswith(("ssim", "psnr")) and c in other[0]]
+    out = []
+    for method in dict.fromkeys(r.get("method", "") for r in base):
+        pairs = [(a, b) for a, b in zip(base, other) if a.get("method", "") == method]
+        times = [(_float(a.get("wall_time_s")), _float(b.get("wall_time_s"))) for a, b in pairs]
+        times = [(a, b) for a, b in times if a and b is not None]
+        ratio = (sum(b for _, b in times) / sum(a for a, _ in times)) if times else None
+        for col in metrics:
+            vals = [(_float(a[col]), _float(b[col])) for a, b in pairs]
+            vals = [(a, b) for a, b in vals if a is not None and b is not None]
+            if not vals:
+                continue
+            diffs = [b - a for a, b in vals]
+            out.append({"file": name, "method": method, "column": col, "n": len(vals),
+                        "max_abs_case_diff": max(abs(d) for d in diffs), "mean_diff": sum(diffs) / len(diffs),
+                        "time_ratio": ratio})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = bench_parser(__doc__, __file__)
+    ap.add_argument("--other", type=Path, required=True, help="the other run's figures/ folder")
+    ap.add_argument("--base", type=Path, default=None, help="a figures/ folder to compare against (default: git)")
+    ap.add_argument("--rev", default="HEAD", help="git revision of the committed figures/ (default HEAD)")
+    ap.add_argument("--label", default="", help="what the other run is (printed in the header)")
+    args = ap.parse_args(argv)
+    if not args.other.is_dir():
+        ap.error(f"--other: expected the figures/ folder of another run, {args.other} is not a folder")
+    rows, only = [], []
+    for path in sorted(args.other.glob("*_cases.csv")):
+        base = read_base(path.name, args.base, args.rev)
+        other = list(csv.DictReader(path.open()))
+        if base is None:
+            only.append(f"{path.name}: only in the other run")
+            continue
+        if base == other:
+            only.append(f"{path.name}: identical to the base (also where the other run did not rerun its notebook)")
+            continue
+        rows += compare(path.name, base, other)
+    if not rows:
+        ap.error(f"--other: no *_cases.csv in {args.other} differs from the base run")
+    tables.write_csv_rows(rows, args.out)
+    base_name = str(args.base) if args.base is not None else f"figures/ at {args.rev}"
+    lines = [f"Other run: {args.other.name}/ ({args.label or 'unlabelled'}); base: {base_name}; code {git_commit()[:10]}. "
+             "Per file and method: the largest per-case difference (other - base) and the difference of the "
+             "means over the rows; time: mean wall time other / base.", "",
+             "| File | Method | Column | n | max abs per-case diff | mean diff | time ratio |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['file']} | {r['method']} | {r['column']} | {r['n']} | {r['max_abs_case_diff']:.6f} | "
+              f"{r['mean_diff']:+.6f} | {'-' if r['time_ratio'] is None else format(r['time_ratio'], '.2f') + 'x'} |"
+              for r in rows]
+    if only:
+        lines += ["", *(f"- {line}" for line in only)]
+    write_summary(args.out, "\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
