@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import logging
 import os
@@ -49,9 +50,11 @@ PRECISION_NAMES = (*PRECISIONS, "auto")
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags as Linux lists them (``/proc/cpuinfo``, the first ``flags`` line);
-    empty where that file does not exist or has none (macOS, Windows, some containers)."""
+    empty where that file does not exist or has none (macOS, Windows, some containers). Read once
+    per process (every network call with ``precision="auto"`` asks)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
