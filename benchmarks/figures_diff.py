@@ -28,13 +28,18 @@ KEYS = ("case", "method", "seed", "scan", "acceleration", "dose")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def rows_of(text: str) -> list[dict]:
+    """The rows of a CSV file's text, as strings (both runs are read alike, so equal files compare equal)."""
+    return list(csv.DictReader(io.StringIO(text)))
+
+
 def read_base(name: str, base: Path | None, rev: str) -> list[dict] | None:
     """Rows of ``figures/<name>`` from the folder ``base`` or, when ``base`` is None, from git at ``rev``."""
     if base is not None:
         path = base / name
-        return list(csv.DictReader(path.open())) if path.exists() else None
+        return rows_of(path.read_text()) if path.exists() else None
     got = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:figures/{name}"], capture_output=True, text=True)
-    return list(csv.DictReader(io.StringIO(got.stdout))) if got.returncode == 0 else None
+    return rows_of(got.stdout) if got.returncode == 0 else None
 
 
 def _float(value: str) -> float | None:
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, only = [], []
     for path in sorted(args.other.glob("*_cases.csv")):
         base = read_base(path.name, args.base, args.rev)
-        other = list(csv.DictReader(path.open()))
+        other = rows_of(path.read_text())
         if base is None:
             only.append(f"{path.name}: only in the other run")
             continue
