@@ -6,8 +6,12 @@ with the same file in ``--other`` (the ``figures/`` of another checkout, e.g. a 
 on another machine or with another ``precision``), row by row, after checking that both list the
 same cases, methods and seeds in the same order, and reports per file and method: the largest
 per-case difference of every SSIM / PSNR column, the difference of their means over the rows
-(what a table's mean moves by), and the ratio of the mean wall time (other / base). Files present
-in only one run are listed as such. Writes ``benchmarks/results/figures_diff.csv`` and ``.md``.
+(what a table's mean moves by), and the ratio of the mean wall time (other / base); where a file
+also has ``role``, ``acceleration`` or ``dose`` columns (the real-scan table, the dose figure), per
+method and each of those (so the held-out scans at 8x are a group of their own). Files present in
+only one run are listed as such. Where both runs have ``make_figures_<profile>.csv`` (the Makefile's
+wall time per notebook), the seconds of each notebook in both runs and their ratio, with the sums.
+Writes ``benchmarks/results/figures_diff.csv`` (and ``figures_diff_notebooks.csv``) and ``.md``.
 
     python benchmarks/figures_diff.py --other /path/to/other/checkout/figures --label "float32, AVX2-only CPU"
 """
@@ -25,6 +29,8 @@ from _cli import bench_parser, write_summary  # a sibling script (benchmarks/)
 
 #: the columns that identify a row (those a file has)
 KEYS = ("case", "method", "seed", "scan", "acceleration", "dose")
+#: the columns a method's rows are grouped by (those a file has): one report row per method and group
+GROUPS = ("method", "role", "acceleration", "dose")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -57,9 +63,14 @@ def compare(name: str, base: list[dict], other: list[dict]) -> list[dict]:
     if [ident(r) for r in base] != [ident(r) for r in other]:
         raise ValueError(f"{name}: the two runs list other rows ({len(base)} against {len(other)}; keys {keys})")
     metrics = [c for c in base[0] if c.startswith(("ssim", "psnr")) and c in other[0]]
+    by = [k for k in GROUPS if k in base[0]] or ["method"]
+    group = lambda r: tuple(r.get(k, "") for k in by)  # noqa: E731
     out = []
-    for method in dict.fromkeys(r.get("method", "") for r in base):
-        pairs = [(a, b) for a, b in zip(base, other) if a.get("method", "") == method]
+    for key in dict.fromkeys(group(r) for r in base):
+        pairs = [(a, b) for a, b in zip(base, other) if group(a) == key]
+        labels = dict(zip(by, key))
+        method = labels.pop("method", "")
+        where = ", ".join(f"{k} {v}" for k, v in labels.items())
         times = [(_float(a.get("wall_time_s")), _float(b.get("wall_time_s"))) for a, b in pairs]
         times = [(a, b) for a, b in times if a and b is not None]
         ratio = (sum(b for _, b in times) / sum(a for a, _ in times)) if times else None
@@ -69,10 +80,21 @@ def compare(name: str, base: list[dict], other: list[dict]) -> list[dict]:
             if not vals:
                 continue
             diffs = [b - a for a, b in vals]
-            out.append({"file": name, "method": method, "column": col, "n": len(vals),
+            out.append({"file": name, "method": method, "group": where, "column": col, "n": len(vals),
                         "max_abs_case_diff": max(abs(d) for d in diffs), "mean_diff": sum(diffs) / len(diffs),
                         "time_ratio": ratio})
     return out
+
+
+def notebook_times(base: list[dict], other: list[dict]) -> list[dict]:
+    """Per notebook in both timing files (``make_figures_<profile>.csv``: notebook, seconds): the
+    seconds of each run and other / base, then a row ``all`` with the sums over those notebooks."""
+    secs = lambda rows: {r["notebook"]: float(r["seconds"]) for r in rows}  # noqa: E731
+    b, o = secs(base), secs(other)
+    rows = [{"notebook": n, "base_s": b[n], "other_s": o[n], "ratio": o[n] / b[n] if b[n] else None}
+            for n in b if n in o]
+    tb, to = sum(r["base_s"] for r in rows), sum(r["other_s"] for r in rows)
+    return rows + [{"notebook": "all", "base_s": tb, "other_s": to, "ratio": to / tb if tb else None}]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,16 +120,29 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         ap.error(f"--other: no *_cases.csv in {args.other} differs from the base run")
     tables.write_csv_rows(rows, args.out)
+    timing = f"make_figures_{args.profile}.csv"
+    base_t, other_t = read_base(timing, args.base, args.rev), args.other / timing
+    times = notebook_times(base_t, rows_of(other_t.read_text())) if base_t and other_t.exists() else []
+    if times:
+        tables.write_csv_rows(times, args.out.with_name(args.out.stem + "_notebooks.csv"))
     base_name = str(args.base) if args.base is not None else f"figures/ at {args.rev}"
     lines = [f"Other run: {args.other.name}/ ({args.label or 'unlabelled'}); base: {base_name}; code {git_commit()[:10]}. "
              "Per file and method: the largest per-case difference (other - base) and the difference of the "
              "means over the rows; time: mean wall time other / base.", "",
-             "| File | Method | Column | n | max abs per-case diff | mean diff | time ratio |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['file']} | {r['method']} | {r['column']} | {r['n']} | {r['max_abs_case_diff']:.6f} | "
+             "| File | Method | Group | Column | n | max abs per-case diff | mean diff | time ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['file']} | {r['method']} | {r['group'] or '-'} | {r['column']} | {r['n']} | {r['max_abs_case_diff']:.6f} | "
               f"{r['mean_diff']:+.6f} | {'-' if r['time_ratio'] is None else format(r['time_ratio'], '.2f') + 'x'} |"
               for r in rows]
     if only:
         lines += ["", *(f"- {line}" for line in only)]
+    if times:
+        lines += ["", f"Wall time per notebook ({timing}: the Makefile's, data generation included), seconds:", "",
+                  "| Notebook | base s | other s | other / base |", "|---|---|---|---|"]
+        minutes = lambda r, k: f" ({r[k] / 60:.1f} min)" if r["notebook"] == "all" else ""  # noqa: E731
+        lines += [f"| {'**all**' if r['notebook'] == 'all' else r['notebook']} | {r['base_s']:.0f}{minutes(r, 'base_s')} | "
+                  f"{r['other_s']:.0f}{minutes(r, 'other_s')} | "
+                  f"{'-' if r['ratio'] is None else format(r['ratio'], '.2f') + 'x'} |" for r in times]
     write_summary(args.out, "\n".join(lines) + "\n")
     return 0
 
