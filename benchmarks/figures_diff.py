@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         tables.write_csv_rows(times, args.out.with_name(args.out.stem + "_notebooks.csv"))
     base_name = str(args.base) if args.base is not None else f"figures/ at {args.rev}"
     lines = [f"Other run: {args.other.name}/ ({args.label or 'unlabelled'}); base: {base_name}; code {git_commit()[:10]}. "
-             "Per file and method: the largest per-case difference (other - base) and the difference of the "
+             "Per file and method (and role, acceleration, dose where the file has them): the largest per-case "
+             "difference (other - base) and the difference of the "
              "means over the rows; time: mean wall time other / base.", "",
              "| File | Method | Group | Column | n | max abs per-case diff | mean diff | time ratio |",
              "|---|---|---|---|---|---|---|---|"]
