@@ -126,24 +126,24 @@ def main(argv: list[str] | None = None) -> int:
     if times:
         tables.write_csv_rows(times, args.out.with_name(args.out.stem + "_notebooks.csv"))
     base_name = str(args.base) if args.base is not None else f"figures/ at {args.rev}"
+    ratio = lambda r: "-" if r is None else format(r, ".2f") + "x"  # noqa: E731
     lines = [f"Other run: {args.other.name}/ ({args.label or 'unlabelled'}); base: {base_name}; code {git_commit()[:10]}. "
              "Per file and method (and role, acceleration, dose where the file has them): the largest per-case "
-             "difference (other - base) and the difference of the "
-             "means over the rows; time: mean wall time other / base.", "",
-             "| File | Method | Group | Column | n | max abs per-case diff | mean diff | time ratio |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['file']} | {r['method']} | {r['group'] or '-'} | {r['column']} | {r['n']} | {r['max_abs_case_diff']:.6f} | "
-              f"{r['mean_diff']:+.6f} | {'-' if r['time_ratio'] is None else format(r['time_ratio'], '.2f') + 'x'} |"
-              for r in rows]
+             "difference (other - base) and the difference of the means over the rows; time: mean wall time "
+             "other / base.", "",
+             tables.markdown_table(
+                 ["File", "Method", "Group", "Column", "n", "max abs per-case diff", "mean diff", "time ratio"],
+                 [[r["file"], r["method"], r["group"] or "-", r["column"], r["n"], f"{r['max_abs_case_diff']:.6f}",
+                   f"{r['mean_diff']:+.6f}", ratio(r["time_ratio"])] for r in rows]).rstrip("\n")]
     if only:
         lines += ["", *(f"- {line}" for line in only)]
     if times:
-        lines += ["", f"Wall time per notebook ({timing}: the Makefile's, data generation included), seconds:", "",
-                  "| Notebook | base s | other s | other / base |", "|---|---|---|---|"]
         minutes = lambda r, k: f" ({r[k] / 60:.1f} min)" if r["notebook"] == "all" else ""  # noqa: E731
-        lines += [f"| {'**all**' if r['notebook'] == 'all' else r['notebook']} | {r['base_s']:.0f}{minutes(r, 'base_s')} | "
-                  f"{r['other_s']:.0f}{minutes(r, 'other_s')} | "
-                  f"{'-' if r['ratio'] is None else format(r['ratio'], '.2f') + 'x'} |" for r in times]
+        lines += ["", f"Wall time per notebook ({timing}: the Makefile's, data generation included), seconds:", "",
+                  tables.markdown_table(
+                      ["Notebook", "base s", "other s", "other / base"],
+                      [["**all**" if r["notebook"] == "all" else r["notebook"], f"{r['base_s']:.0f}{minutes(r, 'base_s')}",
+                        f"{r['other_s']:.0f}{minutes(r, 'other_s')}", ratio(r["ratio"])] for r in times]).rstrip("\n")]
     write_summary(args.out, "\n".join(lines) + "\n")
     return 0
 
