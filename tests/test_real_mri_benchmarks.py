@@ -1,7 +1,8 @@
 """The real-scan diagnostics in benchmarks/: field-of-view crops (real_mri_fov.py), the noisy
 training-source template (real_mri_source_noise.py), the held-out scans' background
-(real_mri_background.py) and the choice of the real-scan prior (real_mri_prior_choice.py). Their
-case builders and reports, not their (slow) runs."""
+(real_mri_background.py), the choice of the real-scan prior (real_mri_prior_choice.py) and the
+variants of DART's loop (real_mri_dart_variants.py). Their case builders and reports, not their
+(slow) runs (DART's loop once on one ci-sized case)."""
 from __future__ import annotations
 
 import math
@@ -250,3 +251,75 @@ def test_tv_oracle_picks_the_best_weight_per_case_and_renders_the_committed_repo
     line = next(l for l in oracle.report(fake, "default").splitlines() if l.startswith("| nib_example4d | 4x"))
     assert "| 0.01 | 0.8000 / 0.7000 |" in line
     sys.modules.pop("bench_real_mri_tv_oracle", None)
+
+
+@pytest.fixture(scope="module")
+def variants():
+    yield load_benchmark("real_mri_dart_variants")
+    sys.modules.pop("bench_real_mri_dart_variants", None)
+
+
+def test_dart_variants_profile_run_is_the_tables_dart(variants):
+    """real_mri_dart_variants.py: its "profile" run is the table's DART bit for bit (the wrappers only
+    observe), the observed variants are the last denoised estimate and the mean of the last corrected
+    ones, and the wrapped runs differ from it."""
+    from paperlib.experiments import real_mri
+
+    profile = load_profile("ci")
+    case = real_mri.real_cases(profile, role="tuning")[0]
+    table = real_mri.REAL_MRI_METHODS["dart"].fn(case.operator, case.kspace, profile, torch.Generator().manual_seed(0))
+    out, seconds = variants.run_case(profile, case, *variants.RUNS[variants.PROFILE])
+    assert torch.equal(out["x"], table) and seconds > 0
+    assert set(out) == {"x", *variants.OBSERVED}
+    assert not torch.equal(out[variants.OBSERVED[0]], table) and not torch.equal(out[variants.OBSERVED[1]], table)
+    soft, _ = variants.run_case(profile, case, 0.6, False, False)
+    assert set(soft) == {"x"} and not torch.equal(soft["x"], table)
+    assert float((soft["x"] - table).abs().max()) < float(table.max())  # the same scan, not another
+
+
+def test_dart_variants_recorder_and_depth_flip_on_fakes(variants):
+    class Op:
+        slice_local = True
+
+        def bind_physics_step(self, y, step_size=1.0):
+            return lambda x: x - step_size
+
+    rec = variants.Recorder(Op(), keep=2, nonnegative=True)
+    step = rec.bind_physics_step(None, step_size=1.0)
+    outs = [step(torch.full((2,), float(v))) for v in (0.5, 3.0, 4.0)]
+    assert rec.slice_local is True  # delegated
+    assert torch.equal(outs[0], torch.zeros(2))  # -0.5 projected onto x >= 0
+    assert [float(x[0]) for x in rec.inputs] == [3.0, 4.0] and [float(x[0]) for x in rec.outputs] == [2.0, 3.0]
+
+    class Prior:
+        def denoise(self, x_t, t):
+            return x_t * torch.arange(1.0, x_t.shape[-3] + 1)[:, None, None]  # depends on the depth order
+
+    prior = variants.depth_flipping(Prior())
+    x = torch.rand(3, 2, 2)
+    plain = Prior().denoise(x, 0)
+    calls = [prior.denoise(x, 0) for _ in range(2 * variants.ORIENTATIONS + 1)]
+    for k, got in enumerate(calls):
+        flipped = (k // variants.ORIENTATIONS) % 2 == 1
+        assert torch.equal(got, Prior().denoise(x.flip(-3), 0).flip(-3) if flipped else plain)
+    assert not torch.equal(calls[variants.ORIENTATIONS], plain)
+
+
+def test_dart_variants_committed_report_and_its_profile_rows_are_the_tables():
+    """The committed report re-renders from its CSV; its "profile" rows are the table's tuning DART rows
+    (to the float rounding of the two machines' precisions, benchmarks/results/figures_diff.md)."""
+    from paperlib import tables
+
+    variants = load_benchmark("real_mri_dart_variants")
+    results = REPO / "benchmarks" / "results"
+    rows = tables.read_csv_rows(results / "real_mri_dart_variants.csv")
+    assert _body(variants.report(rows, "default", 2)) == _body((results / "real_mri_dart_variants.md").read_text())
+    table = {r["case"]: r for r in tables.read_csv_rows(REPO / "figures" / "tab_real_mri_cases.csv")
+             if r["method"] == "dart" and r["role"] == "tuning"}
+    mine = {r["case"]: r for r in rows if r["variant"] == variants.PROFILE}
+    assert set(mine) == set(table) and len(mine) == 4
+    for case, r in mine.items():
+        for column in ("ssim_whole", "ssim_head"):
+            assert float(r[column]) == pytest.approx(float(table[case][column]), abs=1e-3)
+    assert {r["variant"] for r in rows} == {*variants.RUNS, *variants.OBSERVED}
+    sys.modules.pop("bench_real_mri_dart_variants", None)
