@@ -9,7 +9,7 @@ the profile's setting and variants of the loop around the same prior, on the tun
 acceleration of the ``real_mri`` section (the cases of ``python -m paperlib.validation --modality
 real_mri``; the held-out scans are never touched):
 
-* ``profile``: the profile's DART (:func:`paperlib.recon.dart.dart`, as ``tab_real_mri`` runs it);
+* ``profile``: the profile's DART (:func:`paperlib.recon.dart.dart`, as ``tab_real_mri`` runs it; step size 1);
 * ``step size 0.8`` / ``step size 0.6``: soft data consistency ``x0 + λ A^H (y - A x0)`` at every step;
 * ``last step: denoiser output``: the profile's run, returning the last denoised estimate instead
   of its data-consistent correction;
@@ -46,8 +46,8 @@ from paperlib.recon.dart import dart
 from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
 
 PROFILE = "profile"
-#: variant -> (data-consistency step size, depth flip, non-negative after each step); ``None``: read from the profile's run
-RUNS = {PROFILE: (1.0, False, False), "step size 0.8": (0.8, False, False), "step size 0.6": (0.6, False, False),
+#: variant -> (data-consistency step size, ``None`` = the profile's; depth flip; non-negative after each step)
+RUNS = {PROFILE: (None, False, False), "step size 0.8": (0.8, False, False), "step size 0.6": (0.6, False, False),
         "16 orientations (depth flip)": (1.0, True, False), "non-negative after each physics step": (1.0, False, True)}
 #: variants read off the profile's run (:class:`Recorder`)
 OBSERVED = ("last step: denoiser output", "mean of the last 8 iterates")
@@ -97,9 +97,12 @@ def depth_flipping(prior):
     return prior
 
 
-def run_case(profile, case, step_size: float, depth_flip: bool, nonnegative: bool) -> tuple[dict, float]:
-    """The reconstructions of one run (scan units): ``{variant: volume}``, and the run's seconds."""
+def run_case(profile, case, step_size: float | None, depth_flip: bool, nonnegative: bool) -> tuple[dict, float]:
+    """The reconstructions of one run (scan units): ``{"x": volume}``, plus the :data:`OBSERVED`
+    variants for the profile's setting (:data:`RUNS`), and the run's seconds."""
     d = profile.real_mri.diffusion.dart
+    setting = (step_size, depth_flip, nonnegative)
+    step_size = d.step_size if step_size is None else step_size
     ys, s = scaled_measurement(case.operator, case.kspace)
     op = Recorder(case.operator, nonnegative=nonnegative)
     prior = general_prior(profile)
@@ -111,7 +114,7 @@ def run_case(profile, case, step_size: float, depth_flip: bool, nonnegative: boo
              self_ensemble=d.self_ensemble)
     seconds = time.perf_counter() - start
     out = {"x": valid_magnitude(x, s)}
-    if (step_size, depth_flip, nonnegative) == RUNS[PROFILE]:
+    if setting == RUNS[PROFILE]:
         out[OBSERVED[0]] = valid_magnitude(op.inputs[-1], s)
         out[OBSERVED[1]] = valid_magnitude(torch.stack(op.outputs).mean(0), s)
     return out, seconds
