@@ -65,7 +65,9 @@ class Recorder:
         self.inputs: list[torch.Tensor] = []
         self.outputs: list[torch.Tensor] = []
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str):  # only for names the recorder does not have itself
+        if name == "_operator":  # not set yet (e.g. while copying): no recursion
+            raise AttributeError(name)
         return getattr(self._operator, name)
 
     def bind_physics_step(self, y, **kwargs):
@@ -123,8 +125,11 @@ def run_case(profile, case, step_size: float | None, depth_flip: bool, nonnegati
 def run(profile_name: str, progress: bool = True) -> list[dict]:
     """One row per (tuning case, variant)."""
     profile = load_profile(profile_name)
-    if profile.real_mri.diffusion.dart.levels() is None:
-        raise SystemExit(f"profile {profile_name}: real_mri.diffusion.dart is not the plug-and-play form")
+    d = profile.real_mri.diffusion.dart
+    if d.levels() is None or d.physics_steps != 1:
+        raise SystemExit(f"profile {profile_name}: real_mri.diffusion.dart is not the plug-and-play form with one "
+                         f"physics step per denoising step (levels {d.levels()}, physics_steps {d.physics_steps}), "
+                         "which the observed variants read off the recorded steps")
     cases = real_cases(profile, role="tuning")
     commit = git_commit()
     rows = []
