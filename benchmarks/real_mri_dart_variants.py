@@ -156,10 +156,9 @@ def report(rows: list[dict], profile: str, threads: int) -> str:
              f"Commit {first.get('git_commit') or git_commit()}; prior {first['checkpoint']}; {threads} thread(s); "
              "SSIM whole image / inside the head mask, as in tab_real_mri; criterion as in the tuned_on texts "
              "(mean of the two). Held-out scans never touched.", "",
-             "| Case | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
-    for case in cases:
-        lines.append(f"| {case} | " + " | ".join(f"{float(by[case, v]['ssim_whole']):.4f} / "
-                                                 f"{float(by[case, v]['ssim_head']):.4f}" for v in variants) + " |")
+             tables.markdown_table(["Case", *variants],
+                                   [[case, *(f"{float(by[case, v]['ssim_whole']):.4f} / {float(by[case, v]['ssim_head']):.4f}"
+                                             for v in variants)] for case in cases]).rstrip("\n")]
 
     def criterion(case: str, v: str) -> float:
         return (float(by[case, v]["ssim_whole"]) + float(by[case, v]["ssim_head"])) / 2

@@ -305,12 +305,11 @@ def test_dart_variants_recorder_and_depth_flip_on_fakes(variants):
     assert not torch.equal(calls[variants.ORIENTATIONS], plain)
 
 
-def test_dart_variants_committed_report_and_its_profile_rows_are_the_tables():
+def test_dart_variants_committed_report_and_its_profile_rows_are_the_tables(variants):
     """The committed report re-renders from its CSV; its "profile" rows are the table's tuning DART rows
     (to the float rounding of the two machines' precisions, benchmarks/results/figures_diff.md)."""
     from paperlib import tables
 
-    variants = load_benchmark("real_mri_dart_variants")
     results = REPO / "benchmarks" / "results"
     rows = tables.read_csv_rows(results / "real_mri_dart_variants.csv")
     assert _body(variants.report(rows, "default", 2)) == _body((results / "real_mri_dart_variants.md").read_text())
@@ -322,4 +321,3 @@ def test_dart_variants_committed_report_and_its_profile_rows_are_the_tables():
         for column in ("ssim_whole", "ssim_head"):
             assert float(r[column]) == pytest.approx(float(table[case][column]), abs=1e-3)
     assert {r["variant"] for r in rows} == {*variants.RUNS, *variants.OBSERVED}
-    sys.modules.pop("bench_real_mri_dart_variants", None)
