@@ -319,5 +319,5 @@ def test_dart_variants_committed_report_and_its_profile_rows_are_the_tables(vari
     assert set(mine) == set(table) and len(mine) == 4
     for case, r in mine.items():
         for column in ("ssim_whole", "ssim_head"):
-            assert float(r[column]) == pytest.approx(float(table[case][column]), abs=1e-3)
+            assert float(r[column]) == pytest.approx(float(table[case][column]), abs=2e-4)  # README: "within 0.0002"
     assert {r["variant"] for r in rows} == {*variants.RUNS, *variants.OBSERVED}
