@@ -375,7 +375,8 @@ def section_multislice(s: Settings) -> list[Row]:
     times = best_of({
         "abtem": lambda: abtem_4dstem(V, sampling=sampling, slice_thickness=dz, energy=200.0, semiangle=20.0,
                                       scan_positions=geometry["scan_positions"], defocus=0.0,
-                                      detector_shape=geometry["detector_shape"]),
+                                      detector_shape=geometry["detector_shape"],
+                                      fftw_planning=None),  # abTEM timed at its own FFTW setting
         "forward": lambda: op.forward(Vt),
         "gradient": lambda: op.gradient(start, intensities),
     }, s.repeats)

@@ -278,7 +278,8 @@ def main(argv=None) -> int:
     def run_abtem():
         return abtem_4dstem(V, sampling=sampling, slice_thickness=dz, energy=args.energy,
                             semiangle=args.semiangle, scan_positions=positions,
-                            defocus=args.defocus, detector_shape=detector)
+                            defocus=args.defocus, detector_shape=detector,
+                            fftw_planning=None)  # abTEM timed at its own FFTW setting (FFTW_MEASURE)
 
     def run_ours():
         return op.forward(V_torch)

@@ -274,3 +274,51 @@ def test_evaluation_sample_fields_survive_the_cache(tmp_path, monkeypatch):
     read, = stem_dataset(params, "test_fresh", 1)
     assert (read.z_offset, read.tilt, read.frozen_phonons) == (made.z_offset, made.tilt, 2)
     torch.testing.assert_close(read.intensities, made.intensities, rtol=0, atol=0)
+
+
+def test_abtem_data_use_fftw_plans_that_do_not_depend_on_timing(monkeypatch):
+    """abTEM's default FFTW_MEASURE picks plans by timing them, so two processes could compute
+    last-bit-different intensities and Poisson noise different counts (a ``make test`` run gave
+    two 3PIE SSIMs of one crystal 3e-4 apart). Our data generation plans with FFTW_ESTIMATE, and
+    forgets wisdom an earlier FFTW_MEASURE plan left (FFTW would reuse it for FFTW_ESTIMATE);
+    ``fftw_planning=None`` keeps abTEM's own setting for speed comparisons."""
+    pyfftw = pytest.importorskip("pyfftw")
+    if abtem.config.get("fft") != "fftw":
+        pytest.skip("abTEM is configured for another FFT library")
+    planned: list[tuple[str, ...]] = []
+    real = pyfftw.FFTW
+
+    def recording(*args, **kwargs):
+        flags = tuple(kwargs.get("flags", ()))
+        if "FFTW_WISDOM_ONLY" not in flags:  # a new plan, not a wisdom lookup
+            planned.append(flags)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pyfftw, "FFTW", recording)
+    params = STEMDataParams(**TINY, simulator="abtem")
+    V = make_sample(STEMDataParams(**TINY), "train", 0).potential
+    kwargs = dict(sampling=params.sampling, slice_thickness=params.slice_thickness, energy=params.energy,
+                  semiangle=params.semiangle, scan_positions=params.scan_positions(),
+                  defocus=params.defocus)
+    planned.clear()  # the potential's plans
+    def wisdom_flags() -> set[str]:  # the planner flags each wisdom entry was made with
+        return {line.split()[2] for w in pyfftw.export_wisdom() for line in w.decode().splitlines()[1:]
+                if line.strip().startswith("(")}
+
+    crystals.abtem_4dstem(V.numpy(), **kwargs)
+    clean = wisdom_flags()  # what planning our way leaves
+    planned.clear()
+    measured = crystals.abtem_4dstem(V.numpy(), **kwargs, fftw_planning=None)  # abTEM's own: MEASURE
+    assert planned and all("FFTW_MEASURE" in f for f in planned)
+    assert wisdom_flags() != clean
+    planned.clear()
+    ours = crystals.abtem_4dstem(V.numpy(), **kwargs)  # the same shapes: MEASURE wisdom exists
+    assert planned and all("FFTW_ESTIMATE" in f and "FFTW_MEASURE" not in f for f in planned)
+    assert wisdom_flags() == clean, "the FFTW_MEASURE wisdom was kept (FFTW would reuse it)"
+    assert abtem.config.get("fftw.planning_effort") == "FFTW_MEASURE"  # abTEM's setting restored
+    np.testing.assert_allclose(ours, measured, rtol=1e-4, atol=1e-7)
+    planned.clear()
+    crystals.crystal_potential(unit_cell("SrTiO3"), gpts=16, n_slices=2)
+    assert all("FFTW_ESTIMATE" in f for f in planned)
+    again = [make_sample(params, "train", 0).intensities for _ in range(2)]
+    assert torch.equal(*again)

@@ -81,6 +81,7 @@ hash taken over every generation parameter, and written atomically.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -266,11 +267,47 @@ def make_crystal(
     return Atoms(numbers=numbers, positions=pos, cell=np.diag([box[0], box[1], depth]), pbc=True)
 
 
+#: abTEM's FFTW planning for the data the tables use: plans chosen without timing (see
+#: :func:`reproducible_fftw`)
+FFTW_PLANNING = "FFTW_ESTIMATE"
+
+
+@contextlib.contextmanager
+def reproducible_fftw(planning: str | None = FFTW_PLANNING):
+    """abTEM's FFTs made with FFTW plans that do not depend on timing, inside the block.
+
+    abTEM transforms with FFTW at ``FFTW_MEASURE`` by default: the planner times candidate
+    algorithms and keeps the fastest, so two processes (or two machines under different load)
+    may pick different plans, whose results differ in the last bits. Poisson noise then turns
+    those last bits into different counts: ``numpy``'s Poisson sampler consumes a varying number
+    of uniforms per pixel, so one pixel whose acceptance flips shifts the stream of every pixel
+    after it (seen in ``make test``: one abTEM crystal's 3PIE SSIM 0.834388 in one run, 0.834079 in
+    the next). ``FFTW_ESTIMATE`` picks the plan by heuristics alone, so a machine and thread count
+    always get the same plan and the same numbers (here the plan ``FFTW_MEASURE`` picked, so the
+    data did not change). FFTW reuses wisdom of a higher rigour for a lower one, so the wisdom of
+    earlier ``FFTW_MEASURE`` plans in this process is forgotten on entry (``pyfftw.forget_wisdom``;
+    later ``FFTW_MEASURE`` requests plan again). ``planning=None`` leaves abTEM's own setting (what a
+    speed comparison with abTEM should time)."""
+    if planning is None:
+        yield
+        return
+    import abtem
+
+    if abtem.config.get("fft") == "fftw":
+        import pyfftw
+
+        pyfftw.forget_wisdom()
+    with abtem.config.set({"fftw.planning_effort": planning}):
+        yield
+
+
 def crystal_potential(
-    atoms: Atoms, *, gpts: int | tuple[int, int], n_slices: int, parametrization: str = "lobato"
+    atoms: Atoms, *, gpts: int | tuple[int, int], n_slices: int, parametrization: str = "lobato",
+    fftw_planning: str | None = FFTW_PLANNING,
 ) -> np.ndarray:
     """abTEM projected potential of ``atoms`` in ``n_slices`` equal slices of the cell depth:
-    ``(D, H, W)`` float32 in V·Å (infinite projection: each atom in the slice holding it)."""
+    ``(D, H, W)`` float32 in V·Å (infinite projection: each atom in the slice holding it).
+    ``fftw_planning``: see :func:`reproducible_fftw`."""
     import abtem
 
     depth = float(atoms.cell[2, 2])
@@ -278,7 +315,8 @@ def crystal_potential(
         atoms, gpts=gpts, slice_thickness=depth / n_slices, parametrization=parametrization,
         projection="infinite",
     )
-    array = np.asarray(potential.build().compute(progress_bar=False).array, dtype=np.float32)
+    with reproducible_fftw(fftw_planning):
+        array = np.asarray(potential.build().compute(progress_bar=False).array, dtype=np.float32)
     if array.shape[0] != n_slices:  # pragma: no cover - abTEM rounding guard
         raise RuntimeError(f"abTEM produced {array.shape[0]} slices, expected {n_slices}")
     return array
@@ -295,6 +333,7 @@ def abtem_4dstem(
     defocus: float = 0.0,
     detector_shape: tuple[int, int] | None = None,
     tilt: tuple[float, float] = (0.0, 0.0),
+    fftw_planning: str | None = FFTW_PLANNING,
 ) -> np.ndarray:
     """abTEM's own 4D-STEM simulation of a given potential (full pattern, centre-cropped).
 
@@ -304,6 +343,8 @@ def abtem_4dstem(
     semiangle : mrad.  scan_positions : (Sy, Sx, 2) Å (our axis convention = abTEM's x, y).
     defocus : Å.  detector_shape : centre crop of the fftshifted pattern (default full).
     tilt : beam tilt (mrad) along abTEM's (x, y).
+    fftw_planning : FFTW planning of abTEM's transforms (:func:`reproducible_fftw`); ``None``
+        keeps abTEM's configured one.
 
     Returns
     -------
@@ -319,7 +360,8 @@ def abtem_4dstem(
     pos = np.asarray(scan_positions)
     scan = abtem.CustomScan(pos.reshape(-1, 2))
     detector = abtem.PixelatedDetector(max_angle=None)
-    measured = probe.scan(array, scan=scan, detectors=detector).compute(progress_bar=False)
+    with reproducible_fftw(fftw_planning):
+        measured = probe.scan(array, scan=scan, detectors=detector).compute(progress_bar=False)
     out = np.asarray(measured.array).reshape(*pos.shape[:2], *potential.shape[-2:])
     if detector_shape is not None:
         h, w = potential.shape[-2:]
