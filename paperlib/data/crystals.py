@@ -278,16 +278,18 @@ def reproducible_fftw(planning: str | None = FFTW_PLANNING):
 
     abTEM transforms with FFTW at ``FFTW_MEASURE`` by default: the planner times candidate
     algorithms and keeps the fastest, so two processes (or two machines under different load)
-    may pick different plans, whose results differ in the last bits. Poisson noise then turns
-    those last bits into different counts: ``numpy``'s Poisson sampler consumes a varying number
-    of uniforms per pixel, so one pixel whose acceptance flips shifts the stream of every pixel
-    after it (seen in ``make test``: one abTEM crystal's 3PIE SSIM 0.834388 in one run, 0.834079 in
-    the next). ``FFTW_ESTIMATE`` picks the plan by heuristics alone, so a machine and thread count
-    always get the same plan and the same numbers (here the plan ``FFTW_MEASURE`` picked, so the
-    data did not change). FFTW reuses wisdom of a higher rigour for a lower one, so the wisdom of
-    earlier ``FFTW_MEASURE`` plans in this process is forgotten on entry (``pyfftw.forget_wisdom``;
-    later ``FFTW_MEASURE`` requests plan again). ``planning=None`` leaves abTEM's own setting (what a
-    speed comparison with abTEM should time)."""
+    may pick different plans, whose results differ in the last bits. Poisson noise turns those
+    last bits into different counts: a pixel's count can change with its mean's last bit, and where
+    that changes how many uniforms ``numpy``'s sampler consumes, so do the counts of the pixels
+    after it (seen in ``make test``: one abTEM crystal's 3PIE SSIM 0.834388 in one run, 0.834079
+    in the next; on the AVX2 CPU, three runs of the default profile's first test crystal differed
+    in a few counts). ``FFTW_ESTIMATE`` picks the plan by heuristics alone, so a machine and thread
+    count always get the same plan and the same numbers. FFTW reuses wisdom of a higher rigour
+    for a lower one, so the wisdom of earlier ``FFTW_MEASURE`` plans in this process is forgotten
+    on entry (``pyfftw.forget_wisdom``; later ``FFTW_MEASURE`` requests plan again), which also
+    keeps it away from the ``FFTW_ESTIMATE`` plans of
+    :class:`~paperlib.physics.multislice.MultisliceOperator`. ``planning=None`` leaves abTEM's own
+    setting (what a speed comparison with abTEM should time)."""
     if planning is None:
         yield
         return

@@ -268,7 +268,10 @@ class _FFTWPlans:
 
     Planned with ``FFTW_ESTIMATE``: instant, and the plan (hence the rounding) does not depend
     on timing measurements, so repeated runs give identical numbers; ``FFTW_MEASURE`` would
-    be ~1.5x faster per FFT but may pick different algorithms from run to run."""
+    be ~1.5x faster per FFT but may pick different algorithms from run to run. FFTW reuses
+    wisdom of a higher rigour for an ``FFTW_ESTIMATE`` request, so a ``FFTW_MEASURE`` plan of the
+    same problem made earlier in the process (abTEM's default) would be taken instead; paperlib's
+    own abTEM calls leave none (:func:`paperlib.data.crystals.reproducible_fftw`)."""
 
     def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, threads: int) -> None:
         import pyfftw
