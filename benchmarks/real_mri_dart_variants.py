@@ -1,4 +1,4 @@
-"""Is DART's plug-and-play form on real scans limited by its loop or by its prior? Variants of the loop on the *tuning* scans.
+"""Is DART's plug-and-play form on real scans limited by its loop or by its prior? Variants of the loop and its start on the *tuning* scans.
 
 DART on real scans (``real_mri.diffusion.dart``) is the plug-and-play form from the TV image with
 DPIR's periodical self-ensemble and a hard data-consistency step (Eq. 4, step size 1) after every
@@ -18,7 +18,9 @@ real_mri``; the held-out scans are never touched):
 * ``16 orientations (depth flip)``: the self-ensemble's 8 in-plane orientations, each also with the
   depth reversed on every second cycle (which also moves the depth windows' seams);
 * ``non-negative after each physics step``: the corrected estimate projected onto ``x >= 0`` every
-  step (the final output is clamped in every variant, :func:`paperlib.experiments.real_mri.valid_magnitude`).
+  step (the final output is clamped in every variant, :func:`paperlib.experiments.real_mri.valid_magnitude`);
+* ``start: TV weight 0.001`` / ``0.005``: the start, the TV image, at another weight than the TV
+  baseline's (``real_mri.baselines.tv_weight``, 0.002, which the start has used untuned).
 
 Every variant uses the library's :func:`~paperlib.recon.dart.dart` unchanged; the last four observe
 or wrap its operator and prior (:class:`Recorder`, :func:`depth_flipping`). Reported per case and as
@@ -46,9 +48,12 @@ from paperlib.recon.dart import dart
 from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
 
 PROFILE = "profile"
-#: variant -> (data-consistency step size, ``None`` = the profile's; depth flip; non-negative after each step)
-RUNS = {PROFILE: (None, False, False), "step size 0.8": (0.8, False, False), "step size 0.6": (0.6, False, False),
-        "16 orientations (depth flip)": (1.0, True, False), "non-negative after each physics step": (1.0, False, True)}
+#: variant -> (data-consistency step size, ``None`` = the profile's; depth flip; non-negative after each step;
+#: the TV weight of the start, ``None`` = the profile's)
+RUNS = {PROFILE: (None, False, False, None), "step size 0.8": (0.8, False, False, None),
+        "step size 0.6": (0.6, False, False, None), "16 orientations (depth flip)": (1.0, True, False, None),
+        "non-negative after each physics step": (1.0, False, True, None),
+        "start: TV weight 0.001": (None, False, False, 0.001), "start: TV weight 0.005": (None, False, False, 0.005)}
 #: variants read off the profile's run (:class:`Recorder`)
 OBSERVED = ("last step: denoiser output", "mean of the last 8 iterates")
 #: in-plane orientations of DART's self-ensemble (:func:`paperlib.recon.dart.in_plane_transform`)
@@ -99,11 +104,12 @@ def depth_flipping(prior):
     return prior
 
 
-def run_case(profile, case, step_size: float | None, depth_flip: bool, nonnegative: bool) -> tuple[dict, float]:
+def run_case(profile, case, step_size: float | None, depth_flip: bool, nonnegative: bool,
+             start_tv_weight: float | None = None) -> tuple[dict, float]:
     """The reconstructions of one run (scan units): ``{"x": volume}``, plus the :data:`OBSERVED`
     variants for the profile's setting (:data:`RUNS`), and the run's seconds."""
     d = profile.real_mri.diffusion.dart
-    setting = (step_size, depth_flip, nonnegative)
+    setting = (step_size, depth_flip, nonnegative, start_tv_weight)
     step_size = d.step_size if step_size is None else step_size
     ys, s = scaled_measurement(case.operator, case.kspace)
     op = Recorder(case.operator, nonnegative=nonnegative)
@@ -111,7 +117,7 @@ def run_case(profile, case, step_size: float | None, depth_flip: bool, nonnegati
     prior = depth_flipping(prior) if depth_flip else prior
     start = time.perf_counter()
     x = dart(prior, op, ys, generator=torch.Generator().manual_seed(0), num_steps=d.steps,
-             init=dart_init(case.operator, ys, profile), physics_steps=d.physics_steps,
+             init=dart_init(case.operator, ys, profile, tv_weight=start_tv_weight), physics_steps=d.physics_steps,
              step_kwargs={**d.step_kwargs(), "step_size": step_size}, levels=d.levels(),
              self_ensemble=d.self_ensemble)
     seconds = time.perf_counter() - start
@@ -126,10 +132,11 @@ def run(profile_name: str, progress: bool = True) -> list[dict]:
     """One row per (tuning case, variant)."""
     profile = load_profile(profile_name)
     d = profile.real_mri.diffusion.dart
-    if d.levels() is None or d.physics_steps != 1:
-        raise SystemExit(f"profile {profile_name}: real_mri.diffusion.dart is not the plug-and-play form with one "
-                         f"physics step per denoising step (levels {d.levels()}, physics_steps {d.physics_steps}), "
-                         "which the observed variants read off the recorded steps")
+    if d.levels() is None or d.physics_steps != 1 or d.init_from != "tv":
+        raise SystemExit(f"profile {profile_name}: real_mri.diffusion.dart is not the plug-and-play form from the TV "
+                         f"image with one physics step per denoising step (levels {d.levels()}, physics_steps "
+                         f"{d.physics_steps}, init_from {d.init_from!r}): the observed variants read off the recorded "
+                         "steps, and the start's variants change the TV image's weight")
     cases = real_cases(profile, role="tuning")
     commit = git_commit()
     rows = []

@@ -12,6 +12,7 @@ from paperlib.config import load_profile
 from paperlib.data.real_mri import REAL_SCANS, load_real_scan
 from paperlib.experiments.real_mri import REAL_MRI, REAL_MRI_METHODS, real_cases, valid_magnitude
 from paperlib.experiments.runner import run_cases
+from paperlib.io import InputValidationError
 from paperlib.validation import validation_cases
 
 
@@ -93,6 +94,14 @@ def test_dart_init_from_names_the_starting_image(ci):
     assert torch.equal(dart_init(op, y, zf_start), op.zero_filled(y).real)
     tv_start = ci.with_overrides("real_mri", "dart", {"init_from": "tv"})
     assert torch.equal(dart_init(op, y, tv_start), REAL_MRI_METHODS["tv"].fn(op, y, ci, None))
+    # another weight for the start (benchmarks/real_mri_dart_variants.py): the TV baseline at that weight
+    weight = 5 * ci.real_mri.baselines.tv_weight
+    stronger = ci.with_overrides("real_mri", "tv", {"tv_weight": weight})
+    other = dart_init(op, y, tv_start, tv_weight=weight)
+    assert torch.equal(other, REAL_MRI_METHODS["tv"].fn(op, y, stronger, None))
+    assert not torch.equal(other, dart_init(op, y, tv_start))
+    with pytest.raises(InputValidationError, match="tv_weight: DART starts from the zero-filled image"):
+        dart_init(op, y, zf_start, tv_weight=weight)
 
 
 def test_plug_and_play_settings_are_checked_together(ci):

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..config import Profile
 from ..data.intensity import PRIOR_MAX, intensity_scale
+from ..io import InputValidationError
 from ..metrics.image import volume_scores
 from ..physics.mri import MRIOperator
 from ..recon import mri_baselines
@@ -89,16 +90,26 @@ def _cs_mri(op, y, profile, generator, progress=False):
 
 @REAL_MRI_METHODS.register("tv")
 def _tv(op, y, profile, generator, progress=False):
+    return _tv_image(op, y, profile)
+
+
+def _tv_image(op: MRIOperator, y: Tensor, profile: Profile, weight: float | None = None) -> Tensor:
+    """The TV reconstruction at ``real_mri.baselines``' iterations and weight (or ``weight``), clamped at 0."""
     b = _section(profile).baselines
-    return mri_baselines.total_variation(op, y, weight=b.tv_weight, iters=b.tv_iters).clamp_min(0)
+    return mri_baselines.total_variation(op, y, weight=b.tv_weight if weight is None else weight,
+                                         iters=b.tv_iters).clamp_min(0)
 
 
-def dart_init(op: MRIOperator, y: Tensor, profile: Profile) -> Tensor:
+def dart_init(op: MRIOperator, y: Tensor, profile: Profile, *, tv_weight: float | None = None) -> Tensor:
     """DART's starting image for the measurement ``y`` (in the units of ``y``'s zero-filled image):
     ``real_mri.diffusion.dart.init_from`` = ``"default"`` the real part of the zero-filled image,
-    ``"tv"`` the TV reconstruction at ``real_mri.baselines``' weight and iterations."""
+    ``"tv"`` the TV reconstruction at ``real_mri.baselines``' weight and iterations (``tv_weight``
+    replaces the weight: the start's variants in ``benchmarks/real_mri_dart_variants.py``)."""
     if _section(profile).diffusion.dart.init_from == "tv":
-        return _tv(op, y, profile, None)
+        return _tv_image(op, y, profile, tv_weight)
+    if tv_weight is not None:
+        raise InputValidationError("tv_weight: DART starts from the zero-filled image in this profile "
+                                   "(real_mri.diffusion.dart.init_from is 'default'), not from a TV image")
     return op.zero_filled(y).real
 
 
