@@ -322,3 +322,5 @@ def test_abtem_data_use_fftw_plans_that_do_not_depend_on_timing(monkeypatch):
     assert all("FFTW_ESTIMATE" in f for f in planned)
     again = [make_sample(params, "train", 0).intensities for _ in range(2)]
     assert torch.equal(*again)
+    with pytest.raises(InputValidationError, match="fftw_planning: expected one of"):
+        crystals.abtem_4dstem(V.numpy(), **kwargs, fftw_planning="FFTW_FAST")

@@ -113,6 +113,7 @@ __all__ = [
     "make_crystal",
     "crystal_potential",
     "abtem_4dstem",
+    "reproducible_fftw",
     "simulate_4dstem",
     "poisson_counts",
     "EVALUATION_OPTIONS",
@@ -270,6 +271,8 @@ def make_crystal(
 #: abTEM's FFTW planning for the data the tables use: plans chosen without timing (see
 #: :func:`reproducible_fftw`)
 FFTW_PLANNING = "FFTW_ESTIMATE"
+#: FFTW's planner rigours (``FFTW_ESTIMATE`` is the only one that times nothing)
+FFTW_PLANNINGS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
 
 
 @contextlib.contextmanager
@@ -293,6 +296,9 @@ def reproducible_fftw(planning: str | None = FFTW_PLANNING):
     if planning is None:
         yield
         return
+    if planning not in FFTW_PLANNINGS:
+        raise InputValidationError(f"fftw_planning: expected one of {FFTW_PLANNINGS} or None (abTEM's own "
+                                   f"setting), got {planning!r}")
     import abtem
 
     if abtem.config.get("fft") == "fftw":
