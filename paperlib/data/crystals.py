@@ -285,8 +285,8 @@ def reproducible_fftw(planning: str | None = FFTW_PLANNING):
     last bits into different counts: a pixel's count can change with its mean's last bit, and where
     that changes how many uniforms ``numpy``'s sampler consumes, so do the counts of the pixels
     after it (seen in ``make test``: one abTEM crystal's 3PIE SSIM 0.834388 in one run, 0.834079
-    in the next; on the AVX2 CPU, three runs of the default profile's first test crystal differed
-    in a few counts). ``FFTW_ESTIMATE`` picks the plan by heuristics alone, so a machine and thread
+    in the next; on the AVX2 CPU, three runs of the default profile's first test crystal gave two
+    different sets of counts, a few pixels apart). ``FFTW_ESTIMATE`` picks the plan by heuristics alone, so a machine and thread
     count always get the same plan and the same numbers. FFTW reuses wisdom of a higher rigour
     for a lower one, so the wisdom of earlier ``FFTW_MEASURE`` plans in this process is forgotten
     on entry (``pyfftw.forget_wisdom``; later ``FFTW_MEASURE`` requests plan again), which also
