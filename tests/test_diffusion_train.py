@@ -382,3 +382,58 @@ def test_training_from_a_file_needs_no_profile_machinery(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "out").glob("prior_group*.safetensors")) == [
         "prior_group0.safetensors", "prior_group1.safetensors"]
+
+
+def test_float16_bundle_halves_the_file_and_loads_what_it_stores(tmp_path):
+    """``export_data(dtype=float16)``: what ``load_data_file`` returns is the data rounded to float16,
+    the record says so, and the fingerprint identifies the stored values (not the unrounded ones)."""
+    from paperlib.diffusion.bundles import data_fingerprint, export_data
+
+    data = torch.rand(4, 8, 16, 16, generator=torch.Generator().manual_seed(1))
+    full = export_data(tmp_path / "f32.pt", data, {"modality": "mri"})
+    half = export_data(tmp_path / "f16.pt", data, {"modality": "mri"}, dtype=torch.float16)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    back, info = load_data_file(half, with_info=True)
+    assert back.dtype == torch.float32 and info == {"modality": "mri", "storage": "float16"}
+    assert torch.equal(back, data.half().float()) and not torch.equal(back, data)
+    assert float((back - data).abs().max()) <= 2.0 ** -11
+    assert data_fingerprint(back) != data_fingerprint(data)
+    assert load_data_file(full, with_info=True)[1] == {"modality": "mri"}
+    with pytest.raises(ValueError, match="export_data dtype: expected torch.float32 or torch.float16"):
+        export_data(tmp_path / "bf16.pt", data, {}, dtype=torch.bfloat16)
+
+
+def test_export_real_mri_data_script_writes_a_bundle_of_the_randomised_slabs(tmp_path):
+    """scripts/export_real_mri_data.py: slabs of seeds 0.. equal randomized_slab's (to float16), provenance
+    recorded, an existing --out refused."""
+    from paperlib.data.randomized import GENERATOR_VERSION, randomized_slab
+
+    out = tmp_path / "slabs.pt"
+    script = [sys.executable, "scripts/export_real_mri_data.py", "--n", "2", "--workers", "1", "--out", str(out)]
+    proc = subprocess.run(script, capture_output=True, text=True, cwd=cli.repo_root())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data, info = load_data_file(out, with_info=True)
+    assert tuple(data.shape) == (2, 8, 64, 64)
+    assert torch.equal(data[1], randomized_slab(1, (8, 64, 64))[0].half().float())
+    assert info == {"modality": "mri", "profile": "default", "source": "randomized", "generator_version": GENERATOR_VERSION,
+                    "n": 2, "slab": [8, 64, 64], "slab_seed": 0, "shape": [2, 8, 64, 64], "storage": "float16"}
+    proc = subprocess.run(script, capture_output=True, text=True, cwd=cli.repo_root())
+    assert proc.returncode == 2 and f"--out {out}: exists" in proc.stderr
+
+
+def test_gpu_candidate_presets_of_the_real_scan_prior_fit_the_checkpoint_limit():
+    """The presets scripts/train_real_mri_prior_gpu.sh trains: the sizes their comment states, each
+    prior under the 16 MB a shipped checkpoint may take (float16), the fine-tune's base the shipped one."""
+    from paperlib.diffusion.train_config import FINE_TUNE_BASES, TRAIN_PRESETS
+    from paperlib.diffusion.unet3d import UNet3D
+
+    sizes = {}
+    for name in ("mri_general_gpu", "mri_general_gpu_w24", "mri_general_gpu_w32"):
+        cfg = TRAIN_PRESETS[name]
+        n = sum(p.numel() for p in UNet3D(cfg.model).parameters())
+        sizes[name] = round(n / 1e6, 1)
+        assert 2 * n < 16e6 and cfg.weights_dtype == "float16" and cfg.batch_size == 32
+    assert sizes == {"mri_general_gpu": 1.1, "mri_general_gpu_w24": 2.5, "mri_general_gpu_w32": 4.4}
+    assert TRAIN_PRESETS["mri_general_gpu"].model == TRAIN_PRESETS["mri_general_lownoise"].model
+    assert FINE_TUNE_BASES["mri_general_gpu"] == "mri_general_lownoise"
+    assert "mri_general_gpu_w32" not in FINE_TUNE_BASES  # trained from scratch

@@ -39,19 +39,28 @@ def data_fingerprint(data: Tensor) -> str:
 BUNDLE_FORMAT = "paperlib.train_data/1"
 
 
-def export_data(path: str | os.PathLike, data: Tensor, dataset: dict) -> Path:
+def export_data(path: str | os.PathLike, data: Tensor, dataset: dict, *, dtype: torch.dtype = torch.float32) -> Path:
     """Write a training bundle (``.pt``): the (N, D, H, W) tensor as trained on and its provenance.
 
     A bundle carries the profile's training data to a machine that cannot generate it (a GPU
     box without abTEM, say): ``train --data BUNDLE`` then trains on exactly the same tensor
     (same fingerprint) and records the same ``dataset`` block in the manifest as training
     from the profile would. Written atomically (:func:`paperlib.io.atomic_path`).
+
+    ``dtype`` ``torch.float16`` halves the file (a bundle that must fit a transfer limit); the
+    stored values are then the data rounded to float16 (relative error <= 2**-11), which is what
+    :func:`load_data_file` returns (as float32) and what the fingerprint identifies, and
+    ``dataset`` records ``"storage": "float16"``.
     """
+    if dtype not in (torch.float32, torch.float16):
+        raise ValueError(f"export_data dtype: expected torch.float32 or torch.float16, got {dtype}")
+    if dtype == torch.float16:
+        dataset = {**dataset, "storage": "float16"}
     path = Path(path)
     if path.suffix != ".pt":
         raise ValueError(f"--export-data {path}: expected a .pt file")
     with atomic_path(path) as tmp:  # creates the folder
-        torch.save({"format": BUNDLE_FORMAT, "data": data.detach().to("cpu", torch.float32).contiguous(),
+        torch.save({"format": BUNDLE_FORMAT, "data": data.detach().to("cpu", dtype).contiguous(),
                     "dataset": json.dumps(dataset, sort_keys=True)}, tmp)
     return path
 

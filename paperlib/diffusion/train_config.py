@@ -17,7 +17,7 @@ True
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 from .schedules import ScheduleConfig
@@ -191,6 +191,22 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # train: on the tuning scans it scored below mri_general_lownoise in every case
     # (benchmarks/results/real_mri_prior_anatomy.md, whose script docstring gives the commands).
     "mri_general_wide": _MRI_LOWNOISE,  # the same recipe; only the data differ (PRESET_DATA)
+    # GPU candidates for the real-scan prior (issue 15; scripts/train_real_mri_prior_gpu.sh, one H200,
+    # all side by side on the card, data exported here: scripts/export_real_mri_data.py). On the CPU
+    # the 1.1 M-parameter network was saturated: 1600 steps scored level with 800, and 4x the slabs
+    # lower (benchmarks/results/real_mri_prior_choice.md). These test batch 32 and many more steps
+    # (mri_general_gpu: the shipped network, from mri_general_lownoise) and wider networks trained
+    # from scratch with half of every batch at t < 32 (w24: 2.5 M, w32: 4.4 M parameters). Prepared
+    # 2026-12-04 and not yet trained: that session was refused a GPU machine (loans paused).
+    "mri_general_gpu": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
+                                   num_groups=1, lr=1e-4, batch_size=32, grad_accum=1, steps=6000, ckpt_every=250,
+                                   ema_decay=0.999, hflip=True, focus_t=32, focus_fraction=0.75),
+    "mri_general_gpu_w24": TrainConfig(model=replace(PRESETS["default"], base_width=24), schedule=ScheduleConfig("cosine", 1000),
+                                       prediction="v", num_groups=1, lr=3e-4, batch_size=32, grad_accum=1, steps=6000,
+                                       ckpt_every=250, ema_decay=0.999, hflip=True, focus_t=32, focus_fraction=0.5),
+    "mri_general_gpu_w32": TrainConfig(model=replace(PRESETS["default"], base_width=32), schedule=ScheduleConfig("cosine", 1000),
+                                       prediction="v", num_groups=1, lr=3e-4, batch_size=32, grad_accum=1, steps=6000,
+                                       ckpt_every=250, ema_decay=0.999, hflip=True, focus_t=32, focus_fraction=0.5),
     # checkpoints/{mri,stem}_single: the paper's "vanilla video diffusion" baseline, ONE network over
     # the whole depth (16 slices) instead of a stack of group networks (Figure 5 top, Table 3). The
     # network is convolutional in depth with relative slice-position attention, so it starts from
@@ -232,7 +248,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 #: ``init_from`` to that prior's folder (the same modality), unless ``--init-from`` names another.
 FINE_TUNE_BASES: dict[str, str] = {"stem_default_l2": "stem_default", "stem_anydepth": "stem_default_l2",
                                    "mri_general": "mri_default", "mri_general_lownoise": "mri_general",
-                                   "mri_general_wide": "mri_general_lownoise",
+                                   "mri_general_wide": "mri_general_lownoise", "mri_general_gpu": "mri_general_lownoise",
                                    "mri_single": "mri_default", "stem_single": "stem_default_l2",
                                    "mri_single_ci": "ci", "stem_single_ci": "ci"}
 
