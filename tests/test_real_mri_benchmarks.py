@@ -321,3 +321,45 @@ def test_dart_variants_committed_report_and_its_profile_rows_are_the_tables(vari
         for column in ("ssim_whole", "ssim_head"):
             assert float(r[column]) == pytest.approx(float(table[case][column]), abs=2e-4)  # README: "within 0.0002"
     assert {r["variant"] for r in rows} == {*variants.RUNS, *variants.OBSERVED}
+
+
+def test_prior_fit_sets_and_committed_report():
+    """real_mri_prior_fit.py: training slabs are the first of the prior's own (seeds from slab_seed),
+    unseen ones never trained on, real volumes the tuning scans only; more training slabs than the
+    profile's are refused; the committed report re-renders from its CSV, and what the README
+    concludes from it (no memorising, a larger lead on the tuning scans) is what the CSV holds."""
+    import re
+
+    from paperlib import tables
+    from paperlib.data.randomized import randomized_slab
+    from paperlib.data.real_mri import REAL_SCANS
+
+    fit = load_benchmark("real_mri_prior_fit")
+    profile = load_profile("ci")
+    sets = fit._volumes(profile, 2)
+    assert [v for v, _ in sets["train"]] == ["seed 0", "seed 1"]
+    assert torch.equal(sets["train"][1][1], randomized_slab(1, (8, 64, 64))[0])
+    assert [v for v, _ in sets["unseen"]] == [f"seed {fit.UNSEEN_SEED0}", f"seed {fit.UNSEEN_SEED0 + 1}"]
+    assert fit.UNSEEN_SEED0 > load_profile("default").real_mri.n_slabs
+    assert {v for v, _ in sets["tuning scans"]} == {n for n, s in REAL_SCANS.items() if s.role == "tuning"}
+    with pytest.raises(ValueError, match="--n 5: the training slabs are only real_mri.n_slabs = 4"):
+        fit._volumes(profile, 5)
+
+    results = REPO / "benchmarks" / "results"
+    rows = tables.read_csv_rows(results / "real_mri_prior_fit.csv")
+    for r in rows:
+        r["sigma"], r["psnr"], r["noisy_psnr"] = float(r["sigma"]), float(r["psnr"]), float(r["noisy_psnr"])
+    priors = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "TV"))
+    text = fit.report(rows, "default", priors, 2, 32)
+    strip = lambda s: re.sub(r"code [0-9a-f]{10}", "code", s)  # noqa: E731
+    assert strip(text) == strip((results / "real_mri_prior_fit.md").read_text())
+    shipped = load_profile("default").real_mri.checkpoint
+
+    def lead(s, sigma):
+        by = {(r["volume"], r["method"]): r["psnr"] for r in rows if r["set"] == s and r["sigma"] == sigma}
+        d = [by[(v, shipped)] - by[(v, "TV")] for v, m in by if m == "TV"]
+        return sum(d) / len(d)
+
+    assert abs(lead("train", 0.03) - lead("unseen", 0.03)) < 0.05
+    assert lead("tuning scans", 0.03) > lead("unseen", 0.03) > 0
+    sys.modules.pop("bench_real_mri_prior_fit", None)
