@@ -363,3 +363,29 @@ def test_prior_fit_sets_and_committed_report():
     assert abs(lead("train", 0.03) - lead("unseen", 0.03)) < 0.05
     assert lead("tuning scans", 0.03) > lead("unseen", 0.03) > 0
     sys.modules.pop("bench_real_mri_prior_fit", None)
+
+
+def test_deepened_network_computes_what_the_original_does():
+    """real_mri_prior_depth.deepen: one more residual block per level, the same function (before any
+    training), on a small random network and on the shipped prior's architecture; the preset that
+    fine-tunes it has the deepened architecture."""
+    from dataclasses import replace
+
+    from paperlib.diffusion.train_config import TRAIN_PRESETS
+    from paperlib.diffusion.unet3d import PRESETS, UNet3D
+
+    depth = load_benchmark("real_mri_prior_depth")
+    for cfg in (PRESETS["ci"], PRESETS["default"]):
+        torch.manual_seed(0)
+        model = UNet3D(cfg).eval()
+        for p in model.parameters():  # zero-initialised parts (position biases) random too
+            torch.nn.init.normal_(p, std=0.05)
+        deep = depth.deepen(model).eval()
+        assert deep.cfg == replace(cfg, num_res_blocks=cfg.num_res_blocks + 1)
+        assert sum(p.numel() for p in deep.parameters()) > sum(p.numel() for p in model.parameters())
+        x = torch.randn(2, 1, 8, 32, 32, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            a, b = model(x, torch.tensor([3, 700])), deep(x, torch.tensor([3, 700]))
+        assert a.abs().max() > 0.01 and torch.allclose(a, b, atol=1e-7, rtol=1e-5)
+    assert TRAIN_PRESETS["mri_general_deep"].model == replace(PRESETS["default"], num_res_blocks=2)
+    sys.modules.pop("bench_real_mri_prior_depth", None)

@@ -13,7 +13,7 @@ MODALITIES = ("mri", "stem")
 
 
 #: Training presets whose data are not the profile's ``mri`` split: the preset -> the data's name.
-PRESET_DATA = {"mri_general": "randomized", "mri_general_lownoise": "randomized", "mri_general_wide": "randomized_wide",
+PRESET_DATA = {"mri_general": "randomized", "mri_general_lownoise": "randomized", "mri_general_wide": "randomized_wide", "mri_general_deep": "randomized",
                "slice2d_fixed": "slices_fixed",
                "slice2d_diverse": "slices_diverse", "stem_anydepth": "random_depth"}
 #: The data names of the domain-randomised MRI slabs -> their anatomy (``paperlib.data.brain.ANATOMY_SPREADS``):

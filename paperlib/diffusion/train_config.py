@@ -191,6 +191,10 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # train: on the tuning scans it scored below mri_general_lownoise in every case
     # (benchmarks/results/real_mri_prior_anatomy.md, whose script docstring gives the commands).
     "mri_general_wide": _MRI_LOWNOISE,  # the same recipe; only the data differ (PRESET_DATA)
+    # The capacity test on the CPU (benchmarks/real_mri_prior_depth.py): mri_general_lownoise deepened to
+    # two residual blocks per level without changing its function, fine-tuned with mri_general_lownoise's
+    # recipe on its slabs beside an unchanged copy (--init-from names each start). Not shipped.
+    "mri_general_deep": replace(_MRI_LOWNOISE, model=replace(PRESETS["default"], num_res_blocks=2)),
     # GPU candidates for the real-scan prior (issue 15; scripts/train_real_mri_prior_gpu.sh, one H200,
     # all side by side on the card, data exported here: scripts/export_real_mri_data.py). On the CPU
     # the 1.1 M-parameter network was saturated: 1600 steps scored level with 800, and 4x the slabs
