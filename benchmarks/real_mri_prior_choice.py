@@ -65,6 +65,13 @@ NOTES = {
     "trained 800 more steps with the same recipe on slabs of the same seeds whose heads stray further from the "
     "template (paperlib.data.brain.ANATOMY_SPREADS['wide']: tilts up to 15 degrees, scale 0.85-1.10, 5 mm of "
     "deformation); lower in every case: a wider spread of the one template's anatomy is not what is missing either.",
+    "checkpoints/mri_general_lownoise_400": "Not shipped: mri_general_lownoise_400, the shipped prior fine-tuned 400 "
+    "more steps with its own recipe on its own slabs (the control of the capacity test, "
+    "benchmarks/real_mri_prior_depth.py).",
+    "checkpoints/mri_general_deep_400": "Not shipped: mri_general_deep_400, the shipped prior deepened to two residual "
+    "blocks per level (1.66 M parameters, the same function before training) and fine-tuned as the control; level "
+    "with the control and both below the shipped prior: at this budget neither more capacity nor more steps raises "
+    "DART, though both raise the network's denoising PSNR a little (benchmarks/results/real_mri_prior_depth_fit.md).",
 }
 
 

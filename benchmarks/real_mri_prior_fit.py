@@ -68,6 +68,11 @@ def _volumes(profile, n: int) -> dict[str, list[tuple[str, torch.Tensor]]]:
     return sets
 
 
+def _sha256(checkpoint: str) -> str:
+    """The sha256 a prior folder's (first) manifest records."""
+    return json.loads(manifest_path(prior_weights(checkpoint)[0]).read_text())["sha256"]
+
+
 def _tv_best(noisy: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
     full = MRIOperator(torch.ones(x.shape, dtype=torch.bool))
     return max((psnr_volume(mri_baselines.total_variation(full, full.forward(noisy), weight=w, iters=200)
@@ -80,6 +85,7 @@ def run(profile_name: str, checkpoints: list[str], n: int, seed: int = 0, progre
     section = profile.real_mri
     sets = _volumes(profile, n)
     priors = {c: tiled(guided_prior(section.diffusion, c), overlap=section.overlap) for c in checkpoints}
+    sha = {c: _sha256(c) for c in checkpoints}
     rows = []
     total = sum(len(v) for v in sets.values()) * len(SIGMAS)
     bar = tqdm(total=total, desc="denoising", disable=not progress)
@@ -95,17 +101,21 @@ def run(profile_name: str, checkpoints: list[str], n: int, seed: int = 0, progre
                     t = noise_level_timestep(abar, sigma)
                     with torch.no_grad():
                         den = prior.denoise(math.sqrt(float(abar[t])) * noisy, t).float().clamp_min(0)
-                    rows.append({**base, "method": c, "psnr": psnr_volume(den, x), "setting": f"t={t}"})
+                    rows.append({**base, "method": c, "psnr": psnr_volume(den, x), "setting": f"t={t}",
+                                 "prior_sha256": sha[c]})
                 tv = _tv_best(noisy, x)
-                rows.append({**base, "method": "TV", "psnr": tv[0], "setting": f"weight={tv[1]:g}"})
+                rows.append({**base, "method": "TV", "psnr": tv[0], "setting": f"weight={tv[1]:g}", "prior_sha256": ""})
                 bar.update()
     bar.close()
     return rows
 
 
-def report(rows: list[dict], profile_name: str, checkpoints: list[str], threads: int, n: int) -> str:
-    """Markdown: mean PSNR per set and level for each prior and TV, then the two gaps."""
-    sha = {c: json.loads(manifest_path(prior_weights(c)[0]).read_text())["sha256"][:12] for c in checkpoints}
+def report(rows: list[dict], profile_name: str, checkpoints: list[str], threads: int, n: int,
+           baseline: str | None = None) -> str:
+    """Markdown: mean PSNR per set and level for each prior and TV, then the two gaps; with
+    ``baseline`` (one of ``checkpoints``) also every other prior minus it, paired per volume."""
+    recorded = {r["method"]: r.get("prior_sha256") for r in rows if r["method"] != "TV"}
+    sha = {c: (recorded.get(c) or _sha256(c))[:12] for c in checkpoints}  # as run (the folder may be gone)
     sets = list(dict.fromkeys(r["set"] for r in rows))
     count = {s: len({r["volume"] for r in rows if r["set"] == s}) for s in sets}
 
@@ -135,12 +145,12 @@ def report(rows: list[dict], profile_name: str, checkpoints: list[str], threads:
         by = {(r["volume"], r["method"]): r["psnr"] for r in rows if r["set"] == s and r["sigma"] == sigma}
         return [by[(v, c)] - by[(v, "TV")] for v, m in by if m == "TV"]
 
-    def ci(v):  # mean [95 % interval, normal approximation]
+    def ci(v, digits=2):  # mean [95 % interval, normal approximation]
         m = sum(v) / len(v)
         if len(v) < 2:
-            return f"{m:+.2f}"
+            return f"{m:+.{digits}f}"
         se = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1) / len(v))
-        return f"{m:+.2f} [{m - 1.96 * se:+.2f}, {m + 1.96 * se:+.2f}]"
+        return f"{m:+.{digits}f} [{m - 1.96 * se:+.{digits}f}, {m + 1.96 * se:+.{digits}f}]"
 
     def gap(a, b):  # difference of two independent means with its 95 % interval
         ma, mb = sum(a) / len(a), sum(b) / len(b)
@@ -162,6 +172,19 @@ def report(rows: list[dict], profile_name: str, checkpoints: list[str], threads:
                                              leads(c, "tuning scans", sigma))}
             lines.append(f"| {c} | {sigma:g} | {ci(tr)} | {ci(un)} | {gap(tr, un)} | "
                          + " | ".join(f"{per_real[v]:+.2f}" for v in real) + " |")
+    if baseline is not None:
+        others = [c for c in checkpoints if c != baseline]
+        lines += ["", f"Paired differences from {baseline} (PSNR dB, per volume then averaged; [95 % interval, "
+                  "mean +- 1.96 standard errors]; 'higher in' counts the volumes):", "",
+                  "| Prior | Set | sigma | minus baseline | higher in |", "|---|---|---|---|---|"]
+        for c in others:
+            for s in sets:
+                for sigma in SIGMAS:
+                    by = {(r["volume"], r["method"]): r["psnr"] for r in rows if r["set"] == s and r["sigma"] == sigma}
+                    vols = list(dict.fromkeys(v for v, _ in by))
+                    d = [by[(v, c)] - by[(v, baseline)] for v in vols]
+                    lines.append(f"| {c} | {s} | {sigma:g} | {ci(d, 3)} | "
+                                 f"{sum(x > 0 for x in d)} of {len(d)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -170,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoints", nargs="+", default=list(CANDIDATES))
     p.add_argument("--n", type=int, default=32, help="slabs per synthetic set")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline", help="one of --checkpoints: add every other prior minus it, paired per volume")
     p.add_argument("--report-only", action="store_true", help="re-render the report from the CSV")
     args = parse_args(p, argv)
     if args.report_only:
@@ -179,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = run(args.profile, args.checkpoints, args.n, args.seed)
         tables.write_csv_rows(rows, args.out)
-    write_summary(args.out, report(rows, args.profile, args.checkpoints, args.threads, args.n))
+    if args.baseline is not None and args.baseline not in args.checkpoints:
+        p.error(f"--baseline {args.baseline}: expected one of --checkpoints {args.checkpoints}")
+    write_summary(args.out, report(rows, args.profile, args.checkpoints, args.threads, args.n, args.baseline))
     return 0
 
 

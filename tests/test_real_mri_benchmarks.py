@@ -6,6 +6,7 @@ variants of DART's loop (real_mri_dart_variants.py). Their case builders and rep
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def test_background_noise_of_a_tuning_scan(source_noise):
     assert source_noise.background_noise("dipy_s0") == pytest.approx(0.0075, abs=5e-5)
 
 
-@pytest.mark.parametrize("name", ["real_mri_prior_choice", "real_mri_prior_anatomy"])
+@pytest.mark.parametrize("name", ["real_mri_prior_choice", "real_mri_prior_anatomy", "real_mri_prior_depth"])
 def test_the_profile_samples_the_prior_the_tuning_scans_chose(name):
     """benchmarks/results/{name}.csv (tuning scans only; the second compares the prior trained on a
     wider synthetic anatomy): the default profile's real_mri.checkpoint is the candidate with the
@@ -120,8 +121,9 @@ def test_the_profile_samples_the_prior_the_tuning_scans_chose(name):
     assert best_folder == profile.real_mri.checkpoint and best_folder in shipped
     assert best_sha == prior_sha256(best_folder)
     assert {folder for folder, _ in crit} - shipped <= set(choice.NOTES)
-    text = choice.report(rows, "default", 2)
-    assert _body(text) == _body((results / f"{name}.md").read_text())
+    committed = (results / f"{name}.md").read_text()
+    threads = int(re.search(r"; (\d+) thread\(s\)", committed).group(1))  # as the run was made
+    assert _body(choice.report(rows, "default", threads)) == _body(committed)
     sys.modules.pop("bench_real_mri_prior_choice", None)
 
 
@@ -388,4 +390,6 @@ def test_deepened_network_computes_what_the_original_does():
             a, b = model(x, torch.tensor([3, 700])), deep(x, torch.tensor([3, 700]))
         assert a.abs().max() > 0.01 and torch.allclose(a, b, atol=1e-7, rtol=1e-5)
     assert TRAIN_PRESETS["mri_general_deep"].model == replace(PRESETS["default"], num_res_blocks=2)
+    # the size benchmarks/results/real_mri_prior_depth.md states (1.66 M)
+    assert round(sum(p.numel() for p in UNet3D(TRAIN_PRESETS["mri_general_deep"].model).parameters()) / 1e6, 2) == 1.66
     sys.modules.pop("bench_real_mri_prior_depth", None)
