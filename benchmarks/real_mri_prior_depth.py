@@ -18,6 +18,14 @@ scans only). Commands (not shipped; folders deleted after the comparison, sha256
         --init-from checkpoints/mri_general_deep_init --out checkpoints/mri_general_deep_400
     python -m paperlib train --modality mri --preset mri_general_lownoise --steps 400 \\
         --init-from checkpoints/mri_general_lownoise --out checkpoints/mri_general_lownoise_400
+    C="checkpoints/mri_general_lownoise checkpoints/mri_general_lownoise_400 checkpoints/mri_general_deep_400"
+    python benchmarks/real_mri_prior_fit.py --threads 1 --checkpoints $C \\
+        --baseline checkpoints/mri_general_lownoise_400 --out benchmarks/results/real_mri_prior_depth_fit.csv
+    python benchmarks/real_mri_prior_choice.py --threads 1 --checkpoints $C \\
+        --out benchmarks/results/real_mri_prior_depth.csv
+
+(the two trainings ran side by side with ``--threads 1``, as did the two comparisons; results in
+``benchmarks/results/real_mri_prior_depth{,_fit}.md``).
 """
 from __future__ import annotations
 
