@@ -13,7 +13,7 @@ Both are then trained the same steps with the shipped fine-tune's recipe (preset
 with ``benchmarks/real_mri_prior_fit.py`` and ``benchmarks/real_mri_prior_choice.py`` (tuning
 scans only). Commands (not shipped; folders deleted after the comparison, sha256 in the CSVs)::
 
-    python benchmarks/real_mri_prior_depth.py --out checkpoints/mri_general_deep_init   # writes the init
+    python benchmarks/real_mri_prior_depth.py   # writes the init, checkpoints/mri_general_deep_init
     python -m paperlib train --modality mri --preset mri_general_deep --steps 400 \\
         --init-from checkpoints/mri_general_deep_init --out checkpoints/mri_general_deep_400
     python -m paperlib train --modality mri --preset mri_general_lownoise --steps 400 \\
@@ -42,6 +42,7 @@ from paperlib.diffusion.schedules import ScheduleConfig
 from paperlib.diffusion.unet3d import AttentionBlock, UNet3D
 
 SOURCE = "checkpoints/mri_general_lownoise"
+OUT = "checkpoints/mri_general_deep_init"
 
 
 def _zero_out(block: nn.Module) -> None:
@@ -98,7 +99,9 @@ def deepen(model: UNet3D) -> UNet3D:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", default=SOURCE, help="the prior folder to deepen (one group)")
-    p.add_argument("--out", type=Path, required=True, help="a new prior folder for the deepened network")
+    p.add_argument("--out", type=Path, default=Path(OUT),
+                   help=f"a new prior folder for the deepened network (default {OUT}, where preset "
+                        "mri_general_deep starts from without --init-from)")
     args = p.parse_args(argv)
     if args.out.exists():
         p.error(f"--out {args.out}: exists; choose a new folder")

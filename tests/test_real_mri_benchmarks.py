@@ -390,6 +390,11 @@ def test_deepened_network_computes_what_the_original_does():
             a, b = model(x, torch.tensor([3, 700])), deep(x, torch.tensor([3, 700]))
         assert a.abs().max() > 0.01 and torch.allclose(a, b, atol=1e-7, rtol=1e-5)
     assert TRAIN_PRESETS["mri_general_deep"].model == replace(PRESETS["default"], num_res_blocks=2)
+    # without --init-from the preset starts from the folder the script writes by default, never from scratch
+    from paperlib import cli
+    from paperlib.diffusion.train_config import FINE_TUNE_BASES
+
+    assert str(cli.prior_dir("mri", FINE_TUNE_BASES["mri_general_deep"]).relative_to(REPO)) == depth.OUT
     # the size benchmarks/results/real_mri_prior_depth.md states (1.66 M)
     assert round(sum(p.numel() for p in UNet3D(TRAIN_PRESETS["mri_general_deep"].model).parameters()) / 1e6, 2) == 1.66
     sys.modules.pop("bench_real_mri_prior_depth", None)

@@ -253,6 +253,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 FINE_TUNE_BASES: dict[str, str] = {"stem_default_l2": "stem_default", "stem_anydepth": "stem_default_l2",
                                    "mri_general": "mri_default", "mri_general_lownoise": "mri_general",
                                    "mri_general_wide": "mri_general_lownoise", "mri_general_gpu": "mri_general_lownoise",
+                                   # not a preset: the folder benchmarks/real_mri_prior_depth.py writes
+                                   "mri_general_deep": "mri_general_deep_init",
                                    "mri_single": "mri_default", "stem_single": "stem_default_l2",
                                    "mri_single_ci": "ci", "stem_single_ci": "ci"}
 
