@@ -30,14 +30,13 @@ scans only). Commands (not shipped; folders deleted after the comparison, sha256
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from paperlib.diffusion.checkpoints import load_prior, manifest_path, save_prior
+from paperlib.diffusion.checkpoints import load_prior, save_prior
 from paperlib.diffusion.schedules import ScheduleConfig
 from paperlib.diffusion.unet3d import AttentionBlock, UNet3D
 
@@ -110,11 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--source {args.source}: expected a one-group prior, got {len(models)} groups")
     m = manifests[0]
     deep = deepen(models[0].float())
-    src = json.loads(manifest_path(sorted(Path(args.source).glob("prior_group*.safetensors"))[0]).read_text())
     save_prior(args.out / "prior_group0.safetensors", deep, group_size=m["group_size"],
                schedule=ScheduleConfig(**m["schedule"]), prediction=m["prediction"], dataset=m.get("dataset"),
                steps=0, dtype=torch.float32,
-               extra={"deepened_from": {"path": args.source, "sha256": src["sha256"], "steps": src.get("steps")}})
+               extra={"deepened_from": {"path": args.source, "sha256": m["sha256"], "steps": m.get("steps")}})
     print(f"wrote {args.out}: {sum(p.numel() for p in deep.parameters())} parameters "
           f"(from {sum(p.numel() for p in models[0].parameters())})")
     return 0

@@ -39,10 +39,9 @@ from paperlib.diffusion.evaluate import noise_level_timestep
 from paperlib.diffusion.tiling import tiled
 from paperlib.experiments.priors import guided_prior, prior_weights
 from paperlib.metrics.image import psnr_volume
-from paperlib.physics.mri import MRIOperator
 from paperlib.provenance import git_commit
-from paperlib.recon import mri_baselines
-from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args, write_summary  # sibling scripts (benchmarks/)
+from real_mri_denoiser import tv_best
 
 #: DART's noise levels on real scans (prior units): ``sigma_min`` to ``sigma_max`` of ``real_mri.diffusion.dart``.
 SIGMAS = (0.005, 0.01, 0.02, 0.03)
@@ -73,12 +72,6 @@ def _sha256(checkpoint: str) -> str:
     return json.loads(manifest_path(prior_weights(checkpoint)[0]).read_text())["sha256"]
 
 
-def _tv_best(noisy: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
-    full = MRIOperator(torch.ones(x.shape, dtype=torch.bool))
-    return max((psnr_volume(mri_baselines.total_variation(full, full.forward(noisy), weight=w, iters=200)
-                            .clamp_min(0), x), w) for w in TV_WEIGHTS)
-
-
 def run(profile_name: str, checkpoints: list[str], n: int, seed: int = 0, progress: bool = True) -> list[dict]:
     """One row per (checkpoint or TV, set, volume, noise level)."""
     profile = load_profile(profile_name)
@@ -103,14 +96,14 @@ def run(profile_name: str, checkpoints: list[str], n: int, seed: int = 0, progre
                         den = prior.denoise(math.sqrt(float(abar[t])) * noisy, t).float().clamp_min(0)
                     rows.append({**base, "method": c, "psnr": psnr_volume(den, x), "setting": f"t={t}",
                                  "prior_sha256": sha[c]})
-                tv = _tv_best(noisy, x)
+                tv = tv_best(noisy, x, TV_WEIGHTS)
                 rows.append({**base, "method": "TV", "psnr": tv[0], "setting": f"weight={tv[1]:g}", "prior_sha256": ""})
                 bar.update()
     bar.close()
     return rows
 
 
-def report(rows: list[dict], profile_name: str, checkpoints: list[str], threads: int, n: int,
+def report(rows: list[dict], profile_name: str, checkpoints: list[str], threads: int,
            baseline: str | None = None) -> str:
     """Markdown: mean PSNR per set and level for each prior and TV, then the two gaps; with
     ``baseline`` (one of ``checkpoints``) also every other prior minus it, paired per volume."""
@@ -141,9 +134,12 @@ def report(rows: list[dict], profile_name: str, checkpoints: list[str], threads:
             ps = [mean(c, s, sigma) for c in checkpoints]
             lines.append(f"| {s} | {sigma:g} | {noisy:.2f} | {tv:.2f} | " + " | ".join(f"{p:.2f}" for p in ps)
                          + " | " + " | ".join(f"{p - tv:+.2f}" for p in ps) + " |")
-    def leads(c, s, sigma):  # per volume: the prior's PSNR minus TV's on the same noisy volume
+    def paired(c, ref, s, sigma):  # per volume (in row order): c's PSNR minus ref's on the same noisy volume
         by = {(r["volume"], r["method"]): r["psnr"] for r in rows if r["set"] == s and r["sigma"] == sigma}
-        return [by[(v, c)] - by[(v, "TV")] for v, m in by if m == "TV"]
+        return {v: by[(v, c)] - by[(v, ref)] for v in dict.fromkeys(v for v, _ in by)}
+
+    def leads(c, s, sigma):  # the prior's PSNR minus TV's
+        return list(paired(c, "TV", s, sigma).values())
 
     def ci(v, digits=2):  # mean [95 % interval, normal approximation]
         m = sum(v) / len(v)
@@ -167,9 +163,7 @@ def report(rows: list[dict], profile_name: str, checkpoints: list[str], threads:
     for c in checkpoints:
         for sigma in SIGMAS:
             tr, un = leads(c, "train", sigma), leads(c, "unseen", sigma)
-            per_real = {v: d for v, d in zip([r["volume"] for r in rows if r["set"] == "tuning scans"
-                                              and r["sigma"] == sigma and r["method"] == "TV"],
-                                             leads(c, "tuning scans", sigma))}
+            per_real = paired(c, "TV", "tuning scans", sigma)
             lines.append(f"| {c} | {sigma:g} | {ci(tr)} | {ci(un)} | {gap(tr, un)} | "
                          + " | ".join(f"{per_real[v]:+.2f}" for v in real) + " |")
     if baseline is not None:
@@ -180,9 +174,7 @@ def report(rows: list[dict], profile_name: str, checkpoints: list[str], threads:
         for c in others:
             for s in sets:
                 for sigma in SIGMAS:
-                    by = {(r["volume"], r["method"]): r["psnr"] for r in rows if r["set"] == s and r["sigma"] == sigma}
-                    vols = list(dict.fromkeys(v for v, _ in by))
-                    d = [by[(v, c)] - by[(v, baseline)] for v in vols]
+                    d = list(paired(c, baseline, s, sigma).values())
                     lines.append(f"| {c} | {s} | {sigma:g} | {ci(d, 3)} | "
                                  f"{sum(x > 0 for x in d)} of {len(d)} |")
     return "\n".join(lines) + "\n"
@@ -196,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", help="one of --checkpoints: add every other prior minus it, paired per volume")
     p.add_argument("--report-only", action="store_true", help="re-render the report from the CSV")
     args = parse_args(p, argv)
+    if args.baseline is not None and args.baseline not in args.checkpoints:
+        p.error(f"--baseline {args.baseline}: expected one of --checkpoints {args.checkpoints}")
     if args.report_only:
         rows = tables.read_csv_rows(args.out)
         for r in rows:
@@ -203,9 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = run(args.profile, args.checkpoints, args.n, args.seed)
         tables.write_csv_rows(rows, args.out)
-    if args.baseline is not None and args.baseline not in args.checkpoints:
-        p.error(f"--baseline {args.baseline}: expected one of --checkpoints {args.checkpoints}")
-    write_summary(args.out, report(rows, args.profile, args.checkpoints, args.threads, args.n, args.baseline))
+    write_summary(args.out, report(rows, args.profile, args.checkpoints, args.threads, args.baseline))
     return 0
 
 

@@ -352,7 +352,7 @@ def test_prior_fit_sets_and_committed_report():
     for r in rows:
         r["sigma"], r["psnr"], r["noisy_psnr"] = float(r["sigma"]), float(r["psnr"]), float(r["noisy_psnr"])
     priors = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "TV"))
-    text = fit.report(rows, "default", priors, 2, 32)
+    text = fit.report(rows, "default", priors, 2)
     strip = lambda s: re.sub(r"code [0-9a-f]{10}", "code", s)  # noqa: E731
     assert strip(text) == strip((results / "real_mri_prior_fit.md").read_text())
     shipped = load_profile("default").real_mri.checkpoint

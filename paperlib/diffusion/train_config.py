@@ -134,6 +134,10 @@ _SLICE2D = TrainConfig(model=PRESETS["slice2d"], schedule=ScheduleConfig("cosine
 _MRI_LOWNOISE = TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
                             num_groups=1, lr=2e-4, batch_size=8, grad_accum=1, steps=800, ckpt_every=100,
                             ema_decay=0.995, hflip=True, focus_t=32, focus_fraction=0.75)
+#: presets mri_general_gpu_w24 and mri_general_gpu_w32 (one recipe from scratch, two widths; comments below)
+_MRI_GPU_SCRATCH = TrainConfig(schedule=ScheduleConfig("cosine", 1000), prediction="v", num_groups=1, lr=3e-4,
+                               batch_size=32, grad_accum=1, steps=6000, ckpt_every=250, ema_decay=0.999, hflip=True,
+                               focus_t=32, focus_fraction=0.5)
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "ci": TrainConfig(model=PRESETS["ci"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
@@ -205,12 +209,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "mri_general_gpu": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
                                    num_groups=1, lr=1e-4, batch_size=32, grad_accum=1, steps=6000, ckpt_every=250,
                                    ema_decay=0.999, hflip=True, focus_t=32, focus_fraction=0.75),
-    "mri_general_gpu_w24": TrainConfig(model=replace(PRESETS["default"], base_width=24), schedule=ScheduleConfig("cosine", 1000),
-                                       prediction="v", num_groups=1, lr=3e-4, batch_size=32, grad_accum=1, steps=6000,
-                                       ckpt_every=250, ema_decay=0.999, hflip=True, focus_t=32, focus_fraction=0.5),
-    "mri_general_gpu_w32": TrainConfig(model=replace(PRESETS["default"], base_width=32), schedule=ScheduleConfig("cosine", 1000),
-                                       prediction="v", num_groups=1, lr=3e-4, batch_size=32, grad_accum=1, steps=6000,
-                                       ckpt_every=250, ema_decay=0.999, hflip=True, focus_t=32, focus_fraction=0.5),
+    "mri_general_gpu_w24": replace(_MRI_GPU_SCRATCH, model=replace(PRESETS["default"], base_width=24)),
+    "mri_general_gpu_w32": replace(_MRI_GPU_SCRATCH, model=replace(PRESETS["default"], base_width=32)),
     # checkpoints/{mri,stem}_single: the paper's "vanilla video diffusion" baseline, ONE network over
     # the whole depth (16 slices) instead of a stack of group networks (Figure 5 top, Table 3). The
     # network is convolutional in depth with relative slice-position attention, so it starts from
