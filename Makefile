@@ -158,7 +158,10 @@ test-browser: $(VENV)/.browser-installed
 # Train the MRI prior, then the 4D-STEM prior, of a profile (each resumes after a kill); for the
 # default profile the 4D-STEM prior is then fine-tuned with the L2 loss (checkpoints/stem_default_l2)
 # and on crystals at any depth (checkpoints/stem_anydepth; presets stem_default_l2, stem_anydepth;
-# validation.stem_eval chooses between them). THREADS=1 on shared cores.
+# validation.stem_eval chooses between them). THREADS=1 on shared cores. The real-scan prior
+# checkpoints/mri_general_gpu_w24 (and the shipped default priors' GPU recipe) need a GPU: made by
+# scripts/train_real_mri_prior_gpu.sh (scripts/train_priors_gpu.sh), whose headers give the commands;
+# the CPU presets below (mri_general, mri_general_lownoise) remain its predecessors.
 THREADS ?= 2
 train: $(VENV)/.installed
 	$(PY) -m paperlib train --modality mri --profile $(PROFILE) --threads $(THREADS)

@@ -53,3 +53,28 @@ def write_summary(out: Path, text: str) -> Path:
     atomic_write_text(path, text)
     print(text)
     return path
+
+
+#: The real-scan prior of the real-scan benchmarks whose CSVs predate the ``prior_checkpoint`` column
+#: (every run before 2026-12-04 that used the profile's prior: its reports name it in their header).
+PRIOR_BEFORE_RECORDED = "checkpoints/mri_general_lownoise"
+
+
+def rows_prior(rows: list[dict]) -> str:
+    """The real-scan prior a benchmark's rows were made with: their ``prior_checkpoint`` column, or
+    :data:`PRIOR_BEFORE_RECORDED` for a CSV from before that column."""
+    return (rows[0].get("prior_checkpoint") if rows else None) or PRIOR_BEFORE_RECORDED
+
+
+def table_file(prior: str, name: str = "tab_real_mri_cases.csv") -> Path:
+    """The real-scan table's file ``name`` as made with ``prior``: ``figures/`` for the default
+    profile's prior, else the copy frozen when the profile's prior changed
+    (``results/tab_real_mri_<prior folder>/``); a prior with neither is an error."""
+    from paperlib.config import load_profile
+
+    if prior == load_profile("default").real_mri.checkpoint:
+        return RESULTS.parents[1] / "figures" / name
+    frozen = RESULTS / f"tab_real_mri_{Path(prior).name}" / name
+    if not frozen.is_file():
+        raise FileNotFoundError(f"prior {prior}: no real-scan table made with it ({frozen} is missing)")
+    return frozen

@@ -19,7 +19,7 @@ from paperlib.data.real_mri import REAL_SCANS, load_real_scan
 from paperlib.experiments.real_mri import RealMRICase, real_case
 from paperlib.provenance import git_commit
 from real_mri_fov import pair_rows, run_dart_tv  # a sibling script (benchmarks/)
-from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args, rows_prior  # a sibling script (benchmarks/)
 
 
 def cases(profile, role: str = "held_out") -> tuple[list[RealMRICase], dict[str, float]]:
@@ -43,7 +43,7 @@ def cases(profile, role: str = "held_out") -> tuple[list[RealMRICase], dict[str,
 def report(rows: list[dict], profile: str, fractions: dict[str, float]) -> str:
     """Markdown: DART and TV SSIM on the whole image and in the background, per scan and acceleration."""
     lines = [f"# DART - TV on the held-out scans: whole image and background (profile `{profile}`)", "",
-             f"Commit {git_commit()}; prior {load_profile(profile).real_mri.checkpoint}; the table's cases "
+             f"Commit {git_commit()}; prior {rows_prior(rows)}; the table's cases "
              "(masks, settings); 'background' = SSIM averaged outside the head mask. Scans whose head mask is the "
              "whole volume have no background and are left out.", "",
              "| Scan | background fraction | Acceleration | DART whole | TV whole | DART - TV whole "

@@ -32,7 +32,7 @@ from paperlib.experiments.real_mri import REAL_MRI, RealMRICase, real_case
 from paperlib.experiments.runner import run_cases
 from paperlib.io import atomic_write_text
 from paperlib.provenance import git_commit
-from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args, rows_prior  # a sibling script (benchmarks/)
 
 #: The fields of view compared, in order.
 FOVS = ("full", "head box", "inside")
@@ -93,7 +93,7 @@ def run_dart_tv(profile, todo: list[RealMRICase], out: Path, report_of) -> None:
     """DART and TV on ``todo`` (one seed); the rows to ``out`` (CSV), ``report_of`` of the rows read back from it
     to ``out.md`` and stdout."""
     rows, _ = run_cases(profile, REAL_MRI, todo, ["dart", "tv"], seeds=(0,), progress=True)
-    tables.write_csv_rows(rows, out)
+    tables.write_csv_rows([{**r, "prior_checkpoint": profile.real_mri.checkpoint} for r in rows], out)
     text = report_of(tables.read_csv_rows(out))  # from the CSV as written, so that the report re-renders from it
     atomic_write_text(out.with_suffix(".md"), text)
     print(text)
@@ -102,7 +102,7 @@ def run_dart_tv(profile, todo: list[RealMRICase], out: Path, report_of) -> None:
 def report(rows: list[dict], profile: str, shapes: dict[str, tuple]) -> str:
     """Markdown: DART, TV and DART - TV per scan, field of view and acceleration."""
     lines = [f"# DART - TV against the field of view, tuning scans only (profile `{profile}`)", "",
-             f"Commit {git_commit()}; prior {load_profile(profile).real_mri.checkpoint}; SSIM as in tab_real_mri (whole image, inside the cropped head mask).", "",
+             f"Commit {git_commit()}; prior {rows_prior(rows)}; SSIM as in tab_real_mri (whole image, inside the cropped head mask).", "",
              f"| Scan | Field of view | (D, H, W) | head fraction | Acceleration | {PAIR_COLUMNS} |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for dart, cells in pair_rows(rows):

@@ -26,7 +26,7 @@ from paperlib.data.real_mri import REAL_SCANS, load_real_scan
 from paperlib.experiments.real_mri import RealMRICase, margin_verdicts, real_case
 from paperlib.provenance import git_commit
 from real_mri_fov import run_dart_tv  # a sibling script (benchmarks/)
-from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args, rows_prior, write_summary  # a sibling script (benchmarks/)
 
 COLUMNS = ("ssim_whole", "ssim_head")
 
@@ -63,7 +63,7 @@ def report(rows: list[dict], profile: str) -> str:
     diffs = draw_differences(rows)
     draws = sorted({d["draw"] for d in diffs})
     lines = [f"# DART - TV on the held-out scans under {len(draws)} k-space mask draws (profile `{profile}`)", "",
-             f"Commit {git_commit()}; prior {load_profile(profile).real_mri.checkpoint}; the table's settings; "
+             f"Commit {git_commit()}; prior {rows_prior(rows)}; the table's settings; "
              "draw 0 is the table's masks. SSIM whole image / in the head mask.", "",
              "**Per scan**", "",
              "| Scan | Acceleration | " + " | ".join(f"draw {k}: whole / head" for k in draws)

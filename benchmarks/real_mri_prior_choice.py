@@ -36,7 +36,20 @@ deleted after the run, its sha256 in the CSV)::
         checkpoints/mri_general_lownoise checkpoints/mri_general_wide \
         --out benchmarks/results/real_mri_prior_anatomy.csv
 
-(``--report-only`` re-renders the report from the CSV.)
+The GPU candidates (``benchmarks/results/real_mri_prior_gpu.md``; presets mri_general_gpu,
+mri_general_gpu_w24, mri_general_gpu_w32, trained on one H200 by
+``scripts/train_real_mri_prior_gpu.sh``, whose header gives the commands, and copied back to
+``build/gpu_priors/``; the chosen one is shipped as ``checkpoints/mri_general_gpu_w24``, the same
+weights)::
+
+    python benchmarks/real_mri_prior_choice.py --profile default --checkpoints checkpoints/mri_general_lownoise \
+        build/gpu_priors/mri_general_gpu build/gpu_priors/mri_general_gpu_w24 build/gpu_priors/mri_general_gpu_w32 \
+        --out benchmarks/results/real_mri_prior_gpu.csv
+
+The choice (:func:`chosen`): the best criterion, except that priors within :data:`LEVEL` of it
+count as level, and of those the smallest network is shipped (it costs least in every notebook and
+CLI call). ``--report-only`` re-renders the report from the CSV; every run also writes the means
+per prior to ``<out>_summary.csv`` (what the profile's ``tuned_on`` text quotes).
 """
 from __future__ import annotations
 
@@ -50,7 +63,7 @@ from paperlib.provenance import git_commit
 from paperlib.validation import validation_rows
 from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
 
-CANDIDATES = ("checkpoints/mri_general", "checkpoints/mri_general_lownoise")
+CANDIDATES = ("checkpoints/mri_general_lownoise", "checkpoints/mri_general_gpu_w24")
 #: said under the table for each of these candidates in it: the variants tried and not shipped
 #: (copies of their folders were passed with ``--checkpoints``): the fine-tune run on to 1600 steps
 #: (resumed from 800; a straight run equals it), and the same 800 steps on 4x the slabs
@@ -72,6 +85,14 @@ NOTES = {
     "blocks per level (1.66 M parameters, the same function before training) and fine-tuned as the control; level "
     "with the control and both below the shipped prior: at this budget neither more capacity nor more steps raises "
     "DART, though both raise the network's denoising PSNR a little (benchmarks/results/real_mri_prior_depth_fit.md).",
+    "build/gpu_priors/mri_general_gpu": "Not shipped: mri_general_gpu (preset), the shipped 1.1 M-parameter network "
+    "fine-tuned from mri_general_lownoise on an H200 with batch 32 on 768 slabs of the same generator "
+    "(scripts/export_real_mri_data.py): batch and steps alone raise DART less than width does.",
+    "build/gpu_priors/mri_general_gpu_w24": "Shipped as checkpoints/mri_general_gpu_w24 (the same weights, sha256 in "
+    "the CSV): preset mri_general_gpu_w24, 2.5 M parameters trained from scratch on the H200, batch 32, the same "
+    "768 slabs, half of every batch at t < 32.",
+    "build/gpu_priors/mri_general_gpu_w32": "Not shipped: mri_general_gpu_w32, the same recipe at 4.4 M parameters "
+    "(fewer steps in the same time): level with w24 by the rule, at 1.8 times its parameters and 1.5 times its time.",
 }
 
 
@@ -79,16 +100,18 @@ def run(profile_name: str, checkpoints: tuple[str, ...] = CANDIDATES, progress: 
     """Per-case rows: TV once, DART once per prior. The profile's own ``validation.real_mri`` grid
     (its cases and seeds) with its methods replaced by DART and TV at the profile's settings and its
     ``checkpoints`` by ``checkpoints``, run by :func:`paperlib.validation.validation_rows` (which
-    records ``prior_checkpoint`` and ``prior_sha256``); ``prior_steps`` is added from each manifest."""
+    records ``prior_checkpoint`` and ``prior_sha256``); ``prior_steps`` and ``prior_parameters`` are added from each manifest."""
     profile = load_profile(profile_name)
     grid = profile.validation.real_mri if profile.validation is not None else None
     if grid is None:
         raise SystemExit(f"profile {profile_name}: no validation.real_mri grid (its n_volumes and seeds)")
     grid = grid.model_copy(update={"methods": {"tv": ({},), "dart": ({},)}, "checkpoints": tuple(checkpoints)})
     profile = profile.model_copy(update={"validation": profile.validation.model_copy(update={"real_mri": grid})})
-    steps = {c: json.loads(manifest_path(prior_weights(c)[0]).read_text())["steps"] for c in checkpoints}
+    manifests = {c: json.loads(manifest_path(prior_weights(c)[0]).read_text()) for c in checkpoints}
     commit = git_commit()
-    return [{**r, "prior_steps": steps.get(r["prior_checkpoint"], ""), "git_commit": commit}
+    return [{**r, "prior_steps": manifests[r["prior_checkpoint"]]["steps"] if r["prior_checkpoint"] else "",
+             "prior_parameters": manifests[r["prior_checkpoint"]]["num_parameters"] if r["prior_checkpoint"] else "",
+             "git_commit": commit}
             for r in validation_rows(profile, "real_mri", progress=progress)]
 
 
@@ -96,8 +119,45 @@ def _label(row: dict) -> str:
     return "TV" if row["method"] == "tv" else f"DART, {row['prior_checkpoint']} ({int(row['prior_steps'])} steps)"
 
 
+#: Candidates whose criterion is within this of the best count as level: the choice is then the
+#: smallest network (``prior_parameters``; a CSV without that column, from before 2026-12-04, counts
+#: them all as one size), and of equal sizes the best criterion. Reruns move the criterion by less:
+#: the AVX2-only CPU's float32 networks moved the held-out DART by at most 0.000543 head SSIM per case.
+LEVEL = 0.001
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """One row per label (TV, then each prior in order): the means over the cases of whole and head
+    SSIM, the criterion (their mean), the criterion minus TV's and the seconds of all its cases."""
+    labels = list(dict.fromkeys(_label(r) for r in rows))
+    out = []
+    for lab in labels:
+        sel = [r for r in rows if _label(r) == lab]
+        whole = sum(float(r["ssim_whole"]) for r in sel) / len(sel)
+        head = sum(float(r["ssim_head"]) for r in sel) / len(sel)
+        out.append({"label": lab, "method": sel[0]["method"], "prior_checkpoint": sel[0]["prior_checkpoint"],
+                    "prior_sha256": sel[0]["prior_sha256"], "prior_steps": sel[0]["prior_steps"],
+                    "prior_parameters": int(sel[0]["prior_parameters"]) if sel[0].get("prior_parameters") else None,
+                    "n_cases": len(sel), "ssim_whole": round(whole, 6), "ssim_head": round(head, 6),
+                    "criterion": round((whole + head) / 2, 6),
+                    "seconds": round(sum(float(r["wall_time_s"]) for r in sel), 1)})
+    tv = next(r["criterion"] for r in out if r["method"] == "tv")
+    for r in out:
+        r["minus_tv"] = round(r["criterion"] - tv, 6)
+    return out
+
+
+def chosen(summary_rows: list[dict], level: float = LEVEL) -> dict:
+    """The prior to ship: of the DART rows within ``level`` of the best criterion, the smallest
+    network, and of equal sizes the best criterion."""
+    dart = [r for r in summary_rows if r["method"] == "dart"]
+    best = max(float(r["criterion"]) for r in dart)
+    level_with_best = [r for r in dart if float(r["criterion"]) >= best - level]
+    return min(level_with_best, key=lambda r: (int(r.get("prior_parameters") or 0), -float(r["criterion"])))
+
+
 def report(rows: list[dict], profile: str, threads: int) -> str:
-    """Markdown: SSIM (whole, head) per case and label, then the means and the criterion."""
+    """Markdown: SSIM (whole, head) per case and label, then the means, the criterion and the time."""
     labels = list(dict.fromkeys(_label(r) for r in rows))
     cases = list(dict.fromkeys(r["case"] for r in rows))
     by = {(r["case"], _label(r)): r for r in rows}
@@ -109,15 +169,15 @@ def report(rows: list[dict], profile: str, threads: int) -> str:
         cells = [f"{float(by[case, lab]['ssim_whole']):.4f} / {float(by[case, lab]['ssim_head']):.4f}"
                  for lab in labels]
         lines.append(f"| {case} | " + " | ".join(cells) + " |")
-    lines += ["", "| Method | n cases | whole SSIM | head SSIM | criterion (mean of the two) | minus TV |",
-              "|---|---|---|---|---|---|"]
-    crit = {}
-    for lab in labels:
-        whole = sum(float(by[c, lab]["ssim_whole"]) for c in cases) / len(cases)
-        head = sum(float(by[c, lab]["ssim_head"]) for c in cases) / len(cases)
-        crit[lab] = (whole, head, (whole + head) / 2)
-    for lab, (whole, head, c) in crit.items():
-        lines.append(f"| {lab} | {len(cases)} | {whole:.6f} | {head:.6f} | {c:.6f} | {c - crit['TV'][2]:+.6f} |")
+    lines += ["", "| Method | n cases | whole SSIM | head SSIM | criterion (mean of the two) | minus TV | seconds (all cases) |",
+              "|---|---|---|---|---|---|---|"]
+    summ = summary(rows)
+    for r in summ:
+        lines.append(f"| {r['label']} | {r['n_cases']} | {r['ssim_whole']:.6f} | {r['ssim_head']:.6f} | "
+                     f"{r['criterion']:.6f} | {r['minus_tv']:+.6f} | {r['seconds']:.1f} |")
+    pick = chosen(summ)
+    lines += ["", f"Chosen by the rule (of the priors within {LEVEL} of the best criterion, the smallest network, "
+              f"then the best criterion): {pick['prior_checkpoint']}."]
     notes = [NOTES[c] for c in dict.fromkeys(r["prior_checkpoint"] for r in rows) if c in NOTES]
     lines += ["", " ".join(notes)] if notes else []
     return "\n".join(lines) + "\n"
@@ -131,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         tables.write_csv_rows(run(args.profile, tuple(args.checkpoints)), args.out)
     rows = tables.read_csv_rows(args.out)  # the report from the CSV as written, so that it re-renders
+    tables.write_csv_rows(summary(rows), args.out.with_name(args.out.stem + "_summary.csv"))
     text = report(rows, args.profile, args.threads)
     write_summary(args.out, text)
     return 0

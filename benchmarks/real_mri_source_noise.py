@@ -25,7 +25,7 @@ from paperlib.data.real_mri import REAL_SCANS, head_mask, load_real_scan
 from paperlib.experiments.real_mri import RealMRICase, real_case
 from paperlib.provenance import git_commit
 from real_mri_fov import PAIR_COLUMNS, pair_rows, run_dart_tv  # a sibling script (benchmarks/)
-from _cli import bench_parser, parse_args  # a sibling script (benchmarks/)
+from _cli import bench_parser, parse_args, rows_prior  # a sibling script (benchmarks/)
 
 #: Rician noise levels, in units of the template's intensity scale.
 SIGMAS = (0.0, 0.01, 0.02, 0.05)
@@ -61,7 +61,7 @@ def cases(profile, seed: int = 0) -> tuple[list[RealMRICase], dict[str, float]]:
 def report(rows: list[dict], profile: str, fractions: dict[str, float], tuning_noise: dict[str, float]) -> str:
     """Markdown: DART, TV and DART - TV per noise level and acceleration."""
     lines = [f"# DART - TV on the training-source template with Rician noise (profile `{profile}`)", "",
-             f"Commit {git_commit()}; prior {load_profile(profile).real_mri.checkpoint}; sigma in units of the template's intensity scale; scored against the noisy "
+             f"Commit {git_commit()}; prior {rows_prior(rows)}; sigma in units of the template's intensity scale; scored against the noisy "
              "volume, SSIM whole and in its own head mask, as in tab_real_mri. Tuning scans' background noise "
              "(std outside the dilated head mask, same units): "
              + ", ".join(f"{name} {value:.4f}" for name, value in tuning_noise.items()) + ".", "",

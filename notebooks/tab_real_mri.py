@@ -25,10 +25,11 @@
 # is undersampled retrospectively with its own uniform 1D Cartesian mask (paper Eq. 3) at 4x and 8x.
 #
 # DART, DRIFT and the projection method use the **general prior** (the profile's
-# `real_mri.checkpoint`; in the default profile `checkpoints/mri_general_lownoise`): one
+# `real_mri.checkpoint`; in the default profile `checkpoints/mri_general_gpu_w24`): one
 # network trained on domain-randomised slabs (`paperlib.data.randomized`: random contrast per
-# tissue, voxel size, slice thickness, skull, field of view, bias, noise, artefacts), then mostly
-# at the low noise levels DART's plug-and-play form visits (preset `mri_general_lownoise`), tiled over
+# tissue, voxel size, slice thickness, skull, field of view, bias, noise, artefacts), half of
+# every batch at the low noise levels DART's plug-and-play form visits (preset `mri_general_gpu_w24`,
+# 2.5 M parameters, trained on a GPU; `scripts/train_real_mri_prior_gpu.sh`), tiled over
 # each volume's depth with overlapping windows and padded in-plane (`paperlib.diffusion.tiling`).
 # DART takes the form the profile's `real_mri.diffusion.dart` names (the table's notes print it):
 # with `sigma_max`/`sigma_min` set, the plug-and-play form of `paperlib.recon.dart` (the network

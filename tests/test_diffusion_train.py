@@ -437,3 +437,34 @@ def test_gpu_candidate_presets_of_the_real_scan_prior_fit_the_checkpoint_limit()
     assert TRAIN_PRESETS["mri_general_gpu"].model == TRAIN_PRESETS["mri_general_lownoise"].model
     assert FINE_TUNE_BASES["mri_general_gpu"] == "mri_general_lownoise"
     assert "mri_general_gpu_w32" not in FINE_TUNE_BASES  # trained from scratch
+
+
+def test_the_shipped_real_scan_prior_is_what_its_preset_and_bundle_make():
+    """checkpoints/mri_general_gpu_w24 (the real-scan prior since 2026-12-04, trained on a GPU): its
+    manifest's config is preset mri_general_gpu_w24's as it stands (so `train --preset ... --data
+    BUNDLE` remakes it), its data the 768-slab float16 bundle of scripts/export_real_mri_data.py,
+    its weights within the 16 MiB a shipped checkpoint may take; the manifest's sha256 is the file's."""
+    import hashlib
+    import json
+
+    from paperlib.diffusion.train_config import TRAIN_PRESETS
+
+    folder = cli.repo_root() / "checkpoints" / "mri_general_gpu_w24"
+    manifest = json.loads((folder / "prior_group0.json").read_text())
+    weights = folder / "prior_group0.safetensors"
+    assert manifest["train_config"] == TRAIN_PRESETS["mri_general_gpu_w24"].to_dict()
+    assert manifest["steps"] == TRAIN_PRESETS["mri_general_gpu_w24"].steps
+    data = manifest["dataset"]
+    assert (data["source"], data["n"], data["storage"], data["slab_seed"]) == ("randomized", 768, "float16", 0)
+    assert manifest["size_bytes"] == weights.stat().st_size <= 16 * 2**20
+    assert manifest["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert len((folder / "loss_group0.jsonl").read_text().splitlines()) == manifest["steps"]
+
+
+@pytest.mark.parametrize("preset", ["mri_general_gpu", "mri_general_gpu_w24", "mri_general_gpu_w32"])
+def test_gpu_presets_refuse_to_train_on_the_profile_data(preset, capsys, tmp_path):
+    """Without --data a GPU preset would silently train on the profile's synthetic brains, not the
+    randomised slabs it was made on: the CLI refuses, naming the bundle's export command."""
+    assert cli.main(["train", "--modality", "mri", "--preset", preset, "--out", str(tmp_path / "prior")]) == 2
+    err = capsys.readouterr().err
+    assert f"preset {preset} trains on an exported bundle" in err and "scripts/export_real_mri_data.py" in err

@@ -1,9 +1,9 @@
 """Numbers in the profiles' ``tuned_on`` texts are backed by the CSV files those texts name.
 
 Every ``tuned_on`` text of every ``notebooks/params/*.yaml`` must name at least one
-``figures/*.csv``, and every decimal number it quotes (``0.518``, ``0.0002``, ``1.0``) must
-appear at its printed precision in a cell of one of the files it names. A named file must exist,
-unless it is a validation CSV that ``python -m paperlib.validation`` writes for a profile whose
+``figures/*.csv`` or ``benchmarks/results/*.csv`` (a committed benchmark's results), and every
+decimal number it quotes (``0.518``, ``0.0002``, ``1.0``) must appear at its printed precision
+in a cell of one of the files it names. A named file must exist, unless it is a validation CSV that ``python -m paperlib.validation`` writes for a profile whose
 ``validation`` section has that modality's grid (the text may then name it before it is
 generated, but may not quote numbers from it until it is).
 """
@@ -19,7 +19,7 @@ import yaml
 from paperlib import paths
 from paperlib.config import load_profile
 
-CSV_NAME = re.compile(r"figures/[A-Za-z0-9_.\-]+\.csv")
+CSV_NAME = re.compile(r"(?:figures|benchmarks/results)/[A-Za-z0-9_.\-]+\.csv")
 DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
 VALIDATION_CSV = re.compile(r"figures/validation_(?P<modality>mri|stem|real_mri)_(?P<profile>[A-Za-z0-9\-]+)(?:_summary)?\.csv")
 PARAMS = sorted(paths.params_dir().glob("*.yaml"))
@@ -70,7 +70,7 @@ def quote_problems(text, root: Path, params_dir: Path) -> list[str]:
         return [f"expected a text, got {text!r}"]
     names = sorted(set(CSV_NAME.findall(text)))
     if not names:
-        return ["names no figures/*.csv that backs it"]
+        return ["names no figures/*.csv or benchmarks/results/*.csv that backs it"]
     problems = [f"names {n}, which does not exist and is no validation CSV of a profile with that grid"
                 for n in names if not (root / n).is_file() and not producible(n, params_dir)]
     cells = set().union(*(_cells(root / n) for n in names if (root / n).is_file()))
@@ -93,7 +93,12 @@ def test_checker_flags_unbacked_numbers_and_missing_files(tmp_path):
     assert quote_problems("SSIM 0.885 in figures/scores.csv", tmp_path, params) == [
         "quotes 0.885, found (at 3 decimals) in none of ['figures/scores.csv']"]
     assert quote_problems("SSIM 0.884 on the validation split", tmp_path, params) == [
-        "names no figures/*.csv that backs it"]
+        "names no figures/*.csv or benchmarks/results/*.csv that backs it"]
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "choice.csv").write_text("prior,criterion\na,0.850536\n")
+    assert quote_problems("criterion 0.850536 (benchmarks/results/choice.csv)", tmp_path, params) == []
+    assert quote_problems("criterion 0.850537 (benchmarks/results/choice.csv)", tmp_path, params) == [
+        "quotes 0.850537, found (at 6 decimals) in none of ['benchmarks/results/choice.csv']"]
     assert quote_problems("see figures/missing.csv", tmp_path, params) == [
         "names figures/missing.csv, which does not exist and is no validation CSV of a profile with that grid"]
     # a validation CSV not generated yet may be named (ci has a grid) but no number taken from it

@@ -98,12 +98,18 @@ def test_background_noise_of_a_tuning_scan(source_noise):
     assert source_noise.background_noise("dipy_s0") == pytest.approx(0.0075, abs=5e-5)
 
 
-@pytest.mark.parametrize("name", ["real_mri_prior_choice", "real_mri_prior_anatomy", "real_mri_prior_depth"])
-def test_the_profile_samples_the_prior_the_tuning_scans_chose(name):
-    """benchmarks/results/{name}.csv (tuning scans only; the second compares the prior trained on a
-    wider synthetic anatomy): the default profile's real_mri.checkpoint is the candidate with the
-    best criterion (mean of whole and head SSIM), its rows were made with the weights shipped now,
-    every other candidate is said to be not shipped, and the report re-renders from the CSV."""
+#: The comparisons of real-scan priors on the tuning scans, oldest first; the newest chose the prior
+#: the profile ships, each earlier one's choice is a candidate of a later one.
+PRIOR_COMPARISONS = ["real_mri_prior_choice", "real_mri_prior_anatomy", "real_mri_prior_depth", "real_mri_prior_gpu"]
+
+
+@pytest.mark.parametrize("name", PRIOR_COMPARISONS)
+def test_the_profile_samples_the_prior_the_tuning_scans_chose(name, tmp_path):
+    """benchmarks/results/{name}.csv (tuning scans only): the prior its rule chooses
+    (real_mri_prior_choice.chosen) is the default profile's real_mri.checkpoint, by its weights'
+    sha256, for the newest comparison, and for an earlier one a shipped prior that a later
+    comparison ran again and superseded; every candidate not shipped (no folder under checkpoints/)
+    has its note; the report and the summary CSV re-render from the CSV."""
     from paperlib import tables
     from paperlib.validation import prior_sha256
 
@@ -111,19 +117,39 @@ def test_the_profile_samples_the_prior_the_tuning_scans_chose(name):
     results = REPO / "benchmarks" / "results"
     rows = tables.read_csv_rows(results / f"{name}.csv")
     assert {r["role"] for r in rows} == {"tuning"}
-    dart = [r for r in rows if r["method"] == "dart"]
-    shipped = {c for c in choice.CANDIDATES if (REPO / c).is_dir()}
-    crit = {}
-    for r in dart:
-        crit.setdefault((r["prior_checkpoint"], r["prior_sha256"]), []).append((float(r["ssim_whole"]) + float(r["ssim_head"])) / 2)
-    best_folder, best_sha = max(crit, key=lambda k: sum(crit[k]) / len(crit[k]))
-    profile = load_profile("default")
-    assert best_folder == profile.real_mri.checkpoint and best_folder in shipped
-    assert best_sha == prior_sha256(best_folder)
-    assert {folder for folder, _ in crit} - shipped <= set(choice.NOTES)
+    summary = choice.summary(rows)
+    pick = choice.chosen(summary)
+    later = [r["prior_sha256"] for n in PRIOR_COMPARISONS[PRIOR_COMPARISONS.index(name) + 1:]
+             for r in tables.read_csv_rows(results / f"{n}.csv") if r["method"] == "dart"]
+    if later:
+        assert (REPO / pick["prior_checkpoint"]).is_dir()
+        assert prior_sha256(pick["prior_checkpoint"]) == pick["prior_sha256"] and pick["prior_sha256"] in later
+    else:
+        assert pick["prior_sha256"] == prior_sha256(load_profile("default").real_mri.checkpoint)
+    folders = {r["prior_checkpoint"] for r in rows if r["method"] == "dart"}
+    shipped = {c for c in folders if c.startswith("checkpoints/") and (REPO / c).is_dir()}
+    assert folders - shipped <= set(choice.NOTES)
     committed = (results / f"{name}.md").read_text()
     threads = int(re.search(r"; (\d+) thread\(s\)", committed).group(1))  # as the run was made
     assert _body(choice.report(rows, "default", threads)) == _body(committed)
+    assert tables.read_csv_rows(results / f"{name}_summary.csv") == tables.read_csv_rows(
+        tables.write_csv_rows(summary, tmp_path / f"{name}_summary.csv"))
+    sys.modules.pop("bench_real_mri_prior_choice", None)
+
+
+def test_the_prior_choice_rule_prefers_the_smaller_of_level_priors():
+    """chosen(): the best criterion wins unless a smaller network is within LEVEL of it; rows
+    without prior_parameters (CSVs from before the column) count as one size."""
+    choice = load_benchmark("real_mri_prior_choice")
+    tv = {"method": "tv", "criterion": 0.7}
+    big = {"method": "dart", "criterion": 0.8506, "prior_parameters": 4_000_000, "prior_checkpoint": "big"}
+    small = {"method": "dart", "criterion": 0.8500, "prior_parameters": 2_000_000, "prior_checkpoint": "small"}
+    assert choice.chosen([tv, big, small])["prior_checkpoint"] == "small"
+    worse = {**small, "criterion": 0.8490}  # 0.0016 below: not level
+    assert choice.chosen([tv, big, worse])["prior_checkpoint"] == "big"
+    a = {"method": "dart", "criterion": 0.8310, "prior_parameters": None, "prior_checkpoint": "a"}
+    b = {"method": "dart", "criterion": 0.8311, "prior_parameters": None, "prior_checkpoint": "b"}
+    assert choice.chosen([tv, a, b])["prior_checkpoint"] == "b"
     sys.modules.pop("bench_real_mri_prior_choice", None)
 
 
@@ -148,7 +174,8 @@ def test_background_cases_score_outside_the_head_of_the_tables_cases():
     committed = load_profile("default")
     text = background.report(rows, "default", background.cases(committed)[1])
     assert _body(text) == _body((results / "real_mri_background.md").read_text())
-    table_rows = {(r["case"], r["method"]): r for r in tables.read_csv_rows(REPO / "figures" / "tab_real_mri_cases.csv")}
+    cli = load_benchmark("_cli")  # the table made with the rows' prior (frozen when the prior changed)
+    table_rows = {(r["case"], r["method"]): r for r in tables.read_csv_rows(cli.table_file(cli.rows_prior(rows)))}
     assert len(rows) == 2 * len(background.cases(committed)[0])  # DART and TV per case
     for r in rows:  # the same reconstructions as the table's (deterministic DART; TV)
         assert float(r["ssim_whole"]) == pytest.approx(float(table_rows[r["case"], r["method"]]["ssim_whole"]), abs=2e-4)
@@ -185,14 +212,16 @@ def test_mask_draws_redraw_only_the_masks_and_draw_0_is_the_tables():
     rows = tables.read_csv_rows(results / "real_mri_mask_draws.csv")
     text = draws.report(rows, "default")
     assert _body(text) == _body((results / "real_mri_mask_draws.md").read_text())
-    table_rows = {(r["case"], r["method"]): r for r in tables.read_csv_rows(REPO / "figures" / "tab_real_mri_cases.csv")}
+    cli = load_benchmark("_cli")  # the table made with the rows' prior (frozen when the prior changed)
+    table_rows = {(r["case"], r["method"]): r for r in tables.read_csv_rows(cli.table_file(cli.rows_prior(rows)))}
     zero = [r for r in rows if r["case"].endswith("#0")]
     assert zero and len(rows) % len(zero) == 0
     for r in zero:
         want = table_rows[r["case"].rsplit("#", 1)[0], r["method"]]
         for column in ("ssim_whole", "ssim_head"):
             assert float(r[column]) == pytest.approx(float(want[column]), abs=2e-4)
-    margin = {(r["Role"], r["Acceleration"]): r for r in tables.read_csv_rows(REPO / "figures" / "tab_real_mri_margin.csv")}
+    margin = {(r["Role"], r["Acceleration"]): r
+              for r in tables.read_csv_rows(cli.table_file(cli.rows_prior(rows), "tab_real_mri_margin.csv"))}
     for line in text.splitlines():
         if "| 0 (the table's) |" in line:
             cells = [c.strip() for c in line.strip("|").split("|")]
@@ -315,7 +344,8 @@ def test_dart_variants_committed_report_and_its_profile_rows_are_the_tables(vari
     results = REPO / "benchmarks" / "results"
     rows = tables.read_csv_rows(results / "real_mri_dart_variants.csv")
     assert _body(variants.report(rows, "default", 2)) == _body((results / "real_mri_dart_variants.md").read_text())
-    table = {r["case"]: r for r in tables.read_csv_rows(REPO / "figures" / "tab_real_mri_cases.csv")
+    cli = load_benchmark("_cli")  # the table made with the rows' prior (frozen when the prior changed)
+    table = {r["case"]: r for r in tables.read_csv_rows(cli.table_file(rows[0]["checkpoint"]))
              if r["method"] == "dart" and r["role"] == "tuning"}
     mine = {r["case"]: r for r in rows if r["variant"] == variants.PROFILE}
     assert set(mine) == set(table) and len(mine) == 4
@@ -355,7 +385,7 @@ def test_prior_fit_sets_and_committed_report():
     text = fit.report(rows, "default", priors, 2)
     strip = lambda s: re.sub(r"code [0-9a-f]{10}", "code", s)  # noqa: E731
     assert strip(text) == strip((results / "real_mri_prior_fit.md").read_text())
-    shipped = load_profile("default").real_mri.checkpoint
+    shipped = "checkpoints/mri_general_lownoise"  # the prior the README's conclusion is about (shipped until 2026-12-04)
 
     def lead(s, sigma):
         by = {(r["volume"], r["method"]): r["psnr"] for r in rows if r["set"] == s and r["sigma"] == sigma}

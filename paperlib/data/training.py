@@ -16,6 +16,10 @@ MODALITIES = ("mri", "stem")
 PRESET_DATA = {"mri_general": "randomized", "mri_general_lownoise": "randomized", "mri_general_wide": "randomized_wide", "mri_general_deep": "randomized",
                "slice2d_fixed": "slices_fixed",
                "slice2d_diverse": "slices_diverse", "stem_anydepth": "random_depth"}
+#: Presets trained on a GPU machine from an exported bundle (the machine has no TorchIO to make the
+#: slabs): the preset -> how the bundle is made; ``train`` refuses them without ``--data``.
+PRESET_BUNDLES = {name: "python scripts/export_real_mri_data.py --n 768 --out build/train_data/real_mri_768.pt"
+                  for name in ("mri_general_gpu", "mri_general_gpu_w24", "mri_general_gpu_w32")}
 #: The data names of the domain-randomised MRI slabs -> their anatomy (``paperlib.data.brain.ANATOMY_SPREADS``):
 #: the same slabs' seeds, the head further from the template for ``randomized_wide``.
 _RANDOMIZED_ANATOMY = {"randomized": "template", "randomized_wide": "wide"}
@@ -46,6 +50,9 @@ def load_training_data(modality: str, profile: str, *, preset: str | None = None
     """
     from ..config import load_profile
 
+    if preset in PRESET_BUNDLES:
+        raise ValueError(f"preset {preset} trains on an exported bundle of domain-randomised slabs, not on "
+                         f"the profile's data: make it with `{PRESET_BUNDLES[preset]}` and pass it with --data")
     prof = load_profile(profile)
     anatomy = _RANDOMIZED_ANATOMY.get(PRESET_DATA.get(preset or "", "")) if modality == "mri" else None
     if anatomy is not None:
@@ -93,4 +100,4 @@ def load_training_data(modality: str, profile: str, *, preset: str | None = None
                               "volumes with --data FILE.npy (N, D, H, W) and --data-scale")
 
 
-__all__ = ["MODALITIES", "load_training_data"]
+__all__ = ["MODALITIES", "PRESET_BUNDLES", "PRESET_DATA", "load_training_data"]

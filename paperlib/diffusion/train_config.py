@@ -136,7 +136,7 @@ _MRI_LOWNOISE = TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("c
                             ema_decay=0.995, hflip=True, focus_t=32, focus_fraction=0.75)
 #: presets mri_general_gpu_w24 and mri_general_gpu_w32 (one recipe from scratch, two widths; comments below)
 _MRI_GPU_SCRATCH = TrainConfig(schedule=ScheduleConfig("cosine", 1000), prediction="v", num_groups=1, lr=3e-4,
-                               batch_size=32, grad_accum=1, steps=6000, ckpt_every=250, ema_decay=0.999, hflip=True,
+                               batch_size=32, grad_accum=1, steps=3750, ckpt_every=250, ema_decay=0.999, hflip=True,
                                focus_t=32, focus_fraction=0.5)
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
@@ -200,17 +200,20 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # recipe on its slabs beside an unchanged copy (--init-from names each start). Not shipped.
     "mri_general_deep": replace(_MRI_LOWNOISE, model=replace(PRESETS["default"], num_res_blocks=2)),
     # GPU candidates for the real-scan prior (issue 15; scripts/train_real_mri_prior_gpu.sh, one H200,
-    # all side by side on the card, data exported here: scripts/export_real_mri_data.py). On the CPU
-    # the 1.1 M-parameter network was saturated: 1600 steps scored level with 800, and 4x the slabs
-    # lower (benchmarks/results/real_mri_prior_choice.md). These test batch 32 and many more steps
-    # (mri_general_gpu: the shipped network, from mri_general_lownoise) and wider networks trained
-    # from scratch with half of every batch at t < 32 (w24: 2.5 M, w32: 4.4 M parameters). Prepared
-    # 2026-12-04 and not yet trained: that session was refused a GPU machine (loans paused).
+    # all three side by side on the card, data exported here: scripts/export_real_mri_data.py, passed
+    # with --data; data.training.PRESET_BUNDLES). On the CPU the 1.1 M-parameter network was saturated:
+    # 1600 steps scored level with 800, and 4x the slabs lower (benchmarks/results/real_mri_prior_choice.md).
+    # These test batch 32 and more steps (mri_general_gpu: the shipped network, from
+    # mri_general_lownoise) and wider networks trained from scratch with half of every batch at t < 32
+    # (w24: 2.5 M, w32: 4.4 M parameters). Trained 2026-12-04 in two calls (480 s, then 250 s
+    # resumed; 0.14 / 0.18 / 0.20 s per step) to the steps below, each preset's `steps`, so that
+    # `train --preset NAME --data BUNDLE` remakes them. checkpoints/mri_general_gpu_w24 is the real-scan
+    # prior since 2026-12-04 (chosen on the tuning scans: benchmarks/results/real_mri_prior_gpu.md).
     "mri_general_gpu": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
-                                   num_groups=1, lr=1e-4, batch_size=32, grad_accum=1, steps=6000, ckpt_every=250,
+                                   num_groups=1, lr=1e-4, batch_size=32, grad_accum=1, steps=4750, ckpt_every=250,
                                    ema_decay=0.999, hflip=True, focus_t=32, focus_fraction=0.75),
-    "mri_general_gpu_w24": replace(_MRI_GPU_SCRATCH, model=replace(PRESETS["default"], base_width=24)),
-    "mri_general_gpu_w32": replace(_MRI_GPU_SCRATCH, model=replace(PRESETS["default"], base_width=32)),
+    "mri_general_gpu_w24": replace(_MRI_GPU_SCRATCH, model=replace(PRESETS["default"], base_width=24), steps=3750),
+    "mri_general_gpu_w32": replace(_MRI_GPU_SCRATCH, model=replace(PRESETS["default"], base_width=32), steps=3250),
     # checkpoints/{mri,stem}_single: the paper's "vanilla video diffusion" baseline, ONE network over
     # the whole depth (16 slices) instead of a stack of group networks (Figure 5 top, Table 3). The
     # network is convolutional in depth with relative slice-position attention, so it starts from
