@@ -31,3 +31,21 @@ def test_parse_args_applies_the_thread_count():
         assert (args.threads, args.profile, torch.get_num_threads()) == (1, "ci", 1)
     finally:
         torch.set_num_threads(before)
+
+
+def test_rows_prior_and_the_table_made_with_it():
+    """rows_prior: a CSV's own prior_checkpoint, else the prior of every run before that column;
+    table_file: figures/ for the default profile's prior, the frozen copy for the previous one,
+    an error for a prior no table was made with."""
+    from paperlib.config import load_profile
+
+    cli = load_benchmark("_cli")
+    assert cli.rows_prior([{"prior_checkpoint": "checkpoints/x"}]) == "checkpoints/x"
+    assert cli.rows_prior([{"case": "a"}]) == cli.rows_prior([{"prior_checkpoint": None}]) == cli.PRIOR_BEFORE_RECORDED
+    current = load_profile("default").real_mri.checkpoint
+    assert current != cli.PRIOR_BEFORE_RECORDED
+    assert cli.table_file(current) == cli.RESULTS.parents[1] / "figures" / "tab_real_mri_cases.csv"
+    frozen = cli.table_file(cli.PRIOR_BEFORE_RECORDED, "tab_real_mri_margin.csv")
+    assert frozen.is_file() and frozen.parent.parent == cli.RESULTS
+    with pytest.raises(FileNotFoundError, match="checkpoints/nowhere: no real-scan table made with it"):
+        cli.table_file("checkpoints/nowhere")

@@ -3,8 +3,8 @@
 The tables in README.md are copies of ``figures/*.md`` (``paperlib._readme_tables``); every other
 decimal number with two or more decimals that the README quotes must stand, as printed, in a
 generated file: a table or summary CSV in ``figures/`` (per-case ``*_cases.csv`` files are left
-out: among thousands of values almost any number would match one), ``benchmarks/results/`` or a
-checkpoint manifest. Quote a number as the file prints it.
+out: among thousands of values almost any number would match one), ``benchmarks/results/`` (and
+its folders, such as a table frozen when its prior changed) or a checkpoint manifest. Quote a number as the file prints it.
 """
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ from paperlib import _readme_tables
 from paperlib.paths import REPO_ROOT
 
 NUMBER = re.compile(r"(?<![\w.])-?\d+\.(\d{2,})(?![\w]|\.\d)")
-SOURCES = ("figures/*.csv", "figures/*.md", "benchmarks/results/*", "checkpoints/*/*.json")
+SOURCES = ("figures/*.csv", "figures/*.md", "benchmarks/results/*", "benchmarks/results/*/*", "checkpoints/*/*.json")
 
 
 def _source_tokens(root: Path) -> set[str]:
     tokens: set[str] = set()
     for pattern in SOURCES:
         for path in sorted(root.glob(pattern)):
-            if not path.name.endswith("_cases.csv"):
+            if path.is_file() and not path.name.endswith("_cases.csv"):
                 tokens.update(re.findall(r"-?\d+(?:\.\d+)?", path.read_text(errors="replace")))
     return tokens
 

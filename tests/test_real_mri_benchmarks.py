@@ -428,3 +428,24 @@ def test_deepened_network_computes_what_the_original_does():
     # the size benchmarks/results/real_mri_prior_depth.md states (1.66 M)
     assert round(sum(p.numel() for p in UNet3D(TRAIN_PRESETS["mri_general_deep"].model).parameters()) / 1e6, 2) == 1.66
     sys.modules.pop("bench_real_mri_prior_depth", None)
+
+
+def test_prior_cost_report_renders_the_committed_results_and_its_ratios():
+    """real_mri_prior_cost.py: the committed report re-renders from its CSV (every registered scan,
+    both priors), and the summary's ratio is the ratio of the sums of seconds per call."""
+    from paperlib import tables
+    from paperlib.data.real_mri import REAL_SCANS
+
+    cost = load_benchmark("real_mri_prior_cost")
+    results = REPO / "benchmarks" / "results"
+    rows = tables.read_csv_rows(results / "real_mri_prior_cost.csv")
+    assert {r["scan"] for r in rows} == set(REAL_SCANS)
+    assert [p for p in dict.fromkeys(r["prior"] for r in rows)] == list(cost.CANDIDATES)
+    text = cost.report(rows)
+    assert text.splitlines()[3:] == (results / "real_mri_prior_cost.md").read_text().splitlines()[3:]
+    fake = [{"scan": s, "role": "held_out", "shape": "4x32x32", "prior": p, "parameters": n, "seconds_per_call": t,
+             "ratio_to_first": t / t0, "repeats": 1, "precision": "float32", "threads": 1, "git_commit": "abc"}
+            for s, t0, t1 in (("a", 1.0, 3.0), ("b", 3.0, 3.0)) for p, n, t in (("p", 1, t0), ("q", 2, t1))]
+    line = next(l for l in cost.report(fake).splitlines() if l.startswith("| q | 2 |"))
+    assert "| 6.000 | 1.50x | 2.00x (1.00x - 3.00x) |" in line  # sums 6 / 4; per-scan ratios 3 and 1
+    sys.modules.pop("bench_real_mri_prior_cost", None)
