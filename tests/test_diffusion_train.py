@@ -442,7 +442,7 @@ def test_gpu_candidate_presets_of_the_real_scan_prior_fit_the_checkpoint_limit()
 def test_the_shipped_real_scan_prior_is_what_its_preset_and_bundle_make():
     """checkpoints/mri_general_gpu_w24 (the real-scan prior since 2026-12-04, trained on a GPU): its
     manifest's config is preset mri_general_gpu_w24's as it stands (so `train --preset ... --data
-    BUNDLE` remakes it), its data the 768-slab float16 bundle of scripts/export_real_mri_data.py,
+    BUNDLE` trains it again with the same recipe), its data the 768-slab float16 bundle of scripts/export_real_mri_data.py,
     its weights within the 16 MiB a shipped checkpoint may take; the manifest's sha256 is the file's."""
     import hashlib
     import json

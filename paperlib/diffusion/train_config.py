@@ -207,7 +207,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # mri_general_lownoise) and wider networks trained from scratch with half of every batch at t < 32
     # (w24: 2.5 M, w32: 4.4 M parameters). Trained 2026-12-04 in two calls (480 s, then 250 s
     # resumed; 0.14 / 0.18 / 0.20 s per step) to the steps below, each preset's `steps`, so that
-    # `train --preset NAME --data BUNDLE` remakes them. checkpoints/mri_general_gpu_w24 is the real-scan
+    # `train --preset NAME --data BUNDLE` trains them again with the same recipe and steps (on a GPU
+    # not bit for bit: its kernels are not deterministic). checkpoints/mri_general_gpu_w24 is the real-scan
     # prior since 2026-12-04 (chosen on the tuning scans: benchmarks/results/real_mri_prior_gpu.md).
     "mri_general_gpu": TrainConfig(model=PRESETS["default"], schedule=ScheduleConfig("cosine", 1000), prediction="v",
                                    num_groups=1, lr=1e-4, batch_size=32, grad_accum=1, steps=4750, ckpt_every=250,
