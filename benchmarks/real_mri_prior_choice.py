@@ -53,12 +53,10 @@ per prior to ``<out>_summary.csv`` (what the profile's ``tuned_on`` text quotes)
 """
 from __future__ import annotations
 
-import json
 
 from paperlib import tables
 from paperlib.config import load_profile
-from paperlib.diffusion.checkpoints import manifest_path
-from paperlib.experiments.priors import prior_weights
+from paperlib.experiments.priors import prior_manifest
 from paperlib.provenance import git_commit
 from paperlib.validation import validation_rows
 from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
@@ -107,7 +105,7 @@ def run(profile_name: str, checkpoints: tuple[str, ...] = CANDIDATES, progress: 
         raise SystemExit(f"profile {profile_name}: no validation.real_mri grid (its n_volumes and seeds)")
     grid = grid.model_copy(update={"methods": {"tv": ({},), "dart": ({},)}, "checkpoints": tuple(checkpoints)})
     profile = profile.model_copy(update={"validation": profile.validation.model_copy(update={"real_mri": grid})})
-    manifests = {c: json.loads(manifest_path(prior_weights(c)[0]).read_text()) for c in checkpoints}
+    manifests = {c: prior_manifest(c) for c in checkpoints}
     commit = git_commit()
     return [{**r, "prior_steps": manifests[r["prior_checkpoint"]]["steps"] if r["prior_checkpoint"] else "",
              "prior_parameters": manifests[r["prior_checkpoint"]]["num_parameters"] if r["prior_checkpoint"] else "",

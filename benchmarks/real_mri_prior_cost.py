@@ -15,7 +15,6 @@ and ``.md``.
 """
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 
@@ -25,10 +24,9 @@ from tqdm.auto import tqdm
 from paperlib import tables
 from paperlib.config import load_profile
 from paperlib.data.real_mri import load_real_scans
-from paperlib.diffusion.checkpoints import manifest_path
 from paperlib.diffusion.partition import resolve_precision
 from paperlib.diffusion.tiling import tiled
-from paperlib.experiments.priors import guided_prior, prior_weights
+from paperlib.experiments.priors import guided_prior, prior_manifest
 from paperlib.provenance import git_commit
 from _cli import bench_parser, parse_args, write_summary  # a sibling script (benchmarks/)
 from precision_speed import time_step  # a sibling script (benchmarks/)
@@ -43,7 +41,7 @@ def run(profile_name: str, checkpoints: tuple[str, ...], repeats: int, timestep:
     if real is None:
         raise SystemExit(f"profile {profile_name}: no real_mri section")
     priors = {c: tiled(guided_prior(real.diffusion, c), overlap=real.overlap) for c in checkpoints}
-    params = {c: json.loads(manifest_path(prior_weights(c)[0]).read_text())["num_parameters"] for c in checkpoints}
+    params = {c: prior_manifest(c)["num_parameters"] for c in checkpoints}
     gen = torch.Generator().manual_seed(0)
     rows = []
     with torch.inference_mode():

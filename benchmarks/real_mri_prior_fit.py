@@ -23,7 +23,6 @@ touched. Writes ``benchmarks/results/real_mri_prior_fit.{csv,md}``::
 """
 from __future__ import annotations
 
-import json
 import math
 
 import torch
@@ -34,10 +33,9 @@ from paperlib.config import load_profile
 from paperlib.data.intensity import intensity_scale
 from paperlib.data.randomized import randomized_slab
 from paperlib.data.real_mri import REAL_SCANS, load_real_scan
-from paperlib.diffusion.checkpoints import manifest_path
 from paperlib.diffusion.evaluate import noise_level_timestep
 from paperlib.diffusion.tiling import tiled
-from paperlib.experiments.priors import guided_prior, prior_weights
+from paperlib.experiments.priors import guided_prior, prior_manifest
 from paperlib.metrics.image import psnr_volume
 from paperlib.provenance import git_commit
 from _cli import bench_parser, parse_args, write_summary  # sibling scripts (benchmarks/)
@@ -69,7 +67,7 @@ def _volumes(profile, n: int) -> dict[str, list[tuple[str, torch.Tensor]]]:
 
 def _sha256(checkpoint: str) -> str:
     """The sha256 a prior folder's (first) manifest records."""
-    return json.loads(manifest_path(prior_weights(checkpoint)[0]).read_text())["sha256"]
+    return prior_manifest(checkpoint)["sha256"]
 
 
 def run(profile_name: str, checkpoints: list[str], n: int, seed: int = 0, progress: bool = True) -> list[dict]:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 from torch import Tensor
 
 from ..config import ConfigError, DiffusionReconConfig, Profile
-from ..diffusion.checkpoints import load_partitioned_prior
+from ..diffusion.checkpoints import load_partitioned_prior, manifest_path
 from ..diffusion.partition import PartitionedPrior
 from ..paths import repo_root
 from ..recon.dart import dart
@@ -59,6 +59,12 @@ def prior_weights(*checkpoints: str) -> list[Path]:
     """The weight files (``prior_group*.safetensors``) of the prior folders ``checkpoints``
     (relative to the repository), for :func:`paperlib.provenance.provenance` to hash."""
     return [w for c in checkpoints for w in sorted(resolve_checkpoint(c).glob("prior_group*.safetensors"))]
+
+
+def prior_manifest(checkpoint: str) -> dict:
+    """The manifest of the first group of the prior folder ``checkpoint`` (its steps, parameters,
+    sha256, training config; the fields every group of a folder shares), without loading weights."""
+    return json.loads(manifest_path(prior_weights(checkpoint)[0]).read_text())
 
 
 @dataclass(frozen=True)
